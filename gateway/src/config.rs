@@ -1,0 +1,249 @@
+//! Node configuration: one TOML file per node. Relative paths are resolved against the folder
+//! of the file, so a config and its certificates can move together. Unknown keys are refused,
+//! so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The configuration could not be used. The operator's file is at fault; the node does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("config {path}: key `{key}`: {message}")]
+    Invalid {
+        path: String,
+        key: &'static str,
+        message: String,
+    },
+}
+
+/// A node's configuration, with paths already resolved.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Raft node id, unique in the cluster, greater than zero.
+    pub node_id: u64,
+    /// Address to bind the gRPC port to.
+    pub listen: SocketAddr,
+    /// URL peers use to reach this node; default `https://<listen>`.
+    pub advertise: String,
+    /// Folder holding the Raft log, state machine and record store.
+    pub data_dir: PathBuf,
+    /// Trust domain of the SPIFFE identities in certificates, e.g. `gov.example`.
+    pub trust_domain: String,
+    /// Initialise a single-voter cluster of this node on first start.
+    pub bootstrap: bool,
+    pub tls: TlsFiles,
+    pub policy: PolicyFiles,
+    pub limits: Limits,
+}
+
+/// Certificate files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// CA bundle that client and peer certificates must chain to.
+    pub ca: PathBuf,
+    /// This node's certificate (server and peer client).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Optional PEM file of certificate revocation lists.
+    pub crl: Option<PathBuf>,
+}
+
+/// Policy files.
+#[derive(Debug, Clone)]
+pub struct PolicyFiles {
+    pub model: PathBuf,
+    pub rules: PathBuf,
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest record payload accepted by PutRecord, in bytes. Default 64 KiB; at most 4 MiB.
+    pub max_payload_bytes: usize,
+}
+
+/// Default for [`Limits::max_payload_bytes`].
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 64 * 1024;
+/// Ceiling for [`Limits::max_payload_bytes`]: gRPC messages stay below 4 MiB.
+pub const MAX_PAYLOAD_CEILING: usize = 4 * 1024 * 1024 - 64 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node_id: u64,
+    listen: String,
+    advertise: Option<String>,
+    data_dir: PathBuf,
+    trust_domain: String,
+    #[serde(default)]
+    bootstrap: bool,
+    tls: RawTls,
+    policy: RawPolicy,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    crl: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    model: PathBuf,
+    rules: PathBuf,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_payload_bytes: Option<usize>,
+}
+
+impl NodeConfig {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base, path)
+    }
+
+    /// Parse config text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path, path: &Path) -> Result<NodeConfig, ConfigError> {
+        let p = || path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: p(),
+            message: e.to_string(),
+        })?;
+        let invalid = |key, message: String| ConfigError::Invalid {
+            path: p(),
+            key,
+            message,
+        };
+        if raw.node_id == 0 {
+            return Err(invalid(
+                "node_id",
+                "must be greater than 0 (Raft reserves 0)".into(),
+            ));
+        }
+        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("`{}` is not an address like 127.0.0.1:7400", raw.listen),
+            )
+        })?;
+        let advertise = raw.advertise.unwrap_or_else(|| format!("https://{listen}"));
+        if !advertise.starts_with("https://") {
+            return Err(invalid(
+                "advertise",
+                format!("`{advertise}` must be an https:// URL peers can reach"),
+            ));
+        }
+        if raw.trust_domain.is_empty() || raw.trust_domain.contains('/') {
+            return Err(invalid(
+                "trust_domain",
+                "must be a DNS-style name such as gov.example".into(),
+            ));
+        }
+        let max_payload_bytes = raw
+            .limits
+            .max_payload_bytes
+            .unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES);
+        if max_payload_bytes == 0 || max_payload_bytes > MAX_PAYLOAD_CEILING {
+            return Err(invalid(
+                "limits.max_payload_bytes",
+                format!("must be between 1 and {MAX_PAYLOAD_CEILING}, got {max_payload_bytes}"),
+            ));
+        }
+        let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        Ok(NodeConfig {
+            node_id: raw.node_id,
+            listen,
+            advertise,
+            data_dir: abs(raw.data_dir),
+            trust_domain: raw.trust_domain,
+            bootstrap: raw.bootstrap,
+            tls: TlsFiles {
+                ca: abs(raw.tls.ca),
+                cert: abs(raw.tls.cert),
+                key: abs(raw.tls.key),
+                crl: raw.tls.crl.map(abs),
+            },
+            policy: PolicyFiles {
+                model: abs(raw.policy.model),
+                rules: abs(raw.policy.rules),
+            },
+            limits: Limits { max_payload_bytes },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+node_id = 1
+listen = "127.0.0.1:7400"
+data_dir = "data"
+trust_domain = "gov.example"
+bootstrap = true
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/nodes/a.crt"
+key = "/abs/a.key"
+[policy]
+model = "model.conf"
+rules = "policy.csv"
+"#;
+
+    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::parse(text, Path::new("/etc/q"), Path::new("/etc/q/node.toml"))
+    }
+
+    #[test]
+    fn resolves_paths_and_applies_defaults() {
+        let c = parse(GOOD).expect("parses");
+        assert_eq!(c.data_dir, Path::new("/etc/q/data"));
+        assert_eq!(c.tls.key, Path::new("/abs/a.key"));
+        assert_eq!(c.advertise, "https://127.0.0.1:7400");
+        assert_eq!(c.limits.max_payload_bytes, DEFAULT_MAX_PAYLOAD_BYTES);
+        assert!(c.bootstrap);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (GOOD.replace("node_id = 1", "node_id = 0"), "key `node_id`"),
+            (GOOD.replace("127.0.0.1:7400", "localhost"), "key `listen`"),
+            (
+                format!("{GOOD}[limits]\nmax_payload_bytes = 0\n"),
+                "key `limits.max_payload_bytes`",
+            ),
+            (GOOD.replace("bootstrap", "bootstrapp"), "bootstrapp"),
+            (GOOD.replace("[policy]", "[polcy]"), "polcy"),
+        ];
+        for (text, needle) in cases {
+            let err = parse(&text).expect_err(needle).to_string();
+            assert!(err.starts_with("config /etc/q/node.toml"), "{err}");
+            assert!(err.contains(needle), "{err} should name {needle}");
+        }
+    }
+}

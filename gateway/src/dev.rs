@@ -1,0 +1,224 @@
+//! `qianlian dev`: the embedded default. A single-node cluster on 127.0.0.1 with a generated dev
+//! PKI, the default policy and sample records of three departments, in one local folder.
+//! Running it again reuses the folder: same keys, same log, same records.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use tokio::net::TcpListener;
+
+use crate::client::{self, Profile};
+use crate::config::NodeConfig;
+use crate::identifier::{ResidentId, UnifiedSocialCreditCode};
+use crate::pki::{self, PkiPlan};
+use crate::server;
+
+/// Where `qianlian dev` serves unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7400";
+/// The endpoint clients use for [`DEFAULT_LISTEN`].
+pub const DEFAULT_ENDPOINT: &str = "https://127.0.0.1:7400";
+/// The departments of the embedded default.
+pub const DEPARTMENTS: [&str; 3] = ["market-regulation", "natural-resources", "housing"];
+
+const MODEL: &str = include_str!("../../policies/model.conf");
+const RULES: &str = include_str!("../../policies/policy.csv");
+
+/// Prepare the dev folder (PKI, policy, config) without starting anything.
+pub fn prepare(dir: &Path, listen: SocketAddr) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir.join("policies"))?;
+    let report = pki::init(&PkiPlan {
+        out: dir.join("pki"),
+        trust_domain: "gov.example".into(),
+        departments: DEPARTMENTS.iter().map(|s| s.to_string()).collect(),
+        inspectors: vec!["audit-office".into()],
+        operators: vec!["ops".into()],
+        nodes: vec!["node-1".into()],
+        node_hosts: vec![],
+        leaf_days: 365,
+        force: false,
+    })?;
+    if !report.written.is_empty() {
+        println!("dev PKI written to {}", dir.join("pki").display());
+    }
+    for (name, text) in [("model.conf", MODEL), ("policy.csv", RULES)] {
+        let p = dir.join("policies").join(name);
+        if !p.exists() {
+            std::fs::write(&p, text)?;
+        }
+    }
+    let config = dir.join("node.toml");
+    if !config.exists() {
+        std::fs::write(
+            &config,
+            format!(
+                r#"# Qianlian dev node, written by `qianlian dev`. Edit freely; it is reused.
+node_id = 1
+listen = "{listen}"
+data_dir = "data"
+trust_domain = "gov.example"
+bootstrap = true
+
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/nodes/node-1.crt"
+key = "pki/nodes/node-1.key"
+
+[policy]
+model = "policies/model.conf"
+rules = "policies/policy.csv"
+
+[limits]
+max_payload_bytes = 65536
+"#
+            ),
+        )?;
+    }
+    Ok(config)
+}
+
+/// Run the embedded default until Ctrl-C.
+pub async fn run(dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let listen_default: SocketAddr = DEFAULT_LISTEN.parse()?;
+    let config_path = prepare(dir, listen.unwrap_or(listen_default))?;
+    let mut config = NodeConfig::load(&config_path)?;
+    if let Some(l) = listen {
+        config.listen = l;
+    }
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {}: {e}; stop the other process or pass --listen 127.0.0.1:<port>",
+            config.listen
+        )
+    })?;
+    let addr = listener.local_addr()?;
+    let endpoint = format!("https://{addr}");
+    std::fs::write(dir.join("endpoint"), &endpoint)?;
+    let node = server::start(config, listener).await?;
+    let seeded = dir.join("data").join("sample-data-loaded");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut serve = tokio::spawn(node.serve(async {
+        let _ = stop_rx.await;
+    }));
+    if !seeded.exists() {
+        load_samples(dir, &endpoint).await?;
+        std::fs::write(&seeded, "sample records were loaded through PutRecord\n")?;
+    }
+    print_tour(dir, &endpoint);
+    tokio::select! {
+        r = crate::shutdown_signal() => {
+            r?;
+            println!("stopping…");
+        }
+        r = &mut serve => {
+            r??;
+            anyhow::bail!("the node stopped unexpectedly");
+        }
+    }
+    let _ = stop_tx.send(());
+    serve.await??;
+    println!("stopped; run `qianlian dev` again to continue with the same data");
+    Ok(())
+}
+
+/// Sample records for the three departments, each put by its owner through the gateway (so each
+/// is notarized like any other write). Identifiers are generated with valid check characters.
+pub fn samples() -> Vec<(&'static str, &'static str, String, serde_json::Value)> {
+    let mut out = Vec::new();
+    let names = [
+        ("贵州黔云数据科技有限公司", "张伟"),
+        ("贵阳筑城建设工程有限公司", "李娜"),
+        ("遵义红城食品有限公司", "王芳"),
+        ("安顺黄果树旅游开发有限公司", "刘洋"),
+        ("六盘水凉都新能源有限公司", "陈静"),
+    ];
+    let mut codes = Vec::new();
+    for (i, (name, rep)) in names.iter().enumerate() {
+        let code = UnifiedSocialCreditCode::generate(i as u64)
+            .as_str()
+            .to_owned();
+        codes.push(code.clone());
+        out.push((
+            "market-regulation",
+            "enterprise-registration",
+            code.clone(),
+            serde_json::json!({
+                "unified_social_credit_code": code,
+                "name": name,
+                "legal_representative": rep,
+                "legal_representative_id": ResidentId::generate(i as u64).as_str(),
+                "registered_capital_cny": 1_000_000 * (i as u64 + 1),
+                "established": format!("20{:02}-0{}-1{}", 10 + i, 1 + i, i),
+                "status": "存续",
+            }),
+        ));
+    }
+    for i in 0..3u64 {
+        let cert = format!("黔（2024）贵阳市不动产权第{:07}号", 12_345 + i);
+        out.push((
+            "natural-resources",
+            "real-estate-registration",
+            cert.clone(),
+            serde_json::json!({
+                "certificate_number": cert,
+                "holder_credit_code": codes[i as usize],
+                "location": format!("贵阳市观山湖区林城西路{}号", 10 + i),
+                "area_m2": 1200 + 300 * i,
+                "use": "商服用地",
+            }),
+        ));
+    }
+    for i in 0..3u64 {
+        let permit = format!("5201152024031{}{:04}", i + 1, i + 1);
+        out.push((
+            "housing",
+            "construction-permit",
+            permit.clone(),
+            serde_json::json!({
+                "permit_number": permit,
+                "builder_credit_code": codes[1],
+                "project": format!("观山湖区第{}期综合楼", i + 1),
+                "land_certificate": format!("黔（2024）贵阳市不动产权第{:07}号", 12_345 + i),
+                "contract_price_cny": 25_000_000 + 5_000_000 * i,
+            }),
+        ));
+    }
+    out
+}
+
+async fn load_samples(dir: &Path, endpoint: &str) -> anyhow::Result<()> {
+    let samples = samples();
+    for (owner, dataset, key, json) in &samples {
+        let profile = Profile::dev(dir, owner, Some(endpoint.to_owned()))?;
+        client::put(&profile, dataset, key, serde_json::to_vec(json)?).await?;
+    }
+    println!("loaded {} sample records", samples.len());
+    Ok(())
+}
+
+fn print_tour(dir: &Path, endpoint: &str) {
+    let samples = samples();
+    let enterprise = &samples[0].2;
+    let property = &samples[5].2;
+    let d = dir.display();
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "qianlian".into());
+    println!(
+        r#"
+Qianlian dev node ready on {endpoint}   (data in {d}; Ctrl-C stops it)
+
+Try, in another terminal (from this folder):
+  Q={exe}
+  # housing reads an enterprise registration for a permit review: allowed, notarized
+  $Q client --as housing get enterprise-registration {enterprise} --purpose permit-review
+  # the same read for marketing: PERMISSION_DENIED, and the refusal is on the record too
+  $Q client --as housing get enterprise-registration {enterprise} --purpose marketing
+  # natural resources reads its own record
+  $Q client --as natural-resources get real-estate-registration '{property}' --purpose audit
+  # market regulation registers an enterprise
+  $Q client --as market-regulation put enterprise-registration {enterprise} --json '{{"name":"贵州黔云数据科技有限公司","status":"存续"}}'
+  # read the notarization log back (the inspector may read every record)
+  $Q client --as audit-office log get 0
+"#
+    );
+}

@@ -1,0 +1,43 @@
+//! The Qianlian gateway: one node per department.
+//!
+//! - [`identity`]: the caller, parsed once from its client certificate.
+//! - [`tls`]: TLS 1.3 serving with optional, verified client certificates.
+//! - [`policy`]: Casbin access decisions, indexed by owner department.
+//! - [`dataset`] and [`identifier`]: the datasets exchanged and the rules their keys follow.
+//! - [`store`]: each department's own records (RocksDB, outside the log).
+//! - [`exchange`]: the data service; [`notary`]: the log read back.
+//! - [`server`]: a running node (`run(config, listener, shutdown)`); [`config`]: its TOML file.
+//! - [`pki`], [`dev`], [`client`], [`bench`]: the dev PKI, the embedded default, the CLI client
+//!   and the load generator.
+
+pub mod bench;
+pub mod client;
+pub mod config;
+pub mod dataset;
+pub mod dev;
+pub mod error;
+pub mod exchange;
+pub mod identifier;
+pub mod identity;
+pub mod notary;
+pub mod pki;
+pub mod policy;
+pub mod server;
+pub mod store;
+pub mod tls;
+
+/// Completes on Ctrl-C or SIGTERM (what `docker stop` and systemd send).
+pub async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}

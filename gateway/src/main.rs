@@ -1,0 +1,354 @@
+//! `qianlian`: the gateway node and its command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use qianlian_gateway::client::{self, Profile};
+use qianlian_gateway::config::NodeConfig;
+use qianlian_gateway::pki::{self, PkiPlan};
+use qianlian_gateway::{dev, server};
+
+/// Qianlian: a cross-department government data-sharing gateway with a notarized access trail.
+#[derive(Parser, Debug)]
+#[command(name = "qianlian", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the embedded default: a single node with dev PKI, default policy and sample data.
+    Dev {
+        /// Folder for keys, config and data; reused on the next run.
+        #[arg(long, default_value = "qianlian-dev", env = "QIANLIAN_DEV_DIR")]
+        dir: PathBuf,
+        /// Address to serve on (default 127.0.0.1:7400, or what node.toml says).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Run a node from its config file.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Manage certificates.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Call a gateway.
+    Client(ClientArgs),
+    /// Measure a running gateway: closed-loop notarized reads over mutual TLS.
+    Bench {
+        #[command(flatten)]
+        who: ClientArgsNoCommand,
+        /// Concurrent clients, each with its own connection.
+        #[arg(long, default_value_t = 1)]
+        clients: usize,
+        /// Seconds measured, after the warm-up.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Seconds of warm-up, not measured.
+        #[arg(long, default_value_t = 2)]
+        warmup: u64,
+        #[arg(long, default_value = "enterprise-registration")]
+        dataset: String,
+        /// Record key to read; default: the first dev sample.
+        #[arg(long)]
+        key: Option<String>,
+        /// Declared purpose; one without a rule measures notarized refusals.
+        #[arg(long, default_value = "permit-review")]
+        purpose: String,
+    },
+}
+
+/// Who to connect as, for commands without a client subcommand.
+#[derive(Args, Debug)]
+struct ClientArgsNoCommand {
+    #[arg(long = "as", default_value = "housing")]
+    as_name: String,
+    #[arg(long, default_value = "qianlian-dev", env = "QIANLIAN_DEV_DIR")]
+    dev_dir: PathBuf,
+    #[arg(long, env = "QIANLIAN_ENDPOINT")]
+    endpoint: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum PkiCommand {
+    /// Write a root CA, node certificates and client certificates.
+    Init {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "gov.example")]
+        trust_domain: String,
+        /// A department (client certificate, role `department`); repeatable.
+        #[arg(long = "dept")]
+        departments: Vec<String>,
+        /// An inspector (client certificate, role `inspector`); repeatable.
+        #[arg(long = "inspector")]
+        inspectors: Vec<String>,
+        /// An operator (client certificate, role `operator`); repeatable.
+        #[arg(long = "operator")]
+        operators: Vec<String>,
+        /// A gateway node (server certificate); default: one per department.
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        /// Extra DNS name or IP for node certificates; repeatable.
+        #[arg(long = "host")]
+        hosts: Vec<String>,
+        /// Validity of node and client certificates, in days.
+        #[arg(long, default_value_t = 365)]
+        days: i64,
+        /// Overwrite existing keys and certificates (a new CA invalidates every old certificate).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ClientArgs {
+    /// Use the dev profile of this department, inspector or operator (from `qianlian dev`).
+    #[arg(long = "as", global = true)]
+    as_name: Option<String>,
+    /// Folder of the dev profile.
+    #[arg(
+        long,
+        default_value = "qianlian-dev",
+        env = "QIANLIAN_DEV_DIR",
+        global = true
+    )]
+    dev_dir: PathBuf,
+    /// Gateway URL, e.g. https://127.0.0.1:7400.
+    #[arg(long, env = "QIANLIAN_ENDPOINT", global = true)]
+    endpoint: Option<String>,
+    /// CA bundle (instead of a dev profile).
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
+    /// Client certificate (instead of a dev profile).
+    #[arg(long, global = true)]
+    cert: Option<PathBuf>,
+    /// Client key (instead of a dev profile).
+    #[arg(long = "key", id = "key_file", global = true)]
+    key: Option<PathBuf>,
+    /// Name the server certificate must carry.
+    #[arg(long, default_value = "localhost", global = true)]
+    server_name: String,
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClientCommand {
+    /// Store a record of your own department's dataset.
+    Put {
+        dataset: String,
+        key: String,
+        /// The record as a JSON object.
+        #[arg(long, conflicts_with = "file")]
+        json: Option<String>,
+        /// Read the JSON object from a file.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Read a record for a declared purpose.
+    Get {
+        dataset: String,
+        key: String,
+        #[arg(long)]
+        purpose: String,
+    },
+    /// Read the notarization log.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LogCommand {
+    /// Show the record at a log index.
+    Get { index: u64 },
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn profile(args: &ClientArgs) -> anyhow::Result<Profile> {
+    match (&args.as_name, &args.cert, &args.key, &args.ca) {
+        (Some(name), None, None, _) => {
+            let mut p = Profile::dev(&args.dev_dir, name, args.endpoint.clone())?;
+            if let Some(ca) = &args.ca {
+                p.ca = ca.clone();
+            }
+            p.server_name = args.server_name.clone();
+            Ok(p)
+        }
+        (None, cert, key, Some(ca)) => {
+            let identity = match (cert, key) {
+                (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+                (None, None) => None,
+                _ => anyhow::bail!("--cert and --key go together"),
+            };
+            Ok(Profile {
+                endpoint: args
+                    .endpoint
+                    .clone()
+                    .unwrap_or_else(|| dev::DEFAULT_ENDPOINT.to_owned()),
+                ca: ca.clone(),
+                identity,
+                server_name: args.server_name.clone(),
+            })
+        }
+        (Some(_), _, _, _) => anyhow::bail!("use either --as or --cert/--key, not both"),
+        (None, _, _, None) => anyhow::bail!(
+            "say who you are: --as <department> (dev profile) or --ca with --cert and --key"
+        ),
+    }
+}
+
+async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
+    let p = profile(&args)?;
+    match args.command {
+        ClientCommand::Put {
+            dataset,
+            key,
+            json,
+            file,
+        } => {
+            let body = match (json, file) {
+                (Some(j), None) => j.into_bytes(),
+                (None, Some(f)) => std::fs::read(&f)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?,
+                _ => anyhow::bail!("give the record with --json '{{...}}' or --file FILE"),
+            };
+            client::put(&p, &dataset, &key, body).await
+        }
+        ClientCommand::Get {
+            dataset,
+            key,
+            purpose,
+        } => client::get(&p, &dataset, &key, &purpose).await,
+        ClientCommand::Log {
+            command: LogCommand::Get { index },
+        } => client::log_get(&p, index).await,
+    }
+}
+
+async fn serve(config: PathBuf) -> anyhow::Result<()> {
+    let config = NodeConfig::load(&config)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (key `listen`): {e}", config.listen))?;
+    let node_id = config.node_id;
+    let node = server::start(config, listener).await?;
+    // One line on stdout that scripts and tests wait for.
+    println!(
+        "qianlian node {node_id} ready on {} (log size {})",
+        node.local_addr()?,
+        node.log_size()
+    );
+    node.serve(async {
+        if let Err(e) = qianlian_gateway::shutdown_signal().await {
+            tracing::error!(error = %e, "cannot listen for signals; stopping");
+        }
+        tracing::info!("shutting down");
+    })
+    .await?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Dev { dir, listen } => dev::run(&dir, listen).await,
+            Command::Serve { config } => serve(config).await,
+            Command::Pki {
+                command:
+                    PkiCommand::Init {
+                        out,
+                        trust_domain,
+                        departments,
+                        inspectors,
+                        operators,
+                        nodes,
+                        hosts,
+                        days,
+                        force,
+                    },
+            } => {
+                let report = pki::init(&PkiPlan {
+                    out,
+                    trust_domain,
+                    departments,
+                    inspectors,
+                    operators,
+                    nodes,
+                    node_hosts: hosts,
+                    leaf_days: days,
+                    force,
+                })?;
+                for p in &report.written {
+                    println!("wrote {}", p.display());
+                }
+                for p in &report.kept {
+                    println!("kept  {} (exists; --force replaces it)", p.display());
+                }
+                Ok(())
+            }
+            Command::Client(args) => run_client(args).await,
+            Command::Bench {
+                who,
+                clients,
+                seconds,
+                warmup,
+                dataset,
+                key,
+                purpose,
+            } => {
+                let profile = Profile::dev(&who.dev_dir, &who.as_name, who.endpoint)?;
+                let owner = qianlian_gateway::dataset::find(&dataset)
+                    .map(|d| d.owner)
+                    .ok_or_else(|| anyhow::anyhow!("unknown dataset `{dataset}`"))?;
+                let key = key.unwrap_or_else(|| dev::samples()[0].2.clone());
+                let plan = qianlian_gateway::bench::BenchPlan {
+                    clients,
+                    warmup: std::time::Duration::from_secs(warmup),
+                    duration: std::time::Duration::from_secs(seconds),
+                    dataset,
+                    owner: owner.to_owned(),
+                    key,
+                    purpose,
+                };
+                let report = qianlian_gateway::bench::reads(&profile, &plan).await?;
+                println!("{clients} client(s): {report}");
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Access decisions: the Casbin model and rules from `policies/`, indexed by owner department.
+//!
+//! Rules are validated line by line before Casbin sees them, so a broken policy is refused with
+//! its file and line. Each owner department gets its own enforcer holding only the rules of its
+//! domain: a decision scans that department's rules, not the whole province's. Enforcers are
+//! immutable after load; `decide` takes `&self` and never serialises concurrent requests.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use casbin::{CoreApi, DefaultModel, Enforcer, MemoryAdapter, MgmtApi};
+use sha2::{Digest, Sha256};
+
+use crate::identity::PeerIdentity;
+
+/// The loaded policy could not be used. The operator's files are at fault; the node does not
+/// start (or keeps its old policy) until they are fixed.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: invalid Casbin model: {reason}")]
+    Model { path: String, reason: String },
+    #[error("{path}:{line}: {reason}")]
+    Rule {
+        path: String,
+        line: usize,
+        reason: String,
+    },
+    #[error("policy engine error: {0}")]
+    Engine(String),
+}
+
+/// One parsed line of the policy file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// `p, subject, owner, dataset, action, purpose`
+    Allow(Vec<String>),
+    /// `g, department, role, owner`
+    Role(Vec<String>),
+}
+
+/// The outcome of one access decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// The rule that allowed the access, or a sentence naming the rule that is missing.
+    pub rule: String,
+}
+
+/// What is being asked of whom.
+#[derive(Debug, Clone, Copy)]
+pub struct AccessRequest<'a> {
+    pub caller: &'a PeerIdentity,
+    pub owner: &'a str,
+    pub dataset: &'a str,
+    pub action: &'a str,
+    pub purpose: &'a str,
+}
+
+/// A loaded, immutable policy.
+pub struct Policy {
+    version: String,
+    by_owner: HashMap<String, Enforcer>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("version", &self.version)
+            .field("owners", &self.by_owner.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Policy {
+    /// Load and validate the model and rule files.
+    pub async fn load(model_path: &Path, policy_path: &Path) -> Result<Policy, PolicyError> {
+        let model = read(model_path)?;
+        let rules = read(policy_path)?;
+        Self::from_text(&model, &rules, model_path, policy_path).await
+    }
+
+    /// Build a policy from the texts of the model and the rules; the paths only name the
+    /// sources in error messages.
+    pub async fn from_text(
+        model_text: &str,
+        rules_text: &str,
+        model_path: &Path,
+        policy_path: &Path,
+    ) -> Result<Policy, PolicyError> {
+        check_model(model_text, model_path)?;
+        let rules = parse_rules(rules_text, policy_path)?;
+        // Owner department -> (its `p` rules, its `g` rules).
+        type Rules = Vec<Vec<String>>;
+        let mut grouped: HashMap<String, (Rules, Rules)> = HashMap::new();
+        for rule in rules {
+            match rule {
+                Rule::Allow(f) => grouped.entry(f[1].clone()).or_default().0.push(f),
+                Rule::Role(f) => grouped.entry(f[2].clone()).or_default().1.push(f),
+            }
+        }
+        let mut by_owner = HashMap::new();
+        for (owner, (allows, roles)) in grouped {
+            let model =
+                DefaultModel::from_str(model_text)
+                    .await
+                    .map_err(|e| PolicyError::Model {
+                        path: model_path.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
+            let mut e = Enforcer::new(model, MemoryAdapter::default())
+                .await
+                .map_err(|e| PolicyError::Model {
+                    path: model_path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            if !allows.is_empty() {
+                e.add_policies(allows)
+                    .await
+                    .map_err(|e| PolicyError::Engine(e.to_string()))?;
+            }
+            if !roles.is_empty() {
+                e.add_grouping_policies(roles)
+                    .await
+                    .map_err(|e| PolicyError::Engine(e.to_string()))?;
+            }
+            // A matcher that cannot evaluate only shows when used: try it once now.
+            e.enforce(("-", owner.as_str(), "-", "-", "-"))
+                .map_err(|e| PolicyError::Model {
+                    path: model_path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            by_owner.insert(owner, e);
+        }
+        let mut h = Sha256::new();
+        h.update(model_text.as_bytes());
+        h.update([0]);
+        h.update(rules_text.as_bytes());
+        let version = hex::encode(&h.finalize()[..6]);
+        Ok(Policy { version, by_owner })
+    }
+
+    /// The policy version recorded with every decision: a digest of model and rules.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// Decide one access.
+    pub fn decide(&self, req: AccessRequest<'_>) -> Result<Decision, PolicyError> {
+        let missing = || Decision {
+            allowed: false,
+            rule: format!(
+                "policy {} has no rule letting {} {} {}/{} for purpose {}",
+                self.version,
+                req.caller.department,
+                req.action,
+                req.owner,
+                req.dataset,
+                if req.purpose.is_empty() {
+                    "(none)"
+                } else {
+                    req.purpose
+                }
+            ),
+        };
+        let Some(enforcer) = self.by_owner.get(req.owner) else {
+            return Ok(missing());
+        };
+        let (allowed, matched) = enforcer
+            .enforce_ex((
+                req.caller.department.as_str(),
+                req.owner,
+                req.dataset,
+                req.action,
+                req.purpose,
+            ))
+            .map_err(|e| PolicyError::Engine(e.to_string()))?;
+        if !allowed {
+            return Ok(missing());
+        }
+        let rule = matched
+            .first()
+            .map(|r| format!("p, {}", r.join(", ")))
+            .unwrap_or_else(|| "p, (rule not reported)".to_owned());
+        Ok(Decision {
+            allowed: true,
+            rule,
+        })
+    }
+}
+
+/// The gateway asks five-field questions; the model must have the sections to answer them.
+fn check_model(text: &str, path: &Path) -> Result<(), PolicyError> {
+    let err = |reason: String| PolicyError::Model {
+        path: path.display().to_string(),
+        reason,
+    };
+    for section in [
+        "[request_definition]",
+        "[policy_definition]",
+        "[policy_effect]",
+        "[matchers]",
+    ] {
+        if !text.lines().any(|l| l.trim() == section) {
+            return Err(err(format!("missing section {section}")));
+        }
+    }
+    let r = text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("r =").or_else(|| l.strip_prefix("r=")))
+        .ok_or_else(|| err("missing `r = ...` request definition".into()))?;
+    let fields = r.split(',').count();
+    if fields != 5 {
+        return Err(err(format!(
+            "the request definition must have 5 fields (sub, dom, obj, act, purpose), found {fields}"
+        )));
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String, PolicyError> {
+    std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Parse the rule file: `#` comments and blank lines are skipped; every other line must be a
+/// complete `p` or `g` rule with non-empty fields of the allowed characters.
+pub fn parse_rules(text: &str, path: &Path) -> Result<Vec<Rule>, PolicyError> {
+    let mut rules = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let err = |reason: String| PolicyError::Rule {
+            path: path.display().to_string(),
+            line: i + 1,
+            reason,
+        };
+        let fields: Vec<String> = line.split(',').map(|f| f.trim().to_owned()).collect();
+        let (kind, rest) = fields
+            .split_first()
+            .ok_or_else(|| err("empty rule".into()))?;
+        let (want, names) = match kind.as_str() {
+            "p" => (5, "subject, owner, dataset, action, purpose"),
+            "g" => (3, "department, role, owner"),
+            other => {
+                return Err(err(format!(
+                    "unknown rule type `{other}`; lines start with `p` (allow) or `g` (role)"
+                )));
+            }
+        };
+        if rest.len() != want {
+            return Err(err(format!(
+                "a `{kind}` rule needs {want} fields ({names}), found {}",
+                rest.len()
+            )));
+        }
+        for (n, f) in rest.iter().enumerate() {
+            let ok = !f.is_empty()
+                && (f == "*"
+                    || f.chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+            if !ok {
+                return Err(err(format!(
+                    "field {} (`{f}`) must be `*` or lowercase letters, digits and `-`",
+                    n + 1
+                )));
+            }
+        }
+        if kind == "g" && rest.iter().any(|f| f == "*") {
+            return Err(err("a `g` rule cannot use `*`".into()));
+        }
+        if kind == "p" && rest[1] == "*" {
+            return Err(err(
+                "the owner department of a `p` rule cannot be `*`; name the department".into(),
+            ));
+        }
+        rules.push(if kind == "p" {
+            Rule::Allow(rest.to_vec())
+        } else {
+            Rule::Role(rest.to_vec())
+        });
+    }
+    Ok(rules)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,211 @@
+//! A running node: load configuration, open storage, join the log, serve gRPC over TLS.
+//!
+//! [`run`] is what `qianlian serve` and `qianlian dev` call, and what tests start on
+//! `127.0.0.1:0`. It returns when `shutdown` completes, after in-flight calls finish and the
+//! log has been closed cleanly.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use qianlian_proto::v1::exchange_server::ExchangeServer;
+use qianlian_proto::v1::notary_server::NotaryServer;
+use qianlian_raft_store::notary::{Notary, NotaryConfig, NotaryError};
+use tokio::net::TcpListener;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+use tonic::{Request, Status};
+
+use crate::config::NodeConfig;
+use crate::exchange::ExchangeService;
+use crate::identity::Role;
+use crate::notary::NotaryService;
+use crate::policy::{Policy, PolicyError};
+use crate::store::{RecordStore, StoreError};
+use crate::tls::{self, ConnInfo, TlsError};
+
+/// The node could not start. Each variant names the part at fault; the message says how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("opening the record store: {0}")]
+    Store(#[from] StoreError),
+    #[error("opening the notarization log: {0}")]
+    Notary(#[from] NotaryError),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Largest gRPC message accepted: the payload limit plus room for the envelope.
+fn max_message(config: &NodeConfig) -> usize {
+    config.limits.max_payload_bytes + 64 * 1024
+}
+
+/// How long in-flight calls may run after a shutdown signal.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Raft RPCs are for gateway nodes only.
+#[allow(clippy::result_large_err)]
+fn nodes_only(req: Request<()>) -> Result<Request<()>, Status> {
+    match req.extensions().get::<ConnInfo>().map(|c| &c.peer) {
+        Some(Some(Ok(id))) if id.role == Role::Node => Ok(req),
+        Some(Some(Ok(id))) => Err(Status::permission_denied(format!(
+            "Raft traffic is for gateway nodes; {id} is not a node certificate"
+        ))),
+        _ => Err(Status::unauthenticated(
+            "Raft traffic needs a node client certificate",
+        )),
+    }
+}
+
+/// Start the node on `listener` and serve until `shutdown` completes.
+pub async fn run(
+    config: NodeConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), StartError> {
+    start(config, listener).await?.serve(shutdown).await
+}
+
+/// A node whose storage, log and policy are open, ready to serve.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    listener: TcpListener,
+    server_tls: rustls::ServerConfig,
+    exchange: ExchangeService,
+    notary: Notary,
+}
+
+/// Open everything the node needs; fails with a precise error before any port serves.
+pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, StartError> {
+    tls::install_crypto_provider();
+    let ca = tls::load_certs(&config.tls.ca)?;
+    let chain = tls::load_certs(&config.tls.cert)?;
+    let key = tls::load_key(&config.tls.key)?;
+    let crls = match &config.tls.crl {
+        Some(p) => tls::load_crls(p)?,
+        None => Vec::new(),
+    };
+    let server_tls = tls::server_config(&ca, chain, key, crls)?;
+    let policy = Policy::load(&config.policy.model, &config.policy.rules).await?;
+    tracing::info!(version = policy.version(), "policy loaded");
+
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let store = RecordStore::open(&config.data_dir.join("records"))?;
+
+    let peer_tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&config.tls.ca)?))
+        .identity(Identity::from_pem(
+            read(&config.tls.cert)?,
+            read(&config.tls.key)?,
+        ));
+    let mut notary_config = NotaryConfig::new(
+        config.node_id,
+        config.data_dir.clone(),
+        config.advertise.clone(),
+    );
+    notary_config.bootstrap_single = config.bootstrap;
+    notary_config.peer_tls = Some(peer_tls);
+    let notary = Notary::open(notary_config).await?;
+    tracing::info!(
+        node_id = config.node_id,
+        log_size = notary.tree_size(),
+        "notarization log open"
+    );
+
+    let exchange = ExchangeService {
+        policy: Arc::new(ArcSwap::from_pointee(policy)),
+        store,
+        notary: notary.clone(),
+        limits: config.limits,
+    };
+    Ok(Node {
+        config,
+        listener,
+        server_tls,
+        exchange,
+        notary,
+    })
+}
+
+impl Node {
+    /// The address the node serves on.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Number of records in the notarization log.
+    pub fn log_size(&self) -> u64 {
+        self.notary.tree_size()
+    }
+
+    /// Serve until `shutdown` completes, then close the log.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
+        let Node {
+            config,
+            listener,
+            server_tls,
+            exchange,
+            notary,
+        } = self;
+        let max = max_message(&config);
+        let incoming = tls::incoming(listener, Arc::new(server_tls), config.trust_domain.clone());
+        let raft = notary.raft_service();
+        // Graceful shutdown waits for open connections; clients that keep theirs open must not
+        // hold the node forever, so in-flight calls get SHUTDOWN_GRACE and then the node stops.
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let signal = {
+            let stopping = stopping.clone();
+            async move {
+                shutdown.await;
+                stopping.notify_one();
+            }
+        };
+        let server = tonic::transport::Server::builder()
+            .add_service(
+                ExchangeServer::new(exchange)
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(NotaryServer::new(NotaryService {
+                notary: notary.clone(),
+            }))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                raft, nodes_only,
+            ))
+            .serve_with_incoming_shutdown(incoming, signal);
+        let result = tokio::select! {
+            r = server => r,
+            _ = async {
+                stopping.notified().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => {
+                tracing::warn!("clients still connected after {SHUTDOWN_GRACE:?}; closing their connections");
+                Ok(())
+            }
+        };
+        if let Err(e) = notary.shutdown().await {
+            tracing::warn!(error = %e, "notarization log did not shut down cleanly");
+        }
+        result?;
+        Ok(())
+    }
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, StartError> {
+    std::fs::read(path).map_err(|source| StartError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}

@@ -1,0 +1,264 @@
+//! TLS 1.3 with optional client certificates, and the accept loop that turns each connection
+//! into a stream tonic can serve, carrying the caller's [`PeerIdentity`] parsed once.
+//!
+//! Client certificates are validated by rustls against the configured CA bundle and CRLs
+//! (expired, revoked and foreign certificates fail the handshake). A connection without a
+//! client certificate is accepted so that public services (license verification) can share the
+//! port; data services refuse such calls with UNAUTHENTICATED.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
+
+use crate::identity::{IdentityError, PeerIdentity, parse_peer};
+
+/// A TLS file could not be used. The operator's configuration is at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: io::Error },
+    #[error("{path} holds no PEM {what}; expected a `-----BEGIN {what}-----` block")]
+    Empty { path: String, what: &'static str },
+    #[error("{path} is not valid PEM: {reason}")]
+    Pem { path: String, reason: String },
+    #[error("TLS configuration rejected: {0}")]
+    Config(String),
+}
+
+/// Read every certificate from a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty {
+            path: path.display().to_string(),
+            what: "CERTIFICATE",
+        });
+    }
+    Ok(certs)
+}
+
+/// Read the first private key from a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let bytes = read(path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => TlsError::Empty {
+            path: path.display().to_string(),
+            what: "PRIVATE KEY",
+        },
+        other => TlsError::Pem {
+            path: path.display().to_string(),
+            reason: other.to_string(),
+        },
+    })
+}
+
+/// Read every CRL from a PEM file.
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let bytes = read(path)?;
+    CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Install ring as the process-wide rustls provider (idempotent). Must run before any TLS
+/// configuration is built, so that a second provider in the tree can never cause a panic.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// Server-side TLS: TLS 1.3 only, ALPN h2, client certificates optional but verified when sent.
+pub fn server_config(
+    ca: &[CertificateDer<'static>],
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<rustls::ServerConfig, TlsError> {
+    install_crypto_provider();
+    let mut roots = RootCertStore::empty();
+    for c in ca {
+        roots
+            .add(c.clone())
+            .map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
+    }
+    let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+        .with_crls(crls)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let mut config =
+        rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(cert_chain, key)
+            .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// What tonic learns about a connection; available in every request's extensions.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub remote_addr: SocketAddr,
+    /// `None`: no client certificate was presented. `Some(Err)`: one was, chained to our CA,
+    /// but it carries no usable identity.
+    pub peer: Option<Result<PeerIdentity, IdentityError>>,
+}
+
+/// One accepted TLS connection, ready for tonic.
+#[derive(Debug)]
+pub struct TlsConn {
+    inner: TlsStream<TcpStream>,
+    info: ConnInfo,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// How long a client may take to finish the TLS handshake before it is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accept TCP connections, run each TLS handshake in its own task (a slow client cannot stall
+/// the others) and yield the established connections. Refused handshakes are logged with the
+/// reason rustls gives (unknown CA, expired, revoked, …).
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    trust_domain: String,
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsConn>> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                // The server stopped and dropped the stream: stop accepting.
+                _ = tx.closed() => return,
+                a = listener.accept() => a,
+            };
+            let (tcp, remote_addr) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            let trust_domain = trust_domain.clone();
+            tokio::spawn(async move {
+                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::warn!(remote = %remote_addr, error = %e, "TLS handshake refused");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(remote = %remote_addr, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let peer = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|leaf| parse_peer(leaf.as_ref(), &trust_domain));
+                match &peer {
+                    Some(Err(e)) => {
+                        tracing::warn!(remote = %remote_addr, error = %e, "client certificate carries no usable identity; its calls will be refused")
+                    }
+                    Some(Ok(id)) => {
+                        tracing::debug!(remote = %remote_addr, peer = %id, "TLS connection")
+                    }
+                    None => {
+                        tracing::debug!(remote = %remote_addr, "TLS connection without client certificate")
+                    }
+                }
+                let conn = TlsConn {
+                    inner: stream,
+                    info: ConnInfo { remote_addr, peer },
+                };
+                let _ = tx.send(Ok(conn)).await;
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}

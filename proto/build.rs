@@ -1,0 +1,15 @@
+//! Compiles `proto/qianlian/v1/*.proto` with protox (pure Rust, no system `protoc`).
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/qianlian/v1/exchange.proto",
+        "proto/qianlian/v1/notary.proto",
+        "proto/qianlian/v1/raft.proto",
+    ];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure().compile_fds(descriptors)?;
+    Ok(())
+}

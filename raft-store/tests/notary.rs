@@ -1,0 +1,192 @@
+//! The notary on one node: group commit, reads, restart, bad paths.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use qianlian_raft_store::notary::{Notary, NotaryConfig, NotaryError};
+use qianlian_raft_store::record::Record;
+use support::{STEP, open_single, record};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Append `count` records from `tasks` concurrent tasks; returns `(record number, receipt)`.
+async fn append_concurrently(
+    notary: &Notary,
+    first: u64,
+    count: u64,
+    tasks: u64,
+) -> Result<Vec<(u64, qianlian_raft_store::Receipt)>, NotaryError> {
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let notary = notary.clone();
+        handles.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            let mut i = first + t;
+            while i < first + count {
+                out.push((i, notary.append(record(i)).await?));
+                i += tasks;
+            }
+            Ok::<_, NotaryError>(out)
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        let done = h.await.map_err(|e| NotaryError::Internal(e.to_string()))?;
+        all.extend(done?);
+    }
+    Ok(all)
+}
+
+async fn check_entries(
+    notary: &Notary,
+    receipts: &[(u64, qianlian_raft_store::Receipt)],
+) -> TestResult {
+    for (i, receipt) in receipts {
+        let (bytes, hash) = notary
+            .entry(receipt.log_index)
+            .await?
+            .ok_or_else(|| format!("no entry at {}", receipt.log_index))?;
+        assert_eq!(Record::decode(&bytes)?, record(*i));
+        assert_eq!(hash, receipt.record_hash);
+        assert_eq!(hash, record(*i).hash());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_share_raft_entries_and_survive_a_restart() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let notary = open_single(dir.path()).await?;
+    assert_eq!(notary.tree_size(), 0);
+    let raft_before = notary.status().last_raft_index.unwrap_or(0);
+
+    // (b) 200 records from 50 tasks.
+    let started = Instant::now();
+    let receipts = append_concurrently(&notary, 0, 200, 50).await?;
+    let elapsed = started.elapsed();
+    let indices: BTreeSet<u64> = receipts.iter().map(|(_, r)| r.log_index).collect();
+    assert_eq!(
+        indices,
+        (0..200).collect::<BTreeSet<_>>(),
+        "unique and dense"
+    );
+    assert_eq!(notary.tree_size(), 200);
+    check_entries(&notary, &receipts).await?;
+    let status = notary.status();
+    let raft_entries = status.last_raft_index.unwrap_or(0) - raft_before;
+    eprintln!(
+        "200 appends from 50 tasks: {elapsed:?} ({:.0} appends/s) in {raft_entries} raft entries",
+        200.0 / elapsed.as_secs_f64()
+    );
+    assert!(
+        raft_entries < 200,
+        "group commit batched: {raft_entries} raft entries"
+    );
+    assert_eq!(status.leader, Some(1));
+
+    // (d) the end of the log.
+    assert_eq!(notary.entry(200).await?, None);
+    assert_eq!(notary.entry(u64::MAX).await?, None);
+
+    // (c) restart: same log, appending continues at the next index.
+    notary.shutdown().await?;
+    assert_eq!(notary.append(record(999)).await, Err(NotaryError::ShutDown));
+    let started = Instant::now();
+    let reopened = open_single(dir.path()).await?;
+    eprintln!("restart: open() took {:?}", started.elapsed());
+    assert_eq!(reopened.tree_size(), 200);
+    check_entries(&reopened, &receipts).await?;
+    let next = reopened.append(record(200)).await?;
+    assert_eq!(next.log_index, 200);
+    assert_eq!(next.record_hash, record(200).hash());
+    assert_eq!(reopened.status().voters.len(), 1, "not initialised twice");
+    reopened.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_state_machine_that_lost_its_writes_is_rebuilt_from_the_log() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let notary = open_single(dir.path()).await?;
+    let receipts = append_concurrently(&notary, 0, 50, 10).await?;
+    notary.shutdown().await?;
+
+    // The state machine writes without fsync; the worst a crash can do is lose all of them.
+    {
+        let cfs = ["log", "log_meta", "records", "sm_meta", "snapshot"];
+        let mut db =
+            rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path().join("raft"), cfs)?;
+        db.drop_cf("records")?;
+        db.drop_cf("sm_meta")?;
+    }
+
+    let reopened = open_single(dir.path()).await?;
+    reopened.wait_for_tree_size(50, STEP).await?;
+    check_entries(&reopened, &receipts).await?;
+    assert_eq!(reopened.append(record(50)).await?.log_index, 50);
+    reopened.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heavy_load_forms_large_batches() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let notary = Arc::new(open_single(dir.path()).await?);
+    let raft_before = notary.status().last_raft_index.unwrap_or(0);
+    let started = Instant::now();
+    let receipts = append_concurrently(&notary, 0, 5000, 500).await?;
+    let elapsed = started.elapsed();
+    let raft_entries = notary.status().last_raft_index.unwrap_or(0) - raft_before;
+    eprintln!(
+        "5000 appends from 500 tasks: {elapsed:?} ({:.0} appends/s) in {raft_entries} raft entries",
+        5000.0 / elapsed.as_secs_f64()
+    );
+    assert_eq!(receipts.len(), 5000);
+    assert_eq!(notary.tree_size(), 5000);
+    notary.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_node_that_is_not_initialised_refuses_appends_in_time() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut config = NotaryConfig::new(7, dir.path(), "http://127.0.0.1:7407");
+    config.commit_timeout = std::time::Duration::from_millis(500);
+    let notary = Notary::open(config).await?;
+    let res = tokio::time::timeout(STEP, notary.append(record(1))).await?;
+    assert!(matches!(res, Err(NotaryError::Unavailable(_))), "{res:?}");
+    assert_eq!(notary.entry(0).await?, None);
+    notary.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_configuration_is_refused_with_the_key() {
+    let dir = std::env::temp_dir();
+    let mut config = NotaryConfig::new(1, &dir, "127.0.0.1:7400");
+    let res = Notary::open(config.clone()).await;
+    assert!(
+        matches!(&res, Err(NotaryError::Config(m)) if m.contains("advertise_addr")),
+        "{res:?}"
+    );
+    config.advertise_addr = "http://127.0.0.1:7400".into();
+    config.max_batch = 0;
+    let res = Notary::open(config).await;
+    assert!(
+        matches!(&res, Err(NotaryError::Config(m)) if m.contains("max_batch")),
+        "{res:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_directory_in_use_is_a_storage_error() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let first = open_single(dir.path()).await?;
+    let second = open_single(dir.path()).await;
+    assert!(matches!(second, Err(NotaryError::Storage(_))), "{second:?}");
+    first.shutdown().await?;
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! Shared helpers for the notary tests: sample records and node start-up.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use qianlian_raft_store::notary::{Notary, NotaryConfig, NotaryError};
+use qianlian_raft_store::record::{AccessRecord, Action, Caller, Decision, Record};
+
+/// A distinct, valid access record per `i`.
+pub fn record(i: u64) -> Record {
+    Record::Access(AccessRecord {
+        request_id: format!("00000000-0000-4000-8000-{i:012}"),
+        time_unix_ms: 1_764_000_000_000 + i,
+        caller: Caller {
+            department: "housing".into(),
+            role: "department".into(),
+            cert_fingerprint: "ab".repeat(32),
+        },
+        owner: "market-regulation".into(),
+        dataset: "enterprise-registration".into(),
+        key: "91520100MA6DKJ8X3T".into(),
+        action: Action::Read,
+        purpose: "permit-review".into(),
+        decision: if i.is_multiple_of(7) {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        },
+        policy_version: "1".into(),
+        rule: "p, housing, market-regulation, enterprise-registration, read, permit-review".into(),
+        request_digest: [(i % 251) as u8; 32],
+        response_digest: Some([9; 32]),
+    })
+}
+
+/// Bounded wait for test steps.
+pub const STEP: Duration = Duration::from_secs(15);
+
+/// A single-node notary in `dir`, bootstrapped if new.
+pub async fn open_single(dir: &Path) -> Result<Notary, NotaryError> {
+    let mut config = NotaryConfig::new(1, dir, "http://127.0.0.1:7400");
+    config.bootstrap_single = true;
+    Notary::open(config).await
+}

@@ -1,0 +1,212 @@
+//! Policy-checked, notarized exchange between departments, over real mutual TLS.
+
+mod support;
+
+use qianlian_proto::v1::{GetLogEntryRequest, GetRecordRequest, PutRecordRequest, RecordRef};
+use support::*;
+use tonic::Code;
+
+fn enterprise(key: &str) -> Option<RecordRef> {
+    Some(RecordRef {
+        department: "market-regulation".into(),
+        dataset: "enterprise-registration".into(),
+        key: key.into(),
+    })
+}
+
+#[tokio::test]
+async fn allowed_cross_department_read_returns_the_record_and_a_receipt_on_the_log() {
+    let env = Env::new();
+    let node = env.start();
+    let key = uscc(1);
+    let payload = br#"{"name":"test enterprise","status":"active"}"#.to_vec();
+
+    let put = exchange(&env, &node, "market-regulation")
+        .await
+        .put_record(PutRecordRequest {
+            record: enterprise(&key),
+            payload: payload.clone(),
+        })
+        .await
+        .expect("owner may write")
+        .into_inner();
+    let put_receipt = put.receipt.expect("receipt");
+
+    let got = exchange(&env, &node, "housing")
+        .await
+        .get_record(GetRecordRequest {
+            record: enterprise(&key),
+            purpose: "permit-review".into(),
+        })
+        .await
+        .expect("policy allows housing to read for permit-review")
+        .into_inner();
+    assert_eq!(got.payload, payload);
+    let receipt = got.receipt.expect("receipt");
+    assert_eq!(receipt.log_index, put_receipt.log_index + 1);
+    assert_eq!(receipt.record_hash.len(), 32);
+
+    // The inspector reads the access record back: same hash, and it says what happened.
+    let entry = notary(&env, &node, "audit-office")
+        .await
+        .get_log_entry(GetLogEntryRequest {
+            log_index: receipt.log_index,
+        })
+        .await
+        .expect("inspector reads the log")
+        .into_inner();
+    assert_eq!(
+        entry.receipt.expect("receipt").record_hash,
+        receipt.record_hash
+    );
+    let json: serde_json::Value = serde_json::from_str(&entry.record_json).expect("json");
+    let a = &json["Access"];
+    assert_eq!(a["caller"]["department"], "housing");
+    assert_eq!(a["owner"], "market-regulation");
+    assert_eq!(a["key"], key.as_str());
+    assert_eq!(a["action"], "read");
+    assert_eq!(a["purpose"], "permit-review");
+    assert_eq!(a["decision"], "allow");
+    assert_eq!(
+        a["rule"],
+        "p, housing, market-regulation, enterprise-registration, read, permit-review"
+    );
+    assert_eq!(a["response_digest"], hex(&got.payload_digest));
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[tokio::test]
+async fn read_without_a_policy_rule_is_denied_and_still_on_the_record() {
+    let env = Env::new();
+    let node = env.start();
+    let key = uscc(2);
+    let status = exchange(&env, &node, "housing")
+        .await
+        .get_record(GetRecordRequest {
+            record: enterprise(&key),
+            purpose: "marketing".into(),
+        })
+        .await
+        .expect_err("no rule allows marketing");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status
+            .message()
+            .contains("has no rule letting housing read market-regulation/enterprise-registration for purpose marketing"),
+        "{}",
+        status.message()
+    );
+    let index: u64 = status
+        .metadata()
+        .get("x-qianlian-log-index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("refusal carries its log index");
+    let hash = status
+        .metadata()
+        .get("x-qianlian-record-hash")
+        .and_then(|v| v.to_str().ok())
+        .expect("refusal carries its record hash")
+        .to_owned();
+
+    // The CLI shows the same record to the inspector.
+    let out = cli(&[
+        "client",
+        "--endpoint",
+        &node.endpoint(),
+        "--ca",
+        &env.pki().join("ca.crt").display().to_string(),
+        "--cert",
+        &env.identity("audit-office").0.display().to_string(),
+        "--key",
+        &env.identity("audit-office").1.display().to_string(),
+        "log",
+        "get",
+        &index.to_string(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("record hash {hash}")), "{text}");
+    assert!(text.contains("\"decision\": \"deny\""), "{text}");
+    assert!(text.contains("\"purpose\": \"marketing\""), "{text}");
+}
+
+#[tokio::test]
+async fn departments_read_only_log_records_they_are_party_to() {
+    let env = Env::new();
+    let node = env.start();
+    let status = exchange(&env, &node, "housing")
+        .await
+        .get_record(GetRecordRequest {
+            record: enterprise(&uscc(3)),
+            purpose: "permit-review".into(),
+        })
+        .await
+        .expect_err("record does not exist");
+    assert_eq!(status.code(), Code::NotFound, "{}", status.message());
+    let index: u64 = status
+        .metadata()
+        .get("x-qianlian-log-index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("a read of a missing record is notarized too");
+
+    // housing (caller) and market-regulation (owner) may read it; natural-resources may not.
+    for who in ["housing", "market-regulation"] {
+        notary(&env, &node, who)
+            .await
+            .get_log_entry(GetLogEntryRequest { log_index: index })
+            .await
+            .unwrap_or_else(|s| panic!("{who} is a party: {s}"));
+    }
+    let s = notary(&env, &node, "natural-resources")
+        .await
+        .get_log_entry(GetLogEntryRequest { log_index: index })
+        .await
+        .expect_err("not a party");
+    assert_eq!(s.code(), Code::PermissionDenied);
+    let s = notary(&env, &node, "audit-office")
+        .await
+        .get_log_entry(GetLogEntryRequest {
+            log_index: index + 100,
+        })
+        .await
+        .expect_err("beyond the log");
+    assert_eq!(s.code(), Code::NotFound);
+    assert!(
+        s.message().contains("beyond the end of the log"),
+        "{}",
+        s.message()
+    );
+}
+
+#[tokio::test]
+async fn inspectors_and_non_owners_cannot_write_and_the_refusal_is_recorded() {
+    let env = Env::new();
+    let node = env.start();
+    for who in ["housing", "audit-office"] {
+        let s = exchange(&env, &node, who)
+            .await
+            .put_record(PutRecordRequest {
+                record: enterprise(&uscc(4)),
+                payload: b"{}".to_vec(),
+            })
+            .await
+            .expect_err("only the owner writes");
+        assert_eq!(s.code(), Code::PermissionDenied, "{who}: {}", s.message());
+        assert!(s.metadata().get("x-qianlian-log-index").is_some());
+    }
+    // And nothing was stored.
+    let s = exchange(&env, &node, "market-regulation")
+        .await
+        .get_record(GetRecordRequest {
+            record: enterprise(&uscc(4)),
+            purpose: "audit".into(),
+        })
+        .await
+        .expect_err("nothing stored");
+    assert_eq!(s.code(), Code::NotFound);
+}

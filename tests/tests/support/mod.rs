@@ -1,0 +1,291 @@
+//! Shared test harness: a fresh dev PKI, real `qianlian` node processes on 127.0.0.1:0, and
+//! gRPC clients that connect with real certificates.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use qianlian_proto::v1::exchange_client::ExchangeClient;
+use qianlian_proto::v1::notary_client::NotaryClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+pub const DEPARTMENTS: [&str; 3] = ["market-regulation", "natural-resources", "housing"];
+
+/// The `qianlian` binary under test (built by `make test` before the tests run).
+pub fn bin() -> PathBuf {
+    if let Ok(p) = std::env::var("QIANLIAN_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/qianlian
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("qianlian");
+    assert!(
+        bin.exists(),
+        "{} not found: build it first (`cargo build --bin qianlian`, or `make test`)",
+        bin.display()
+    );
+    bin
+}
+
+/// Run the CLI to completion.
+pub fn cli(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run qianlian")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The repository's policy folder.
+pub fn policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
+}
+
+/// A test folder with a dev PKI.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = dir.path().join("pki");
+        let mut args = vec![
+            "pki".to_owned(),
+            "init".into(),
+            "--out".into(),
+            pki.display().to_string(),
+            "--trust-domain".into(),
+            "gov.example".into(),
+            "--inspector".into(),
+            "audit-office".into(),
+            "--operator".into(),
+            "ops".into(),
+            "--node".into(),
+            "node-1".into(),
+        ];
+        for d in DEPARTMENTS {
+            args.push("--dept".into());
+            args.push(d.into());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = cli(&refs);
+        assert!(out.status.success(), "pki init failed: {}", stderr(&out));
+        Env { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pki(&self) -> PathBuf {
+        self.path().join("pki")
+    }
+
+    /// Write a node config; `extra` is appended (e.g. a `[limits]` table).
+    pub fn write_config(&self, rules: &Path, extra: &str) -> PathBuf {
+        let p = policies();
+        let config = format!(
+            r#"node_id = 1
+listen = "127.0.0.1:0"
+data_dir = "{data}"
+trust_domain = "gov.example"
+bootstrap = true
+[tls]
+ca = "{pki}/ca.crt"
+cert = "{pki}/nodes/node-1.crt"
+key = "{pki}/nodes/node-1.key"
+[policy]
+model = "{model}"
+rules = "{rules}"
+{extra}
+"#,
+            data = self.path().join("data").display(),
+            pki = self.pki().display(),
+            model = p.join("model.conf").display(),
+            rules = rules.display(),
+        );
+        let path = self.path().join("node.toml");
+        std::fs::write(&path, config).expect("write config");
+        path
+    }
+
+    /// Start a node with the default policy.
+    pub fn start(&self) -> Node {
+        self.start_with(&policies().join("policy.csv"), "")
+    }
+
+    pub fn start_with(&self, rules: &Path, extra: &str) -> Node {
+        let config = self.write_config(rules, extra);
+        Node::spawn(&config, &self.path().join("node.log"))
+    }
+
+    /// Client certificate files of a dev identity.
+    pub fn identity(&self, name: &str) -> (PathBuf, PathBuf) {
+        let c = self.pki().join("clients");
+        (c.join(format!("{name}.crt")), c.join(format!("{name}.key")))
+    }
+}
+
+/// A running `qianlian serve` process; killed when dropped.
+pub struct Node {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Node {
+    pub fn spawn(config: &Path, log: &Path) -> Node {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("node log");
+        let mut child = Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn node");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split(" ready on ").nth(1) {
+                        let addr = rest
+                            .split_whitespace()
+                            .next()
+                            .and_then(|a| a.parse().ok())
+                            .expect("address in ready line");
+                        return Node {
+                            child,
+                            addr,
+                            log: log.to_owned(),
+                        };
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "node did not become ready; its log:\n{}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Crash the node (SIGKILL): nothing is flushed on the way out.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stop the node the way an operator does (SIGTERM) and wait for it to exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("node did not stop within 20 s of SIGTERM");
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// TLS settings for a client: the CA to trust and an optional client identity (PEM files).
+pub fn tls(ca: &Path, identity: Option<(&Path, &Path)>) -> ClientTlsConfig {
+    qianlian_gateway::tls::install_crypto_provider();
+    let mut t = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(ca).expect("ca")))
+        .domain_name("localhost");
+    if let Some((c, k)) = identity {
+        t = t.identity(Identity::from_pem(
+            std::fs::read(c).expect("cert"),
+            std::fs::read(k).expect("key"),
+        ));
+    }
+    t
+}
+
+/// Connect to a node; `Err` carries the transport error (e.g. a refused handshake).
+pub async fn channel(
+    node: &Node,
+    tls: ClientTlsConfig,
+) -> Result<Channel, tonic::transport::Error> {
+    Channel::from_shared(node.endpoint())
+        .expect("endpoint")
+        .tls_config(tls)?
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .connect()
+        .await
+}
+
+/// An Exchange client acting as a dev identity.
+pub async fn exchange(env: &Env, node: &Node, who: &str) -> ExchangeClient<Channel> {
+    let (c, k) = env.identity(who);
+    let ch = channel(node, tls(&env.pki().join("ca.crt"), Some((&c, &k))))
+        .await
+        .expect("connect");
+    ExchangeClient::new(ch)
+}
+
+/// A Notary client acting as a dev identity.
+pub async fn notary(env: &Env, node: &Node, who: &str) -> NotaryClient<Channel> {
+    let (c, k) = env.identity(who);
+    let ch = channel(node, tls(&env.pki().join("ca.crt"), Some((&c, &k))))
+        .await
+        .expect("connect");
+    NotaryClient::new(ch)
+}
+
+/// A valid unified social credit code for test data.
+pub fn uscc(i: u64) -> String {
+    qianlian_gateway::identifier::UnifiedSocialCreditCode::generate(i)
+        .as_str()
+        .to_owned()
+}
