@@ -5,13 +5,26 @@
 use std::time::{Duration, Instant};
 
 use qianlian_proto::v1::exchange_client::ExchangeClient;
-use qianlian_proto::v1::{GetRecordRequest, RecordRef};
+use qianlian_proto::v1::{GetRecordRequest, PutRecordRequest, RecordRef};
 
 use crate::client::Profile;
+use crate::identifier::UnifiedSocialCreditCode;
+
+/// Which call each client repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// GetRecord for a declared purpose (allowed or denied, as the policy says): one notarized
+    /// access record per call.
+    Read,
+    /// PutRecord by the owner with a fresh key each time: one notarized access record and one
+    /// record-store write per call.
+    Put,
+}
 
 /// What to measure.
 #[derive(Debug, Clone)]
 pub struct BenchPlan {
+    pub workload: Workload,
     pub clients: usize,
     pub warmup: Duration,
     pub duration: Duration,
@@ -54,34 +67,59 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Run notarized reads (allowed or denied, as the plan's purpose makes them) against `profile`.
-pub async fn reads(profile: &Profile, plan: &BenchPlan) -> anyhow::Result<BenchReport> {
+/// Run the plan's workload against `profile` (closed loop, one connection per client).
+///
+/// Clients are spread round-robin over `profiles` (one per node for a cluster).
+pub async fn run(profiles: &[Profile], plan: &BenchPlan) -> anyhow::Result<BenchReport> {
+    anyhow::ensure!(!profiles.is_empty(), "no endpoint to measure");
     let mut tasks = Vec::new();
     let start = Instant::now();
     let measure_from = start + plan.warmup;
     let end = measure_from + plan.duration;
-    for _ in 0..plan.clients.max(1) {
-        let channel = profile.connect().await?;
+    for client_no in 0..plan.clients.max(1) {
+        let channel = profiles[client_no % profiles.len()].connect().await?;
         let plan = plan.clone();
         tasks.push(tokio::spawn(async move {
             let mut c = ExchangeClient::new(channel);
             let mut lat = Vec::new();
             let mut errors = 0usize;
+            let mut n: u64 = 0;
             loop {
                 let t0 = Instant::now();
                 if t0 >= end {
                     break;
                 }
-                let r = c
-                    .get_record(GetRecordRequest {
-                        record: Some(RecordRef {
-                            department: plan.owner.clone(),
-                            dataset: plan.dataset.clone(),
-                            key: plan.key.clone(),
-                        }),
-                        purpose: plan.purpose.clone(),
-                    })
-                    .await;
+                n += 1;
+                let r = match plan.workload {
+                    Workload::Read => c
+                        .get_record(GetRecordRequest {
+                            record: Some(RecordRef {
+                                department: plan.owner.clone(),
+                                dataset: plan.dataset.clone(),
+                                key: plan.key.clone(),
+                            }),
+                            purpose: plan.purpose.clone(),
+                        })
+                        .await
+                        .map(|_| ()),
+                    Workload::Put => {
+                        // Distinct keys per client and call: 2^20 calls per client before reuse.
+                        let i = ((client_no as u64) << 20) | (n & 0xF_FFFF);
+                        c.put_record(PutRecordRequest {
+                            record: Some(RecordRef {
+                                department: "market-regulation".into(),
+                                dataset: "enterprise-registration".into(),
+                                key: UnifiedSocialCreditCode::generate(1_000_000 + i)
+                                    .as_str()
+                                    .to_owned(),
+                            }),
+                            payload: format!(r#"{{"name":"bench {i}","status":"存续"}}"#)
+                                .into_bytes(),
+                        })
+                        .await
+                        .map(|_| ())
+                    }
+                };
                 if t0 >= measure_from {
                     match r {
                         // A notarized refusal is a served request too.

@@ -43,6 +43,29 @@ pub struct NodeConfig {
     pub tls: TlsFiles,
     pub policy: PolicyFiles,
     pub limits: Limits,
+    pub checkpoint: CheckpointSettings,
+    pub raft: RaftSettings,
+}
+
+/// How this node signs checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointSettings {
+    /// This node's Ed25519 note key (signed-note private key form, from `qianlian pki init`).
+    pub signing_key: PathBuf,
+    /// Origin line of checkpoints: names the log. Default `<trust_domain>/qianlian`.
+    pub origin: String,
+}
+
+/// Raft settings.
+#[derive(Debug, Clone, Copy)]
+pub struct RaftSettings {
+    /// How long a write waits for a majority before failing with UNAVAILABLE. Default 10 s.
+    pub commit_timeout: std::time::Duration,
+    /// Raft entries between snapshots of the state machine. Default 5000.
+    pub snapshot_every: u64,
+    /// Raft entries kept in the log after a snapshot, so slightly lagging followers catch up
+    /// without a snapshot. Default 1000.
+    pub log_kept_after_snapshot: u64,
 }
 
 /// Certificate files.
@@ -90,6 +113,24 @@ struct RawConfig {
     policy: RawPolicy,
     #[serde(default)]
     limits: RawLimits,
+    checkpoint: RawCheckpoint,
+    #[serde(default)]
+    raft: RawRaft,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheckpoint {
+    signing_key: PathBuf,
+    origin: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRaft {
+    commit_timeout_ms: Option<u64>,
+    snapshot_every: Option<u64>,
+    log_kept_after_snapshot: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -172,6 +213,31 @@ impl NodeConfig {
                 format!("must be between 1 and {MAX_PAYLOAD_CEILING}, got {max_payload_bytes}"),
             ));
         }
+        let origin = raw
+            .checkpoint
+            .origin
+            .unwrap_or_else(|| format!("{}/qianlian", raw.trust_domain));
+        if origin.is_empty() || origin.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                "checkpoint.origin",
+                format!("`{origin}` must be one word without spaces, e.g. gov.example/qianlian"),
+            ));
+        }
+        let commit_timeout_ms = raw.raft.commit_timeout_ms.unwrap_or(10_000);
+        if !(100..=600_000).contains(&commit_timeout_ms) {
+            return Err(invalid(
+                "raft.commit_timeout_ms",
+                format!("must be between 100 and 600000, got {commit_timeout_ms}"),
+            ));
+        }
+        let snapshot_every = raw.raft.snapshot_every.unwrap_or(5000);
+        if snapshot_every < 10 {
+            return Err(invalid(
+                "raft.snapshot_every",
+                format!("must be at least 10 Raft entries, got {snapshot_every}"),
+            ));
+        }
+        let log_kept_after_snapshot = raw.raft.log_kept_after_snapshot.unwrap_or(1000);
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         Ok(NodeConfig {
             node_id: raw.node_id,
@@ -191,6 +257,15 @@ impl NodeConfig {
                 rules: abs(raw.policy.rules),
             },
             limits: Limits { max_payload_bytes },
+            checkpoint: CheckpointSettings {
+                signing_key: abs(raw.checkpoint.signing_key),
+                origin,
+            },
+            raft: RaftSettings {
+                commit_timeout: std::time::Duration::from_millis(commit_timeout_ms),
+                snapshot_every,
+                log_kept_after_snapshot,
+            },
         })
     }
 }
@@ -212,6 +287,8 @@ key = "/abs/a.key"
 [policy]
 model = "model.conf"
 rules = "policy.csv"
+[checkpoint]
+signing_key = "pki/nodes/a.note.key"
 "#;
 
     fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
@@ -226,6 +303,12 @@ rules = "policy.csv"
         assert_eq!(c.advertise, "https://127.0.0.1:7400");
         assert_eq!(c.limits.max_payload_bytes, DEFAULT_MAX_PAYLOAD_BYTES);
         assert!(c.bootstrap);
+        assert_eq!(c.checkpoint.origin, "gov.example/qianlian");
+        assert_eq!(
+            c.checkpoint.signing_key,
+            Path::new("/etc/q/pki/nodes/a.note.key")
+        );
+        assert_eq!(c.raft.commit_timeout, std::time::Duration::from_secs(10));
     }
 
     #[test]
@@ -239,6 +322,14 @@ rules = "policy.csv"
             ),
             (GOOD.replace("bootstrap", "bootstrapp"), "bootstrapp"),
             (GOOD.replace("[policy]", "[polcy]"), "polcy"),
+            (
+                format!("{GOOD}[raft]\ncommit_timeout_ms = 5\n"),
+                "key `raft.commit_timeout_ms`",
+            ),
+            (
+                GOOD.replace("[checkpoint]", "[checkpoint]\norigin = \"a b\""),
+                "key `checkpoint.origin`",
+            ),
         ];
         for (text, needle) in cases {
             let err = parse(&text).expect_err(needle).to_string();

@@ -67,6 +67,9 @@ key = "pki/nodes/node-1.key"
 model = "policies/model.conf"
 rules = "policies/policy.csv"
 
+[checkpoint]
+signing_key = "pki/nodes/node-1.note.key"
+
 [limits]
 max_payload_bytes = 65536
 "#

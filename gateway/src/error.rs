@@ -60,6 +60,11 @@ impl From<NotaryError> for ServiceError {
                     "the notarization log cannot commit right now ({m}); {outcome}"
                 ))
             }
+            // A proof or checkpoint asked for a size or index the log does not have.
+            NotaryError::Range(r) => ServiceError::InvalidArgument(r.to_string()),
+            NotaryError::NoCheckpoint(m) => ServiceError::Unavailable(format!(
+                "no signed checkpoint yet ({m}); retry once the log has records"
+            )),
             other => ServiceError::Internal(format!("notarization log: {other}")),
         }
     }

@@ -5,11 +5,13 @@
 //! - [`policy`]: Casbin access decisions, indexed by owner department.
 //! - [`dataset`] and [`identifier`]: the datasets exchanged and the rules their keys follow.
 //! - [`store`]: each department's own records (RocksDB, outside the log).
-//! - [`exchange`]: the data service; [`notary`]: the log read back.
+//! - [`exchange`]: the data service; [`notary`]: the log read back, checkpoints and proofs;
+//!   [`admin`]: cluster membership.
 //! - [`server`]: a running node (`run(config, listener, shutdown)`); [`config`]: its TOML file.
 //! - [`pki`], [`dev`], [`client`], [`bench`]: the dev PKI, the embedded default, the CLI client
 //!   and the load generator.
 
+pub mod admin;
 pub mod bench;
 pub mod client;
 pub mod config;

@@ -41,6 +41,8 @@ enum Command {
     },
     /// Call a gateway.
     Client(ClientArgs),
+    /// Manage the membership of the Raft cluster (operator certificate).
+    Cluster(ClusterArgs),
     /// Measure a running gateway: closed-loop notarized reads over mutual TLS.
     Bench {
         #[command(flatten)]
@@ -62,6 +64,9 @@ enum Command {
         /// Declared purpose; one without a rule measures notarized refusals.
         #[arg(long, default_value = "permit-review")]
         purpose: String,
+        /// `read` (GetRecord) or `put` (PutRecord by market-regulation, fresh keys; use --as market-regulation).
+        #[arg(long, default_value = "read")]
+        workload: String,
     },
 }
 
@@ -108,8 +113,9 @@ enum PkiCommand {
     },
 }
 
+/// Who to connect as, and where.
 #[derive(Args, Debug)]
-struct ClientArgs {
+struct ConnArgs {
     /// Use the dev profile of this department, inspector or operator (from `qianlian dev`).
     #[arg(long = "as", global = true)]
     as_name: Option<String>,
@@ -136,8 +142,50 @@ struct ClientArgs {
     /// Name the server certificate must carry.
     #[arg(long, default_value = "localhost", global = true)]
     server_name: String,
+    /// A node's checkpoint verifier key file (`nodes/<id>.note.pub`) to trust; repeatable.
+    /// Default with a dev profile: every node key of the dev PKI.
+    #[arg(long = "trust", global = true)]
+    trust: Vec<PathBuf>,
+    /// Signatures of trusted nodes a checkpoint needs.
+    #[arg(long, default_value_t = 1, global = true)]
+    min_signers: usize,
+}
+
+#[derive(Args, Debug)]
+struct ClientArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
     #[command(subcommand)]
     command: ClientCommand,
+}
+
+#[derive(Args, Debug)]
+struct ClusterArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Initialise a new cluster with these voters (send it to one of them).
+    Init {
+        /// A member as <id>=https://<host>:<port>; repeatable.
+        #[arg(long = "node", required = true)]
+        nodes: Vec<String>,
+    },
+    /// Add a node as a learner (it receives the log, does not vote).
+    AddLearner {
+        /// The node as <id>=https://<host>:<port>.
+        node: String,
+    },
+    /// Make a learner a voter.
+    Promote { node_id: u64 },
+    /// Remove a node from the cluster.
+    Remove { node_id: u64 },
+    /// Show leader, members and log position.
+    Status,
 }
 
 #[derive(Subcommand, Debug)]
@@ -165,6 +213,26 @@ enum ClientCommand {
         #[command(subcommand)]
         command: LogCommand,
     },
+    /// Fetch the latest cosigned checkpoint and verify its signatures.
+    Checkpoint,
+    /// Fetch a proof and verify it against the latest cosigned checkpoint.
+    Proof {
+        #[command(subcommand)]
+        command: ProofCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ProofCommand {
+    /// Prove that the record at a log index is in the log.
+    Inclusion { index: u64 },
+    /// Prove that the log of an earlier size is a prefix of the latest one.
+    Consistency {
+        old_size: u64,
+        /// Root hash (hex) of the earlier checkpoint you kept.
+        #[arg(long)]
+        old_root: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -183,7 +251,7 @@ fn init_tracing() {
         .init();
 }
 
-fn profile(args: &ClientArgs) -> anyhow::Result<Profile> {
+fn profile(args: &ConnArgs) -> anyhow::Result<Profile> {
     match (&args.as_name, &args.cert, &args.key, &args.ca) {
         (Some(name), None, None, _) => {
             let mut p = Profile::dev(&args.dev_dir, name, args.endpoint.clone())?;
@@ -216,8 +284,45 @@ fn profile(args: &ClientArgs) -> anyhow::Result<Profile> {
     }
 }
 
+fn parse_member(s: &str) -> anyhow::Result<(u64, String)> {
+    let (id, addr) = s
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("`{s}`: write a member as <id>=https://<host>:<port>"))?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| anyhow::anyhow!("`{s}`: node id `{id}` is not a number"))?;
+    Ok((id, addr.to_owned()))
+}
+
+async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    let p = profile(&args.conn)?;
+    let op = match args.command {
+        ClusterCommand::Init { nodes } => client::ClusterOp::Init(
+            nodes
+                .iter()
+                .map(|n| parse_member(n))
+                .collect::<anyhow::Result<_>>()?,
+        ),
+        ClusterCommand::AddLearner { node } => {
+            let (id, addr) = parse_member(&node)?;
+            client::ClusterOp::AddLearner(id, addr)
+        }
+        ClusterCommand::Promote { node_id } => client::ClusterOp::Promote(node_id),
+        ClusterCommand::Remove { node_id } => client::ClusterOp::Remove(node_id),
+        ClusterCommand::Status => client::ClusterOp::Status,
+    };
+    client::cluster(&p, op).await
+}
+
 async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
-    let p = profile(&args)?;
+    let p = profile(&args.conn)?;
+    let dev_dir = args
+        .conn
+        .as_name
+        .as_ref()
+        .map(|_| args.conn.dev_dir.as_path());
+    let trust = || client::trusted_keys(&args.conn.trust, dev_dir);
+    let k = args.conn.min_signers;
     match args.command {
         ClientCommand::Put {
             dataset,
@@ -241,6 +346,24 @@ async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
         ClientCommand::Log {
             command: LogCommand::Get { index },
         } => client::log_get(&p, index).await,
+        ClientCommand::Checkpoint => client::checkpoint(&p, &trust()?, k).await,
+        ClientCommand::Proof {
+            command: ProofCommand::Inclusion { index },
+        } => client::prove_inclusion(&p, index, &trust()?, k).await,
+        ClientCommand::Proof {
+            command: ProofCommand::Consistency { old_size, old_root },
+        } => {
+            let old_root = match old_root {
+                Some(h) => Some(
+                    hex::decode(&h)
+                        .ok()
+                        .and_then(|v| <[u8; 32]>::try_from(v).ok())
+                        .ok_or_else(|| anyhow::anyhow!("--old-root must be 64 hex digits"))?,
+                ),
+                None => None,
+            };
+            client::prove_consistency(&p, old_size, old_root, &trust()?, k).await
+        }
     }
 }
 
@@ -315,6 +438,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Client(args) => run_client(args).await,
+            Command::Cluster(args) => run_cluster(args).await,
             Command::Bench {
                 who,
                 clients,
@@ -323,13 +447,29 @@ fn main() -> ExitCode {
                 dataset,
                 key,
                 purpose,
+                workload,
             } => {
-                let profile = Profile::dev(&who.dev_dir, &who.as_name, who.endpoint)?;
+                let workload = match workload.as_str() {
+                    "read" => qianlian_gateway::bench::Workload::Read,
+                    "put" => qianlian_gateway::bench::Workload::Put,
+                    other => anyhow::bail!("unknown workload `{other}`: use read or put"),
+                };
+                // Several nodes: --endpoint https://a,https://b (clients spread over them).
+                let profiles = match who.endpoint {
+                    Some(list) => list
+                        .split(',')
+                        .map(|e| {
+                            Profile::dev(&who.dev_dir, &who.as_name, Some(e.trim().to_owned()))
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                    None => vec![Profile::dev(&who.dev_dir, &who.as_name, None)?],
+                };
                 let owner = qianlian_gateway::dataset::find(&dataset)
                     .map(|d| d.owner)
                     .ok_or_else(|| anyhow::anyhow!("unknown dataset `{dataset}`"))?;
                 let key = key.unwrap_or_else(|| dev::samples()[0].2.clone());
                 let plan = qianlian_gateway::bench::BenchPlan {
+                    workload,
                     clients,
                     warmup: std::time::Duration::from_secs(warmup),
                     duration: std::time::Duration::from_secs(seconds),
@@ -338,7 +478,7 @@ fn main() -> ExitCode {
                     key,
                     purpose,
                 };
-                let report = qianlian_gateway::bench::reads(&profile, &plan).await?;
+                let report = qianlian_gateway::bench::run(&profiles, &plan).await?;
                 println!("{clients} client(s): {report}");
                 Ok(())
             }
@@ -347,7 +487,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Every error message already carries its cause; the chain would repeat it.
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -2,7 +2,8 @@
 //! certificate per department, inspector and operator, written as PEM files.
 //!
 //! Layout under the output folder:
-//! `ca.crt`, `ca.key`, `nodes/<id>.crt|key`, `clients/<id>.crt|key`.
+//! `ca.crt`, `ca.key`, `nodes/<id>.crt|key`, `nodes/<id>.note.key|note.pub` (checkpoint signing),
+//! `clients/<id>.crt|key`.
 //! Identity lives in one SAN URI (`spiffe://<trust-domain>/dept/<id>` or `.../node/<id>`) and the
 //! role in the subject OU, which is what [`crate::identity::parse_peer`] reads back.
 //! Existing files are never overwritten unless `force` is set: re-running adds what is missing
@@ -11,6 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
+use qianlian_verifier::NoteSigner;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -105,6 +107,7 @@ pub fn init(plan: &PkiPlan) -> Result<PkiReport, PkiError> {
     for id in nodes {
         let base = plan.out.join("nodes").join(id);
         leaf(plan, &base, id, Role::Node, &issuer, &mut report)?;
+        note_key(plan, &base, id, &mut report)?;
     }
     for (list, role) in [
         (&plan.departments, Role::Department),
@@ -250,6 +253,38 @@ fn leaf(
     write(&key, &key_pair.serialize_pem(), true)?;
     write(&crt, &cert.pem(), false)?;
     report.written.extend([crt, key]);
+    Ok(())
+}
+
+/// The name a node's checkpoint signatures carry: `<node id>.<trust domain>`.
+pub fn note_key_name(trust_domain: &str, node: &str) -> String {
+    format!("{node}.{trust_domain}")
+}
+
+/// A node's Ed25519 checkpoint-signing key (`<id>.note.key`, signed-note private key form) and
+/// its public verifier key (`<id>.note.pub`, `name+keyid+key`), which clients pin.
+fn note_key(plan: &PkiPlan, base: &Path, id: &str, report: &mut PkiReport) -> Result<(), PkiError> {
+    let key = base.with_extension("note.key");
+    let public = base.with_extension("note.pub");
+    if key.exists() && public.exists() && !plan.force {
+        report.kept.push(key);
+        return Ok(());
+    }
+    let seed: [u8; 32] = rand::random();
+    let signer =
+        NoteSigner::from_seed(note_key_name(&plan.trust_domain, id), &seed).map_err(|e| {
+            PkiError::Invalid {
+                what: "node id",
+                reason: e.to_string(),
+            }
+        })?;
+    write(&key, &format!("{}\n", signer.to_skey()), true)?;
+    write(
+        &public,
+        &format!("{}\n", signer.verifier().to_vkey()),
+        false,
+    )?;
+    report.written.extend([key, public]);
     Ok(())
 }
 

@@ -8,13 +8,16 @@ use std::future::Future;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use qianlian_proto::v1::admin_server::AdminServer;
 use qianlian_proto::v1::exchange_server::ExchangeServer;
 use qianlian_proto::v1::notary_server::NotaryServer;
 use qianlian_raft_store::notary::{Notary, NotaryConfig, NotaryError};
+use qianlian_verifier::NoteSigner;
 use tokio::net::TcpListener;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tonic::{Request, Status};
 
+use crate::admin::AdminService;
 use crate::config::NodeConfig;
 use crate::exchange::ExchangeService;
 use crate::identity::Role;
@@ -35,6 +38,10 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "{path}: not a checkpoint signing key ({reason}); `qianlian pki init` writes one per node as nodes/<id>.note.key (config key checkpoint.signing_key)"
+    )]
+    SigningKey { path: String, reason: String },
     #[error("opening the record store: {0}")]
     Store(#[from] StoreError),
     #[error("opening the notarization log: {0}")]
@@ -110,6 +117,16 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
             read(&config.tls.cert)?,
             read(&config.tls.key)?,
         ));
+    let skey = std::fs::read_to_string(&config.checkpoint.signing_key).map_err(|source| {
+        StartError::Io {
+            path: config.checkpoint.signing_key.display().to_string(),
+            source,
+        }
+    })?;
+    let signer = NoteSigner::from_skey(skey.trim()).map_err(|e| StartError::SigningKey {
+        path: config.checkpoint.signing_key.display().to_string(),
+        reason: e.to_string(),
+    })?;
     let mut notary_config = NotaryConfig::new(
         config.node_id,
         config.data_dir.clone(),
@@ -117,6 +134,11 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
     );
     notary_config.bootstrap_single = config.bootstrap;
     notary_config.peer_tls = Some(peer_tls);
+    notary_config.signer = Some(signer);
+    notary_config.origin = config.checkpoint.origin.clone();
+    notary_config.commit_timeout = config.raft.commit_timeout;
+    notary_config.snapshot_every = config.raft.snapshot_every;
+    notary_config.log_kept_after_snapshot = config.raft.log_kept_after_snapshot;
     let notary = Notary::open(notary_config).await?;
     tracing::info!(
         node_id = config.node_id,
@@ -179,6 +201,9 @@ impl Node {
                     .max_encoding_message_size(max),
             )
             .add_service(NotaryServer::new(NotaryService {
+                notary: notary.clone(),
+            }))
+            .add_service(AdminServer::new(AdminService {
                 notary: notary.clone(),
             }))
             .add_service(tonic::service::interceptor::InterceptedService::new(

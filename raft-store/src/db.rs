@@ -4,14 +4,27 @@
 //! Layout (column family → key → value):
 //! - `log`: Raft index (u64 big-endian, so byte order is numeric order) → `[1] ++ postcard(Entry)`
 //! - `log_meta`: `vote` | `committed` | `last_purged` → `[1] ++ postcard(..)`
-//! - `records`: log index (u64 big-endian) → the record's canonical bytes (self-versioned)
-//! - `sm_meta`: `last_applied` | `last_membership` | `tree_size` → `[1] ++ postcard(..)`
-//! - `snapshot`: `current` → `[1] ++ postcard(StoredSnapshot)`
+//! - `records`: generation (u32 BE) ++ log index (u64 BE) → the record's canonical bytes
+//!   (self-versioned)
+//! - `tree`: generation ++ level (u8) ++ index at that level (u64 BE) → the 32-byte RFC 6962 hash
+//!   of that complete perfect subtree (see `merkle`)
+//! - `leaf_index`: generation ++ leaf hash (32 bytes) → log index (u64 BE) of the first record
+//!   with that leaf hash
+//! - `sm_meta`: `layout` | `generation` | `last_applied` | `last_membership` | `tree_size` |
+//!   `checkpoint` → `[1] ++ postcard(..)`
+//! - `snapshot`: `current` → `[1] ++ postcard(..)`: the current snapshot's metadata and file name
 //!
-//! Invariants: every value but a record's canonical bytes starts with [`VALUE_FORMAT_V1`], so a
-//! value written by a newer layout is refused with [`StoreError::UnknownFormat`] rather than
-//! misread. Log and state machine share one database and therefore one write-ahead log: a synced
-//! write makes every earlier write durable too, which `state_machine` relies on.
+//! The state machine's data (`records`, `tree`, `leaf_index`) lives under a **generation**
+//! prefix; `sm_meta/generation` names the live one. Installing a snapshot writes the next
+//! generation beside the live one and switches `generation` in its last, synced write, so a
+//! crash mid-install leaves the old state whole; other generations are garbage, deleted on open.
+//!
+//! Invariants: every value but a record's canonical bytes and the fixed-width values of `tree`
+//! (32 bytes) and `leaf_index` (8 bytes) starts with [`VALUE_FORMAT_V1`], so a value written by
+//! a newer layout is refused with [`StoreError::UnknownFormat`] rather than misread; fixed-width
+//! values are checked by length. Log and state machine share one database and therefore one
+//! write-ahead log: a synced write makes every earlier write durable too, which `state_machine`
+//! relies on.
 //!
 //! RocksDB calls block; `Db::run` carries them to tokio's blocking pool. After [`Db::close`]
 //! every call fails with [`StoreError::Closed`] and the directory lock is released, so the same
@@ -22,7 +35,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageIOError};
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteOptions};
+use qianlian_verifier::Hash;
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, Options, ReadOptions, WriteOptions,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -34,9 +50,22 @@ pub const VALUE_FORMAT_V1: u8 = 1;
 pub(crate) const CF_LOG: &str = "log";
 pub(crate) const CF_LOG_META: &str = "log_meta";
 pub(crate) const CF_RECORDS: &str = "records";
+pub(crate) const CF_TREE: &str = "tree";
+pub(crate) const CF_LEAF_INDEX: &str = "leaf_index";
 pub(crate) const CF_SM_META: &str = "sm_meta";
 pub(crate) const CF_SNAPSHOT: &str = "snapshot";
-const COLUMN_FAMILIES: [&str; 5] = [CF_LOG, CF_LOG_META, CF_RECORDS, CF_SM_META, CF_SNAPSHOT];
+/// Every column family, in the order they are opened.
+pub const COLUMN_FAMILIES: [&str; 7] = [
+    CF_LOG,
+    CF_LOG_META,
+    CF_RECORDS,
+    CF_TREE,
+    CF_LEAF_INDEX,
+    CF_SM_META,
+    CF_SNAPSHOT,
+];
+/// The column families that hold state machine data under a generation prefix.
+pub(crate) const GENERATION_CFS: [&str; 3] = [CF_RECORDS, CF_TREE, CF_LEAF_INDEX];
 
 /// Why the notary's storage failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +74,10 @@ pub enum StoreError {
     /// must fix the machine; a retry helps only once the cause is gone.
     #[error("rocksdb: {0}")]
     Rocks(#[from] rocksdb::Error),
+    /// Reading or writing a snapshot file failed (disk full, permissions, directory removed).
+    /// The operator must fix the machine; a retry helps once the cause is gone.
+    #[error("snapshot file: {0}")]
+    Io(String),
     /// A stored value does not decode: the files were altered or damaged. Nobody's request is at
     /// fault and no retry helps; restore the node from its peers.
     #[error("corrupt {what} in storage: {detail}")]
@@ -106,9 +139,17 @@ impl Db {
         opts.create_missing_column_families(true);
         // The write-ahead log is the durability mechanism; keep a bounded number of info logs.
         opts.set_keep_log_file_num(10);
-        let cfs = COLUMN_FAMILIES
-            .iter()
-            .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
+        let cfs = COLUMN_FAMILIES.iter().map(|name| {
+            let mut cf_opts = Options::default();
+            if *name == CF_LEAF_INDEX {
+                // Every apply asks whether each new leaf hash is already known, and the answer
+                // is almost always no: a Bloom filter answers that without reading blocks.
+                let mut table = BlockBasedOptions::default();
+                table.set_bloom_filter(10.0, false);
+                cf_opts.set_block_based_table_factory(&table);
+            }
+            ColumnFamilyDescriptor::new(*name, cf_opts)
+        });
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Db {
             inner: Arc::new(RwLock::new(Some(db))),
@@ -196,6 +237,79 @@ pub(crate) fn key_index(what: &str, key: &[u8]) -> Result<u64, StoreError> {
 /// Upper bound (exclusive) above every [`index_key`], for range deletes.
 pub(crate) const END_KEY: [u8; 9] = [0xff; 9];
 
+/// The key prefix of state machine generation `generation`.
+pub fn generation_prefix(generation: u32) -> [u8; 4] {
+    generation.to_be_bytes()
+}
+
+/// Key of record `log_index` in generation `generation` (generation 0 until the node installs
+/// its first snapshot; `sm_meta/generation` names the live one).
+pub fn record_key(generation: u32, log_index: u64) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..4].copy_from_slice(&generation.to_be_bytes());
+    key[4..].copy_from_slice(&log_index.to_be_bytes());
+    key
+}
+
+/// Inverse of [`record_key`]: `(generation, log index)`.
+pub(crate) fn record_key_parts(key: &[u8]) -> Result<(u32, u64), StoreError> {
+    let bytes: [u8; 12] = key.try_into().map_err(|_| {
+        StoreError::corrupt("record key", format!("{} bytes, expected 12", key.len()))
+    })?;
+    Ok((
+        u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+        u64::from_be_bytes([
+            bytes[4], bytes[5], bytes[6], bytes[7], bytes[8], bytes[9], bytes[10], bytes[11],
+        ]),
+    ))
+}
+
+/// Key of tree node `(level, index)` in generation `generation`.
+pub fn node_key(generation: u32, level: u8, index: u64) -> [u8; 13] {
+    let mut key = [0u8; 13];
+    key[..4].copy_from_slice(&generation.to_be_bytes());
+    key[4] = level;
+    key[5..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Inverse of [`node_key`]: `(generation, level, index)`.
+pub(crate) fn node_key_parts(key: &[u8]) -> Result<(u32, u8, u64), StoreError> {
+    let bytes: [u8; 13] = key.try_into().map_err(|_| {
+        StoreError::corrupt("tree key", format!("{} bytes, expected 13", key.len()))
+    })?;
+    Ok((
+        u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]),
+        bytes[4],
+        u64::from_be_bytes([
+            bytes[5], bytes[6], bytes[7], bytes[8], bytes[9], bytes[10], bytes[11], bytes[12],
+        ]),
+    ))
+}
+
+/// Key of leaf hash `hash` in the leaf index of generation `generation`.
+pub fn leaf_key(generation: u32, hash: &Hash) -> [u8; 36] {
+    let mut key = [0u8; 36];
+    key[..4].copy_from_slice(&generation.to_be_bytes());
+    key[4..].copy_from_slice(hash);
+    key
+}
+
+/// A stored tree node: exactly 32 bytes.
+pub(crate) fn decode_hash(what: impl Fn() -> String, bytes: &[u8]) -> Result<Hash, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::corrupt(what(), format!("{} bytes, expected 32", bytes.len())))
+}
+
+/// Read options for long scans: checksums verified, and the block cache left to point reads.
+pub(crate) fn scan_options() -> ReadOptions {
+    let mut opts = ReadOptions::default();
+    opts.set_verify_checksums(true);
+    opts.fill_cache(false);
+    opts
+}
+
 /// `[VALUE_FORMAT_V1] ++ postcard(value)`.
 pub(crate) fn encode_value<T: Serialize>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
     let mut out = vec![VALUE_FORMAT_V1];
@@ -271,6 +385,20 @@ mod tests {
         assert!(index_key(u64::MAX).as_slice() < END_KEY.as_slice());
         assert_eq!(key_index("k", &index_key(7)).ok(), Some(7));
         assert!(key_index("k", &[1, 2]).is_err());
+    }
+
+    #[test]
+    fn generation_keys_sort_by_generation_then_position() {
+        assert!(record_key(0, 255) < record_key(0, 256));
+        assert!(record_key(0, u64::MAX) < record_key(1, 0));
+        assert!(generation_prefix(1).as_slice() < record_key(1, 0).as_slice());
+        assert!(node_key(0, 0, u64::MAX) < node_key(0, 1, 0));
+        assert!(node_key(0, 63, u64::MAX) < node_key(1, 0, 0));
+        assert_eq!(record_key_parts(&record_key(3, 9)).ok(), Some((3, 9)));
+        assert_eq!(node_key_parts(&node_key(3, 2, 9)).ok(), Some((3, 2, 9)));
+        assert!(record_key_parts(&[0; 8]).is_err());
+        assert!(node_key_parts(&[0; 12]).is_err());
+        assert!(decode_hash(|| "node".into(), &[0; 31]).is_err());
     }
 
     #[test]

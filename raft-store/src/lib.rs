@@ -3,19 +3,27 @@
 //!
 //! Layout:
 //! - [`record`]: typed, versioned records and their canonical bytes (frozen per version);
-//! - [`notary`]: the handle the gateway uses: append with group commit, read entries, membership;
+//! - [`notary`]: the handle the gateway uses: append with group commit (on any node), read
+//!   entries, roots, proofs and cosigned checkpoints, membership;
+//! - [`merkle`]: the pure RFC 6962 tree as stored (complete subtrees) and proofs from it;
+//! - [`checkpoint`]: signing tree heads, collecting cosignatures;
 //! - [`types`]: openraft's type configuration (what an entry carries, what applying answers);
-//! - [`db`]: the RocksDB database: column families, encodings, opening and closing;
+//! - [`db`]: the RocksDB database: column families, key layouts, opening and closing;
 //! - [`log_store`]: the Raft log and vote (every append one synced write batch);
-//! - [`state_machine`]: applying batches of records, snapshots, reads of the applied log;
-//! - [`network`]: Raft messages over gRPC (client and service).
+//! - [`state_machine`]: applying batches of records (with their tree nodes and a signed
+//!   checkpoint), reads, the integrity check, file-backed snapshots;
+//! - [`network`]: Raft, Forward and Cosign messages over gRPC (client and service).
 //!
 //! Invariants: a record's log index is its dense 0-based position in the notarization log and
 //! never changes once a receipt was given; its leaf hash is the RFC 6962 hash of its canonical
-//! bytes; an acknowledged append is on disk (fsync) on a majority of nodes.
+//! bytes; the tree stored beside the records is the RFC 6962 tree of those leaf hashes, and this
+//! node's stored checkpoint signs a root of it; an acknowledged append is on disk (fsync) on a
+//! majority of nodes.
 
+pub mod checkpoint;
 pub mod db;
 pub mod log_store;
+pub mod merkle;
 pub mod network;
 pub mod notary;
 pub mod record;
@@ -24,7 +32,7 @@ pub mod types;
 
 pub use db::StoreError;
 pub use notary::{
-    LeaderHint, Notary, NotaryConfig, NotaryError, NotaryStatus, RaftTiming, Receipt,
-    Unavailability, UnavailableReason,
+    CosignedCheckpoint, LeaderHint, Notary, NotaryConfig, NotaryError, NotaryStatus, RaftTiming,
+    RangeError, Receipt, Unavailability, UnavailableReason,
 };
 pub use record::Record;

@@ -1,5 +1,9 @@
 //! Raft between gateway nodes over gRPC: the client side (`RaftNetworkFactory`/`RaftNetwork`)
-//! and the server side ([`RaftService`], the generated `qianlian.v1.Raft` service).
+//! and the server side ([`RaftService`], the generated `qianlian.v1.Raft` service), plus the two
+//! node-to-node calls of the notarization log, `Forward` and `Cosign` (module `node_rpc`).
+//!
+//! All calls to one peer share one HTTP/2 channel ([`Peers`]), so forwarded writes and
+//! cosignature requests ride the TLS connection Raft already holds.
 //!
 //! Wire format: `RaftMessage.data = [WIRE_FORMAT_V1] ++ postcard(T)`, where `T` is openraft's
 //! serde request type, or the `Result<response, RaftError>` the remote Raft returned, so remote
@@ -14,8 +18,11 @@
 //! TLS: the client uses the configured `ClientTlsConfig` (node certificate for mutual TLS); the
 //! server side is mounted by the gateway on its own TLS listener, restricted to node certificates.
 
+mod node_rpc;
+
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
@@ -35,6 +42,10 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
+pub use self::node_rpc::{
+    CosignRefusal, CosignRequest, Cosignature, ForwardRefusal, ForwardRequest, ForwardedReceipt,
+    LocalNode, PeerCallError,
+};
 use crate::types::{NodeId, TypeConfig};
 
 /// First byte of every `RaftMessage.data`.
@@ -90,27 +101,28 @@ pub fn decode_message<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError>
     Ok(value)
 }
 
-/// Makes Raft clients for peers, sharing one HTTP/2 channel per peer address.
+/// Channels to peers, one HTTP/2 channel per peer address, shared by every caller on this node:
+/// Raft replication, forwarded writes and cosignature requests all reuse one TLS connection.
 #[derive(Debug, Clone)]
-pub struct NetworkFactory {
-    node_id: NodeId,
+pub struct Peers {
     tls: Option<ClientTlsConfig>,
     // Channels reconnect by themselves; caching them spares a TLS handshake per election.
-    channels: HashMap<String, Channel>,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
-impl NetworkFactory {
-    /// Clients for node `node_id`; `tls = None` speaks plain HTTP/2 (tests only).
-    pub fn new(node_id: NodeId, tls: Option<ClientTlsConfig>) -> NetworkFactory {
-        NetworkFactory {
-            node_id,
+impl Peers {
+    /// Channels that speak TLS with `tls`; `None` speaks plain HTTP/2 (tests only).
+    pub fn new(tls: Option<ClientTlsConfig>) -> Peers {
+        Peers {
             tls,
-            channels: HashMap::new(),
+            channels: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
-    fn channel(&mut self, addr: &str) -> Result<Channel, String> {
-        if let Some(channel) = self.channels.get(addr) {
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        // Poisoned only by a panic inside `insert`: the map is still whole.
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
         let mut endpoint = Endpoint::from_shared(addr.to_string())
@@ -126,8 +138,36 @@ impl NetworkFactory {
         }
         // Lazy: a peer that is down now must not stop this node from starting.
         let channel = endpoint.connect_lazy();
-        self.channels.insert(addr.to_string(), channel.clone());
+        channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
+    }
+
+    /// A client of the peer at `addr` with [`MAX_MESSAGE_BYTES`] limits.
+    pub(crate) fn client(&self, addr: &str) -> Result<RaftClient<Channel>, String> {
+        self.channel(addr).map(|channel| {
+            RaftClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        })
+    }
+}
+
+/// Makes Raft clients for peers over the node's shared [`Peers`].
+#[derive(Debug, Clone)]
+pub struct NetworkFactory {
+    node_id: NodeId,
+    peers: Peers,
+}
+
+impl NetworkFactory {
+    /// Clients for node `node_id`; `tls = None` speaks plain HTTP/2 (tests only).
+    pub fn new(node_id: NodeId, tls: Option<ClientTlsConfig>) -> NetworkFactory {
+        NetworkFactory::with_peers(node_id, Peers::new(tls))
+    }
+
+    /// Clients for node `node_id` over channels shared with the node's other peer calls.
+    pub fn with_peers(node_id: NodeId, peers: Peers) -> NetworkFactory {
+        NetworkFactory { node_id, peers }
     }
 }
 
@@ -135,11 +175,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        let client = self.channel(&node.addr).map(|channel| {
-            RaftClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES)
-        });
+        let client = self.peers.client(&node.addr);
         if let Err(e) = &client {
             tracing::warn!(target_node = target, error = %e, "cannot reach raft peer");
         }
@@ -262,22 +298,35 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     }
 }
 
-/// The `qianlian.v1.Raft` gRPC service: hands peers' messages to the local Raft node.
+/// The `qianlian.v1.Raft` gRPC service: hands peers' Raft messages to the local Raft node, and
+/// their `Forward` and `Cosign` calls to the local notary ([`LocalNode`]).
 #[derive(Clone)]
 pub struct RaftService {
     raft: openraft::Raft<TypeConfig>,
+    // `None`: a bare Raft endpoint (tests); Forward and Cosign answer `UNIMPLEMENTED`.
+    node: Option<Arc<dyn LocalNode>>,
 }
 
 impl fmt::Debug for RaftService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RaftService").finish_non_exhaustive()
+        f.debug_struct("RaftService")
+            .field("serves_node_calls", &self.node.is_some())
+            .finish_non_exhaustive()
     }
 }
 
 impl RaftService {
-    /// The service for `raft`.
+    /// The service for `raft` alone: Forward and Cosign answer `UNIMPLEMENTED`.
     pub fn new(raft: openraft::Raft<TypeConfig>) -> RaftService {
-        RaftService { raft }
+        RaftService { raft, node: None }
+    }
+
+    /// The service for `raft` that also serves Forward and Cosign from `node`.
+    pub fn with_node(raft: openraft::Raft<TypeConfig>, node: Arc<dyn LocalNode>) -> RaftService {
+        RaftService {
+            raft,
+            node: Some(node),
+        }
     }
 
     /// The service wrapped as a tonic server with [`MAX_MESSAGE_BYTES`] limits, ready to mount.
@@ -285,6 +334,12 @@ impl RaftService {
         RaftServer::new(self)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    fn node(&self) -> Result<&Arc<dyn LocalNode>, Status> {
+        self.node
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("this endpoint serves Raft only"))
     }
 }
 
@@ -321,6 +376,24 @@ impl RaftRpc for RaftService {
     ) -> Result<tonic::Response<RaftMessage>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode_request(request)?;
         reply(&self.raft.install_snapshot(rpc).await)
+    }
+
+    async fn forward(
+        &self,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, Status> {
+        let node = self.node()?;
+        let rpc: ForwardRequest = decode_request(request)?;
+        reply(&node.forwarded(rpc.records).await)
+    }
+
+    async fn cosign(
+        &self,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, Status> {
+        let node = self.node()?;
+        let rpc: CosignRequest = decode_request(request)?;
+        reply(&node.cosign(rpc.tree_size).await)
     }
 }
 

@@ -7,9 +7,17 @@
 //!
 //! Invariants:
 //! - [`Notary::append`] answers only after the record is committed on a majority and applied:
-//!   the receipt's log index is final;
-//! - every wait is bounded ([`NotaryConfig::commit_timeout`]);
-//! - reopening a directory reuses its state: a node is initialised once, never again.
+//!   the receipt's log index is final. Any node takes appends: a follower forwards them to the
+//!   leader (see `group_commit`);
+//! - every wait is bounded: an append by [`NotaryConfig::commit_timeout`] (plus 250 ms for the
+//!   answer to travel), a checkpoint's cosignatures by [`NotaryConfig::cosign_timeout`];
+//! - reopening a directory reuses its state: a node is initialised once, never again, and is
+//!   checked whole before it serves (see [`Notary::open`]);
+//! - roots, proofs and checkpoints are of this node's applied tree: a follower answers for the
+//!   sizes it has applied and refuses larger ones with [`NotaryError::Range`].
+//!
+//! Disk layout under `data_dir`: `raft/` is the RocksDB database (see `db`), `snapshots/` the
+//! snapshot files (see `state_machine`).
 //!
 //! Raft timing defaults ([`RaftTiming`]) are tuned for links between department data centres,
 //! not for a LAN: heartbeat 250 ms, election timeout 1.25–2.5 s. openraft gives each
@@ -30,26 +38,39 @@ use std::time::{Duration, Instant};
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Config, SnapshotPolicy};
 use qianlian_proto::v1::raft_server::RaftServer;
-use qianlian_verifier::{Hash, leaf_hash};
+use qianlian_verifier::{Hash, NoteSigner, leaf_hash};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tonic::transport::ClientTlsConfig;
 
 pub use self::error::{LeaderHint, NotaryError, Unavailability, UnavailableReason};
-use self::group_commit::{Limits, Pending};
+use self::group_commit::{Committer, Limits, Pending};
+pub use crate::checkpoint::CosignedCheckpoint;
+use crate::checkpoint::{self, CheckpointSigner};
 use crate::db::{Db, StoreError};
 use crate::log_store::LogStore;
-use crate::network::{NetworkFactory, RaftService};
+use crate::network::{
+    CosignRefusal, Cosignature, ForwardRefusal, ForwardedReceipt, LocalNode, NetworkFactory, Peers,
+    RaftService,
+};
 use crate::record::Record;
-use crate::state_machine::{StateMachineStore, StateReader};
+pub use crate::state_machine::RangeError;
+use crate::state_machine::{StateMachineConfig, StateMachineStore, StateReader};
 use crate::types::{NodeId, TypeConfig};
+
+/// Extra time an append waits beyond `commit_timeout`, so that the batcher's own, more precise
+/// answer (which is bounded by `commit_timeout`) arrives before the caller gives up.
+const ANSWER_GRACE: Duration = Duration::from_millis(250);
+
+/// Pause before asking a member again that has not applied the tree size yet.
+const COSIGN_RETRY: Duration = Duration::from_millis(50);
 
 /// How a notary node is set up.
 #[derive(Debug, Clone)]
 pub struct NotaryConfig {
     /// This node's Raft id; stable for the life of the node.
     pub node_id: u64,
-    /// The RocksDB database lives in `data_dir/raft`.
+    /// The RocksDB database lives in `data_dir/raft`, snapshot files in `data_dir/snapshots`.
     pub data_dir: PathBuf,
     /// How peers reach this node's Raft service, e.g. `https://10.0.0.1:7400`.
     pub advertise_addr: String,
@@ -68,6 +89,24 @@ pub struct NotaryConfig {
     pub commit_timeout: Duration,
     /// Raft heartbeat and election timing. Default [`RaftTiming::default`].
     pub raft_timing: RaftTiming,
+    /// This node's Ed25519 note key: it signs every tree head the node applies and cosigns
+    /// peers' checkpoints. Default `None`: no checkpoints, [`Notary::checkpoint`] fails with
+    /// [`NotaryError::NoCheckpoint`] and peers get no cosignature from this node.
+    pub signer: Option<NoteSigner>,
+    /// The checkpoint origin line, naming the log: default `"gov.example/qianlian"`
+    /// ([`checkpoint::DEFAULT_ORIGIN`]). Every node of a cluster must use the same one, or
+    /// their signatures cover different bodies and never count as cosignatures. It must be one
+    /// line without control characters.
+    pub origin: String,
+    /// How long [`Notary::checkpoint`] waits for the members' cosignatures (asked in parallel);
+    /// a member that has not answered by then is left out. Default 1 s.
+    pub cosign_timeout: Duration,
+    /// Take a snapshot of the state machine every this many Raft entries (each entry is a batch
+    /// of up to `max_batch` records), after which the log before it can be purged. Default 5000.
+    pub snapshot_every: u64,
+    /// Raft entries kept in the log behind the latest snapshot, so a follower that lags a
+    /// little catches up from the log rather than by a snapshot. Default 1000.
+    pub log_kept_after_snapshot: u64,
 }
 
 impl NotaryConfig {
@@ -87,6 +126,11 @@ impl NotaryConfig {
             max_in_flight: 4,
             commit_timeout: Duration::from_secs(10),
             raft_timing: RaftTiming::default(),
+            signer: None,
+            origin: checkpoint::DEFAULT_ORIGIN.to_string(),
+            cosign_timeout: Duration::from_secs(1),
+            snapshot_every: 5000,
+            log_kept_after_snapshot: 1000,
         }
     }
 }
@@ -103,6 +147,9 @@ pub struct RaftTiming {
     pub election_max: Duration,
     /// Most Raft entries per AppendEntries message. 8.
     pub max_entries_per_append: u64,
+    /// Time budget for sending one snapshot chunk (3 MiB), and for the last one, installing the
+    /// whole snapshot on the receiver, which checks it record by record. 60 s.
+    pub snapshot_chunk_timeout: Duration,
 }
 
 impl Default for RaftTiming {
@@ -112,6 +159,7 @@ impl Default for RaftTiming {
             election_min: Duration::from_millis(1250),
             election_max: Duration::from_millis(2500),
             max_entries_per_append: 8,
+            snapshot_chunk_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -141,6 +189,10 @@ pub struct NotaryStatus {
     /// Voters and learners with their advertised addresses.
     pub voters: BTreeMap<u64, String>,
     pub learners: BTreeMap<u64, String>,
+    /// Last Raft index in this node's latest snapshot, if any.
+    pub snapshot_raft_index: Option<u64>,
+    /// Last Raft index purged from this node's log, if any.
+    pub purged_raft_index: Option<u64>,
 }
 
 /// The handle on the notarization log. Cheap to clone; every clone is the same node.
@@ -152,8 +204,11 @@ pub struct Notary {
 struct Inner {
     node_id: NodeId,
     commit_timeout: Duration,
+    cosign_timeout: Duration,
+    max_batch: usize,
     raft: openraft::Raft<TypeConfig>,
     reader: StateReader,
+    peers: Peers,
     db: Db,
     queue: mpsc::Sender<Pending>,
     batcher: Mutex<Option<JoinHandle<()>>>,
@@ -168,7 +223,8 @@ impl fmt::Debug for Notary {
     }
 }
 
-fn raft_config(timing: &RaftTiming) -> Result<Config, NotaryError> {
+fn raft_config(config: &NotaryConfig) -> Result<Config, NotaryError> {
+    let timing = &config.raft_timing;
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     let config = Config {
         cluster_name: "qianlian".into(),
@@ -176,11 +232,15 @@ fn raft_config(timing: &RaftTiming) -> Result<Config, NotaryError> {
         election_timeout_min: ms(timing.election_min),
         election_timeout_max: ms(timing.election_max),
         max_payload_entries: timing.max_entries_per_append,
-        // A snapshot is the whole log for now, held in memory: do not take them on a schedule.
-        // The Raft log is kept whole and a new node catches up from it.
-        snapshot_policy: SnapshotPolicy::Never,
-        // Per snapshot chunk (3 MiB by default) over an inter-department link.
-        install_snapshot_timeout: 10_000,
+        // Snapshots are files streamed in chunks, so they can be taken on a schedule and the
+        // log purged behind them.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+        max_in_snapshot_log_to_keep: config.log_kept_after_snapshot,
+        // A follower further behind than the log kept catches up by snapshot.
+        replication_lag_threshold: config
+            .snapshot_every
+            .saturating_add(config.log_kept_after_snapshot),
+        install_snapshot_timeout: ms(timing.snapshot_chunk_timeout),
         ..Config::default()
     };
     config
@@ -202,6 +262,16 @@ fn validate(config: &NotaryConfig) -> Result<(), NotaryError> {
             "commit_timeout must be positive".into(),
         ));
     }
+    if config.cosign_timeout.is_zero() {
+        return Err(NotaryError::Config(
+            "cosign_timeout must be positive".into(),
+        ));
+    }
+    if config.snapshot_every == 0 {
+        return Err(NotaryError::Config(
+            "snapshot_every must be at least 1".into(),
+        ));
+    }
     let addr = &config.advertise_addr;
     let scheme_ok = addr.starts_with("https://") || addr.starts_with("http://");
     if !scheme_ok || addr.parse::<tonic::codegen::http::Uri>().is_err() {
@@ -213,7 +283,13 @@ fn validate(config: &NotaryConfig) -> Result<(), NotaryError> {
 }
 
 impl Notary {
-    /// Open (or create) the node's database, start its Raft node and the batcher.
+    /// Open (or create) the node's database, check it, start its Raft node and the batcher.
+    ///
+    /// Before anything starts, every stored record's leaf hash is recomputed and checked against
+    /// the stored tree, every tree node against its children, and the root at the size of the
+    /// last stored checkpoint against that checkpoint, whose signature is verified with this
+    /// node's own key. Any difference fails with [`NotaryError::Integrity`] naming the first
+    /// inconsistent log index; the time the check took is logged (`integrity_ms`).
     ///
     /// With `bootstrap_single`, a node that was never initialised becomes a one-voter cluster;
     /// a reopened node keeps its state and is not initialised again. If this node is the only
@@ -223,7 +299,9 @@ impl Notary {
     pub async fn open(config: NotaryConfig) -> Result<Notary, NotaryError> {
         let started = Instant::now();
         validate(&config)?;
-        let raft_config = Arc::new(raft_config(&config.raft_timing)?);
+        let raft_config = Arc::new(raft_config(&config)?);
+        let signer = CheckpointSigner::new(config.signer.clone(), &config.origin)
+            .map_err(|e| NotaryError::Config(format!("origin: {e}")))?;
         let dir = config.data_dir.join("raft");
         tokio::fs::create_dir_all(&dir).await.map_err(|e| {
             NotaryError::Config(format!("data_dir {}: {e}", config.data_dir.display()))
@@ -231,15 +309,36 @@ impl Notary {
         let db = tokio::task::spawn_blocking(move || Db::open(&dir))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))??;
-        let state_machine = match StateMachineStore::new(db.clone()).await {
+        let sm_config = StateMachineConfig {
+            snapshot_dir: config.data_dir.join("snapshots"),
+            signer,
+        };
+        let state_machine = match StateMachineStore::new(db.clone(), sm_config).await {
             Ok(sm) => sm,
             Err(e) => {
                 close(&db).await;
-                return Err(e.into());
+                return Err(match e {
+                    // Stored state that contradicts itself is an integrity failure.
+                    StoreError::Corrupt { what, detail } => NotaryError::Integrity {
+                        first_bad_index: None,
+                        detail: format!("corrupt {what}: {detail}"),
+                    },
+                    e => e.into(),
+                });
+            }
+        };
+        let report = match state_machine.check_integrity().await {
+            Ok(report) => report,
+            Err(e) => {
+                close(&db).await;
+                let e = NotaryError::from(e);
+                tracing::error!(node_id = config.node_id, error = %e, "integrity check failed");
+                return Err(e);
             }
         };
         let reader = state_machine.reader();
-        let network = NetworkFactory::new(config.node_id, config.peer_tls.clone());
+        let peers = Peers::new(config.peer_tls.clone());
+        let network = NetworkFactory::with_peers(config.node_id, peers.clone());
         let raft = match openraft::Raft::new(
             config.node_id,
             raft_config,
@@ -258,18 +357,26 @@ impl Notary {
 
         let (queue, receiver) =
             mpsc::channel(config.max_batch.saturating_mul(config.max_in_flight + 1));
-        let limits = Limits {
-            max_batch: config.max_batch,
-            max_in_flight: config.max_in_flight,
-            commit_timeout: config.commit_timeout,
+        let committer = Committer {
+            node_id: config.node_id,
+            raft: raft.clone(),
+            peers: peers.clone(),
+            limits: Limits {
+                max_batch: config.max_batch,
+                max_in_flight: config.max_in_flight,
+                commit_timeout: config.commit_timeout,
+            },
         };
-        let batcher = tokio::spawn(group_commit::run(raft.clone(), receiver, limits));
+        let batcher = tokio::spawn(group_commit::run(committer, receiver));
         let notary = Notary {
             inner: Arc::new(Inner {
                 node_id: config.node_id,
                 commit_timeout: config.commit_timeout,
+                cosign_timeout: config.cosign_timeout,
+                max_batch: config.max_batch,
                 raft,
                 reader,
+                peers,
                 db,
                 queue,
                 batcher: Mutex::new(Some(batcher)),
@@ -283,6 +390,9 @@ impl Notary {
         tracing::info!(
             node_id = config.node_id,
             elapsed_ms = started.elapsed().as_millis() as u64,
+            integrity_ms = report.elapsed.as_millis() as u64,
+            checked_records = report.records,
+            checkpoint_size = report.checkpoint_size,
             tree_size = notary.tree_size(),
             leader = ?notary.status().leader,
             "notary open"
@@ -319,22 +429,58 @@ impl Notary {
     }
 
     /// Append `record` to the notarization log. Returns once it is committed on a majority and
-    /// applied, with its log index and leaf hash.
+    /// applied, with its log index and leaf hash. Any node takes appends: a follower forwards
+    /// them to the leader.
     ///
-    /// Errors: [`NotaryError::Unavailable`] when this node is not the leader (naming the leader
-    /// if known), when there is no leader, or when the commit takes longer than
-    /// `commit_timeout` (outcome unknown); [`NotaryError::Storage`] and
-    /// [`NotaryError::ShutDown`] as documented there.
+    /// Errors: [`NotaryError::Unavailable`] when there is no leader or it cannot be reached
+    /// within `commit_timeout` (nothing was recorded), or when the commit takes longer than
+    /// `commit_timeout` (`CommitTimedOut`: the outcome is unknown); [`NotaryError::Storage`]
+    /// and [`NotaryError::ShutDown`] as documented there.
     pub async fn append(&self, record: Record) -> Result<Receipt, NotaryError> {
+        let mut receipts = self.submit(vec![vec![record]]).await?;
+        receipts
+            .pop()
+            .ok_or_else(|| NotaryError::Internal("an append was answered without a receipt".into()))
+    }
+
+    /// Append `records`, in order, and return their receipts in the same order. Up to
+    /// `max_batch` records share one Raft entry and get consecutive log indices; a longer list
+    /// is split into such entries. Errors as [`Notary::append`]; on an error some entries of a
+    /// long list may have been committed.
+    pub async fn append_batch(&self, records: Vec<Record>) -> Result<Vec<Receipt>, NotaryError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let chunks = records
+            .chunks(self.inner.max_batch)
+            .map(<[Record]>::to_vec)
+            .collect();
+        self.submit(chunks).await
+    }
+
+    /// Queue each chunk as one group-commit request and collect the receipts in order.
+    async fn submit(&self, chunks: Vec<Vec<Record>>) -> Result<Vec<Receipt>, NotaryError> {
         let timeout = self.inner.commit_timeout;
-        let (reply, answer) = oneshot::channel();
-        let waited = tokio::time::timeout(timeout, async {
-            self.inner
-                .queue
-                .send(Pending { record, reply })
-                .await
-                .map_err(|_| NotaryError::ShutDown)?;
-            answer.await.map_err(|_| NotaryError::ShutDown)?
+        let waited = tokio::time::timeout(timeout + ANSWER_GRACE, async {
+            let mut answers = Vec::with_capacity(chunks.len());
+            for records in chunks {
+                let (reply, answer) = oneshot::channel();
+                self.inner
+                    .queue
+                    .send(Pending {
+                        records,
+                        reply,
+                        forwarded: false,
+                    })
+                    .await
+                    .map_err(|_| NotaryError::ShutDown)?;
+                answers.push(answer);
+            }
+            let mut receipts = Vec::new();
+            for answer in answers {
+                receipts.extend(answer.await.map_err(|_| NotaryError::ShutDown)??);
+            }
+            Ok(receipts)
         })
         .await;
         waited.unwrap_or(Err(NotaryError::commit_timed_out(timeout)))
@@ -356,6 +502,141 @@ impl Notary {
         self.inner.reader.tree_size()
     }
 
+    /// The RFC 6962 root `MTH(D[0:tree_size])` of this node's log, for any `tree_size` up to
+    /// the applied size (the empty tree's root, `SHA-256()`, for 0). [`NotaryError::Range`]
+    /// beyond it.
+    pub async fn root_at(&self, tree_size: u64) -> Result<Hash, NotaryError> {
+        Ok(self.inner.reader.root_at(tree_size).await?)
+    }
+
+    /// The RFC 6962 inclusion proof `PATH(log_index, D[0:tree_size])`, bottom-up: check it with
+    /// `qianlian_verifier::verify_inclusion`. [`NotaryError::Range`] if `tree_size` is beyond
+    /// the applied tree or `log_index >= tree_size`.
+    pub async fn inclusion_proof(
+        &self,
+        log_index: u64,
+        tree_size: u64,
+    ) -> Result<Vec<Hash>, NotaryError> {
+        Ok(self
+            .inner
+            .reader
+            .inclusion_proof(log_index, tree_size)
+            .await?)
+    }
+
+    /// The RFC 6962 consistency proof `PROOF(old_size, D[0:new_size])`, bottom-up (empty when
+    /// `old_size` is 0 or equals `new_size`): check it with
+    /// `qianlian_verifier::verify_consistency`. [`NotaryError::Range`] if `new_size` is beyond
+    /// the applied tree or `old_size > new_size`.
+    pub async fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Vec<Hash>, NotaryError> {
+        Ok(self
+            .inner
+            .reader
+            .consistency_proof(old_size, new_size)
+            .await?)
+    }
+
+    /// The log index of the first record whose leaf hash (its [`Receipt::record_hash`]) is
+    /// `record_hash`, or `None` if this node has applied no such record.
+    pub async fn index_of(&self, record_hash: &Hash) -> Result<Option<u64>, NotaryError> {
+        Ok(self.inner.reader.index_of(*record_hash).await?)
+    }
+
+    /// The latest checkpoint this node applied, as a signed note carrying this node's signature
+    /// and the cosignatures of every other current member (voters and learners) that answers
+    /// within `cosign_timeout` (asked in parallel) having computed the same root. A member that
+    /// has not applied that size yet is asked again while the timeout lasts (followers apply a
+    /// commit a heartbeat after the leader). Members that do not answer in time or sign another
+    /// root are left out: the verifier demands k of n with the keys it trusts.
+    ///
+    /// [`NotaryError::NoCheckpoint`] if this node has no signing key.
+    pub async fn checkpoint(&self) -> Result<CosignedCheckpoint, NotaryError> {
+        match self.inner.reader.checkpoint() {
+            Some(own) => {
+                let cosignatures = self.cosignatures(own.size).await;
+                checkpoint::cosigned(&own, cosignatures)
+                    .map_err(|e| NotaryError::Internal(e.to_string()))
+            }
+            // A key configured after the last apply: sign the applied head now.
+            None => self.checkpoint_at(self.tree_size()).await,
+        }
+    }
+
+    /// The checkpoint of the first `tree_size` records, signed now by this node and cosigned as
+    /// [`Notary::checkpoint`] is. [`NotaryError::Range`] beyond the applied tree,
+    /// [`NotaryError::NoCheckpoint`] without a signing key.
+    pub async fn checkpoint_at(&self, tree_size: u64) -> Result<CosignedCheckpoint, NotaryError> {
+        let root = self.root_at(tree_size).await?;
+        let own = self
+            .inner
+            .reader
+            .signer()
+            .sign(tree_size, root)
+            .map_err(|e| NotaryError::Internal(e.to_string()))?
+            .ok_or_else(|| {
+                NotaryError::NoCheckpoint(
+                    "this node has no checkpoint signing key configured".into(),
+                )
+            })?;
+        let cosignatures = self.cosignatures(tree_size).await;
+        checkpoint::cosigned(&own, cosignatures).map_err(|e| NotaryError::Internal(e.to_string()))
+    }
+
+    /// Ask every other member to cosign the tree head at `tree_size`, in parallel, each within
+    /// `cosign_timeout`; returns the answers that came.
+    async fn cosignatures(&self, tree_size: u64) -> Vec<Cosignature> {
+        let status = self.status();
+        let timeout = self.inner.cosign_timeout;
+        let mut asked = JoinSet::new();
+        for (id, addr) in status.voters.into_iter().chain(status.learners) {
+            if id == self.inner.node_id || addr.is_empty() {
+                continue;
+            }
+            let peers = self.inner.peers.clone();
+            asked.spawn(async move {
+                let deadline = tokio::time::Instant::now() + timeout;
+                let cosignature = loop {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let answer =
+                        tokio::time::timeout(left, peers.cosign(&addr, tree_size, left)).await;
+                    match answer {
+                        Ok(Ok(Ok(cosignature))) => break Some(cosignature),
+                        // A follower learns of a commit a moment after the leader: ask again
+                        // while the budget lasts.
+                        Ok(Ok(Err(CosignRefusal::NotYet { .. })))
+                            if tokio::time::Instant::now() + COSIGN_RETRY < deadline =>
+                        {
+                            tokio::time::sleep(COSIGN_RETRY).await;
+                        }
+                        Ok(Ok(Err(refusal))) => {
+                            tracing::debug!(member = id, %refusal, "no cosignature");
+                            break None;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(member = id, error = %e, "no cosignature");
+                            break None;
+                        }
+                        Err(_) => break None,
+                    }
+                };
+                (id, cosignature)
+            });
+        }
+        let mut answers = Vec::new();
+        while let Some(answer) = asked.join_next().await {
+            if let Ok((id, Some(cosignature))) = answer {
+                answers.push((id, cosignature));
+            }
+        }
+        // In member order, so the same members give the same note.
+        answers.sort_by_key(|(id, _)| *id);
+        answers.into_iter().map(|(_, c)| c).collect()
+    }
+
     /// Wait until this node has applied at least `at_least` records; returns the tree size.
     /// [`NotaryError::Unavailable`] (`CommitTimedOut`) if it has not within `timeout`.
     pub async fn wait_for_tree_size(
@@ -370,10 +651,17 @@ impl Notary {
             .map_err(|_| NotaryError::commit_timed_out(timeout))
     }
 
-    /// The gRPC service peers call, with message size limits set. Mount it on the node's TLS
-    /// server and admit node certificates only.
+    /// The gRPC service peers call (Raft, Forward, Cosign), with message size limits set.
+    /// Mount it on the node's TLS server and admit node certificates only: Forward appends
+    /// records as this node. Set TCP_NODELAY on the accepted sockets: without it, small replies
+    /// wait for delayed ACKs and forwarded appends ran five times slower in the cluster test.
     pub fn raft_service(&self) -> RaftServer<RaftService> {
-        RaftService::new(self.inner.raft.clone()).into_server()
+        let node = Arc::new(NodeCalls {
+            queue: self.inner.queue.clone(),
+            reader: self.inner.reader.clone(),
+            commit_timeout: self.inner.commit_timeout,
+        });
+        RaftService::with_node(self.inner.raft.clone(), node).into_server()
     }
 
     /// This node's view of the cluster.
@@ -395,6 +683,8 @@ impl Notary {
             tree_size: self.tree_size(),
             voters: membership.voter_ids().map(|id| (id, addr(id))).collect(),
             learners: membership.learner_ids().map(|id| (id, addr(id))).collect(),
+            snapshot_raft_index: metrics.snapshot.map(|id| id.index),
+            purged_raft_index: metrics.purged.map(|id| id.index),
         }
     }
 
@@ -461,6 +751,25 @@ impl Notary {
         changed.map(|_| ()).map_err(NotaryError::from)
     }
 
+    /// On the leader: remove node `node_id` from the cluster, voter or learner; it no longer
+    /// receives the log. Returns once the change is committed. Removing a voter changes the
+    /// majority; removing the last voter is refused by openraft ([`NotaryError::Membership`]).
+    pub async fn remove_node(&self, node_id: u64) -> Result<(), NotaryError> {
+        let timeout = self.inner.commit_timeout;
+        let is_voter = self.status().voters.contains_key(&node_id);
+        let change = if is_voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([node_id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([node_id]))
+        };
+        // `retain = false`: a removed voter does not stay on as a learner.
+        let changed =
+            tokio::time::timeout(timeout, self.inner.raft.change_membership(change, false))
+                .await
+                .map_err(|_| NotaryError::commit_timed_out(timeout))?;
+        changed.map(|_| ()).map_err(NotaryError::from)
+    }
+
     /// Stop the batcher and the Raft node and close the database, so the directory can be
     /// opened again. Appends waiting meanwhile fail with [`NotaryError::ShutDown`]. Idempotent.
     pub async fn shutdown(&self) -> Result<(), NotaryError> {
@@ -476,6 +785,65 @@ impl Notary {
         let stopped = self.inner.raft.shutdown().await;
         close(&self.inner.db).await;
         stopped.map_err(|e| NotaryError::Internal(format!("raft task: {e}")))
+    }
+}
+
+/// What this node serves to its peers besides Raft: forwarded appends go through its own group
+/// commit (marked, so they are never forwarded again), cosignatures come from its own tree.
+struct NodeCalls {
+    queue: mpsc::Sender<Pending>,
+    reader: StateReader,
+    commit_timeout: Duration,
+}
+
+#[tonic::async_trait]
+impl LocalNode for NodeCalls {
+    async fn forwarded(
+        &self,
+        records: Vec<Record>,
+    ) -> Result<Vec<ForwardedReceipt>, ForwardRefusal> {
+        let timeout = self.commit_timeout;
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            records,
+            reply,
+            forwarded: true,
+        };
+        let waited = tokio::time::timeout(timeout + ANSWER_GRACE, async {
+            self.queue
+                .send(pending)
+                .await
+                .map_err(|_| NotaryError::ShutDown)?;
+            answer.await.map_err(|_| NotaryError::ShutDown)?
+        })
+        .await
+        .unwrap_or(Err(NotaryError::commit_timed_out(timeout)));
+        match waited {
+            Ok(receipts) => Ok(receipts
+                .into_iter()
+                .map(|r| ForwardedReceipt {
+                    log_index: r.log_index,
+                    record_hash: r.record_hash,
+                })
+                .collect()),
+            Err(NotaryError::Unavailable(Unavailability {
+                reason: UnavailableReason::CommitTimedOut(after),
+                ..
+            })) => Err(ForwardRefusal::TimedOut {
+                after_ms: u64::try_from(after.as_millis()).unwrap_or(u64::MAX),
+            }),
+            // Nothing was recorded: the sender retries at the leader it learns of.
+            Err(NotaryError::Unavailable(u)) => Err(ForwardRefusal::NotLeader {
+                leader: u.leader.map(|l| l.node_id),
+            }),
+            Err(e) => Err(ForwardRefusal::Failed {
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    async fn cosign(&self, tree_size: u64) -> Result<Cosignature, CosignRefusal> {
+        self.reader.cosign(tree_size).await
     }
 }
 

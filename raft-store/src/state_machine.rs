@@ -1,48 +1,125 @@
-//! The notarization log as a Raft state machine in RocksDB: openraft's `RaftStateMachine`, its
-//! snapshots, and read access for the notary.
+//! The notarization log as a Raft state machine in RocksDB: openraft's `RaftStateMachine`, the
+//! stored Merkle tree, signed checkpoints, and read access (records, roots, proofs) for the
+//! notary.
 //!
-//! Applying `Request::Append` gives each record the next log index (the current tree size),
-//! stores its canonical bytes under that index, and answers the indices and leaf hashes.
+//! Applying `Request::Append` gives each record the next log index (the current tree size) and,
+//! in the same `WriteBatch`, stores its canonical bytes, every tree node the record completes
+//! (`merkle`: the leaf, and a parent each time a left sibling waits; amortised two writes per
+//! record, at most `log2 n + 1`), its leaf hash in the leaf index if the hash is new, the new tree
+//! size and applied log id, and this node's signature over the new tree head (one per apply
+//! call, not per record).
 //!
 //! Invariants:
-//! - records `0..tree_size` are present and immutable; nothing is stored at or beyond
-//!   `tree_size`. One apply call is one `WriteBatch` (records, tree size, last applied, last
-//!   membership together), so a crash never leaves a half-applied batch;
+//! - records, leaf nodes and leaf index entries exist exactly for `0..tree_size` in the live
+//!   generation; a tree node is stored once complete and never changes, so every past tree size
+//!   can be proven. The stored checkpoint is never ahead of the stored tree: it is written in
+//!   the same batch as the tree it signs;
 //! - applies are written without fsync. They share the write-ahead log with the Raft log, whose
 //!   every append is synced after them, and what a crash loses is re-applied from that durable
 //!   log (deterministically: the same records get the same indices). Snapshots and installs,
 //!   after which the log may be purged, are synced;
-//! - a snapshot is the whole state (tree size and every record) for now; installing one
-//!   replaces the state entirely. Building runs beside applies: it reads the immutable records
-//!   below the tree size it captured, and a lock keeps an install from changing them meanwhile.
+//! - readers see one generation throughout a read: they hold the generation lock (shared) for
+//!   its length, and an install holds it (exclusive) only while it switches generations.
+//!
+//! Layout: [`integrity`] checks the whole stored state on open; the `snapshot` module builds
+//! and installs snapshots (files, streamed; see there for the format).
 
-use std::io::Cursor;
-use std::sync::{Arc, Mutex, MutexGuard};
+pub mod integrity;
+mod snapshot;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use openraft::storage::RaftStateMachine;
-use openraft::{
-    EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder, Snapshot,
-    SnapshotMeta,
-};
-use qianlian_verifier::leaf_hash;
-use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
-use serde::{Deserialize, Serialize};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, Snapshot, SnapshotMeta};
+use qianlian_verifier::{Hash, leaf_hash};
+use rocksdb::{DB, IteratorMode, WriteBatch};
 use tokio::sync::watch;
 
+pub use self::snapshot::SnapshotBuilder;
+use crate::checkpoint::{self, CheckpointSigner, SignedCheckpoint};
 use crate::db::{
-    self, CF_RECORDS, CF_SM_META, CF_SNAPSHOT, Db, END_KEY, StoreError, decode_value, encode_value,
-    get_value, index_key, key_index,
+    self, CF_LEAF_INDEX, CF_RECORDS, CF_SM_META, CF_TREE, Db, END_KEY, GENERATION_CFS, StoreError,
+    decode_hash, encode_value, generation_prefix, get_value, leaf_key, node_key, node_key_parts,
+    record_key, record_key_parts,
 };
+use crate::merkle::{self, Edge, Subtree};
+use crate::network::{CosignRefusal, Cosignature};
 use crate::record::Record;
 use crate::types::{
     Entry, LogId, NodeId, RaftStorageError, Request, Response, StoredMembership, TypeConfig,
 };
 
+const KEY_LAYOUT: &[u8] = b"layout";
+const KEY_GENERATION: &[u8] = b"generation";
 const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
 const KEY_TREE_SIZE: &[u8] = b"tree_size";
-const KEY_CURRENT: &[u8] = b"current";
+const KEY_CHECKPOINT: &[u8] = b"checkpoint";
+
+/// The state machine storage layout this version writes (`sm_meta/layout`). Layout 1 (no
+/// generations, no tree) was the walking skeleton's and is refused.
+const LAYOUT: u32 = 2;
+
+/// How the state machine is set up.
+#[derive(Debug, Clone)]
+pub struct StateMachineConfig {
+    /// Where snapshot files live (built, received and current). Created if missing.
+    pub snapshot_dir: PathBuf,
+    /// This node's checkpoint key and the log's origin line.
+    pub signer: CheckpointSigner,
+}
+
+impl StateMachineConfig {
+    /// Snapshots in `snapshot_dir`; no checkpoint key, the default origin.
+    pub fn new(snapshot_dir: impl Into<PathBuf>) -> StateMachineConfig {
+        StateMachineConfig {
+            snapshot_dir: snapshot_dir.into(),
+            signer: match CheckpointSigner::new(None, checkpoint::DEFAULT_ORIGIN) {
+                Ok(signer) => signer,
+                // The default origin is a valid line; `new` only fails on a bad one.
+                Err(e) => unreachable!("{e}"),
+            },
+        }
+    }
+}
+
+/// A tree size or log index this node cannot answer for. The caller is at fault, or asked a
+/// node that has not caught up: for [`RangeError::TreeSize`] a retry after the tree has grown
+/// may help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RangeError {
+    /// A tree size beyond what this node applied.
+    #[error("tree size {size} is beyond this node's log: valid tree sizes are 0..={applied}")]
+    TreeSize { size: u64, applied: u64 },
+    /// A log index outside the tree size asked about.
+    #[error("log index {index} is not in a tree of size {size}: valid log indices are 0..{size}")]
+    LogIndex { index: u64, size: u64 },
+    /// A consistency proof from a larger tree to a smaller one.
+    #[error(
+        "old tree size {old_size} is larger than new tree size {new_size}: valid old sizes are 0..={new_size}"
+    )]
+    SizesOutOfOrder { old_size: u64, new_size: u64 },
+}
+
+/// Why a read of the applied tree failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// The question is out of range; see [`RangeError`].
+    #[error(transparent)]
+    Range(#[from] RangeError),
+    /// Storage failed or holds damaged data.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rocksdb::Error> for ReadError {
+    fn from(e: rocksdb::Error) -> ReadError {
+        ReadError::Store(e.into())
+    }
+}
 
 /// What the state machine has applied so far. Kept in memory, mirrored in `sm_meta`.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +127,12 @@ struct Applied {
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
     tree_size: u64,
+    /// The live generation of records, tree and leaf index.
+    generation: u32,
+    /// The right edge of the tree at `tree_size`: what the next append builds on.
+    edge: Edge,
+    /// The latest tree head this node signed (none without a key).
+    checkpoint: Option<SignedCheckpoint>,
 }
 
 #[derive(Debug)]
@@ -58,14 +141,22 @@ struct Shared {
     applied: Mutex<Applied>,
     // The tree size, for those who wait for the log to grow.
     tree_size: watch::Sender<u64>,
-    // Held while a snapshot is built or installed.
-    snapshot: Mutex<()>,
+    // Shared by every read of generation data, exclusive while an install switches generations.
+    generation_lock: RwLock<()>,
+    config: StateMachineConfig,
+    files: snapshot::Files,
 }
 
 impl Shared {
     fn applied(&self) -> MutexGuard<'_, Applied> {
         // Poisoned only by a panic between two plain assignments: the value is still whole.
         self.applied.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read_generation(&self) -> RwLockReadGuard<'_, ()> {
+        self.generation_lock
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn set(&self, applied: Applied) {
@@ -89,52 +180,154 @@ pub struct StateReader {
     shared: Arc<Shared>,
 }
 
-/// The payload of a snapshot: the whole notarization log.
-#[derive(Debug, Serialize, Deserialize)]
-struct SnapshotPayload {
-    tree_size: u64,
-    records: Vec<Vec<u8>>,
+/// Stored tree node `id` of `generation`; a node that must exist but does not is corruption.
+fn read_node(db: &DB, generation: u32, id: Subtree) -> Result<Hash, StoreError> {
+    let what = || format!("tree node at level {} index {}", id.level, id.index);
+    match db.get_pinned_cf(
+        db::cf(db, CF_TREE)?,
+        node_key(generation, id.level, id.index),
+    )? {
+        Some(bytes) => decode_hash(what, &bytes),
+        None => Err(StoreError::corrupt(what(), "missing below the tree size")),
+    }
 }
 
-/// The current snapshot as kept in the `snapshot` column family.
-#[derive(Debug, Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
-    data: Vec<u8>,
+/// The last key of `cf` within `generation`, if any.
+fn last_in_generation(
+    db: &DB,
+    cf_name: &str,
+    generation: u32,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let cf = db::cf(db, cf_name)?;
+    let mut iter = db.raw_iterator_cf(cf);
+    match generation.checked_add(1) {
+        Some(next) => iter.seek_for_prev(generation_prefix(next)),
+        None => iter.seek_to_last(),
+    }
+    iter.status()?;
+    Ok(iter
+        .key()
+        .filter(|k| k.starts_with(&generation_prefix(generation)))
+        .map(<[u8]>::to_vec))
+}
+
+/// Delete every generation of state machine data but `live` (left by an interrupted install or
+/// by one that finished before its cleanup ran).
+fn delete_other_generations(db: &DB, live: u32) -> Result<(), StoreError> {
+    let mut batch = WriteBatch::default();
+    let mut any = false;
+    for name in GENERATION_CFS {
+        let cf = db::cf(db, name)?;
+        let first = db.iterator_cf(cf, IteratorMode::Start).next().transpose()?;
+        let last = db.iterator_cf(cf, IteratorMode::End).next().transpose()?;
+        let live_prefix = generation_prefix(live);
+        let outside = |key: &[u8]| !key.starts_with(&live_prefix);
+        if first.as_ref().is_some_and(|(k, _)| outside(k))
+            || last.as_ref().is_some_and(|(k, _)| outside(k))
+        {
+            any = true;
+            batch.delete_range_cf(cf, generation_prefix(0).to_vec(), live_prefix.to_vec());
+            let above = match live.checked_add(1) {
+                Some(next) => generation_prefix(next).to_vec(),
+                None => END_KEY.to_vec(),
+            };
+            batch.delete_range_cf(cf, above, END_KEY.to_vec());
+        }
+    }
+    if any {
+        db.write_opt(batch, &db::synced())?;
+    }
+    Ok(())
+}
+
+/// The edge of the tree of `size` leaves in `generation`, from its stored nodes.
+fn load_edge(db: &DB, generation: u32, size: u64) -> Result<Edge, StoreError> {
+    let mut nodes = Vec::new();
+    for id in merkle::pieces(0, size) {
+        nodes.push(read_node(db, generation, id)?);
+    }
+    Edge::from_parts(size, nodes)
+        .ok_or_else(|| StoreError::corrupt("tree", format!("no edge for tree size {size}")))
 }
 
 fn load_applied(db: &DB) -> Result<Applied, StoreError> {
+    let layout: Option<u32> = get_value(db, CF_SM_META, KEY_LAYOUT, "state machine layout")?;
+    let tree_size: Option<u64> = get_value(db, CF_SM_META, KEY_TREE_SIZE, "tree size")?;
+    if layout.is_none() && tree_size.is_some() {
+        return Err(StoreError::UnknownFormat {
+            what: "state machine layout (written before the Merkle tree was stored; move this \
+                   node's data directory away and let it catch up from its peers)"
+                .into(),
+            version: 1,
+        });
+    }
+    if let Some(layout) = layout.filter(|l| *l != LAYOUT) {
+        return Err(StoreError::UnknownFormat {
+            what: "state machine layout".into(),
+            version: u8::try_from(layout).unwrap_or(u8::MAX),
+        });
+    }
+    let generation: u32 = get_value(db, CF_SM_META, KEY_GENERATION, "generation")?.unwrap_or(0);
     let last_applied: Option<Option<LogId>> =
         get_value(db, CF_SM_META, KEY_LAST_APPLIED, "last applied log id")?;
     let last_membership: Option<StoredMembership> =
         get_value(db, CF_SM_META, KEY_LAST_MEMBERSHIP, "last membership")?;
-    let tree_size: Option<u64> = get_value(db, CF_SM_META, KEY_TREE_SIZE, "tree size")?;
     let tree_size = tree_size.unwrap_or(0);
-    // Cheap consistency check of the invariant "exactly 0..tree_size is present".
-    let records = db::cf(db, CF_RECORDS)?;
-    let last = db
-        .iterator_cf(records, IteratorMode::End)
-        .next()
+    delete_other_generations(db, generation)?;
+
+    // Cheap consistency checks of "exactly 0..tree_size is present"; `integrity` checks all.
+    let last_record = last_in_generation(db, CF_RECORDS, generation)?
+        .map(|key| record_key_parts(&key).map(|(_, index)| index))
         .transpose()?;
-    let found = match last {
-        Some((key, _)) => key_index("record key", &key)?.checked_add(1),
-        None => Some(0),
+    // Leaves are level 0 and sort first within a generation: the last key at or before the
+    // largest possible leaf key is the last leaf.
+    let last_leaf = {
+        let mut iter = db.raw_iterator_cf(db::cf(db, CF_TREE)?);
+        iter.seek_for_prev(node_key(generation, 0, u64::MAX));
+        iter.status()?;
+        match iter.key() {
+            Some(k) if k.starts_with(&generation_prefix(generation)) => {
+                let (_, level, index) = node_key_parts(k)?;
+                (level == 0).then_some(index)
+            }
+            _ => None,
+        }
     };
-    if found != Some(tree_size) {
+    let expected = tree_size.checked_sub(1);
+    if last_record != expected || last_leaf != expected {
         return Err(StoreError::corrupt(
             "records",
-            format!("tree size is {tree_size} but the last record is at {found:?} - 1"),
+            format!(
+                "tree size is {tree_size} but the last record is at {last_record:?} and the \
+                 last leaf at {last_leaf:?}"
+            ),
         ));
     }
+    let edge = load_edge(db, generation, tree_size)?;
+    let note: Option<String> = get_value(db, CF_SM_META, KEY_CHECKPOINT, "checkpoint")?;
+    let checkpoint = note
+        .map(|note| checkpoint::parse_stored(&note))
+        .transpose()
+        .map_err(|e| StoreError::corrupt("checkpoint", e))?;
     Ok(Applied {
         last_applied: last_applied.flatten(),
         last_membership: last_membership.unwrap_or_default(),
         tree_size,
+        generation,
+        edge,
+        checkpoint,
     })
 }
 
+/// Stage `applied`'s mirror in `sm_meta` into `batch`.
 fn put_applied(db: &DB, batch: &mut WriteBatch, applied: &Applied) -> Result<(), StoreError> {
     let cf = db::cf(db, CF_SM_META)?;
+    batch.put_cf(cf, KEY_LAYOUT, encode_value("layout", &LAYOUT)?);
+    batch.put_cf(
+        cf,
+        KEY_GENERATION,
+        encode_value("generation", &applied.generation)?,
+    );
     batch.put_cf(
         cf,
         KEY_LAST_APPLIED,
@@ -150,29 +343,79 @@ fn put_applied(db: &DB, batch: &mut WriteBatch, applied: &Applied) -> Result<(),
         KEY_TREE_SIZE,
         encode_value("tree size", &applied.tree_size)?,
     );
+    match &applied.checkpoint {
+        Some(cp) => batch.put_cf(cf, KEY_CHECKPOINT, encode_value("checkpoint", &cp.note)?),
+        None => batch.delete_cf(cf, KEY_CHECKPOINT),
+    }
     Ok(())
 }
 
-/// Record `log_index`, checked to be a record; `None` if absent.
-fn read_record(db: &DB, log_index: u64) -> Result<Option<Vec<u8>>, StoreError> {
-    let Some(bytes) = db.get_cf(db::cf(db, CF_RECORDS)?, index_key(log_index))? else {
-        return Ok(None);
-    };
-    Record::decode(&bytes).map_err(|e| StoreError::corrupt(format!("record {log_index}"), e))?;
-    Ok(Some(bytes))
+/// Appends records to one generation: their bytes, the tree nodes they complete and their leaf
+/// index entries, staged into write batches.
+struct Appender<'a> {
+    db: &'a DB,
+    generation: u32,
+    edge: Edge,
+    // Leaf hashes indexed in the batch not yet written, which the database cannot answer for.
+    unwritten: HashSet<Hash>,
+}
+
+impl<'a> Appender<'a> {
+    fn new(db: &'a DB, generation: u32, edge: Edge) -> Appender<'a> {
+        Appender {
+            db,
+            generation,
+            edge,
+            unwritten: HashSet::new(),
+        }
+    }
+
+    /// Stage record `bytes` as the next log index; returns its leaf hash.
+    fn append(&mut self, batch: &mut WriteBatch, bytes: Vec<u8>) -> Result<Hash, StoreError> {
+        let index = self.edge.size();
+        let hash = leaf_hash(&bytes);
+        let tree = db::cf(self.db, CF_TREE)?;
+        let generation = self.generation;
+        self.edge
+            .append(hash, |id, node| {
+                batch.put_cf(tree, node_key(generation, id.level, id.index), node);
+            })
+            .ok_or_else(|| StoreError::Task("the tree is full (2^64 records)".into()))?;
+        batch.put_cf(
+            db::cf(self.db, CF_RECORDS)?,
+            record_key(generation, index),
+            bytes,
+        );
+        // First occurrence wins: a record repeated later keeps pointing at the first.
+        let key = leaf_key(generation, &hash);
+        let leaf_cf = db::cf(self.db, CF_LEAF_INDEX)?;
+        if !self.unwritten.contains(&hash) && self.db.get_pinned_cf(leaf_cf, key)?.is_none() {
+            batch.put_cf(leaf_cf, key, index.to_be_bytes());
+            self.unwritten.insert(hash);
+        }
+        Ok(hash)
+    }
 }
 
 impl StateMachineStore {
-    /// The state machine on `db`, with its applied state loaded and checked.
-    pub async fn new(db: Db) -> Result<StateMachineStore, StoreError> {
+    /// The state machine on `db`, with its applied state loaded and cheaply checked (run
+    /// [`StateMachineStore::check_integrity`] for the full check).
+    pub async fn new(db: Db, config: StateMachineConfig) -> Result<StateMachineStore, StoreError> {
+        let dir = config.snapshot_dir.clone();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| StoreError::Io(format!("snapshot directory {}: {e}", dir.display())))?;
         let applied = db.run(load_applied).await?;
+        snapshot::clean_directory(&db, &dir).await?;
         let (tree_size, _) = watch::channel(applied.tree_size);
         Ok(StateMachineStore {
             db,
             shared: Arc::new(Shared {
                 applied: Mutex::new(applied),
                 tree_size,
-                snapshot: Mutex::new(()),
+                generation_lock: RwLock::new(()),
+                config,
+                files: snapshot::Files::default(),
             }),
         })
     }
@@ -184,6 +427,16 @@ impl StateMachineStore {
             shared: self.shared.clone(),
         }
     }
+
+    /// Recompute every stored record's leaf hash and every stored tree node, and check the
+    /// stored checkpoint against the tree and this node's key. See [`integrity`].
+    pub async fn check_integrity(&self) -> Result<integrity::Report, integrity::IntegrityError> {
+        let shared = self.shared.clone();
+        self.db
+            .run(move |db| Ok(integrity::check(db, &shared)))
+            .await
+            .map_err(integrity::IntegrityError::Store)?
+    }
 }
 
 impl StateReader {
@@ -192,21 +445,177 @@ impl StateReader {
         *self.shared.tree_size.borrow()
     }
 
+    /// Run `f` on the live generation and tree size, on the blocking pool.
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&DB, u32, u64) -> Result<R, ReadError> + Send + 'static,
+    ) -> Result<R, ReadError> {
+        let shared = self.shared.clone();
+        self.db
+            .run(move |db| {
+                let _live = shared.read_generation();
+                let (generation, size) = {
+                    let applied = shared.applied();
+                    (applied.generation, applied.tree_size)
+                };
+                Ok(f(db, generation, size))
+            })
+            .await?
+    }
+
     /// Canonical bytes of the record at `log_index`, or `None` at or beyond the tree size.
     /// Bytes that do not decode as a record are reported as [`StoreError::Corrupt`].
     pub async fn record(&self, log_index: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        if log_index >= self.tree_size() {
-            return Ok(None);
+        let read = self
+            .read(move |db, generation, size| {
+                if log_index >= size {
+                    return Ok(None);
+                }
+                let key = record_key(generation, log_index);
+                let Some(bytes) = db.get_cf(db::cf(db, CF_RECORDS)?, key)? else {
+                    return Err(StoreError::corrupt(
+                        format!("record {log_index}"),
+                        "missing below the tree size",
+                    )
+                    .into());
+                };
+                Record::decode(&bytes)
+                    .map_err(|e| StoreError::corrupt(format!("record {log_index}"), e))?;
+                Ok(Some(bytes))
+            })
+            .await;
+        match read {
+            Ok(bytes) => Ok(bytes),
+            Err(ReadError::Store(e)) => Err(e),
+            Err(ReadError::Range(e)) => Err(StoreError::Task(e.to_string())),
         }
-        let bytes = self.db.run(move |db| read_record(db, log_index)).await?;
-        match bytes {
-            Some(bytes) => Ok(Some(bytes)),
-            // Below the tree size a record must exist.
-            None => Err(StoreError::corrupt(
-                format!("record {log_index}"),
-                "missing below the tree size",
-            )),
+    }
+
+    /// `MTH(D[0:tree_size])` from the stored tree. [`RangeError::TreeSize`] beyond the applied
+    /// tree.
+    pub async fn root_at(&self, tree_size: u64) -> Result<Hash, ReadError> {
+        self.read(move |db, generation, size| {
+            if tree_size > size {
+                return Err(RangeError::TreeSize {
+                    size: tree_size,
+                    applied: size,
+                }
+                .into());
+            }
+            Ok(merkle::root(tree_size, &mut |id| {
+                read_node(db, generation, id)
+            })?)
+        })
+        .await
+    }
+
+    /// `PATH(log_index, D[0:tree_size])`, bottom-up.
+    pub async fn inclusion_proof(
+        &self,
+        log_index: u64,
+        tree_size: u64,
+    ) -> Result<Vec<Hash>, ReadError> {
+        self.read(move |db, generation, size| {
+            if tree_size > size {
+                return Err(RangeError::TreeSize {
+                    size: tree_size,
+                    applied: size,
+                }
+                .into());
+            }
+            if log_index >= tree_size {
+                return Err(RangeError::LogIndex {
+                    index: log_index,
+                    size: tree_size,
+                }
+                .into());
+            }
+            Ok(merkle::inclusion_proof(log_index, tree_size, &mut |id| {
+                read_node(db, generation, id)
+            })?)
+        })
+        .await
+    }
+
+    /// `PROOF(old_size, D[0:new_size])`, bottom-up; empty when `old_size` is 0 or `new_size`.
+    pub async fn consistency_proof(
+        &self,
+        old_size: u64,
+        new_size: u64,
+    ) -> Result<Vec<Hash>, ReadError> {
+        self.read(move |db, generation, size| {
+            if new_size > size {
+                return Err(RangeError::TreeSize {
+                    size: new_size,
+                    applied: size,
+                }
+                .into());
+            }
+            if old_size > new_size {
+                return Err(RangeError::SizesOutOfOrder { old_size, new_size }.into());
+            }
+            Ok(merkle::consistency_proof(old_size, new_size, &mut |id| {
+                read_node(db, generation, id)
+            })?)
+        })
+        .await
+    }
+
+    /// The log index of the first record whose leaf hash is `hash`, if any. The index entry is
+    /// checked against the stored leaf, so a damaged entry is an error, not a wrong answer.
+    pub async fn index_of(&self, hash: Hash) -> Result<Option<u64>, StoreError> {
+        let read = self
+            .read(move |db, generation, size| {
+                let cf = db::cf(db, CF_LEAF_INDEX)?;
+                let Some(bytes) = db.get_pinned_cf(cf, leaf_key(generation, &hash))? else {
+                    return Ok(None);
+                };
+                let what = || format!("leaf index entry of {}", hex::encode(hash));
+                let index: [u8; 8] = bytes.as_ref().try_into().map_err(|_| {
+                    StoreError::corrupt(what(), format!("{} bytes, expected 8", bytes.len()))
+                })?;
+                let index = u64::from_be_bytes(index);
+                if index >= size || read_node(db, generation, Subtree::new(0, index))? != hash {
+                    return Err(StoreError::corrupt(
+                        what(),
+                        format!("points at log index {index}, which holds another record"),
+                    )
+                    .into());
+                }
+                Ok(Some(index))
+            })
+            .await;
+        match read {
+            Ok(found) => Ok(found),
+            Err(ReadError::Store(e)) => Err(e),
+            Err(ReadError::Range(e)) => Err(StoreError::Task(e.to_string())),
         }
+    }
+
+    /// The latest tree head this node applied and signed; `None` without a signing key.
+    pub fn checkpoint(&self) -> Option<SignedCheckpoint> {
+        self.shared.applied().checkpoint.clone()
+    }
+
+    /// This node's key and origin.
+    pub fn signer(&self) -> &CheckpointSigner {
+        &self.shared.config.signer
+    }
+
+    /// Cosign the tree head at `tree_size` from this node's own tree, if it has applied it.
+    pub async fn cosign(&self, tree_size: u64) -> Result<Cosignature, CosignRefusal> {
+        let root = match self.root_at(tree_size).await {
+            Ok(root) => root,
+            Err(ReadError::Range(RangeError::TreeSize { applied, .. })) => {
+                return Err(CosignRefusal::NotYet { applied });
+            }
+            Err(e) => {
+                return Err(CosignRefusal::Failed {
+                    reason: e.to_string(),
+                });
+            }
+        };
+        self.shared.config.signer.cosign(tree_size, root)
     }
 
     /// Wait until the tree size is at least `at_least`; `Ok(size)` then, `Err(size)` with the
@@ -221,17 +630,36 @@ impl StateReader {
     }
 }
 
+/// Sign the tree head of `applied` unless its checkpoint already covers that size.
+fn sign_if_grown(signer: &CheckpointSigner, applied: &mut Applied) -> Result<(), StoreError> {
+    if applied
+        .checkpoint
+        .as_ref()
+        .is_some_and(|cp| cp.size == applied.tree_size)
+    {
+        return Ok(());
+    }
+    if let Some(signed) = signer
+        .sign(applied.tree_size, applied.edge.root())
+        .map_err(|e| StoreError::Task(e.to_string()))?
+    {
+        applied.checkpoint = Some(signed);
+    }
+    Ok(())
+}
+
 fn apply_entries(
     db: &DB,
+    shared: &Shared,
     mut applied: Applied,
     entries: Vec<Entry>,
 ) -> Result<(Applied, Vec<Response>), StoreError> {
-    let records_cf = db::cf(db, CF_RECORDS)?;
     let mut batch = WriteBatch::default();
+    let mut appender = Appender::new(db, applied.generation, applied.edge.clone());
     let mut responses = Vec::with_capacity(entries.len());
     for entry in entries {
         applied.last_applied = Some(entry.log_id);
-        let first_index = applied.tree_size;
+        let first_index = appender.edge.size();
         match entry.payload {
             EntryPayload::Blank => responses.push(Response {
                 first_index,
@@ -240,10 +668,7 @@ fn apply_entries(
             EntryPayload::Normal(Request::Append { records }) => {
                 let mut hashes = Vec::with_capacity(records.len());
                 for record in &records {
-                    let bytes = record.encode();
-                    hashes.push(leaf_hash(&bytes));
-                    batch.put_cf(records_cf, index_key(applied.tree_size), bytes);
-                    applied.tree_size += 1;
+                    hashes.push(appender.append(&mut batch, record.encode())?);
                 }
                 responses.push(Response {
                     first_index,
@@ -259,6 +684,10 @@ fn apply_entries(
             }
         }
     }
+    applied.tree_size = appender.edge.size();
+    applied.edge = appender.edge;
+    // One signature per apply call, in the same batch as the tree it signs.
+    sign_if_grown(&shared.config.signer, &mut applied)?;
     put_applied(db, &mut batch, &applied)?;
     db.write_opt(batch, &db::unsynced())?;
     Ok((applied, responses))
@@ -284,9 +713,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(Vec::new());
         }
         let current = self.shared.applied().clone();
+        let shared = self.shared.clone();
         let (applied, responses) = self
             .db
-            .run(move |db| apply_entries(db, current, entries))
+            .run(move |db| apply_entries(db, &shared, current, entries))
             .await
             .map_err(|e| e.into_raft(ErrorSubject::StateMachine, ErrorVerb::Write))?;
         self.shared.set(applied);
@@ -294,174 +724,27 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder {
-            db: self.db.clone(),
-            shared: self.shared.clone(),
-        }
+        SnapshotBuilder::new(self.db.clone(), self.shared.clone())
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, RaftStorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<snapshot::SnapshotFile>, RaftStorageError> {
+        snapshot::begin_receiving(&self.shared).await
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        data: Box<snapshot::SnapshotFile>,
     ) -> Result<(), RaftStorageError> {
-        let meta = meta.clone();
-        let signature = meta.signature();
-        let shared = self.shared.clone();
-        let data = snapshot.into_inner();
-        let applied = self
-            .db
-            .run(move |db| install(db, &shared, meta, data))
-            .await
-            .map_err(|e| e.into_raft(ErrorSubject::Snapshot(Some(signature)), ErrorVerb::Write))?;
-        self.shared.set(applied);
-        Ok(())
+        snapshot::install(&self.db, &self.shared, meta.clone(), data).await
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
-        let stored: Option<StoredSnapshot> = self
-            .db
-            .run(|db| get_value(db, CF_SNAPSHOT, KEY_CURRENT, "current snapshot"))
-            .await
-            .map_err(|e| e.into_raft(ErrorSubject::Snapshot(None), ErrorVerb::Read))?;
-        Ok(stored.map(|s| Snapshot {
-            meta: s.meta,
-            snapshot: Box::new(Cursor::new(s.data)),
-        }))
-    }
-}
-
-/// Replace the whole state with a snapshot's. Blocking; holds the snapshot lock.
-fn install(
-    db: &DB,
-    shared: &Shared,
-    meta: SnapshotMeta<NodeId, openraft::BasicNode>,
-    data: Vec<u8>,
-) -> Result<Applied, StoreError> {
-    let payload: SnapshotPayload = decode_value("snapshot", &data)?;
-    if payload.records.len() as u64 != payload.tree_size {
-        return Err(StoreError::corrupt(
-            "snapshot",
-            format!(
-                "tree size {} but {} records",
-                payload.tree_size,
-                payload.records.len()
-            ),
-        ));
-    }
-    let _building = shared.snapshot.lock().unwrap_or_else(|e| e.into_inner());
-    let records_cf = db::cf(db, CF_RECORDS)?;
-    let mut batch = WriteBatch::default();
-    batch.delete_range_cf(records_cf, index_key(0).to_vec(), END_KEY.to_vec());
-    for (index, bytes) in (0u64..).zip(&payload.records) {
-        // A record that does not decode would poison every proof built on it: refuse it now.
-        Record::decode(bytes)
-            .map_err(|e| StoreError::corrupt(format!("snapshot record {index}"), e))?;
-        batch.put_cf(records_cf, index_key(index), bytes);
-    }
-    let applied = Applied {
-        last_applied: meta.last_log_id,
-        last_membership: meta.last_membership.clone(),
-        tree_size: payload.tree_size,
-    };
-    put_applied(db, &mut batch, &applied)?;
-    let stored = StoredSnapshot { meta, data };
-    batch.put_cf(
-        db::cf(db, CF_SNAPSHOT)?,
-        KEY_CURRENT,
-        encode_value("current snapshot", &stored)?,
-    );
-    // Synced: the Raft log may be purged up to this snapshot right after.
-    db.write_opt(batch, &db::synced())?;
-    Ok(applied)
-}
-
-/// Builds a snapshot of the state as it is when [`RaftSnapshotBuilder::build_snapshot`] runs.
-#[derive(Debug)]
-pub struct SnapshotBuilder {
-    db: Db,
-    shared: Arc<Shared>,
-}
-
-fn build(db: &DB, shared: &Shared) -> Result<StoredSnapshot, StoreError> {
-    let _installing = shared.snapshot.lock().unwrap_or_else(|e| e.into_inner());
-    let applied = shared.applied().clone();
-    let records_cf = db::cf(db, CF_RECORDS)?;
-    let mut records = Vec::new();
-    for item in db.iterator_cf(
-        records_cf,
-        IteratorMode::From(&index_key(0), Direction::Forward),
-    ) {
-        let (key, value) = item?;
-        let index = key_index("record key", &key)?;
-        if index >= applied.tree_size {
-            break;
-        }
-        if index != records.len() as u64 {
-            return Err(StoreError::corrupt(
-                "records",
-                format!("record {} is missing", records.len()),
-            ));
-        }
-        records.push(value.into_vec());
-    }
-    if records.len() as u64 != applied.tree_size {
-        return Err(StoreError::corrupt(
-            "records",
-            format!(
-                "tree size {} but {} records",
-                applied.tree_size,
-                records.len()
-            ),
-        ));
-    }
-    let data = encode_value(
-        "snapshot",
-        &SnapshotPayload {
-            tree_size: applied.tree_size,
-            records,
-        },
-    )?;
-    let snapshot_id = match &applied.last_applied {
-        Some(id) => format!("{}-{}-{}", id.leader_id, id.index, applied.tree_size),
-        None => format!("none-{}", applied.tree_size),
-    };
-    let stored = StoredSnapshot {
-        meta: SnapshotMeta {
-            last_log_id: applied.last_applied,
-            last_membership: applied.last_membership,
-            snapshot_id,
-        },
-        data,
-    };
-    // Synced: the Raft log may be purged up to this snapshot right after.
-    db.put_cf_opt(
-        db::cf(db, CF_SNAPSHOT)?,
-        KEY_CURRENT,
-        encode_value("current snapshot", &stored)?,
-        &db::synced(),
-    )?;
-    Ok(stored)
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        let shared = self.shared.clone();
-        let stored = self
-            .db
-            .run(move |db| build(db, &shared))
-            .await
-            .map_err(|e| e.into_raft(ErrorSubject::Snapshot(None), ErrorVerb::Write))?;
-        Ok(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        })
+        snapshot::current(&self.db, &self.shared).await
     }
 }
 

@@ -9,8 +9,6 @@
 //!
 //! One Raft entry carries a whole batch of records (group commit), so the two diverge at once.
 
-use std::io::Cursor;
-
 use openraft::BasicNode;
 use qianlian_verifier::Hash;
 use serde::{Deserialize, Serialize};
@@ -22,14 +20,15 @@ pub type NodeId = u64;
 
 openraft::declare_raft_types!(
     /// The notarization log's Raft types. `Node` is a [`BasicNode`] whose `addr` is the peer's
-    /// gRPC endpoint, `https://host:port`.
+    /// gRPC endpoint, `https://host:port`. Snapshots are files (see `state_machine`), streamed
+    /// by openraft in chunks.
     pub TypeConfig:
         D = Request,
         R = Response,
         NodeId = NodeId,
         Node = BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

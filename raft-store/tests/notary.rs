@@ -116,11 +116,12 @@ async fn a_state_machine_that_lost_its_writes_is_rebuilt_from_the_log() -> TestR
 
     // The state machine writes without fsync; the worst a crash can do is lose all of them.
     {
-        let cfs = ["log", "log_meta", "records", "sm_meta", "snapshot"];
+        let cfs = qianlian_raft_store::db::COLUMN_FAMILIES;
         let mut db =
             rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path().join("raft"), cfs)?;
-        db.drop_cf("records")?;
-        db.drop_cf("sm_meta")?;
+        for cf in ["records", "tree", "leaf_index", "sm_meta"] {
+            db.drop_cf(cf)?;
+        }
     }
 
     let reopened = open_single(dir.path()).await?;
@@ -188,5 +189,80 @@ async fn a_directory_in_use_is_a_storage_error() -> TestResult {
     let second = open_single(dir.path()).await;
     assert!(matches!(second, Err(NotaryError::Storage(_))), "{second:?}");
     first.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restart_after_snapshots_and_purges_keeps_everything() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut config = NotaryConfig::new(1, dir.path(), "http://127.0.0.1:7400");
+    config.bootstrap_single = true;
+    config.signer = Some(qianlian_verifier::NoteSigner::from_seed(
+        "node-1", &[1; 32],
+    )?);
+    config.snapshot_every = 5;
+    config.log_kept_after_snapshot = 1;
+    let notary = Notary::open(config.clone()).await?;
+    for batch in 0..20u64 {
+        let records = (batch * 100..(batch + 1) * 100).map(record).collect();
+        notary.append_batch(records).await?;
+    }
+    let deadline = Instant::now() + STEP;
+    while notary.status().purged_raft_index.is_none() {
+        assert!(Instant::now() < deadline, "no purge: {:?}", notary.status());
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let root = notary.root_at(2000).await?;
+    let proof = notary.inclusion_proof(1234, 2000).await?;
+    let status = notary.status();
+    notary.shutdown().await?;
+
+    let reopened = Notary::open(config).await?;
+    assert_eq!(reopened.tree_size(), 2000);
+    assert!(reopened.status().snapshot_raft_index >= status.snapshot_raft_index);
+    assert_eq!(reopened.root_at(2000).await?, root);
+    assert_eq!(reopened.inclusion_proof(1234, 2000).await?, proof);
+    let (bytes, _) = reopened.entry(1999).await?.ok_or("missing")?;
+    assert_eq!(Record::decode(&bytes)?, record(1999));
+    assert_eq!(reopened.checkpoint().await?.size, 2000);
+    assert_eq!(reopened.append(record(2000)).await?.log_index, 2000);
+    reopened.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn range_errors_name_the_valid_range() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let notary = open_single(dir.path()).await?;
+    append_concurrently(&notary, 0, 10, 2).await?;
+    let beyond = notary.root_at(11).await;
+    assert!(
+        matches!(&beyond, Err(NotaryError::Range(_)))
+            && beyond
+                .as_ref()
+                .err()
+                .is_some_and(|e| e.to_string().contains("valid tree sizes are 0..=10")),
+        "{beyond:?}"
+    );
+    let index = notary.inclusion_proof(10, 10).await;
+    assert!(
+        index
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.to_string().contains("valid log indices are 0..10")),
+        "{index:?}"
+    );
+    assert!(matches!(
+        notary.consistency_proof(4, 3).await,
+        Err(NotaryError::Range(_))
+    ));
+    assert_eq!(notary.index_of(&record(4).hash()).await?, Some(4));
+    assert_eq!(notary.index_of(&[0; 32]).await?, None);
+    // No key configured: no checkpoint.
+    assert!(matches!(
+        notary.checkpoint().await,
+        Err(NotaryError::NoCheckpoint(_))
+    ));
+    notary.shutdown().await?;
     Ok(())
 }

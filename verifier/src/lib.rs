@@ -10,6 +10,9 @@
 //! - [`note`]: C2SP signed notes with Ed25519 keys: verifier and signer keys in the standard
 //!   text forms, signing, opening with k-of-n trusted signers.
 //! - [`checkpoint`]: C2SP `tlog-checkpoint` tree heads carried in signed notes.
+//! - [`license`]: e-licenses (电子证照): COSE_Sign1/CBOR documents signed by departments, their
+//!   QR payload and JSON view, the cluster-signed status list, trust bundles, and the offline
+//!   verdict.
 //!
 //! Invariant: nothing here trusts its input. Every parser refuses what the specs do not allow,
 //! and every error names who is at fault.
@@ -18,6 +21,7 @@
 
 pub mod checkpoint;
 pub mod hash;
+pub mod license;
 pub mod note;
 pub mod proof;
 pub mod tree;

@@ -237,3 +237,87 @@ async fn a_silent_peer_times_out() {
         .await;
     assert!(matches!(res, Err(RPCError::Timeout(_))), "{res:?}");
 }
+
+#[test]
+fn node_calls_round_trip() {
+    let forward = ForwardRequest {
+        records: vec![record(), record()],
+    };
+    let bytes = encode_message(&forward).unwrap_or_default();
+    assert_eq!(decode_message::<ForwardRequest>(&bytes).ok(), Some(forward));
+    for reply in [
+        Ok(vec![ForwardedReceipt {
+            log_index: 7,
+            record_hash: [3; 32],
+        }]),
+        Err(ForwardRefusal::NotLeader { leader: Some(2) }),
+        Err(ForwardRefusal::TimedOut { after_ms: 10_000 }),
+        Err(ForwardRefusal::Failed {
+            reason: "disk full".into(),
+        }),
+    ] {
+        round_trips(&reply);
+    }
+    round_trips(&CosignRequest { tree_size: 42 });
+    for reply in [
+        Ok(Cosignature {
+            verifier_key: "node-1+12345678+AQ==".into(),
+            signature_line: "— node-1 AAAA\n".into(),
+        }),
+        Err(CosignRefusal::NotYet { applied: 41 }),
+        Err(CosignRefusal::NoKey),
+    ] {
+        round_trips(&reply);
+    }
+}
+
+#[tokio::test]
+async fn a_peer_without_node_calls_refuses_them_undelivered()
+-> Result<(), Box<dyn std::error::Error>> {
+    use std::sync::Arc;
+
+    use openraft::{Config, Raft};
+    use tonic::transport::Server;
+    use tonic::transport::server::TcpIncoming;
+
+    use crate::db::Db;
+    use crate::log_store::LogStore;
+    use crate::state_machine::{StateMachineConfig, StateMachineStore};
+
+    let dir = tempfile::tempdir()?;
+    let db = Db::open(&dir.path().join("db"))?;
+    let sm =
+        StateMachineStore::new(db.clone(), StateMachineConfig::new(dir.path().join("s"))).await?;
+    let config = Arc::new(Config::default().validate()?);
+    let raft: Raft<TypeConfig> = Raft::new(
+        9,
+        config,
+        NetworkFactory::new(9, None),
+        LogStore::new(db),
+        sm,
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = format!("http://{}", listener.local_addr()?);
+    let service = RaftService::new(raft.clone()).into_server();
+    let server = tokio::spawn(
+        Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    let peers = Peers::new(None);
+    let ttl = Duration::from_secs(5);
+    let forwarded = peers.forward(&addr, vec![record()], ttl).await;
+    assert!(
+        matches!(forwarded, Err(PeerCallError::NotDelivered(_))),
+        "{forwarded:?}"
+    );
+    let cosigned = peers.cosign(&addr, 1, ttl).await;
+    assert!(
+        matches!(cosigned, Err(PeerCallError::NotDelivered(_))),
+        "{cosigned:?}"
+    );
+    server.abort();
+    raft.shutdown().await?;
+    Ok(())
+}

@@ -7,6 +7,8 @@ use openraft::BasicNode;
 use openraft::error::{ClientWriteError, Fatal, ForwardToLeader, RaftError};
 
 use crate::db::StoreError;
+use crate::state_machine::integrity::IntegrityError;
+use crate::state_machine::{RangeError, ReadError};
 use crate::types::NodeId;
 
 /// Why a notary call failed.
@@ -16,12 +18,33 @@ pub enum NotaryError {
     /// permissions, restore from peers); retrying the same call does not help.
     #[error("notary storage: {0}")]
     Storage(#[from] StoreError),
-    /// The notarization log cannot take or confirm the write now: there is no leader, this node
-    /// is not the leader (the payload names the leader if known), or the commit did not complete in time. A retry later,
-    /// or at the leader, may help. After [`UnavailableReason::CommitTimedOut`] the outcome is
-    /// unknown: the record may still be committed.
+    /// The notarization log cannot take or confirm the write now: there is no leader, the
+    /// leader cannot be reached (the payload names it if known), or the commit did not complete
+    /// in time. A retry later may help. After [`UnavailableReason::CommitTimedOut`] the outcome
+    /// is unknown: the record may still be committed.
     #[error("notarization log unavailable: {0}")]
     Unavailable(Unavailability),
+    /// A tree size or log index beyond what this node has applied, or not a valid pair; the
+    /// message names the valid range. The caller is at fault, or asked a node that has not
+    /// caught up yet: for a tree size, a retry once the log has grown may help.
+    #[error("out of range: {0}")]
+    Range(RangeError),
+    /// This node's stored log contradicts itself or its own signed checkpoint: its files were
+    /// altered or damaged. Reported by [`crate::Notary::open`], which refuses to start. No retry
+    /// helps; the operator moves the data directory away (keep it as evidence) and lets the
+    /// node catch up from its peers.
+    #[error("notarization log integrity: {detail}")]
+    Integrity {
+        /// The first log index found inconsistent, when the check can tell.
+        first_bad_index: Option<u64>,
+        /// What disagrees.
+        detail: String,
+    },
+    /// This node has no checkpoint to give: it has no signing key configured, or its tree is
+    /// not as large as the size asked for. The operator must configure a key, or the caller
+    /// retry once the node caught up.
+    #[error("no checkpoint: {0}")]
+    NoCheckpoint(String),
     /// The notary configuration was refused; the operator must fix the named setting.
     #[error("invalid notary configuration: {0}")]
     Config(String),
@@ -69,8 +92,12 @@ impl fmt::Display for Unavailability {
 pub enum UnavailableReason {
     /// No leader is known (election in progress, or no quorum).
     NoLeader,
-    /// This node is not the leader; writes go to the leader (forwarding comes later).
+    /// This node is not the leader and did not forward the write. Seen by a leader that lost
+    /// its leadership while a forwarded batch waited: the forwarding node retries.
     NotLeader,
+    /// The leader (named in the hint) could not be reached to forward the write to, within the
+    /// commit timeout. Nothing was recorded.
+    LeaderUnreachable,
     /// The write was not committed within this long; it may still be.
     CommitTimedOut(Duration),
 }
@@ -80,6 +107,7 @@ impl fmt::Display for UnavailableReason {
         match self {
             UnavailableReason::NoLeader => f.write_str("no leader is known"),
             UnavailableReason::NotLeader => f.write_str("this node is not the leader"),
+            UnavailableReason::LeaderUnreachable => f.write_str("the leader cannot be reached"),
             UnavailableReason::CommitTimedOut(t) => {
                 write!(
                     f,
@@ -112,6 +140,41 @@ impl NotaryError {
             reason: UnavailableReason::CommitTimedOut(after),
             leader: None,
         })
+    }
+}
+
+impl From<RangeError> for NotaryError {
+    fn from(e: RangeError) -> NotaryError {
+        NotaryError::Range(e)
+    }
+}
+
+impl From<ReadError> for NotaryError {
+    fn from(e: ReadError) -> NotaryError {
+        match e {
+            ReadError::Range(e) => NotaryError::Range(e),
+            ReadError::Store(e) => NotaryError::Storage(e),
+        }
+    }
+}
+
+impl From<IntegrityError> for NotaryError {
+    fn from(e: IntegrityError) -> NotaryError {
+        match e {
+            IntegrityError::Damaged {
+                first_bad_index,
+                detail,
+            } => NotaryError::Integrity {
+                first_bad_index,
+                detail,
+            },
+            // Damage RocksDB itself found on open is integrity too: say so, not "storage".
+            IntegrityError::Store(StoreError::Corrupt { what, detail }) => NotaryError::Integrity {
+                first_bad_index: None,
+                detail: format!("corrupt {what}: {detail}"),
+            },
+            IntegrityError::Store(e) => NotaryError::Storage(e),
+        }
     }
 }
 

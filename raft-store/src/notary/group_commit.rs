@@ -1,30 +1,52 @@
 //! Group commit: many concurrent appends share one Raft entry, one replication round and one
-//! fsync.
+//! fsync, and any node takes writes.
 //!
-//! Callers queue `(record, reply)` pairs on a channel. One batcher task takes a permit for a
-//! write, then drains whatever is waiting (up to `max_batch`) into ONE `client_write`. At most
-//! `max_in_flight` writes run at once; while they do, new requests pile up in the channel and
-//! leave together in the next batch, so the batch size follows the load without a timer: an
-//! idle node commits a lone record at once, a busy one commits hundreds per entry.
+//! Callers queue batches of records (usually one record) with a reply channel. One batcher task
+//! takes a permit for a write, then drains whatever is waiting (up to `max_batch` records) into
+//! ONE write. At most `max_in_flight` writes run at once; while they do, new requests pile up in
+//! the channel and leave together in the next batch, so the batch size follows the load without
+//! a timer: an idle node commits a lone record at once, a busy one hundreds per entry.
 //!
-//! Each caller gets its own receipt: record `i` of a batch has log index `first_index + i` and
+//! Where the write goes depends on who leads, looked up for each batch:
+//! - this node: one `client_write`;
+//! - another node: the whole batch travels to it in one `Forward` call, and the leader appends
+//!   it through its own group commit (where it may share an entry with the leader's own
+//!   requests) and answers the receipts;
+//! - nobody known: wait for a leader.
+//!
+//! A batch that was itself forwarded here is never forwarded again (two nodes that each believe
+//! the other leads must not pass it back and forth): if this node no longer leads, its sender is
+//! told and retries. Retries happen only when nothing can have been recorded (no leader, leader
+//! unreachable, leadership moved before proposing), and only until `commit_timeout` has passed
+//! since the batch left; when an attempt may have been recorded but gave no answer, the callers
+//! get `CommitTimedOut` (outcome unknown) rather than a second copy of their record.
+//!
+//! Each caller gets its own receipts: record `i` of an entry has log index `first_index + i` and
 //! the leaf hash the state machine computed when applying it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use qianlian_verifier::Hash;
+use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 
-use super::{NotaryError, Receipt};
+use super::{LeaderHint, NotaryError, Receipt, Unavailability, UnavailableReason};
+use crate::network::{ForwardRefusal, PeerCallError, Peers};
 use crate::record::Record;
-use crate::types::{Request, TypeConfig};
+use crate::types::{NodeId, Request, TypeConfig};
 
-/// One append waiting for its batch.
+/// Pause between attempts when nothing was recorded and a retry may help (a new leader, a
+/// leader that is restarting).
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// A batch of records waiting for its Raft entry.
 #[derive(Debug)]
 pub(super) struct Pending {
-    pub(super) record: Record,
-    pub(super) reply: oneshot::Sender<Result<Receipt, NotaryError>>,
+    pub(super) records: Vec<Record>,
+    pub(super) reply: oneshot::Sender<Result<Vec<Receipt>, NotaryError>>,
+    /// Sent here by a follower's `Forward`: never forwarded again.
+    pub(super) forwarded: bool,
 }
 
 /// How the batcher batches.
@@ -35,78 +57,254 @@ pub(super) struct Limits {
     pub(super) commit_timeout: Duration,
 }
 
+/// What a batch needs to be written: the local Raft node, and the way to the leader.
+#[derive(Clone)]
+pub(super) struct Committer {
+    pub(super) node_id: NodeId,
+    pub(super) raft: openraft::Raft<TypeConfig>,
+    pub(super) peers: Peers,
+    pub(super) limits: Limits,
+}
+
 /// Run the batcher until every sender is gone (or the task is aborted at shutdown).
-pub(super) async fn run(
-    raft: openraft::Raft<TypeConfig>,
-    mut queue: mpsc::Receiver<Pending>,
-    limits: Limits,
-) {
+pub(super) async fn run(committer: Committer, mut queue: mpsc::Receiver<Pending>) {
+    let limits = committer.limits;
     let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
+    // A request that did not fit the last batch; it opens the next one.
+    let mut carried: Option<Pending> = None;
     loop {
         // The permit first: while every write is busy, requests accumulate in the queue.
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = queue.recv().await else {
-            return;
+        let first = match carried.take() {
+            Some(pending) => pending,
+            None => match queue.recv().await {
+                Some(pending) => pending,
+                None => return,
+            },
         };
-        let mut batch = Vec::with_capacity(limits.max_batch.min(queue.len() + 1));
-        batch.push(first);
-        while batch.len() < limits.max_batch {
+        let mut count = first.records.len();
+        let mut batch = vec![first];
+        while count < limits.max_batch {
             match queue.try_recv() {
-                Ok(pending) => batch.push(pending),
+                Ok(pending) if count + pending.records.len() > limits.max_batch => {
+                    carried = Some(pending);
+                    break;
+                }
+                Ok(pending) => {
+                    count += pending.records.len();
+                    batch.push(pending);
+                }
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        let committer = committer.clone();
         tokio::spawn(async move {
-            commit(&raft, batch, limits.commit_timeout).await;
+            committer.commit(batch).await;
             drop(permit);
         });
     }
 }
 
-/// Write one batch as one Raft entry and answer every caller in it.
-async fn commit(raft: &openraft::Raft<TypeConfig>, batch: Vec<Pending>, timeout: Duration) {
-    // A caller that already gave up was told "outcome unknown": leaving its record out is
-    // within that answer and spares the log a record nobody holds a receipt for.
-    let (records, replies): (Vec<Record>, Vec<_>) = batch
-        .into_iter()
-        .filter(|p| !p.reply.is_closed())
-        .map(|p| (p.record, p.reply))
-        .unzip();
-    if records.is_empty() {
-        return;
+/// Answer every caller in `batch` with `error`.
+fn fail(batch: Vec<Pending>, error: &NotaryError) {
+    for pending in batch {
+        // A caller that left meanwhile has nobody to tell.
+        let _ = pending.reply.send(Err(error.clone()));
     }
-    let count = records.len();
-    let written =
-        tokio::time::timeout(timeout, raft.client_write(Request::Append { records })).await;
-    let outcome: Result<(u64, Vec<Hash>), NotaryError> = match written {
-        Err(_) => Err(NotaryError::commit_timed_out(timeout)),
-        Ok(Err(e)) => Err(e.into()),
-        Ok(Ok(response)) if response.data.hashes.len() == count => {
-            Ok((response.data.first_index, response.data.hashes))
+}
+
+/// Answer every caller in `batch` with its slice of `receipts` (in batch order).
+fn answer(batch: Vec<Pending>, receipts: Vec<Receipt>) {
+    let total: usize = batch.iter().map(|p| p.records.len()).sum();
+    if receipts.len() != total {
+        let e = NotaryError::Internal(format!(
+            "a batch of {total} records was answered with {} receipts",
+            receipts.len()
+        ));
+        return fail(batch, &e);
+    }
+    let mut receipts = receipts.into_iter();
+    for pending in batch {
+        let mine: Vec<Receipt> = receipts.by_ref().take(pending.records.len()).collect();
+        let _ = pending.reply.send(Ok(mine));
+    }
+}
+
+fn records_of(batch: &[Pending]) -> Vec<Record> {
+    batch
+        .iter()
+        .flat_map(|p| p.records.iter().cloned())
+        .collect()
+}
+
+fn unavailable(reason: UnavailableReason, leader: Option<LeaderHint>) -> NotaryError {
+    NotaryError::Unavailable(Unavailability { reason, leader })
+}
+
+/// What one attempt achieved.
+enum Attempt {
+    /// Every caller has been answered.
+    Done,
+    /// Nothing was recorded; another attempt may succeed. Carries the callers still waiting
+    /// and the error they get if time runs out.
+    Retry(Vec<Pending>, NotaryError),
+}
+
+impl Committer {
+    /// Write one batch and answer every caller in it, within `commit_timeout`.
+    async fn commit(&self, batch: Vec<Pending>) {
+        let timeout = self.limits.commit_timeout;
+        let deadline = Instant::now() + timeout;
+        // A caller that already gave up was told "outcome unknown": leaving its record out is
+        // within that answer and spares the log a record nobody holds a receipt for.
+        let mut batch: Vec<Pending> = batch.into_iter().filter(|p| !p.reply.is_closed()).collect();
+        loop {
+            if batch.is_empty() {
+                return;
+            }
+            // Every wait inside an attempt is bounded by `deadline`, and every path answers
+            // the callers or hands them back: none is dropped unanswered.
+            let (rest, error) = match self.attempt(batch, deadline).await {
+                Attempt::Done => return,
+                Attempt::Retry(rest, error) => (rest, error),
+            };
+            if Instant::now() + RETRY_PAUSE >= deadline {
+                return fail(rest, &error);
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+            batch = rest.into_iter().filter(|p| !p.reply.is_closed()).collect();
         }
-        Ok(Ok(response)) => Err(NotaryError::Internal(format!(
-            "a batch of {count} records was answered with {} hashes",
-            response.data.hashes.len()
-        ))),
-    };
-    match outcome {
-        Ok((first_index, hashes)) => {
-            for ((reply, record_hash), log_index) in
-                replies.into_iter().zip(hashes).zip(first_index..)
-            {
-                // A caller that left meanwhile has nobody to tell.
-                let _ = reply.send(Ok(Receipt {
-                    log_index,
-                    record_hash,
-                }));
+    }
+
+    /// The leader as this node sees it: its id and advertised address.
+    fn leader(&self) -> Option<(NodeId, Option<String>)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let addr = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)
+            .map(|n| n.addr.clone());
+        Some((leader, addr))
+    }
+
+    async fn attempt(&self, batch: Vec<Pending>, deadline: Instant) -> Attempt {
+        let timeout = self.limits.commit_timeout;
+        let Some((leader, addr)) = self.leader() else {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let waited = self
+                .raft
+                .wait(Some(remaining))
+                .metrics(|m| m.current_leader.is_some(), "a leader is known")
+                .await;
+            return match waited {
+                Ok(_) => Attempt::Retry(batch, NotaryError::no_leader()),
+                Err(openraft::metrics::WaitError::ShuttingDown) => {
+                    fail(batch, &NotaryError::ShutDown);
+                    Attempt::Done
+                }
+                Err(openraft::metrics::WaitError::Timeout(..)) => {
+                    fail(batch, &NotaryError::no_leader());
+                    Attempt::Done
+                }
+            };
+        };
+        let hint = LeaderHint {
+            node_id: leader,
+            addr: addr.clone(),
+        };
+        if leader == self.node_id {
+            return self.write_here(batch, deadline).await;
+        }
+
+        let (back, batch): (Vec<Pending>, Vec<Pending>) =
+            batch.into_iter().partition(|p| p.forwarded);
+        fail(
+            back,
+            &unavailable(UnavailableReason::NotLeader, Some(hint.clone())),
+        );
+        if batch.is_empty() {
+            return Attempt::Done;
+        }
+        let Some(addr) = addr else {
+            return Attempt::Retry(
+                batch,
+                unavailable(UnavailableReason::LeaderUnreachable, Some(hint)),
+            );
+        };
+        let ttl = deadline.saturating_duration_since(Instant::now());
+        let forwarded = self.peers.forward(&addr, records_of(&batch), ttl).await;
+        match forwarded {
+            Ok(Ok(receipts)) => {
+                let receipts = receipts
+                    .into_iter()
+                    .map(|r| Receipt {
+                        log_index: r.log_index,
+                        record_hash: r.record_hash,
+                    })
+                    .collect();
+                answer(batch, receipts);
+                Attempt::Done
+            }
+            // Leadership is moving: nothing was recorded there.
+            Ok(Err(ForwardRefusal::NotLeader { .. })) => {
+                Attempt::Retry(batch, unavailable(UnavailableReason::NotLeader, Some(hint)))
+            }
+            Ok(Err(ForwardRefusal::TimedOut { .. })) | Err(PeerCallError::OutcomeUnknown(_)) => {
+                fail(batch, &NotaryError::commit_timed_out(timeout));
+                Attempt::Done
+            }
+            Ok(Err(ForwardRefusal::Failed { reason })) => {
+                let e = NotaryError::Internal(format!(
+                    "the leader, node {leader}, failed the forwarded write: {reason}"
+                ));
+                fail(batch, &e);
+                Attempt::Done
+            }
+            Err(PeerCallError::NotDelivered(e)) => {
+                tracing::debug!(leader, error = %e, "forwarding a batch to the leader");
+                Attempt::Retry(
+                    batch,
+                    unavailable(UnavailableReason::LeaderUnreachable, Some(hint)),
+                )
             }
         }
-        Err(e) => {
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
+    }
+
+    /// Write the batch as one Raft entry on this node, the leader.
+    async fn write_here(&self, batch: Vec<Pending>, deadline: Instant) -> Attempt {
+        let timeout = self.limits.commit_timeout;
+        let request = Request::Append {
+            records: records_of(&batch),
+        };
+        let written = tokio::time::timeout_at(deadline, self.raft.client_write(request)).await;
+        match written {
+            Err(_) => {
+                fail(batch, &NotaryError::commit_timed_out(timeout));
+                Attempt::Done
+            }
+            Ok(Ok(response)) => {
+                let first = response.data.first_index;
+                let receipts = (first..)
+                    .zip(response.data.hashes)
+                    .map(|(log_index, record_hash)| Receipt {
+                        log_index,
+                        record_hash,
+                    })
+                    .collect();
+                answer(batch, receipts);
+                Attempt::Done
+            }
+            // Leadership moved before the entry was proposed: nothing was recorded.
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Attempt::Retry(batch, f.into())
+            }
+            Ok(Err(e)) => {
+                fail(batch, &e.into());
+                Attempt::Done
             }
         }
     }

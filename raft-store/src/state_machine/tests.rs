@@ -2,9 +2,11 @@ use std::collections::BTreeSet;
 
 use openraft::entry::RaftEntry;
 use openraft::testing::log_id;
-use openraft::{BasicNode, Membership};
+use openraft::{BasicNode, Membership, RaftSnapshotBuilder};
 
 use super::*;
+use crate::checkpoint::{self, CheckpointSigner};
+use crate::network::CosignRefusal;
 use crate::record::{AccessRecord, Action, Caller, Decision};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
@@ -49,8 +51,25 @@ fn voters(ids: &[u64]) -> Entry {
 }
 
 async fn open(dir: &std::path::Path) -> Result<(Db, StateMachineStore), StoreError> {
-    let db = Db::open(dir)?;
-    let sm = StateMachineStore::new(db.clone()).await?;
+    open_with(dir, None).await
+}
+
+fn key(seed: u8) -> qianlian_verifier::NoteSigner {
+    match qianlian_verifier::NoteSigner::from_seed(format!("node-{seed}"), &[seed; 32]) {
+        Ok(k) => k,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+async fn open_with(
+    dir: &std::path::Path,
+    signer: Option<qianlian_verifier::NoteSigner>,
+) -> Result<(Db, StateMachineStore), StoreError> {
+    let db = Db::open(&dir.join("db"))?;
+    let mut config = StateMachineConfig::new(dir.join("snapshots"));
+    config.signer = CheckpointSigner::new(signer, checkpoint::DEFAULT_ORIGIN)
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+    let sm = StateMachineStore::new(db.clone(), config).await?;
     Ok((db, sm))
 }
 
@@ -162,31 +181,81 @@ async fn installing_a_snapshot_replaces_the_state() -> TestResult {
     Ok(())
 }
 
+/// The bytes of `snapshot`'s file.
+async fn file_bytes(snapshot: Snapshot<TypeConfig>) -> Result<Vec<u8>, std::io::Error> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let mut file = snapshot.snapshot;
+    file.rewind().await?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).await?;
+    Ok(bytes)
+}
+
+/// A snapshot file with these bytes, as openraft would hand it over.
+async fn file_with(
+    dir: &std::path::Path,
+    bytes: &[u8],
+) -> Result<Box<tokio::fs::File>, std::io::Error> {
+    let path = dir.join(format!("forged-{}", bytes.len()));
+    tokio::fs::write(&path, bytes).await?;
+    Ok(Box::new(tokio::fs::File::open(&path).await?))
+}
+
+/// Re-seal `bytes` (a snapshot file) with a correct digest after tampering.
+fn reseal(bytes: &mut [u8]) {
+    use sha2::{Digest, Sha256};
+    let body = bytes.len() - 33;
+    let digest: [u8; 32] = Sha256::digest(&bytes[..body]).into();
+    bytes[body + 1..].copy_from_slice(&digest);
+}
+
 #[tokio::test]
 async fn a_snapshot_that_is_not_a_log_is_refused() -> TestResult {
     let dir = tempfile::tempdir()?;
     let (_db, mut sm) = open(dir.path()).await?;
     sm.apply([append(1, 0..2)]).await?;
-    let mut meta = sm.get_snapshot_builder().await.build_snapshot().await?.meta;
-    meta.last_log_id = Some(log_id(2, 1, 9));
-    let forged = encode_value(
-        "snapshot",
-        &SnapshotPayload {
-            tree_size: 1,
-            records: vec![vec![1, 0xff, 0xff]],
-        },
-    )?;
-    let res = sm
-        .install_snapshot(&meta, Box::new(Cursor::new(forged)))
-        .await;
-    assert!(res.is_err());
-    let garbage = sm
-        .install_snapshot(&meta, Box::new(Cursor::new(vec![1, 2, 3])))
-        .await;
-    assert!(garbage.is_err());
-    // The state is untouched.
-    assert_eq!(sm.reader().tree_size(), 2);
-    assert_eq!(sm.reader().record(1).await?, Some(record(1).encode()));
+    let leader_dir = tempfile::tempdir()?;
+    let (_l, mut leader) = open(leader_dir.path()).await?;
+    leader.apply([append(1, 0..5)]).await?;
+    let snapshot = leader.get_snapshot_builder().await.build_snapshot().await?;
+    let meta = snapshot.meta.clone();
+    let good = file_bytes(snapshot).await?;
+    let scratch = tempfile::tempdir()?;
+
+    let mut flipped = good.clone();
+    flipped[40] ^= 1;
+    let mut truncated = good.clone();
+    truncated.truncate(good.len() / 2);
+    // A record changed and the digest recomputed: only the tree check can tell.
+    let mut rewritten = good.clone();
+    let at = good
+        .windows(b"req-3".len())
+        .position(|w| w == b"req-3")
+        .ok_or("record 3 not found")?;
+    rewritten[at + 4] = b'9';
+    reseal(&mut rewritten);
+    for (name, bytes) in [
+        ("garbage", vec![1u8, 2, 3]),
+        ("flipped", flipped),
+        ("truncated", truncated),
+        ("rewritten", rewritten),
+    ] {
+        let res = sm
+            .install_snapshot(&meta, file_with(scratch.path(), &bytes).await?)
+            .await;
+        assert!(res.is_err(), "{name} installed");
+        // The state is untouched.
+        assert_eq!(sm.reader().tree_size(), 2, "{name}");
+        assert_eq!(
+            sm.reader().record(1).await?,
+            Some(record(1).encode()),
+            "{name}"
+        );
+    }
+    // The genuine one installs after all those failures.
+    sm.install_snapshot(&meta, file_with(scratch.path(), &good).await?)
+        .await?;
+    assert_eq!(sm.reader().tree_size(), 5);
     Ok(())
 }
 
@@ -197,19 +266,19 @@ async fn damaged_storage_gives_typed_errors() -> TestResult {
     sm.apply([append(1, 0..3)]).await?;
     let reader = sm.reader();
 
-    db.with(|db| Ok(db.put_cf(db::cf(db, CF_RECORDS)?, index_key(1), [1u8, 0xff])?))?;
+    db.with(|db| Ok(db.put_cf(db::cf(db, CF_RECORDS)?, record_key(0, 1), [1u8, 0xff])?))?;
     assert!(matches!(
         reader.record(1).await,
         Err(StoreError::Corrupt { .. })
     ));
-    db.with(|db| Ok(db.delete_cf(db::cf(db, CF_RECORDS)?, index_key(1))?))?;
+    db.with(|db| Ok(db.delete_cf(db::cf(db, CF_RECORDS)?, record_key(0, 1))?))?;
     assert!(matches!(
         reader.record(1).await,
         Err(StoreError::Corrupt { .. })
     ));
 
     // A record missing at the end contradicts the stored tree size.
-    db.with(|db| Ok(db.delete_cf(db::cf(db, CF_RECORDS)?, index_key(2))?))?;
+    db.with(|db| Ok(db.delete_cf(db::cf(db, CF_RECORDS)?, record_key(0, 2))?))?;
     db.close();
     let reopened = open(dir.path()).await;
     assert!(
@@ -218,13 +287,126 @@ async fn damaged_storage_gives_typed_errors() -> TestResult {
     );
 
     // A tree size written by a newer layout.
-    let db = Db::open(dir.path())?;
+    let db = Db::open(&dir.path().join("db"))?;
     db.with(|db| Ok(db.put_cf(db::cf(db, CF_SM_META)?, KEY_TREE_SIZE, [2u8, 3])?))?;
     db.close();
     let reopened = open(dir.path()).await;
     assert!(
         matches!(reopened, Err(StoreError::UnknownFormat { version: 2, .. })),
         "{reopened:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_stored_tree_answers_for_every_past_size() -> TestResult {
+    use qianlian_verifier::{MemoryTree, open_checkpoint, verify_consistency, verify_inclusion};
+    let dir = tempfile::tempdir()?;
+    let (_db, mut sm) = open_with(dir.path(), Some(key(1))).await?;
+    sm.apply([voters(&[1]), append(3, 0..7)]).await?;
+    // Record 3 again at log index 20: the leaf index keeps the first.
+    sm.apply([append(4, 7..20), append(5, [3])]).await?;
+    let reader = sm.reader();
+    let leaves = (0..20).chain([3]).map(|i| record(i).hash()).collect();
+    let reference = MemoryTree::from_leaf_hashes(leaves);
+    for size in 0..=21 {
+        let root = reader.root_at(size).await?;
+        assert_eq!(Ok(root), reference.root_at(size), "root at {size}");
+        for index in [0, size / 2, size.saturating_sub(1)] {
+            if index < size {
+                let proof = reader.inclusion_proof(index, size).await?;
+                assert_eq!(Ok(proof.clone()), reference.inclusion_proof(index, size));
+                let leaf = reference.leaf_hashes()[index as usize];
+                assert!(verify_inclusion(&leaf, index, size, &proof, &root).is_ok());
+            }
+            let proof = reader.consistency_proof(index, size).await?;
+            assert_eq!(Ok(proof.clone()), reference.consistency_proof(index, size));
+            let old_root = reader.root_at(index).await?;
+            assert!(verify_consistency(index, size, &old_root, &root, &proof).is_ok());
+        }
+    }
+    assert_eq!(reader.index_of(record(3).hash()).await?, Some(3));
+    assert_eq!(reader.index_of(record(19).hash()).await?, Some(19));
+    assert_eq!(reader.index_of(record(999).hash()).await?, None);
+
+    let beyond = reader.root_at(22).await;
+    assert_eq!(
+        beyond,
+        Err(ReadError::Range(RangeError::TreeSize {
+            size: 22,
+            applied: 21
+        }))
+    );
+    assert!(
+        beyond
+            .err()
+            .is_some_and(|e| e.to_string().contains("valid tree sizes are 0..=21")),
+    );
+    assert!(matches!(
+        reader.inclusion_proof(21, 21).await,
+        Err(ReadError::Range(RangeError::LogIndex {
+            index: 21,
+            size: 21
+        }))
+    ));
+    assert!(matches!(
+        reader.consistency_proof(5, 3).await,
+        Err(ReadError::Range(RangeError::SizesOutOfOrder { .. }))
+    ));
+
+    let checkpoint = reader.checkpoint().ok_or("no checkpoint")?;
+    assert_eq!((checkpoint.size, checkpoint.root), (21, reference.root()));
+    let opened = open_checkpoint(&checkpoint.note, &[key(1).verifier()])?;
+    assert_eq!(opened.checkpoint.size, 21);
+    let cosignature = reader.cosign(21).await?;
+    assert!(cosignature.signature_line.starts_with("— node-1 "));
+    assert_eq!(
+        reader.cosign(22).await,
+        Err(CosignRefusal::NotYet { applied: 21 })
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_snapshot_carries_the_tree_and_survives_reopening() -> TestResult {
+    let leader_dir = tempfile::tempdir()?;
+    let follower_dir = tempfile::tempdir()?;
+    let (_l, mut leader) = open(leader_dir.path()).await?;
+    leader.apply([voters(&[1, 2]), append(3, 0..300)]).await?;
+    let snapshot = leader.get_snapshot_builder().await.build_snapshot().await?;
+    let (follower_db, mut follower) = open_with(follower_dir.path(), Some(key(2))).await?;
+    follower.apply([append(1, 0..10)]).await?;
+    follower
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await?;
+    let reader = follower.reader();
+    let want = leader.reader();
+    assert_eq!(reader.root_at(300).await?, want.root_at(300).await?);
+    assert_eq!(
+        reader.inclusion_proof(17, 255).await?,
+        want.inclusion_proof(17, 255).await?
+    );
+    assert_eq!(reader.index_of(record(250).hash()).await?, Some(250));
+    // The follower signed the installed head with its own key.
+    let checkpoint = reader.checkpoint().ok_or("no checkpoint")?;
+    assert_eq!(checkpoint.size, 300);
+    qianlian_verifier::open_checkpoint(&checkpoint.note, &[key(2).verifier()])?;
+    // Appending continues on the installed tree.
+    follower.apply([append(4, 300..301)]).await?;
+    let before = reader.root_at(301).await?;
+
+    follower_db.close();
+    let (_db, sm) = open_with(follower_dir.path(), Some(key(2))).await?;
+    sm.check_integrity().await?;
+    assert_eq!(sm.reader().tree_size(), 301);
+    assert_eq!(sm.reader().root_at(301).await?, before);
+    let files: Vec<_> = std::fs::read_dir(follower_dir.path().join("snapshots"))?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    assert_eq!(
+        files.len(),
+        1,
+        "only the current snapshot is kept: {files:?}"
     );
     Ok(())
 }

@@ -61,6 +61,11 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
+        Env::with_nodes(1)
+    }
+
+    /// A PKI with nodes `node-1` … `node-<n>`.
+    pub fn with_nodes(n: usize) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = dir.path().join("pki");
         let mut args = vec![
@@ -74,9 +79,11 @@ impl Env {
             "audit-office".into(),
             "--operator".into(),
             "ops".into(),
-            "--node".into(),
-            "node-1".into(),
         ];
+        for i in 1..=n {
+            args.push("--node".into());
+            args.push(format!("node-{i}"));
+        }
         for d in DEPARTMENTS {
             args.push("--dept".into());
             args.push(d.into());
@@ -111,6 +118,8 @@ key = "{pki}/nodes/node-1.key"
 [policy]
 model = "{model}"
 rules = "{rules}"
+[checkpoint]
+signing_key = "{pki}/nodes/node-1.note.key"
 {extra}
 "#,
             data = self.path().join("data").display(),
@@ -289,3 +298,5 @@ pub fn uscc(i: u64) -> String {
         .as_str()
         .to_owned()
 }
+pub mod cluster;
+pub mod rfc6962;

@@ -1,0 +1,221 @@
+//! Several real node processes on 127.0.0.1 forming one Raft cluster.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use qianlian_proto::v1::admin_client::AdminClient;
+use qianlian_proto::v1::notary_client::NotaryClient;
+use qianlian_proto::v1::{ClusterStatus, GetCheckpointRequest, StatusRequest};
+use tonic::transport::Channel;
+
+use super::{Env, Node, channel, cli, policies, stderr, tls};
+
+/// A cluster of `qianlian serve` processes, node ids 1..=n.
+pub struct Cluster {
+    pub env: Env,
+    pub ports: Vec<u16>,
+    pub nodes: Vec<Option<Node>>,
+}
+
+/// A free loopback port (bound once and released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Cluster {
+    /// Start `n` nodes and form a cluster of them all as voters; `extra` is appended to every
+    /// node's config.
+    pub fn start(n: usize, extra: &str) -> Cluster {
+        let env = Env::with_nodes(n);
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut c = Cluster {
+            env,
+            ports,
+            nodes: (0..n).map(|_| None).collect(),
+        };
+        for i in 1..=n {
+            c.write_config(i, extra);
+            c.start_node(i);
+        }
+        let mut args = vec!["init".to_owned()];
+        for i in 1..=n {
+            args.push("--node".into());
+            args.push(format!("{i}={}", c.endpoint(i)));
+        }
+        let out = c.ops(1, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(out.status.success(), "cluster init: {}", stderr(&out));
+        c
+    }
+
+    pub fn dir(&self, i: usize) -> PathBuf {
+        self.env.path().join(format!("node-{i}"))
+    }
+
+    pub fn endpoint(&self, i: usize) -> String {
+        format!("https://127.0.0.1:{}", self.ports[i - 1])
+    }
+
+    fn write_config(&self, i: usize, extra: &str) {
+        let dir = self.dir(i);
+        std::fs::create_dir_all(&dir).expect("node dir");
+        let pki = self.env.pki();
+        let p = policies();
+        let config = format!(
+            r#"node_id = {i}
+listen = "127.0.0.1:{port}"
+data_dir = "{data}"
+trust_domain = "gov.example"
+[tls]
+ca = "{pki}/ca.crt"
+cert = "{pki}/nodes/node-{i}.crt"
+key = "{pki}/nodes/node-{i}.key"
+[policy]
+model = "{model}"
+rules = "{rules}"
+[checkpoint]
+signing_key = "{pki}/nodes/node-{i}.note.key"
+{extra}
+"#,
+            port = self.ports[i - 1],
+            data = dir.join("data").display(),
+            pki = pki.display(),
+            model = p.join("model.conf").display(),
+            rules = p.join("policy.csv").display(),
+        );
+        std::fs::write(dir.join("node.toml"), config).expect("config");
+    }
+
+    pub fn start_node(&mut self, i: usize) {
+        let dir = self.dir(i);
+        let node = Node::spawn(&dir.join("node.toml"), &dir.join("node.log"));
+        self.nodes[i - 1] = Some(node);
+    }
+
+    /// SIGKILL node `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(n) = self.nodes[i - 1].take() {
+            n.kill();
+        }
+    }
+
+    /// SIGTERM node `i` and wait for it to exit.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(n) = self.nodes[i - 1].take() {
+            n.stop();
+        }
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        self.nodes[i - 1].as_ref().expect("node is running")
+    }
+
+    pub fn running(&self) -> Vec<usize> {
+        (1..=self.nodes.len())
+            .filter(|i| self.nodes[i - 1].is_some())
+            .collect()
+    }
+
+    /// Run `qianlian cluster <args>` as the operator against node `i`.
+    pub fn ops(&self, i: usize, args: &[&str]) -> std::process::Output {
+        let pki = self.env.pki();
+        let ca = pki.join("ca.crt").display().to_string();
+        let cert = pki.join("clients/ops.crt").display().to_string();
+        let key = pki.join("clients/ops.key").display().to_string();
+        let endpoint = self.endpoint(i);
+        let mut all = vec![
+            "cluster",
+            "--ca",
+            &ca,
+            "--cert",
+            &cert,
+            "--key",
+            &key,
+            "--endpoint",
+            &endpoint,
+        ];
+        all.extend_from_slice(args);
+        cli(&all)
+    }
+
+    /// A channel to node `i` as a dev identity.
+    pub async fn channel(&self, i: usize, who: &str) -> Result<Channel, tonic::transport::Error> {
+        let (c, k) = self.env.identity(who);
+        channel(
+            self.node(i),
+            tls(&self.env.pki().join("ca.crt"), Some((&c, &k))),
+        )
+        .await
+    }
+
+    pub async fn status(&self, i: usize) -> Option<ClusterStatus> {
+        let ch = self.channel(i, "ops").await.ok()?;
+        AdminClient::new(ch)
+            .status(StatusRequest {})
+            .await
+            .ok()
+            .map(tonic::Response::into_inner)
+    }
+
+    /// The leader's node id as seen by running nodes, waiting up to `timeout`.
+    pub async fn leader(&self, timeout: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            for i in self.running() {
+                if let Some(s) = self.status(i).await {
+                    let l = s.leader_id as usize;
+                    if l != 0 && self.running().contains(&l) {
+                        return l;
+                    }
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no leader among running nodes within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// (tree size, root) of node `i`'s latest checkpoint.
+    pub async fn checkpoint(&self, i: usize) -> Option<(u64, Vec<u8>, String)> {
+        let ch = self.channel(i, "audit-office").await.ok()?;
+        let c = NotaryClient::new(ch)
+            .get_checkpoint(GetCheckpointRequest {})
+            .await
+            .ok()?
+            .into_inner()
+            .checkpoint?;
+        Some((c.tree_size, c.root_hash, c.note))
+    }
+
+    /// Wait until every running node reports the same tree size (at least `min`) and root.
+    pub async fn converge(&self, min: u64, timeout: Duration) -> (u64, Vec<u8>) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let mut seen = Vec::new();
+            for i in self.running() {
+                seen.push(self.checkpoint(i).await);
+            }
+            if let Some(Some((size, root, _))) = seen.first()
+                && *size >= min
+                && seen
+                    .iter()
+                    .all(|s| s.as_ref().is_some_and(|(z, r, _)| z == size && r == root))
+            {
+                return (*size, root.clone());
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nodes did not converge within {timeout:?}: {:?}",
+                seen.iter()
+                    .map(|s| s.as_ref().map(|(z, _, _)| *z))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
