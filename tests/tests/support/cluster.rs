@@ -30,14 +30,21 @@ impl Cluster {
     /// Start `n` nodes and form a cluster of them all as voters; `extra` is appended to every
     /// node's config.
     pub fn start(n: usize, extra: &str) -> Cluster {
-        let env = Env::with_nodes(n);
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        Cluster::start_with_spares(n, 0, extra)
+    }
+
+    /// Start `n + spares` nodes; the first `n` form the cluster, the spares run uninitialised
+    /// (ids `n+1 ..`), ready to be added.
+    pub fn start_with_spares(n: usize, spares: usize, extra: &str) -> Cluster {
+        let total = n + spares;
+        let env = Env::with_nodes(total);
+        let ports: Vec<u16> = (0..total).map(|_| free_port()).collect();
         let mut c = Cluster {
             env,
             ports,
-            nodes: (0..n).map(|_| None).collect(),
+            nodes: (0..total).map(|_| None).collect(),
         };
-        for i in 1..=n {
+        for i in 1..=total {
             c.write_config(i, extra);
             c.start_node(i);
         }
