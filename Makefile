@@ -23,3 +23,7 @@ test: build
 check: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Notarized appends per second and latency, one node and three nodes (release build; minutes).
+bench: setup
+	bench/notary.sh

@@ -55,6 +55,13 @@ rules = "../policies/policy.csv"
 
 [checkpoint]
 signing_key = "../pki/nodes/node-$n.note.key"
+
+[licenses]
+directory = "../pki/departments.toml"
+signing_keys = ["../pki/departments/market-regulation.license.key", "../pki/departments/natural-resources.license.key", "../pki/departments/housing.license.key"]
+subject_key = "../pki/subject.key"
+trust_node_keys = ["../pki/nodes/node-1.note.pub", "../pki/nodes/node-2.note.pub", "../pki/nodes/node-3.note.pub"]
+min_cosigners = 2
 CONF
     done
 }

@@ -45,6 +45,23 @@ pub struct NodeConfig {
     pub limits: Limits,
     pub checkpoint: CheckpointSettings,
     pub raft: RaftSettings,
+    pub licenses: LicenseSettings,
+}
+
+/// E-license settings. All optional: without them the node verifies nothing and issues nothing,
+/// and says which key to set.
+#[derive(Debug, Clone, Default)]
+pub struct LicenseSettings {
+    /// `departments.toml`: departments and their license public keys.
+    pub directory: Option<PathBuf>,
+    /// License signing keys (PKCS#8 PEM) of the departments this node issues for.
+    pub signing_keys: Vec<PathBuf>,
+    /// The cluster's key for hashing holder identifiers (hex, 32 bytes).
+    pub subject_key: Option<PathBuf>,
+    /// Node checkpoint keys (`<id>.note.pub`) put into exported trust bundles.
+    pub trust_node_keys: Vec<PathBuf>,
+    /// Node signatures a trust bundle's checkpoint and status list need (k of n). Default 1.
+    pub min_cosigners: usize,
 }
 
 /// How this node signs checkpoints.
@@ -116,6 +133,20 @@ struct RawConfig {
     checkpoint: RawCheckpoint,
     #[serde(default)]
     raft: RawRaft,
+    #[serde(default)]
+    licenses: RawLicenses,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLicenses {
+    directory: Option<PathBuf>,
+    #[serde(default)]
+    signing_keys: Vec<PathBuf>,
+    subject_key: Option<PathBuf>,
+    #[serde(default)]
+    trust_node_keys: Vec<PathBuf>,
+    min_cosigners: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -238,6 +269,19 @@ impl NodeConfig {
             ));
         }
         let log_kept_after_snapshot = raw.raft.log_kept_after_snapshot.unwrap_or(1000);
+        let min_cosigners = raw.licenses.min_cosigners.unwrap_or(1);
+        if min_cosigners == 0
+            || (!raw.licenses.trust_node_keys.is_empty()
+                && min_cosigners > raw.licenses.trust_node_keys.len())
+        {
+            return Err(invalid(
+                "licenses.min_cosigners",
+                format!(
+                    "must be between 1 and the number of licenses.trust_node_keys ({}), got {min_cosigners}",
+                    raw.licenses.trust_node_keys.len()
+                ),
+            ));
+        }
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         Ok(NodeConfig {
             node_id: raw.node_id,
@@ -260,6 +304,13 @@ impl NodeConfig {
             checkpoint: CheckpointSettings {
                 signing_key: abs(raw.checkpoint.signing_key),
                 origin,
+            },
+            licenses: LicenseSettings {
+                directory: raw.licenses.directory.map(abs),
+                signing_keys: raw.licenses.signing_keys.into_iter().map(abs).collect(),
+                subject_key: raw.licenses.subject_key.map(abs),
+                trust_node_keys: raw.licenses.trust_node_keys.into_iter().map(abs).collect(),
+                min_cosigners,
             },
             raft: RaftSettings {
                 commit_timeout: std::time::Duration::from_millis(commit_timeout_ms),

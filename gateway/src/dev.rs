@@ -34,6 +34,11 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> anyhow::Result<PathBuf> {
         operators: vec!["ops".into()],
         nodes: vec!["node-1".into()],
         node_hosts: vec![],
+        names: vec![
+            ("market-regulation".into(), "贵州省市场监督管理局".into()),
+            ("natural-resources".into(), "贵州省自然资源厅".into()),
+            ("housing".into(), "贵州省住房和城乡建设厅".into()),
+        ],
         leaf_days: 365,
         force: false,
     })?;
@@ -69,6 +74,13 @@ rules = "policies/policy.csv"
 
 [checkpoint]
 signing_key = "pki/nodes/node-1.note.key"
+
+[licenses]
+directory = "pki/departments.toml"
+signing_keys = ["pki/departments/market-regulation.license.key", "pki/departments/natural-resources.license.key", "pki/departments/housing.license.key"]
+subject_key = "pki/subject.key"
+trust_node_keys = ["pki/nodes/node-1.note.pub"]
+min_cosigners = 1
 
 [limits]
 max_payload_bytes = 65536

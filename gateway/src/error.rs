@@ -62,6 +62,7 @@ impl From<NotaryError> for ServiceError {
             }
             // A proof or checkpoint asked for a size or index the log does not have.
             NotaryError::Range(r) => ServiceError::InvalidArgument(r.to_string()),
+            NotaryError::InvalidRecord(m) => ServiceError::InvalidArgument(m),
             NotaryError::NoCheckpoint(m) => ServiceError::Unavailable(format!(
                 "no signed checkpoint yet ({m}); retry once the log has records"
             )),

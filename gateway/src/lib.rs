@@ -6,7 +6,7 @@
 //! - [`dataset`] and [`identifier`]: the datasets exchanged and the rules their keys follow.
 //! - [`store`]: each department's own records (RocksDB, outside the log).
 //! - [`exchange`]: the data service; [`notary`]: the log read back, checkpoints and proofs;
-//!   [`admin`]: cluster membership.
+//!   [`admin`]: cluster membership; [`license`]: e-licenses; [`directory`]: departments and keys.
 //! - [`server`]: a running node (`run(config, listener, shutdown)`); [`config`]: its TOML file.
 //! - [`pki`], [`dev`], [`client`], [`bench`]: the dev PKI, the embedded default, the CLI client
 //!   and the load generator.
@@ -17,10 +17,13 @@ pub mod client;
 pub mod config;
 pub mod dataset;
 pub mod dev;
+pub mod directory;
 pub mod error;
 pub mod exchange;
 pub mod identifier;
 pub mod identity;
+pub mod license;
+pub mod license_client;
 pub mod notary;
 pub mod pki;
 pub mod policy;

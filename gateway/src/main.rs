@@ -43,6 +43,8 @@ enum Command {
     Client(ClientArgs),
     /// Manage the membership of the Raft cluster (operator certificate).
     Cluster(ClusterArgs),
+    /// Issue, change, verify and watch e-licenses.
+    License(LicenseArgs),
     /// Measure a running gateway: closed-loop notarized reads over mutual TLS.
     Bench {
         #[command(flatten)]
@@ -104,6 +106,9 @@ enum PkiCommand {
         /// Extra DNS name or IP for node certificates; repeatable.
         #[arg(long = "host")]
         hosts: Vec<String>,
+        /// Display name of a department as <id>=<name> (e.g. Chinese names); repeatable.
+        #[arg(long = "name")]
+        names: Vec<String>,
         /// Validity of node and client certificates, in days.
         #[arg(long, default_value_t = 365)]
         days: i64,
@@ -165,6 +170,96 @@ struct ClusterArgs {
     conn: ConnArgs,
     #[command(subcommand)]
     command: ClusterCommand,
+}
+
+#[derive(Args, Debug)]
+struct LicenseArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    command: LicenseCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum LicenseCommand {
+    /// Issue a license as your department; writes the holder's bundle and prints the QR payload.
+    Issue {
+        /// business-license, real-estate-certificate or construction-permit.
+        #[arg(long = "type")]
+        license_type: String,
+        #[arg(long)]
+        number: String,
+        #[arg(long)]
+        holder_name: String,
+        /// Unified social credit code or resident identity number of the holder.
+        #[arg(long)]
+        holder_id: String,
+        /// Start of validity, Unix seconds (default: now).
+        #[arg(long, default_value_t = 0)]
+        valid_from: i64,
+        /// End of validity, Unix seconds, exclusive (default: none, or --valid-days).
+        #[arg(long, default_value_t = 0)]
+        valid_until: i64,
+        /// Validity in days from now (instead of --valid-until).
+        #[arg(long)]
+        valid_days: Option<i64>,
+        /// A type-specific field as key=value; repeatable.
+        #[arg(long = "field")]
+        fields: Vec<String>,
+        /// Where to write the holder's bundle (license + evidence, JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Suspend a license you issued.
+    Suspend {
+        license_hash: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Reinstate a suspended license you issued.
+    Reinstate {
+        license_hash: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Revoke a license you issued (final).
+    Revoke {
+        license_hash: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Verify a license online (any node, no client certificate) or offline (--offline --trust).
+    Verify {
+        /// A holder bundle (JSON) or a file holding the QR payload.
+        file: Option<PathBuf>,
+        #[arg(long)]
+        qr: Option<String>,
+        #[arg(long, requires = "trust_bundle")]
+        offline: bool,
+        /// Trust bundle from `license trust-bundle`.
+        #[arg(long = "trust-bundle", id = "trust_bundle")]
+        trust_bundle: Option<PathBuf>,
+    },
+    /// Export the trust bundle offline verifiers need.
+    TrustBundle {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Render a license's QR code as PNG and/or SVG.
+    Qr {
+        file: Option<PathBuf>,
+        #[arg(long)]
+        qr: Option<String>,
+        #[arg(long)]
+        png: Option<PathBuf>,
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+    /// List every license issued, suspended or revoked for a holder, with proofs.
+    Watch {
+        #[arg(long)]
+        holder: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -314,6 +409,126 @@ async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
     client::cluster(&p, op).await
 }
 
+fn profile_or_public(conn: &ConnArgs) -> anyhow::Result<Profile> {
+    // Verification, trust bundles and watching are public: a CA and an endpoint suffice.
+    if conn.as_name.is_none() && conn.ca.is_none() {
+        let ca = conn.dev_dir.join("pki").join("ca.crt");
+        anyhow::ensure!(
+            ca.exists(),
+            "say which CA to trust: --ca FILE (or --as <name> with a dev profile)"
+        );
+        return Ok(Profile {
+            endpoint: conn.endpoint.clone().unwrap_or_else(|| {
+                std::fs::read_to_string(conn.dev_dir.join("endpoint"))
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_else(|_| dev::DEFAULT_ENDPOINT.to_owned())
+            }),
+            ca,
+            identity: None,
+            server_name: conn.server_name.clone(),
+        });
+    }
+    profile(conn)
+}
+
+async fn run_license(args: LicenseArgs) -> anyhow::Result<bool> {
+    use qianlian_gateway::license_client as lc;
+    use qianlian_proto::v1::LicenseStatusChange as C;
+    let conn = &args.conn;
+    match args.command {
+        LicenseCommand::Issue {
+            license_type,
+            number,
+            holder_name,
+            holder_id,
+            valid_from,
+            valid_until,
+            valid_days,
+            fields,
+            out,
+        } => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let valid_until = match valid_days {
+                Some(d) => now + d * 86_400,
+                None => valid_until,
+            };
+            let fields = fields
+                .iter()
+                .map(|f| {
+                    f.split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .ok_or_else(|| anyhow::anyhow!("--field `{f}`: write key=value"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let args = lc::IssueArgs {
+                license_type,
+                number,
+                holder_name,
+                holder_id,
+                valid_from,
+                valid_until,
+                fields,
+            };
+            lc::issue(&profile(conn)?, args, &out).await?;
+            Ok(true)
+        }
+        LicenseCommand::Suspend {
+            license_hash,
+            reason,
+        } => {
+            lc::change(&profile(conn)?, &license_hash, C::Suspend, &reason).await?;
+            Ok(true)
+        }
+        LicenseCommand::Reinstate {
+            license_hash,
+            reason,
+        } => {
+            lc::change(&profile(conn)?, &license_hash, C::Reinstate, &reason).await?;
+            Ok(true)
+        }
+        LicenseCommand::Revoke {
+            license_hash,
+            reason,
+        } => {
+            lc::change(&profile(conn)?, &license_hash, C::Revoke, &reason).await?;
+            Ok(true)
+        }
+        LicenseCommand::Verify {
+            file,
+            qr,
+            offline,
+            trust_bundle,
+        } => match (offline, trust_bundle) {
+            (true, Some(t)) => lc::verify_offline_cli(file.as_deref(), qr.as_deref(), &t),
+            _ => lc::verify_online(&profile_or_public(conn)?, file.as_deref(), qr.as_deref()).await,
+        },
+        LicenseCommand::TrustBundle { out } => {
+            lc::trust_bundle(&profile_or_public(conn)?, &out).await?;
+            Ok(true)
+        }
+        LicenseCommand::Qr { file, qr, png, svg } => {
+            anyhow::ensure!(
+                png.is_some() || svg.is_some(),
+                "say where: --png FILE and/or --svg FILE"
+            );
+            lc::qr(
+                file.as_deref(),
+                qr.as_deref(),
+                png.as_deref(),
+                svg.as_deref(),
+            )?;
+            Ok(true)
+        }
+        LicenseCommand::Watch { holder } => {
+            lc::watch(&profile_or_public(conn)?, &holder).await?;
+            Ok(true)
+        }
+    }
+}
+
 async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
     let p = profile(&args.conn)?;
     let dev_dir = args
@@ -400,6 +615,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let not_genuine = std::cell::Cell::new(false);
     let result = runtime.block_on(async {
         match cli.command {
             Command::Dev { dir, listen } => dev::run(&dir, listen).await,
@@ -414,10 +630,19 @@ fn main() -> ExitCode {
                         operators,
                         nodes,
                         hosts,
+                        names,
                         days,
                         force,
                     },
             } => {
+                let names = names
+                    .iter()
+                    .map(|n| {
+                        n.split_once('=')
+                            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                            .ok_or_else(|| anyhow::anyhow!("--name `{n}`: write <id>=<name>"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
                 let report = pki::init(&PkiPlan {
                     out,
                     trust_domain,
@@ -426,6 +651,7 @@ fn main() -> ExitCode {
                     operators,
                     nodes,
                     node_hosts: hosts,
+                    names,
                     leaf_days: days,
                     force,
                 })?;
@@ -439,6 +665,15 @@ fn main() -> ExitCode {
             }
             Command::Client(args) => run_client(args).await,
             Command::Cluster(args) => run_cluster(args).await,
+            Command::License(args) => match run_license(args).await {
+                // A verdict other than genuine is an answer, not an error: exit 2.
+                Ok(false) => {
+                    not_genuine.set(true);
+                    Ok(())
+                }
+                Ok(true) => Ok(()),
+                Err(e) => Err(e),
+            },
             Command::Bench {
                 who,
                 clients,
@@ -485,6 +720,7 @@ fn main() -> ExitCode {
         }
     });
     match result {
+        Ok(()) if not_genuine.get() => ExitCode::from(2),
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Every error message already carries its cause; the chain would repeat it.

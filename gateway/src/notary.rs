@@ -45,6 +45,8 @@ impl NotaryService {
             .map_err(|e| ServiceError::Internal(format!("log index {index}: {e}")))?;
         let party = match &record {
             Record::Access(a) => a.caller.department == who.department || a.owner == who.department,
+            Record::LicenseIssued(l) => l.department == who.department,
+            Record::LicenseStatus(l) => l.caller.department == who.department,
         };
         if who.role == Role::Department && !party {
             return Err(ServiceError::PermissionDenied {

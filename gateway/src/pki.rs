@@ -13,6 +13,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use qianlian_verifier::NoteSigner;
+use qianlian_verifier::license::DepartmentKey;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -33,6 +34,8 @@ pub struct PkiPlan {
     pub nodes: Vec<String>,
     /// Extra DNS names or IP addresses for node certificates (besides localhost and the id).
     pub node_hosts: Vec<String>,
+    /// Display names of departments (id, name), e.g. Chinese names; default: the id.
+    pub names: Vec<(String, String)>,
     /// Validity of leaf certificates, in days.
     pub leaf_days: i64,
     pub force: bool,
@@ -109,6 +112,11 @@ pub fn init(plan: &PkiPlan) -> Result<PkiReport, PkiError> {
         leaf(plan, &base, id, Role::Node, &issuer, &mut report)?;
         note_key(plan, &base, id, &mut report)?;
     }
+    for id in &plan.departments {
+        license_key(plan, id, &mut report)?;
+    }
+    write_registry(plan, &mut report)?;
+    subject_key(plan, &mut report)?;
     for (list, role) in [
         (&plan.departments, Role::Department),
         (&plan.inspectors, Role::Inspector),
@@ -253,6 +261,109 @@ fn leaf(
     write(&key, &key_pair.serialize_pem(), true)?;
     write(&crt, &cert.pem(), false)?;
     report.written.extend([crt, key]);
+    Ok(())
+}
+
+/// The key id of a department's license signing key: `<department>:<8 hex of SHA-256(key)>`.
+pub fn license_key_id(department: &str, key: &ed25519_dalek::VerifyingKey) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    format!("{department}:{}", hex::encode(&digest[..4]))
+}
+
+/// A department's Ed25519 license signing key, `departments/<id>.license.key` (PKCS#8 PEM).
+fn license_key(plan: &PkiPlan, id: &str, report: &mut PkiReport) -> Result<(), PkiError> {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let dir = plan.out.join("departments");
+    mkdir(&dir)?;
+    let path = dir.join(format!("{id}.license.key"));
+    if path.exists() && !plan.force {
+        report.kept.push(path);
+        return Ok(());
+    }
+    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let pem = key
+        .to_pkcs8_pem(Default::default())
+        .map_err(|e| PkiError::Invalid {
+            what: "license key",
+            reason: e.to_string(),
+        })?;
+    write(&path, &pem, true)?;
+    report.written.push(path);
+    Ok(())
+}
+
+/// Read a department's license signing key (PKCS#8 PEM).
+pub fn read_license_key(path: &Path) -> Result<ed25519_dalek::SigningKey, PkiError> {
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    let pem = read(path)?;
+    ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).map_err(|e| PkiError::Invalid {
+        what: "license key",
+        reason: format!("{}: not an Ed25519 PKCS#8 PEM key ({e})", path.display()),
+    })
+}
+
+/// `departments.toml`: every department with a license key under `departments/`, with its
+/// public key. Every node loads it to check license signatures; rewritten on each run.
+fn write_registry(plan: &PkiPlan, report: &mut PkiReport) -> Result<(), PkiError> {
+    let dir = plan.out.join("departments");
+    let mut ids: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|source| PkiError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".license.key"))
+                .map(str::to_owned)
+        })
+        .collect();
+    ids.sort();
+    let path = plan.out.join("departments.toml");
+    // Keep names given on earlier runs.
+    let old = crate::directory::Directory::load(&path).unwrap_or_default();
+    let mut directory = crate::directory::Directory::default();
+    for id in ids {
+        let key = read_license_key(&dir.join(format!("{id}.license.key")))?;
+        let public = key.verifying_key();
+        let name = plan
+            .names
+            .iter()
+            .find(|(d, _)| *d == id)
+            .map(|(_, n)| n.clone())
+            .or_else(|| old.department(&id).map(|d| d.name.clone()))
+            .unwrap_or_else(|| id.clone());
+        directory.department.push(crate::directory::DirectoryEntry {
+            keys: vec![DepartmentKey::new(license_key_id(&id, &public), &public)],
+            id,
+            name,
+        });
+    }
+    let text = format!(
+        "# Departments that issue e-licenses and their public keys. Written by `qianlian pki init`.\n\n{}",
+        directory.to_toml()
+    );
+    write(&path, &text, false)?;
+    report.written.push(path);
+    Ok(())
+}
+
+/// `subject.key`: the cluster's key for hashing personal identifiers (HMAC-SHA256), 32 random
+/// bytes in hex. Every node of a cluster needs the same one; it never leaves the cluster.
+fn subject_key(plan: &PkiPlan, report: &mut PkiReport) -> Result<(), PkiError> {
+    let path = plan.out.join("subject.key");
+    if path.exists() && !plan.force {
+        report.kept.push(path);
+        return Ok(());
+    }
+    write(
+        &path,
+        &format!("{}\n", hex::encode(rand::random::<[u8; 32]>())),
+        true,
+    )?;
+    report.written.push(path);
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use qianlian_proto::v1::admin_server::AdminServer;
 use qianlian_proto::v1::exchange_server::ExchangeServer;
+use qianlian_proto::v1::licenses_server::LicensesServer;
 use qianlian_proto::v1::notary_server::NotaryServer;
 use qianlian_raft_store::notary::{Notary, NotaryConfig, NotaryError};
 use qianlian_verifier::NoteSigner;
@@ -21,6 +22,7 @@ use crate::admin::AdminService;
 use crate::config::NodeConfig;
 use crate::exchange::ExchangeService;
 use crate::identity::Role;
+use crate::license::LicenseService;
 use crate::notary::NotaryService;
 use crate::policy::{Policy, PolicyError};
 use crate::store::{RecordStore, StoreError};
@@ -42,6 +44,8 @@ pub enum StartError {
         "{path}: not a checkpoint signing key ({reason}); `qianlian pki init` writes one per node as nodes/<id>.note.key (config key checkpoint.signing_key)"
     )]
     SigningKey { path: String, reason: String },
+    #[error("licenses: {0}")]
+    License(String),
     #[error("opening the record store: {0}")]
     Store(#[from] StoreError),
     #[error("opening the notarization log: {0}")]
@@ -88,6 +92,7 @@ pub struct Node {
     listener: TcpListener,
     server_tls: rustls::ServerConfig,
     exchange: ExchangeService,
+    licenses: LicenseService,
     notary: Notary,
 }
 
@@ -146,8 +151,10 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
         "notarization log open"
     );
 
+    let policy = Arc::new(ArcSwap::from_pointee(policy));
+    let licenses = license_service(&config, notary.clone(), policy.clone())?;
     let exchange = ExchangeService {
-        policy: Arc::new(ArcSwap::from_pointee(policy)),
+        policy,
         store,
         notary: notary.clone(),
         limits: config.limits,
@@ -157,6 +164,7 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
         listener,
         server_tls,
         exchange,
+        licenses,
         notary,
     })
 }
@@ -177,10 +185,13 @@ impl Node {
         let Node {
             config,
             listener,
-            server_tls,
+            mut server_tls,
             exchange,
+            licenses,
             notary,
         } = self;
+        // HTTP/1.1 too, for the JSON verification endpoint.
+        server_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let max = max_message(&config);
         let incoming = tls::incoming(listener, Arc::new(server_tls), config.trust_domain.clone());
         let raft = notary.raft_service();
@@ -194,7 +205,8 @@ impl Node {
                 stopping.notify_one();
             }
         };
-        let server = tonic::transport::Server::builder()
+        // gRPC services and the HTTP/JSON routes share one port.
+        let routes = tonic::service::Routes::from(crate::license::http_routes(licenses.clone()))
             .add_service(
                 ExchangeServer::new(exchange)
                     .max_decoding_message_size(max)
@@ -206,9 +218,13 @@ impl Node {
             .add_service(AdminServer::new(AdminService {
                 notary: notary.clone(),
             }))
+            .add_service(LicensesServer::new(licenses))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 raft, nodes_only,
-            ))
+            ));
+        let server = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, signal);
         let result = tokio::select! {
             r = server => r,
@@ -226,6 +242,82 @@ impl Node {
         result?;
         Ok(())
     }
+}
+
+/// Build the license service from the `[licenses]` settings; every file is checked now, so a
+/// bad one stops the node with its path.
+fn license_service(
+    config: &NodeConfig,
+    notary: Notary,
+    policy: Arc<ArcSwap<Policy>>,
+) -> Result<LicenseService, StartError> {
+    let l = &config.licenses;
+    let directory = match &l.directory {
+        Some(p) => Some(Arc::new(
+            crate::directory::Directory::load(p).map_err(|e| StartError::License(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let mut signing_keys = std::collections::HashMap::new();
+    for p in &l.signing_keys {
+        let key =
+            crate::pki::read_license_key(p).map_err(|e| StartError::License(e.to_string()))?;
+        let public = key.verifying_key();
+        let dept = directory
+            .as_ref()
+            .and_then(|d| {
+                d.department
+                    .iter()
+                    .find(|e| e.keys.iter().any(|k| k.public_key == public.as_bytes()))
+            })
+            .ok_or_else(|| {
+                StartError::License(format!(
+                    "{}: this key is not in the department directory (licenses.directory); run `qianlian pki init` for the department or fix the path",
+                    p.display()
+                ))
+            })?;
+        let key_id = crate::pki::license_key_id(&dept.id, &public);
+        signing_keys.insert(dept.id.clone(), (key, key_id));
+    }
+    let subject_key = match &l.subject_key {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| StartError::Io {
+                path: p.display().to_string(),
+                source,
+            })?;
+            let bytes: [u8; 32] = hex::decode(text.trim())
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(|| {
+                    StartError::License(format!(
+                        "{}: a subject key is 64 hex digits (licenses.subject_key)",
+                        p.display()
+                    ))
+                })?;
+            Some(Arc::new(bytes))
+        }
+        None => None,
+    };
+    let mut trust_node_keys = Vec::new();
+    for p in &l.trust_node_keys {
+        let text = std::fs::read_to_string(p).map_err(|source| StartError::Io {
+            path: p.display().to_string(),
+            source,
+        })?;
+        qianlian_verifier::NoteVerifier::from_vkey(text.trim()).map_err(|e| {
+            StartError::License(format!("{}: not a node verifier key: {e}", p.display()))
+        })?;
+        trust_node_keys.push(text.trim().to_owned());
+    }
+    Ok(LicenseService {
+        notary,
+        policy,
+        directory,
+        signing_keys: Arc::new(signing_keys),
+        subject_key,
+        trust_node_keys,
+        min_cosigners: l.min_cosigners,
+    })
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, StartError> {

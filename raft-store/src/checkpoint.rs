@@ -8,9 +8,13 @@
 //! trusts. A cosignature is accepted only if it verifies over *this* node's body, under the key
 //! the cosigner sent: a member whose tree differs signs a different body and is left out.
 //!
+//! The license status list (`qianlian_verifier::license::StatusList`) is signed and cosigned
+//! the same way, by the same keys: its body's second line keeps the two kinds of note apart.
+//!
 //! Every node of one cluster must use the same origin line, or their signatures cover different
 //! bodies and never count as cosignatures.
 
+use qianlian_verifier::license::StatusList;
 use qianlian_verifier::{Checkpoint, Hash, NoteSigner, NoteVerifier, SignedNote};
 
 use crate::network::{CosignRefusal, Cosignature};
@@ -94,12 +98,33 @@ impl CheckpointSigner {
 
     /// This node's cosignature of `(size, root)`, which it computed from its own tree.
     pub fn cosign(&self, size: u64, root: Hash) -> Result<Cosignature, CosignRefusal> {
+        self.cosign_body(&self.body(size, root))
+    }
+
+    /// The signed note of a status list; `None` if this node has no key.
+    pub fn sign_status_list(&self, list: &StatusList) -> Result<Option<String>, CheckpointFault> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        list.sign(signer)
+            .map(Some)
+            .map_err(|e| CheckpointFault(e.to_string()))
+    }
+
+    /// This node's cosignature of a status list it computed from its own state.
+    pub fn cosign_status_list(&self, list: &StatusList) -> Result<Cosignature, CosignRefusal> {
+        // `sign` checks the list; a cosignature must only ever cover a body that parses back.
+        list.check().map_err(|e| CosignRefusal::Failed {
+            reason: e.to_string(),
+        })?;
+        self.cosign_body(&list.to_body())
+    }
+
+    fn cosign_body(&self, body: &str) -> Result<Cosignature, CosignRefusal> {
         let signer = self.signer.as_ref().ok_or(CosignRefusal::NoKey)?;
-        let signature = signer
-            .sign(&self.body(size, root))
-            .map_err(|e| CosignRefusal::Failed {
-                reason: e.to_string(),
-            })?;
+        let signature = signer.sign(body).map_err(|e| CosignRefusal::Failed {
+            reason: e.to_string(),
+        })?;
         Ok(Cosignature {
             verifier_key: signer.verifier().to_vkey(),
             signature_line: signature.to_line(),
@@ -124,7 +149,23 @@ pub fn cosigned(
     own: &SignedCheckpoint,
     cosignatures: impl IntoIterator<Item = Cosignature>,
 ) -> Result<CosignedCheckpoint, CheckpointFault> {
-    let parsed = SignedNote::parse(&own.note).map_err(|e| CheckpointFault(e.to_string()))?;
+    let (note, signers) = add_cosignatures(&own.note, cosignatures)?;
+    Ok(CosignedCheckpoint {
+        note,
+        size: own.size,
+        root: own.root,
+        signers,
+    })
+}
+
+/// Add to the signed note `own` every cosignature that verifies over its text under the key
+/// sent with it, skipping keys already on the note. Returns the note and its signers' names,
+/// in note order.
+pub fn add_cosignatures(
+    own: &str,
+    cosignatures: impl IntoIterator<Item = Cosignature>,
+) -> Result<(String, Vec<String>), CheckpointFault> {
+    let parsed = SignedNote::parse(own).map_err(|e| CheckpointFault(e.to_string()))?;
     let text = parsed.text().to_string();
     let mut lines: Vec<String> = parsed.signatures().iter().map(|s| s.to_line()).collect();
     let mut signers: Vec<String> = parsed.signatures().iter().map(|s| s.name.clone()).collect();
@@ -135,7 +176,7 @@ pub fn cosigned(
         if signers.iter().any(|name| name == verifier.name()) {
             continue;
         }
-        // The cosignature alone on our body: it verifies only if the cosigner's root is ours.
+        // The cosignature alone on our text: it verifies only if the cosigner computed that text.
         let alone = format!("{text}\n{}", cosignature.signature_line);
         let verified = SignedNote::parse(&alone)
             .ok()
@@ -149,12 +190,7 @@ pub fn cosigned(
     let note = format!("{text}\n{}", lines.concat());
     // Parse the result once more: it must be a note any verifier accepts the format of.
     SignedNote::parse(&note).map_err(|e| CheckpointFault(e.to_string()))?;
-    Ok(CosignedCheckpoint {
-        note,
-        size: own.size,
-        root: own.root,
-        signers,
-    })
+    Ok((note, signers))
 }
 
 #[cfg(test)]

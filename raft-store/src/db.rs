@@ -10,17 +10,26 @@
 //!   of that complete perfect subtree (see `merkle`)
 //! - `leaf_index`: generation ++ leaf hash (32 bytes) → log index (u64 BE) of the first record
 //!   with that leaf hash
+//! - `licenses`: generation ++ license hash (32 bytes) → log index (u64 BE) of the license's
+//!   first issuance record
+//! - `license_changes`: generation ++ license hash ++ log index (u64 BE) → `[1] ++
+//!   postcard(StoredChange)` (change, time, reason) for every status record of an issued
+//!   license, whether or not it changed the status
+//! - `holders`: generation ++ holder hash (32 bytes) ++ log index (u64 BE) → empty, for every
+//!   issuance record naming that holder and every status record of a license issued to it
 //! - `sm_meta`: `layout` | `generation` | `last_applied` | `last_membership` | `tree_size` |
 //!   `checkpoint` → `[1] ++ postcard(..)`
 //! - `snapshot`: `current` → `[1] ++ postcard(..)`: the current snapshot's metadata and file name
 //!
-//! The state machine's data (`records`, `tree`, `leaf_index`) lives under a **generation**
+//! The state machine's data (`records`, `tree`, `leaf_index` and the license state) lives under a
+//! **generation**
 //! prefix; `sm_meta/generation` names the live one. Installing a snapshot writes the next
 //! generation beside the live one and switches `generation` in its last, synced write, so a
 //! crash mid-install leaves the old state whole; other generations are garbage, deleted on open.
 //!
-//! Invariants: every value but a record's canonical bytes and the fixed-width values of `tree`
-//! (32 bytes) and `leaf_index` (8 bytes) starts with [`VALUE_FORMAT_V1`], so a value written by
+//! Invariants: every value but a record's canonical bytes, the fixed-width values of `tree`
+//! (32 bytes), `leaf_index` and `licenses` (8 bytes) and the empty values of `holders` starts
+//! with [`VALUE_FORMAT_V1`], so a value written by
 //! a newer layout is refused with [`StoreError::UnknownFormat`] rather than misread; fixed-width
 //! values are checked by length. Log and state machine share one database and therefore one
 //! write-ahead log: a synced write makes every earlier write durable too, which `state_machine`
@@ -54,8 +63,11 @@ pub(crate) const CF_TREE: &str = "tree";
 pub(crate) const CF_LEAF_INDEX: &str = "leaf_index";
 pub(crate) const CF_SM_META: &str = "sm_meta";
 pub(crate) const CF_SNAPSHOT: &str = "snapshot";
+pub(crate) const CF_LICENSES: &str = "licenses";
+pub(crate) const CF_LICENSE_CHANGES: &str = "license_changes";
+pub(crate) const CF_HOLDERS: &str = "holders";
 /// Every column family, in the order they are opened.
-pub const COLUMN_FAMILIES: [&str; 7] = [
+pub const COLUMN_FAMILIES: [&str; 10] = [
     CF_LOG,
     CF_LOG_META,
     CF_RECORDS,
@@ -63,9 +75,19 @@ pub const COLUMN_FAMILIES: [&str; 7] = [
     CF_LEAF_INDEX,
     CF_SM_META,
     CF_SNAPSHOT,
+    CF_LICENSES,
+    CF_LICENSE_CHANGES,
+    CF_HOLDERS,
 ];
 /// The column families that hold state machine data under a generation prefix.
-pub(crate) const GENERATION_CFS: [&str; 3] = [CF_RECORDS, CF_TREE, CF_LEAF_INDEX];
+pub(crate) const GENERATION_CFS: [&str; 6] = [
+    CF_RECORDS,
+    CF_TREE,
+    CF_LEAF_INDEX,
+    CF_LICENSES,
+    CF_LICENSE_CHANGES,
+    CF_HOLDERS,
+];
 
 /// Why the notary's storage failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -141,9 +163,10 @@ impl Db {
         opts.set_keep_log_file_num(10);
         let cfs = COLUMN_FAMILIES.iter().map(|name| {
             let mut cf_opts = Options::default();
-            if *name == CF_LEAF_INDEX {
-                // Every apply asks whether each new leaf hash is already known, and the answer
-                // is almost always no: a Bloom filter answers that without reading blocks.
+            if *name == CF_LEAF_INDEX || *name == CF_LICENSES {
+                // Every apply asks whether each new leaf hash (and each issued license) is
+                // already known, and the answer is almost always no: a Bloom filter answers that
+                // without reading blocks.
                 let mut table = BlockBasedOptions::default();
                 table.set_bloom_filter(10.0, false);
                 cf_opts.set_block_based_table_factory(&table);
@@ -295,6 +318,39 @@ pub fn leaf_key(generation: u32, hash: &Hash) -> [u8; 36] {
     key
 }
 
+/// Key of license `license_hash` in the `licenses` index of generation `generation`.
+pub fn license_key(generation: u32, license_hash: &Hash) -> [u8; 36] {
+    leaf_key(generation, license_hash)
+}
+
+/// Key of a hash-then-log-index entry (`license_changes`, `holders`): all entries of one hash
+/// are adjacent and sorted by log index.
+pub fn hash_index_key(generation: u32, hash: &Hash, log_index: u64) -> [u8; 44] {
+    let mut key = [0u8; 44];
+    key[..4].copy_from_slice(&generation.to_be_bytes());
+    key[4..36].copy_from_slice(hash);
+    key[36..].copy_from_slice(&log_index.to_be_bytes());
+    key
+}
+
+/// Inverse of [`hash_index_key`]: `(generation, hash, log index)`.
+pub(crate) fn hash_index_key_parts(what: &str, key: &[u8]) -> Result<(u32, Hash, u64), StoreError> {
+    let bytes: [u8; 44] = key.try_into().map_err(|_| {
+        StoreError::corrupt(what, format!("key of {} bytes, expected 44", key.len()))
+    })?;
+    let mut generation = [0u8; 4];
+    generation.copy_from_slice(&bytes[..4]);
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&bytes[4..36]);
+    let mut index = [0u8; 8];
+    index.copy_from_slice(&bytes[36..]);
+    Ok((
+        u32::from_be_bytes(generation),
+        hash,
+        u64::from_be_bytes(index),
+    ))
+}
+
 /// A stored tree node: exactly 32 bytes.
 pub(crate) fn decode_hash(what: impl Fn() -> String, bytes: &[u8]) -> Result<Hash, StoreError> {
     bytes
@@ -399,6 +455,13 @@ mod tests {
         assert!(record_key_parts(&[0; 8]).is_err());
         assert!(node_key_parts(&[0; 12]).is_err());
         assert!(decode_hash(|| "node".into(), &[0; 31]).is_err());
+        assert!(hash_index_key(0, &[0xff; 32], u64::MAX) < hash_index_key(1, &[0; 32], 0));
+        assert!(hash_index_key(0, &[1; 32], 255) < hash_index_key(0, &[1; 32], 256));
+        assert_eq!(
+            hash_index_key_parts("k", &hash_index_key(3, &[7; 32], 9)).ok(),
+            Some((3, [7; 32], 9))
+        );
+        assert!(hash_index_key_parts("k", &[0; 36]).is_err());
     }
 
     #[test]

@@ -299,11 +299,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 }
 
 /// The `qianlian.v1.Raft` gRPC service: hands peers' Raft messages to the local Raft node, and
-/// their `Forward` and `Cosign` calls to the local notary ([`LocalNode`]).
+/// their `Forward`, `Cosign` and `CosignStatus` calls to the local notary ([`LocalNode`]).
 #[derive(Clone)]
 pub struct RaftService {
     raft: openraft::Raft<TypeConfig>,
-    // `None`: a bare Raft endpoint (tests); Forward and Cosign answer `UNIMPLEMENTED`.
+    // `None`: a bare Raft endpoint (tests); the node calls answer `UNIMPLEMENTED`.
     node: Option<Arc<dyn LocalNode>>,
 }
 
@@ -316,12 +316,13 @@ impl fmt::Debug for RaftService {
 }
 
 impl RaftService {
-    /// The service for `raft` alone: Forward and Cosign answer `UNIMPLEMENTED`.
+    /// The service for `raft` alone: the node calls (Forward, Cosign, CosignStatus) answer
+    /// `UNIMPLEMENTED`.
     pub fn new(raft: openraft::Raft<TypeConfig>) -> RaftService {
         RaftService { raft, node: None }
     }
 
-    /// The service for `raft` that also serves Forward and Cosign from `node`.
+    /// The service for `raft` that also serves the node calls from `node`.
     pub fn with_node(raft: openraft::Raft<TypeConfig>, node: Arc<dyn LocalNode>) -> RaftService {
         RaftService {
             raft,
@@ -394,6 +395,15 @@ impl RaftRpc for RaftService {
         let node = self.node()?;
         let rpc: CosignRequest = decode_request(request)?;
         reply(&node.cosign(rpc.tree_size).await)
+    }
+
+    async fn cosign_status(
+        &self,
+        request: tonic::Request<RaftMessage>,
+    ) -> Result<tonic::Response<RaftMessage>, Status> {
+        let node = self.node()?;
+        let rpc: CosignRequest = decode_request(request)?;
+        reply(&node.cosign_status(rpc.tree_size).await)
     }
 }
 

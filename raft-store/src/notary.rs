@@ -14,7 +14,11 @@
 //! - reopening a directory reuses its state: a node is initialised once, never again, and is
 //!   checked whole before it serves (see [`Notary::open`]);
 //! - roots, proofs and checkpoints are of this node's applied tree: a follower answers for the
-//!   sizes it has applied and refuses larger ones with [`NotaryError::Range`].
+//!   sizes it has applied and refuses larger ones with [`NotaryError::Range`];
+//! - license state ([`Notary::license`], [`Notary::holder_records`]) is that of the records this
+//!   node applied: on every node as soon as it applied the commit (a follower a heartbeat after
+//!   the leader). The signed status list ([`Notary::status_list`]) is of an exact tree size, so
+//!   every member that applied that size computes and cosigns the same body.
 //!
 //! Disk layout under `data_dir`: `raft/` is the RocksDB database (see `db`), `snapshots/` the
 //! snapshot files (see `state_machine`).
@@ -48,6 +52,7 @@ use self::group_commit::{Committer, Limits, Pending};
 pub use crate::checkpoint::CosignedCheckpoint;
 use crate::checkpoint::{self, CheckpointSigner};
 use crate::db::{Db, StoreError};
+pub use crate::license::{CosignedStatusList, LicenseCurrentStatus, LicenseView};
 use crate::log_store::LogStore;
 use crate::network::{
     CosignRefusal, Cosignature, ForwardRefusal, ForwardedReceipt, LocalNode, NetworkFactory, Peers,
@@ -432,10 +437,11 @@ impl Notary {
     /// applied, with its log index and leaf hash. Any node takes appends: a follower forwards
     /// them to the leader.
     ///
-    /// Errors: [`NotaryError::Unavailable`] when there is no leader or it cannot be reached
-    /// within `commit_timeout` (nothing was recorded), or when the commit takes longer than
-    /// `commit_timeout` (`CommitTimedOut`: the outcome is unknown); [`NotaryError::Storage`]
-    /// and [`NotaryError::ShutDown`] as documented there.
+    /// Errors: [`NotaryError::InvalidRecord`] for a record that breaks [`Record::check`]
+    /// (nothing was recorded); [`NotaryError::Unavailable`] when there is no leader or it
+    /// cannot be reached within `commit_timeout` (nothing was recorded), or when the commit
+    /// takes longer than `commit_timeout` (`CommitTimedOut`: the outcome is unknown);
+    /// [`NotaryError::Storage`] and [`NotaryError::ShutDown`] as documented there.
     pub async fn append(&self, record: Record) -> Result<Receipt, NotaryError> {
         let mut receipts = self.submit(vec![vec![record]]).await?;
         receipts
@@ -460,6 +466,12 @@ impl Notary {
 
     /// Queue each chunk as one group-commit request and collect the receipts in order.
     async fn submit(&self, chunks: Vec<Vec<Record>>) -> Result<Vec<Receipt>, NotaryError> {
+        // Refuse before anything is queued: a record in the log stays there for good.
+        for (i, record) in chunks.iter().flatten().enumerate() {
+            record
+                .check()
+                .map_err(|e| NotaryError::InvalidRecord(format!("record {i} of the batch: {e}")))?;
+        }
         let timeout = self.inner.commit_timeout;
         let waited = tokio::time::timeout(timeout + ANSWER_GRACE, async {
             let mut answers = Vec::with_capacity(chunks.len());
@@ -546,6 +558,78 @@ impl Notary {
         Ok(self.inner.reader.index_of(*record_hash).await?)
     }
 
+    /// The e-license whose hash (SHA-256 of its COSE_Sign1 bytes) is `license_hash`, as of the
+    /// records applied on this node: its first issuance record and log index, its current
+    /// status and every status record of it. `None` if no applied record issues it. A status
+    /// record committed on the leader shows here once this node applied it (a heartbeat later
+    /// on a follower; wait with [`Notary::wait_for_tree_size`] for a known log index).
+    ///
+    /// Rules (see [`crate::license`]): the first issuance counts; a status record of a license
+    /// not issued before it is ignored; `Revoked` is final; `Suspended` lasts until a later
+    /// `Reinstated`. A stored state that contradicts the records is
+    /// [`NotaryError::Storage`] ([`StoreError::Corrupt`]).
+    pub async fn license(&self, license_hash: &Hash) -> Result<Option<LicenseView>, NotaryError> {
+        Ok(self.inner.reader.license(*license_hash).await?)
+    }
+
+    /// Log indices, ascending, of every record about holder `holder_hash` (the keyed hash of
+    /// the holder's identifier) applied on this node: each issuance record naming it (a
+    /// repeated issuance too) and each status record of a license first issued to it, whether
+    /// or not it changed the status. Empty for an unknown holder.
+    pub async fn holder_records(&self, holder_hash: &Hash) -> Result<Vec<u64>, NotaryError> {
+        Ok(self.inner.reader.holder_records(*holder_hash).await?)
+    }
+
+    /// The license status list as of the tree size of this node's latest checkpoint (see
+    /// [`Notary::status_list_at`]); the applied size on a node whose key came after its last
+    /// apply. [`NotaryError::NoCheckpoint`] without a signing key.
+    pub async fn status_list(&self) -> Result<CosignedStatusList, NotaryError> {
+        let size = match self.inner.reader.checkpoint() {
+            Some(own) => own.size,
+            None => self.tree_size(),
+        };
+        self.status_list_at(size).await
+    }
+
+    /// The license status list as of the first `tree_size` records, signed by this node and
+    /// cosigned by every other member that computes the identical body within
+    /// `cosign_timeout` (asked in parallel, again while a member has not applied that size, as
+    /// for [`Notary::checkpoint`]).
+    ///
+    /// The body (`qianlian_verifier::license::StatusList`): this node's origin; the tree head
+    /// (size, root) at `tree_size`; `time`, the time of the last record below `tree_size`
+    /// (`time_unix_ms / 1000` of record `tree_size - 1`, 0 for the empty tree); and every
+    /// license suspended or revoked by the status records below `tree_size`, with the time and
+    /// reason of the record that did it. The time comes from the replicated record, not a
+    /// node's clock, so every node computes the same body for the same size; it is the time
+    /// the gateway that wrote that record decided, so it is as true as that gateway's clock.
+    /// Any size up to the applied one can be listed: later changes are left out.
+    ///
+    /// [`NotaryError::Range`] beyond the applied tree, [`NotaryError::NoCheckpoint`] without a
+    /// signing key.
+    pub async fn status_list_at(&self, tree_size: u64) -> Result<CosignedStatusList, NotaryError> {
+        let list = self.inner.reader.status_list(tree_size).await?;
+        let own = self
+            .inner
+            .reader
+            .signer()
+            .sign_status_list(&list)
+            .map_err(|e| NotaryError::Internal(e.to_string()))?
+            .ok_or_else(|| {
+                NotaryError::NoCheckpoint(
+                    "this node has no checkpoint signing key configured".into(),
+                )
+            })?;
+        let cosignatures = self.cosignatures(Cosigned::StatusList, tree_size).await;
+        let (note, signers) = checkpoint::add_cosignatures(&own, cosignatures)
+            .map_err(|e| NotaryError::Internal(e.to_string()))?;
+        Ok(CosignedStatusList {
+            note,
+            tree_size,
+            signers,
+        })
+    }
+
     /// The latest checkpoint this node applied, as a signed note carrying this node's signature
     /// and the cosignatures of every other current member (voters and learners) that answers
     /// within `cosign_timeout` (asked in parallel) having computed the same root. A member that
@@ -557,7 +641,7 @@ impl Notary {
     pub async fn checkpoint(&self) -> Result<CosignedCheckpoint, NotaryError> {
         match self.inner.reader.checkpoint() {
             Some(own) => {
-                let cosignatures = self.cosignatures(own.size).await;
+                let cosignatures = self.cosignatures(Cosigned::Checkpoint, own.size).await;
                 checkpoint::cosigned(&own, cosignatures)
                     .map_err(|e| NotaryError::Internal(e.to_string()))
             }
@@ -582,13 +666,13 @@ impl Notary {
                     "this node has no checkpoint signing key configured".into(),
                 )
             })?;
-        let cosignatures = self.cosignatures(tree_size).await;
+        let cosignatures = self.cosignatures(Cosigned::Checkpoint, tree_size).await;
         checkpoint::cosigned(&own, cosignatures).map_err(|e| NotaryError::Internal(e.to_string()))
     }
 
-    /// Ask every other member to cosign the tree head at `tree_size`, in parallel, each within
+    /// Ask every other member to cosign `what` at `tree_size`, in parallel, each within
     /// `cosign_timeout`; returns the answers that came.
-    async fn cosignatures(&self, tree_size: u64) -> Vec<Cosignature> {
+    async fn cosignatures(&self, what: Cosigned, tree_size: u64) -> Vec<Cosignature> {
         let status = self.status();
         let timeout = self.inner.cosign_timeout;
         let mut asked = JoinSet::new();
@@ -601,8 +685,15 @@ impl Notary {
                 let deadline = tokio::time::Instant::now() + timeout;
                 let cosignature = loop {
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let answer =
-                        tokio::time::timeout(left, peers.cosign(&addr, tree_size, left)).await;
+                    let asked = async {
+                        match what {
+                            Cosigned::Checkpoint => peers.cosign(&addr, tree_size, left).await,
+                            Cosigned::StatusList => {
+                                peers.cosign_status(&addr, tree_size, left).await
+                            }
+                        }
+                    };
+                    let answer = tokio::time::timeout(left, asked).await;
                     match answer {
                         Ok(Ok(Ok(cosignature))) => break Some(cosignature),
                         // A follower learns of a commit a moment after the leader: ask again
@@ -613,11 +704,11 @@ impl Notary {
                             tokio::time::sleep(COSIGN_RETRY).await;
                         }
                         Ok(Ok(Err(refusal))) => {
-                            tracing::debug!(member = id, %refusal, "no cosignature");
+                            tracing::debug!(member = id, ?what, %refusal, "no cosignature");
                             break None;
                         }
                         Ok(Err(e)) => {
-                            tracing::debug!(member = id, error = %e, "no cosignature");
+                            tracing::debug!(member = id, ?what, error = %e, "no cosignature");
                             break None;
                         }
                         Err(_) => break None,
@@ -651,7 +742,8 @@ impl Notary {
             .map_err(|_| NotaryError::commit_timed_out(timeout))
     }
 
-    /// The gRPC service peers call (Raft, Forward, Cosign), with message size limits set.
+    /// The gRPC service peers call (Raft, Forward, Cosign, CosignStatus), with message size
+    /// limits set.
     /// Mount it on the node's TLS server and admit node certificates only: Forward appends
     /// records as this node. Set TCP_NODELAY on the accepted sockets: without it, small replies
     /// wait for delayed ACKs and forwarded appends ran five times slower in the cluster test.
@@ -788,8 +880,15 @@ impl Notary {
     }
 }
 
+/// What a member is asked to cosign.
+#[derive(Debug, Clone, Copy)]
+enum Cosigned {
+    Checkpoint,
+    StatusList,
+}
+
 /// What this node serves to its peers besides Raft: forwarded appends go through its own group
-/// commit (marked, so they are never forwarded again), cosignatures come from its own tree.
+/// commit (marked, so they are never forwarded again), cosignatures come from its own state.
 struct NodeCalls {
     queue: mpsc::Sender<Pending>,
     reader: StateReader,
@@ -844,6 +943,10 @@ impl LocalNode for NodeCalls {
 
     async fn cosign(&self, tree_size: u64) -> Result<Cosignature, CosignRefusal> {
         self.reader.cosign(tree_size).await
+    }
+
+    async fn cosign_status(&self, tree_size: u64) -> Result<Cosignature, CosignRefusal> {
+        self.reader.cosign_status(tree_size).await
     }
 }
 

@@ -5,6 +5,7 @@
 //! bytes and therefore the same leaf hash. Enum variants and struct fields are only ever added at
 //! the end; `tests::v1_bytes_are_frozen` pins the bytes of version 1 so old logs keep decoding.
 
+use qianlian_verifier::license::status::MAX_REASON_LEN;
 use qianlian_verifier::{Hash, leaf_hash};
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +17,56 @@ pub const FORMAT_V1: u8 = 1;
 pub enum Record {
     /// A call to a data service, allowed or denied.
     Access(AccessRecord),
+    /// An e-license was issued: its hash is now on the record.
+    LicenseIssued(LicenseIssuedRecord),
+    /// An e-license was suspended, reinstated or revoked by its issuer.
+    LicenseStatus(LicenseStatusRecord),
+}
+
+/// The issuance of one e-license. The license document itself stays with its holder; the log
+/// holds its hash and what is needed to find it, never the holder's identifier in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LicenseIssuedRecord {
+    pub request_id: String,
+    pub time_unix_ms: u64,
+    pub caller: Caller,
+    /// SHA-256 of the signed license (COSE_Sign1 bytes): the license's identity.
+    #[serde(with = "hex_hash")]
+    pub license_hash: Hash,
+    /// License type slug, e.g. `business-license`.
+    pub license_type: String,
+    /// License number as printed on it.
+    pub number: String,
+    /// Issuing department id.
+    pub department: String,
+    /// Keyed hash (HMAC-SHA256 with the cluster's subject key) of the holder's identifier.
+    #[serde(with = "hex_hash")]
+    pub holder_hash: Hash,
+    /// Validity, in Unix seconds: from (inclusive), until (exclusive; `None` = no end).
+    pub valid_from: i64,
+    pub valid_until: Option<i64>,
+}
+
+/// A change of an e-license's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LicenseStatusChange {
+    Suspended,
+    Reinstated,
+    Revoked,
+}
+
+/// The issuer changed a license's status, with a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LicenseStatusRecord {
+    pub request_id: String,
+    pub time_unix_ms: u64,
+    pub caller: Caller,
+    #[serde(with = "hex_hash")]
+    pub license_hash: Hash,
+    pub change: LicenseStatusChange,
+    /// Reason code, lowercase letters, digits and `-` (1–32 characters).
+    pub reason: String,
 }
 
 /// Who made a call, as established from the client certificate at the TLS boundary.
@@ -129,6 +180,47 @@ impl Record {
     pub fn hash(&self) -> Hash {
         leaf_hash(&self.encode())
     }
+
+    /// When the gateway that wrote the record decided, in milliseconds since the Unix epoch.
+    /// Replicated with the record, so every node reads the same time for the same log index.
+    pub fn time_unix_ms(&self) -> u64 {
+        match self {
+            Record::Access(r) => r.time_unix_ms,
+            Record::LicenseIssued(r) => r.time_unix_ms,
+            Record::LicenseStatus(r) => r.time_unix_ms,
+        }
+    }
+
+    /// Check the rules a record must meet before it enters the log, where it stays forever:
+    /// today, that a status change's reason is a reason code (the signed status list carries
+    /// it). Records already in the log are never refused on these grounds.
+    pub fn check(&self) -> Result<(), RecordError> {
+        match self {
+            Record::LicenseStatus(r) if !is_reason_code(&r.reason) => {
+                Err(RecordError::ReasonCode {
+                    reason: r.reason.chars().take(40).collect(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why a record may not enter the log. The caller built it wrongly; no retry helps.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// A license status change's reason is not 1 to 32 of `a-z`, `0-9` and `-`.
+    #[error("license status reason {reason:?} is not a reason code: 1 to 32 of a-z, 0-9 and -")]
+    ReasonCode { reason: String },
+}
+
+/// Whether `reason` is a reason code as the signed status list allows it: 1 to
+/// [`MAX_REASON_LEN`] of `a-z`, `0-9` and `-`.
+pub fn is_reason_code(reason: &str) -> bool {
+    (1..=MAX_REASON_LEN).contains(&reason.len())
+        && reason
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Serialises a hash as hex in human-readable formats (JSON) and as raw bytes in postcard.
@@ -234,6 +326,83 @@ mod tests {
 
     const FROZEN_V1_LEAF_HASH: &str =
         "21b9788655eedbf16e6a4e54393123a438fc475f088eac66d020252301514386";
+
+    pub(crate) fn sample_issued() -> Record {
+        Record::LicenseIssued(LicenseIssuedRecord {
+            request_id: "3d0f6a52-1b9e-4c7d-8a21-5e4f3c2b1a09".into(),
+            time_unix_ms: 1_768_435_200_000,
+            caller: Caller {
+                department: "market-regulation".into(),
+                role: "department".into(),
+                cert_fingerprint: "cd".repeat(32),
+            },
+            license_hash: [0x11; 32],
+            license_type: "business-license".into(),
+            number: "GZ-2026-000123".into(),
+            department: "market-regulation".into(),
+            holder_hash: [0x22; 32],
+            valid_from: 1_768_435_200,
+            valid_until: Some(1_925_000_000),
+        })
+    }
+
+    pub(crate) fn sample_status() -> Record {
+        Record::LicenseStatus(LicenseStatusRecord {
+            request_id: "9a7c1e33-6f2d-4b08-b5e4-0c1d2e3f4a5b".into(),
+            time_unix_ms: 1_769_000_000_000,
+            caller: Caller {
+                department: "market-regulation".into(),
+                role: "department".into(),
+                cert_fingerprint: "cd".repeat(32),
+            },
+            license_hash: [0x11; 32],
+            change: LicenseStatusChange::Revoked,
+            reason: "fraud".into(),
+        })
+    }
+
+    #[test]
+    fn v1_license_bytes_are_frozen() {
+        // The variant number follows the format byte: 1 and 2, after `Access` (0).
+        for (record, variant, frozen) in [
+            (sample_issued(), 1, FROZEN_V1_ISSUED_LEAF_HASH),
+            (sample_status(), 2, FROZEN_V1_STATUS_LEAF_HASH),
+        ] {
+            let bytes = record.encode();
+            assert_eq!(bytes[..2], [FORMAT_V1, variant]);
+            assert_eq!(
+                hex::encode(leaf_hash(&bytes)),
+                frozen,
+                "the canonical encoding of {record:?} changed: old logs would no longer verify"
+            );
+            assert_eq!(Record::decode(&bytes).ok(), Some(record));
+        }
+    }
+
+    const FROZEN_V1_ISSUED_LEAF_HASH: &str =
+        "21b9b1d51a326d57a8a3b002a5c9a1d912ac1eb97a1bcd8cfdb0b50ae641c84d";
+    const FROZEN_V1_STATUS_LEAF_HASH: &str =
+        "0193de3a8cfb6b20777d9a012286b64f614081e508c65f57cd0ebcd965e0f313";
+
+    #[test]
+    fn only_reason_codes_enter_the_log() {
+        assert_eq!(sample_status().check(), Ok(()));
+        assert_eq!(sample().check(), Ok(()));
+        for bad in ["", "Fraud", "court order", &"x".repeat(33)] {
+            let Record::LicenseStatus(mut r) = sample_status() else {
+                panic!("not a status record")
+            };
+            r.reason = bad.into();
+            assert!(
+                matches!(
+                    Record::LicenseStatus(r).check(),
+                    Err(RecordError::ReasonCode { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(is_reason_code(&"a".repeat(32)));
+    }
 
     #[test]
     fn refuses_unknown_format_trailing_bytes_and_garbage() {

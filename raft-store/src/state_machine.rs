@@ -7,13 +7,15 @@
 //! (`merkle`: the leaf, and a parent each time a left sibling waits; amortised two writes per
 //! record, at most `log2 n + 1`), its leaf hash in the leaf index if the hash is new, the new tree
 //! size and applied log id, and this node's signature over the new tree head (one per apply
-//! call, not per record).
+//! call, not per record). License records also update the license state (`licenses`: the
+//! license index, its status changes and its holder's index; rules in [`crate::license`]) in
+//! that batch, so the state is always that of exactly the records applied.
 //!
 //! Invariants:
-//! - records, leaf nodes and leaf index entries exist exactly for `0..tree_size` in the live
-//!   generation; a tree node is stored once complete and never changes, so every past tree size
-//!   can be proven. The stored checkpoint is never ahead of the stored tree: it is written in
-//!   the same batch as the tree it signs;
+//! - records, leaf nodes, leaf index entries and license state exist exactly for `0..tree_size`
+//!   in the live generation; a tree node is stored once complete and never changes, so every
+//!   past tree size can be proven. The stored checkpoint is never ahead of the stored tree: it
+//!   is written in the same batch as the tree it signs;
 //! - applies are written without fsync. They share the write-ahead log with the Raft log, whose
 //!   every append is synced after them, and what a crash loses is re-applied from that durable
 //!   log (deterministically: the same records get the same indices). Snapshots and installs,
@@ -25,6 +27,7 @@
 //! and installs snapshots (files, streamed; see there for the format).
 
 pub mod integrity;
+mod licenses;
 mod snapshot;
 
 use std::collections::HashSet;
@@ -34,6 +37,7 @@ use std::time::Duration;
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, Snapshot, SnapshotMeta};
+use qianlian_verifier::license::StatusList;
 use qianlian_verifier::{Hash, leaf_hash};
 use rocksdb::{DB, IteratorMode, WriteBatch};
 use tokio::sync::watch;
@@ -45,6 +49,7 @@ use crate::db::{
     decode_hash, encode_value, generation_prefix, get_value, leaf_key, node_key, node_key_parts,
     record_key, record_key_parts,
 };
+use crate::license::LicenseView;
 use crate::merkle::{self, Edge, Subtree};
 use crate::network::{CosignRefusal, Cosignature};
 use crate::record::Record;
@@ -463,6 +468,21 @@ impl StateReader {
             .await?
     }
 
+    /// [`StateReader::read`] for reads that cannot be out of range.
+    async fn read_store<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&DB, u32, u64) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        match self
+            .read(move |db, generation, size| Ok(f(db, generation, size)?))
+            .await
+        {
+            Ok(found) => Ok(found),
+            Err(ReadError::Store(e)) => Err(e),
+            Err(ReadError::Range(e)) => Err(StoreError::Task(e.to_string())),
+        }
+    }
+
     /// Canonical bytes of the record at `log_index`, or `None` at or beyond the tree size.
     /// Bytes that do not decode as a record are reported as [`StoreError::Corrupt`].
     pub async fn record(&self, log_index: u64) -> Result<Option<Vec<u8>>, StoreError> {
@@ -592,6 +612,81 @@ impl StateReader {
         }
     }
 
+    /// The license `license_hash` as of the applied state, with its issuance, status and
+    /// changes; `None` if no record applied so far issues it.
+    pub async fn license(&self, license_hash: Hash) -> Result<Option<LicenseView>, StoreError> {
+        self.read_store(move |db, generation, size| {
+            licenses::view(db, generation, size, &license_hash)
+        })
+        .await
+    }
+
+    /// Log indices, ascending, of every issuance record naming holder `holder_hash` and every
+    /// status record of a license issued to it (first issuance), as of the applied state.
+    pub async fn holder_records(&self, holder_hash: Hash) -> Result<Vec<u64>, StoreError> {
+        self.read_store(move |db, generation, size| {
+            licenses::holder_records(db, generation, size, &holder_hash)
+        })
+        .await
+    }
+
+    /// The status list as of the first `tree_size` records: this node's origin, that tree
+    /// head, the time of record `tree_size - 1` in whole seconds (0 for the empty tree), and
+    /// every license suspended or revoked by the records below `tree_size`. Every node that
+    /// applied `tree_size` records computes the same list. [`RangeError::TreeSize`] beyond the
+    /// applied tree.
+    pub async fn status_list(&self, tree_size: u64) -> Result<StatusList, ReadError> {
+        let origin = self.shared.config.signer.origin().to_owned();
+        self.read(move |db, generation, size| {
+            if tree_size > size {
+                return Err(RangeError::TreeSize {
+                    size: tree_size,
+                    applied: size,
+                }
+                .into());
+            }
+            let root = merkle::root(tree_size, &mut |id| read_node(db, generation, id))?;
+            // The time of the last record below the size: written by the gateway into the
+            // replicated record, so every node signs the same time for the same size.
+            let time = match tree_size.checked_sub(1) {
+                None => 0,
+                Some(last) => {
+                    let bytes = db
+                        .get_pinned_cf(db::cf(db, CF_RECORDS)?, record_key(generation, last))?
+                        .ok_or_else(|| {
+                            StoreError::corrupt(
+                                format!("record {last}"),
+                                "missing below the tree size",
+                            )
+                        })?;
+                    let record = Record::decode(&bytes)
+                        .map_err(|e| StoreError::corrupt(format!("record {last}"), e))?;
+                    crate::license::unix_seconds(record.time_unix_ms())
+                }
+            };
+            let entries = licenses::status_entries(db, generation, tree_size)?;
+            Ok(StatusList::new(origin, tree_size, root, time, entries))
+        })
+        .await
+    }
+
+    /// Cosign the status list of `tree_size` records as this node computes it, if it has
+    /// applied them.
+    pub async fn cosign_status(&self, tree_size: u64) -> Result<Cosignature, CosignRefusal> {
+        let list = match self.status_list(tree_size).await {
+            Ok(list) => list,
+            Err(ReadError::Range(RangeError::TreeSize { applied, .. })) => {
+                return Err(CosignRefusal::NotYet { applied });
+            }
+            Err(e) => {
+                return Err(CosignRefusal::Failed {
+                    reason: e.to_string(),
+                });
+            }
+        };
+        self.shared.config.signer.cosign_status_list(&list)
+    }
+
     /// The latest tree head this node applied and signed; `None` without a signing key.
     pub fn checkpoint(&self) -> Option<SignedCheckpoint> {
         self.shared.applied().checkpoint.clone()
@@ -656,6 +751,7 @@ fn apply_entries(
 ) -> Result<(Applied, Vec<Response>), StoreError> {
     let mut batch = WriteBatch::default();
     let mut appender = Appender::new(db, applied.generation, applied.edge.clone());
+    let mut licenses = licenses::LicenseStager::new(db, applied.generation);
     let mut responses = Vec::with_capacity(entries.len());
     for entry in entries {
         applied.last_applied = Some(entry.log_id);
@@ -668,7 +764,9 @@ fn apply_entries(
             EntryPayload::Normal(Request::Append { records }) => {
                 let mut hashes = Vec::with_capacity(records.len());
                 for record in &records {
+                    let index = appender.edge.size();
                     hashes.push(appender.append(&mut batch, record.encode())?);
+                    licenses.stage(&mut batch, index, record)?;
                 }
                 responses.push(Response {
                     first_index,

@@ -5,10 +5,11 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use qianlian_raft_store::notary::{Notary, NotaryConfig, NotaryError};
-use qianlian_raft_store::record::Record;
-use qianlian_verifier::{NoteSigner, open_checkpoint, verify_inclusion};
-use support::{STEP, record};
+use qianlian_raft_store::notary::{LicenseCurrentStatus, Notary, NotaryConfig, NotaryError};
+use qianlian_raft_store::record::{LicenseStatusChange, Record};
+use qianlian_verifier::license::{LicenseState, open_status_list};
+use qianlian_verifier::{NoteSigner, SignedNote, open_checkpoint, verify_inclusion};
+use support::{STEP, issued, record, status, unix};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -378,6 +379,165 @@ async fn a_new_node_catches_up_by_snapshot_after_the_log_was_purged() -> TestRes
     assert_eq!(
         n2.notary.inclusion_proof(receipt.log_index, 2001).await?,
         n1.notary.inclusion_proof(receipt.log_index, 2001).await?
+    );
+    n1.stop().await?;
+    n2.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn license_status_and_status_lists_agree_on_every_node() -> TestResult {
+    let (mut n1, mut n2, mut n3) = three_nodes(|_| {}).await?;
+    let (license, other, holder) = ([0x11; 32], [0x05; 32], [0x22; 32]);
+    // Written through different nodes: followers forward to the leader.
+    n2.notary.append(issued(1, license, holder)).await?;
+    n3.notary.append(issued(2, other, holder)).await?;
+    n1.notary
+        .append(status(
+            3,
+            license,
+            LicenseStatusChange::Suspended,
+            "court-order",
+        ))
+        .await?;
+    let revoked = n3
+        .notary
+        .append(status(4, other, LicenseStatusChange::Revoked, "fraud"))
+        .await?;
+    for node in [&n1, &n2, &n3] {
+        node.notary.wait_for_tree_size(4, STEP).await?;
+    }
+    // Each node answers from its own applied state, identically.
+    let want = n1.notary.license(&other).await?;
+    assert!(matches!(
+        want.as_ref().map(|v| &v.status),
+        Some(LicenseCurrentStatus::Revoked { index, .. }) if *index == revoked.log_index
+    ));
+    for node in [&n2, &n3] {
+        assert_eq!(node.notary.license(&other).await?, want, "node {}", node.id);
+        assert_eq!(
+            node.notary.holder_records(&holder).await?,
+            [0, 1, 2, 3],
+            "node {}",
+            node.id
+        );
+    }
+
+    // The status list of each node: cosigned by all three, over one body.
+    let trusted: Vec<_> = [1, 2, 3].map(|id| key(id).verifier()).to_vec();
+    let mut bodies = Vec::new();
+    for node in [&n1, &n2, &n3] {
+        let cosigned = node.notary.status_list().await?;
+        assert_eq!(cosigned.tree_size, 4);
+        assert_eq!(
+            cosigned.signers.len(),
+            3,
+            "node {}: {:?}",
+            node.id,
+            cosigned.signers
+        );
+        assert_eq!(cosigned.signers[0], format!("node-{}", node.id));
+        let opened = open_status_list(&cosigned.note, &trusted)?
+            .require_origin("gov.example/qianlian")?
+            .require_signers(3)?;
+        let list = opened.list;
+        assert_eq!(list.root, n1.notary.root_at(4).await?);
+        assert_eq!(list.time, unix(4));
+        let states: Vec<_> = list
+            .entries
+            .iter()
+            .map(|e| (e.license_hash, e.state, e.since))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (other, LicenseState::Revoked, unix(4)),
+                (license, LicenseState::Suspended, unix(3)),
+            ]
+        );
+        bodies.push(SignedNote::parse(&cosigned.note)?.text().to_owned());
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{bodies:?}");
+
+    // k of n: with one member down, two signatures, still enough for k = 2.
+    n3.stop().await?;
+    n1.notary
+        .append(status(5, license, LicenseStatusChange::Revoked, "fraud"))
+        .await?;
+    let cosigned = n1.notary.status_list().await?;
+    assert_eq!(cosigned.tree_size, 5);
+    assert_eq!(cosigned.signers, ["node-1", "node-2"]);
+    let list = open_status_list(&cosigned.note, &trusted)?
+        .require_signers(2)?
+        .list;
+    assert_eq!(
+        list.lookup(&license).map(|e| e.state),
+        Some(LicenseState::Revoked)
+    );
+    n1.stop().await?;
+    n2.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_caught_up_by_snapshot_knows_the_licenses() -> TestResult {
+    let small = |c: &mut NotaryConfig| {
+        c.snapshot_every = 5;
+        c.log_kept_after_snapshot = 1;
+    };
+    let mut n1 = Node::start_with(1, true, small).await?;
+    let licenses: Vec<[u8; 32]> = (0..20u8).map(|i| [i + 1; 32]).collect();
+    let holder = [0x22; 32];
+    // 20 Raft entries, each with access records and license records: several snapshots.
+    for (batch, license) in licenses.iter().enumerate() {
+        let batch = batch as u64;
+        let mut records: Vec<Record> = (batch * 10..batch * 10 + 7).map(record).collect();
+        records.push(issued(batch * 10 + 7, *license, holder));
+        if let Some(previous) = batch.checked_sub(1) {
+            let change = if previous % 2 == 0 {
+                LicenseStatusChange::Suspended
+            } else {
+                LicenseStatusChange::Revoked
+            };
+            records.push(status(
+                batch * 10 + 8,
+                licenses[previous as usize],
+                change,
+                "audit",
+            ));
+        }
+        n1.notary.append_batch(records).await?;
+    }
+    let deadline = Instant::now() + STEP;
+    while n1.notary.status().purged_raft_index.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no purge: {:?}",
+            n1.notary.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let size = n1.notary.tree_size();
+
+    let mut n2 = Node::start_with(2, false, small).await?;
+    n1.notary.add_learner(2, n2.addr.clone()).await?;
+    n2.notary.wait_for_tree_size(size, STEP).await?;
+    assert!(
+        n2.notary.status().snapshot_raft_index.is_some(),
+        "the learner installed a snapshot: {:?}",
+        n2.notary.status()
+    );
+    for license in &licenses {
+        let want = n1.notary.license(license).await?;
+        assert!(want.is_some());
+        assert_eq!(n2.notary.license(license).await?, want);
+    }
+    let records = n1.notary.holder_records(&holder).await?;
+    assert_eq!(records.len(), 20 + 19);
+    assert_eq!(n2.notary.holder_records(&holder).await?, records);
+    assert_eq!(
+        n2.notary.status_list_at(size).await?.signers,
+        ["node-2", "node-1"]
     );
     n1.stop().await?;
     n2.stop().await?;

@@ -12,10 +12,10 @@ use qianlian_raft_store::checkpoint::{CheckpointSigner, DEFAULT_ORIGIN};
 use qianlian_raft_store::db::{COLUMN_FAMILIES, Db};
 use qianlian_raft_store::merkle::Edge;
 use qianlian_raft_store::notary::{Notary, NotaryConfig, NotaryError};
-use qianlian_raft_store::record::Record;
+use qianlian_raft_store::record::{LicenseStatusChange, Record};
 use qianlian_raft_store::state_machine::{StateMachineConfig, StateMachineStore};
 use qianlian_verifier::{NoteSigner, leaf_hash};
-use support::record;
+use support::{issued, record, status};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -216,6 +216,75 @@ async fn rocksdb_checksum_damage_names_where_the_scan_stopped() -> TestResult {
             && detail.contains(&format!("records {first}..600 were not checked")),
         "{detail}"
     );
+    Ok(())
+}
+
+/// Key of a license-state entry in generation 0: hash, then log index.
+fn hash_index_key(hash: [u8; 32], index: u64) -> Vec<u8> {
+    let mut key = 0u32.to_be_bytes().to_vec();
+    key.extend_from_slice(&hash);
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_altered_license_state_is_refused() -> TestResult {
+    let (license, holder) = ([0x11; 32], [0x22; 32]);
+    let dir = tempfile::tempdir()?;
+    {
+        let notary = Notary::open(config(dir.path())).await?;
+        let mut records: Vec<Record> = (0..10).map(record).collect();
+        records.push(issued(10, license, holder)); // log index 10
+        records.push(status(11, license, LicenseStatusChange::Revoked, "fraud")); // 11
+        records.extend((12..20).map(record));
+        notary.append_batch(records).await?;
+        notary.shutdown().await?;
+    }
+    // Make a revoked license look valid: every record and tree node stays intact.
+    let revocation = {
+        let db = raw(dir.path())?;
+        let changes = cf(&db, "license_changes")?;
+        let key = hash_index_key(license, 11);
+        let value = db.get_cf(changes, &key)?.ok_or("no license change at 11")?;
+        db.delete_cf(changes, &key)?;
+        value
+    };
+    let (first, detail) = open_fails(dir.path()).await?;
+    assert_eq!(first, Some(11));
+    assert!(
+        detail.contains("log index 11: the license status change is missing"),
+        "{detail}"
+    );
+
+    // Put it back, and add a holder entry the records do not give.
+    {
+        let db = raw(dir.path())?;
+        db.put_cf(
+            cf(&db, "license_changes")?,
+            hash_index_key(license, 11),
+            revocation,
+        )?;
+        db.put_cf(cf(&db, "holders")?, hash_index_key([0x33; 32], 12), [])?;
+    }
+    let (first, detail) = open_fails(dir.path()).await?;
+    assert_eq!(first, None);
+    assert!(
+        detail.contains("holders holds 3 entries but the records give 2"),
+        "{detail}"
+    );
+
+    // Restored whole, it opens and answers as before.
+    {
+        let db = raw(dir.path())?;
+        db.delete_cf(cf(&db, "holders")?, hash_index_key([0x33; 32], 12))?;
+    }
+    let notary = Notary::open(config(dir.path())).await?;
+    let view = notary.license(&license).await?.ok_or("license unknown")?;
+    assert!(matches!(
+        view.status,
+        qianlian_raft_store::LicenseCurrentStatus::Revoked { index: 11, .. }
+    ));
+    notary.shutdown().await?;
     Ok(())
 }
 

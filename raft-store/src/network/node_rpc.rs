@@ -1,6 +1,7 @@
-//! The two calls nodes make of each other on behalf of the notarization log rather than of Raft:
-//! `Forward` (a follower hands a batch of records to the leader) and `Cosign` (a node signs the
-//! checkpoint of a tree size it has applied).
+//! The calls nodes make of each other on behalf of the notarization log rather than of Raft:
+//! `Forward` (a follower hands a batch of records to the leader), `Cosign` (a node signs the
+//! checkpoint of a tree size it has applied) and `CosignStatus` (a node signs the license status
+//! list of a tree size it has applied).
 //!
 //! Both travel in the same `RaftMessage` envelope as Raft ([`encode_message`]); a reply is
 //! `Result<answer, refusal>` so a refusal reaches the caller typed, never as a bare status. The
@@ -48,7 +49,8 @@ pub enum ForwardRefusal {
     Failed { reason: String },
 }
 
-/// `Cosign` request: sign the checkpoint of the tree of this many records.
+/// `Cosign` request: sign the checkpoint of the tree of this many records. `CosignStatus` sends
+/// the same message: sign the license status list as of this many records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CosignRequest {
     pub tree_size: u64,
@@ -90,6 +92,15 @@ pub trait LocalNode: Send + Sync + 'static {
 
     /// Sign the checkpoint of the first `tree_size` records, if this node has applied them.
     async fn cosign(&self, tree_size: u64) -> Result<Cosignature, CosignRefusal>;
+
+    /// Sign the license status list as of the first `tree_size` records, if this node has
+    /// applied them. By default a node serves no status lists.
+    async fn cosign_status(&self, tree_size: u64) -> Result<Cosignature, CosignRefusal> {
+        let _ = tree_size;
+        Err(CosignRefusal::Failed {
+            reason: "this node does not serve license status lists".into(),
+        })
+    }
 }
 
 /// Why a call to a peer produced no answer.
@@ -124,6 +135,7 @@ fn classify(status: &Status) -> PeerCallError {
 enum NodeCall {
     Forward,
     Cosign,
+    CosignStatus,
 }
 
 impl Peers {
@@ -146,6 +158,7 @@ impl Peers {
             match call {
                 NodeCall::Forward => client.forward(message).await,
                 NodeCall::Cosign => client.cosign(message).await,
+                NodeCall::CosignStatus => client.cosign_status(message).await,
             }
         })
         .await;
@@ -183,5 +196,23 @@ impl Peers {
     ) -> Result<Result<Cosignature, CosignRefusal>, PeerCallError> {
         self.call_node(addr, NodeCall::Cosign, &CosignRequest { tree_size }, ttl)
             .await
+    }
+
+    /// Ask the node at `addr` to cosign the license status list as of `tree_size` records
+    /// within `ttl`. A node of a version without status lists answers `UNIMPLEMENTED`:
+    /// [`PeerCallError::NotDelivered`].
+    pub async fn cosign_status(
+        &self,
+        addr: &str,
+        tree_size: u64,
+        ttl: Duration,
+    ) -> Result<Result<Cosignature, CosignRefusal>, PeerCallError> {
+        self.call_node(
+            addr,
+            NodeCall::CosignStatus,
+            &CosignRequest { tree_size },
+            ttl,
+        )
+        .await
     }
 }

@@ -317,6 +317,11 @@ async fn a_peer_without_node_calls_refuses_them_undelivered()
         matches!(cosigned, Err(PeerCallError::NotDelivered(_))),
         "{cosigned:?}"
     );
+    let cosigned = peers.cosign_status(&addr, 1, ttl).await;
+    assert!(
+        matches!(cosigned, Err(PeerCallError::NotDelivered(_))),
+        "{cosigned:?}"
+    );
     server.abort();
     raft.shutdown().await?;
     Ok(())

@@ -45,6 +45,11 @@ pub enum NotaryError {
     /// retry once the node caught up.
     #[error("no checkpoint: {0}")]
     NoCheckpoint(String),
+    /// A record was refused before it entered the log (nothing was recorded): it breaks a rule
+    /// of [`crate::record::Record::check`], named in the message. The caller built it wrongly;
+    /// no retry helps.
+    #[error("record refused: {0}")]
+    InvalidRecord(String),
     /// The notary configuration was refused; the operator must fix the named setting.
     #[error("invalid notary configuration: {0}")]
     Config(String),

@@ -10,6 +10,10 @@
 //! with the root the verified tree gives at its size: records rewritten together with a
 //! recomputed tree still disagree with what was signed.
 //!
+//! The same pass checks the license state against the records it derives from (`licenses`):
+//! a revocation deleted from the state, or a status changed, is found although every record
+//! and tree node is intact.
+//!
 //! RocksDB verifies block checksums while scanning; a checksum error stops the scan and is
 //! reported with the range of log indices left unchecked.
 
@@ -18,6 +22,7 @@ use std::time::{Duration, Instant};
 use qianlian_verifier::{Hash, SignedNote, leaf_hash};
 use rocksdb::{DB, DBIteratorWithThreadMode, Direction, IteratorMode};
 
+use super::licenses::LicenseCheck;
 use super::{KEY_CHECKPOINT, Shared, read_node};
 use crate::db::{
     self, CF_RECORDS, CF_SM_META, CF_TREE, StoreError, decode_value, generation_prefix, node_key,
@@ -200,7 +205,8 @@ impl<'a> Levels<'a> {
 }
 
 /// Check that generation `generation` holds exactly `size` records that decode, whose leaf
-/// hashes and tree nodes are the stored ones, and nothing beyond.
+/// hashes and tree nodes are the stored ones, and whose license state is the stored one, and
+/// nothing beyond.
 pub(crate) fn check_generation(db: &DB, generation: u32, size: u64) -> Result<(), IntegrityError> {
     let records = db.iterator_cf_opt(
         db::cf(db, CF_RECORDS)?,
@@ -214,6 +220,7 @@ pub(crate) fn check_generation(db: &DB, generation: u32, size: u64) -> Result<()
         iters: Vec::new(),
     };
     let mut edge = Edge::default();
+    let mut licenses = LicenseCheck::default();
     let mut completed: Vec<(Subtree, Hash)> = Vec::with_capacity(64);
     for index in 0..size {
         let (key, bytes) = match records.next() {
@@ -240,18 +247,23 @@ pub(crate) fn check_generation(db: &DB, generation: u32, size: u64) -> Result<()
                 format!("log index {index}: the record is missing"),
             ));
         }
-        if let Err(e) = Record::decode(&bytes) {
-            return Err(damaged(
-                Some(index),
-                format!("log index {index}: stored record does not decode ({e})"),
-            ));
-        }
+        let record = match Record::decode(&bytes) {
+            Ok(record) => record,
+            Err(e) => {
+                return Err(damaged(
+                    Some(index),
+                    format!("log index {index}: stored record does not decode ({e})"),
+                ));
+            }
+        };
         completed.clear();
         edge.append(leaf_hash(&bytes), |id, hash| completed.push((id, hash)))
             .ok_or_else(|| damaged(Some(index), "the tree is full".into()))?;
         for (id, hash) in completed.drain(..) {
             levels.expect(id, hash)?;
         }
+        // After the tree: a record that does not match its leaf is named as such first.
+        licenses.record(db, generation, index, &record)?;
     }
     match records.next() {
         Some(Ok((key, _))) if key.starts_with(&generation_prefix(generation)) => {
@@ -272,7 +284,7 @@ pub(crate) fn check_generation(db: &DB, generation: u32, size: u64) -> Result<()
     for level in 0..64u8 {
         levels.expect_end(level, size >> level)?;
     }
-    Ok(())
+    licenses.finish(db, generation)
 }
 
 /// Check the stored checkpoint: this node's signature, its size within the tree, its root

@@ -3,19 +3,26 @@
 //! the received file into the next generation and switching generations in one synced write.
 //! Nothing holds the whole log in memory.
 //!
-//! File format (version 1), every integer big-endian:
+//! File format (version 2), every integer big-endian:
 //! ```text
-//! magic    "QLSNAP\0\x01"
+//! magic    "QLSNAP\0\x02"
 //! header   u32 length ++ postcard(Header)         tree size, last applied log id, membership
 //! frames   1 ++ u32 length ++ record bytes         records 0..tree_size, in order
 //!          2 ++ level u8 ++ index u64 ++ hash[32]   tree nodes, in key order
 //!          3 ++ hash[32] ++ log index u64           leaf index entries, in key order
+//!          4 ++ hash[32] ++ log index u64           license index entries, in key order
+//!          5 ++ hash[32] ++ log index u64 ++ u32 length ++ value
+//!                                                  license changes, in key order
+//!          6 ++ hash[32] ++ log index u64           holder index entries, in key order
 //! end      0xff ++ SHA-256 of every byte before the 0xff
 //! ```
+//! Frames come in the order of their types. Version 1 (`"QLSNAP\0\x01"`, frames 1 to 3, from
+//! nodes before e-licenses, whose logs hold no license records) is still installed.
+//!
 //! The digest catches a file damaged in transit or on disk before anything is switched; the
 //! installed generation is then checked like a node's own state on open (`integrity`): records
-//! against leaves, nodes against their children. A snapshot from a faulty leader is refused, not
-//! installed.
+//! against leaves, nodes against their children, the license state against the records. A
+//! snapshot from a faulty leader is refused, not installed.
 //!
 //! Files live in the snapshot directory: `snapshot-<unique>.snap` (the current one, named in
 //! `snapshot/current`), `*.part` while being built or received. Anything else there is left
@@ -40,9 +47,10 @@ use super::{
     integrity, load_edge, put_applied,
 };
 use crate::db::{
-    self, CF_LEAF_INDEX, CF_RECORDS, CF_SM_META, CF_SNAPSHOT, CF_TREE, Db, END_KEY, GENERATION_CFS,
-    StoreError, decode_hash, decode_value, encode_value, generation_prefix, get_value, leaf_key,
-    node_key, node_key_parts, record_key, record_key_parts,
+    self, CF_HOLDERS, CF_LEAF_INDEX, CF_LICENSE_CHANGES, CF_LICENSES, CF_RECORDS, CF_SM_META,
+    CF_SNAPSHOT, CF_TREE, Db, END_KEY, GENERATION_CFS, StoreError, decode_hash, decode_value,
+    encode_value, generation_prefix, get_value, hash_index_key, hash_index_key_parts, leaf_key,
+    license_key, node_key, node_key_parts, record_key, record_key_parts,
 };
 use crate::record::Record;
 use crate::types::{LogId, NodeId, RaftStorageError, StoredMembership, TypeConfig};
@@ -51,10 +59,15 @@ use crate::types::{LogId, NodeId, RaftStorageError, StoredMembership, TypeConfig
 pub type SnapshotFile = tokio::fs::File;
 
 const KEY_CURRENT: &[u8] = b"current";
-const MAGIC: &[u8; 8] = b"QLSNAP\x00\x01";
+const MAGIC: &[u8; 8] = b"QLSNAP\x00\x02";
+/// Version 1, without license state: still read.
+const MAGIC_V1: &[u8; 8] = b"QLSNAP\x00\x01";
 const TAG_RECORD: u8 = 1;
 const TAG_NODE: u8 = 2;
 const TAG_LEAF: u8 = 3;
+const TAG_LICENSE: u8 = 4;
+const TAG_CHANGE: u8 = 5;
+const TAG_HOLDER: u8 = 6;
 const TAG_END: u8 = 0xff;
 /// Largest record accepted from a snapshot: far above any real record, small enough that a
 /// damaged length cannot make the installer allocate gigabytes.
@@ -393,6 +406,47 @@ fn write_snapshot(
         out.write_all(&key[4..]).map_err(w)?;
         out.write_all(&index).map_err(w)?;
     }
+
+    // The license state: every frame is the key without its generation, then the value.
+    let licenses = snap.iterator_cf_opt(
+        db::cf(db, CF_LICENSES)?,
+        db::scan_options(),
+        IteratorMode::From(&prefix, Direction::Forward),
+    );
+    for item in licenses {
+        let (key, value) = item?;
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        let index: [u8; 8] = value.as_ref().try_into().map_err(|_| {
+            StoreError::corrupt("license index entry", format!("{} bytes", value.len()))
+        })?;
+        out.write_all(&[TAG_LICENSE]).map_err(w)?;
+        out.write_all(&key[4..]).map_err(w)?;
+        out.write_all(&index).map_err(w)?;
+    }
+    for (cf_name, tag) in [(CF_LICENSE_CHANGES, TAG_CHANGE), (CF_HOLDERS, TAG_HOLDER)] {
+        let entries = snap.iterator_cf_opt(
+            db::cf(db, cf_name)?,
+            db::scan_options(),
+            IteratorMode::From(&prefix, Direction::Forward),
+        );
+        for item in entries {
+            let (key, value) = item?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            hash_index_key_parts(cf_name, &key)?;
+            out.write_all(&[tag]).map_err(w)?;
+            out.write_all(&key[4..]).map_err(w)?;
+            if tag == TAG_CHANGE {
+                let len = u32::try_from(value.len())
+                    .map_err(|_| StoreError::corrupt("license change", "larger than 4 GiB"))?;
+                out.write_all(&len.to_be_bytes()).map_err(w)?;
+                out.write_all(&value).map_err(w)?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -595,10 +649,11 @@ fn read_into_generation<R: Read, W: Write>(
     meta: &SnapshotMeta<NodeId, BasicNode>,
     input: &mut Input<R, W>,
 ) -> Result<Staged, StoreError> {
-    if &input.exact::<8>()? != MAGIC {
+    let magic = input.exact::<8>()?;
+    if &magic != MAGIC && &magic != MAGIC_V1 {
         return Err(StoreError::corrupt(
             "snapshot",
-            "not a Qianlian snapshot (version 1)",
+            "not a Qianlian snapshot (version 1 or 2)",
         ));
     }
     let len = u32::from_be_bytes(input.exact::<4>()?);
@@ -735,11 +790,19 @@ fn stream_into<R: Read, W: Write>(
     let mut records = 0u64;
     let mut last_node: Option<(u8, u64)> = None;
     let mut last_leaf: Option<Hash> = None;
+    // The license frames: the last type seen and the last key (without generation) within it.
+    let mut last_license_frame: Option<(u8, Vec<u8>)> = None;
     loop {
         // The end tag is outside the digest; every other tag is inside.
         let [tag] = input.raw::<1>()?;
         if tag != TAG_END {
             input.digest.update([tag]);
+        }
+        if tag < TAG_LICENSE && last_license_frame.is_some() {
+            return Err(StoreError::corrupt(
+                "snapshot",
+                "a record or tree frame after the license state",
+            ));
         }
         match tag {
             TAG_RECORD => {
@@ -788,6 +851,44 @@ fn stream_into<R: Read, W: Write>(
                 }
                 last_leaf = Some(hash);
                 batch.put_cf(leaf_cf, leaf_key(generation, &hash), index);
+            }
+            TAG_LICENSE | TAG_CHANGE | TAG_HOLDER => {
+                let hash = input.exact::<32>()?;
+                let index = input.exact::<8>()?;
+                let mut key = hash.to_vec();
+                key.extend_from_slice(&index);
+                if last_license_frame
+                    .as_ref()
+                    .is_some_and(|(last_tag, last_key)| (*last_tag, last_key) >= (tag, &key))
+                {
+                    return Err(StoreError::corrupt(
+                        "snapshot",
+                        "license state frames out of order",
+                    ));
+                }
+                // The integrity check that follows compares every entry with the records; here
+                // only the length, so a damaged one cannot make the installer allocate gigabytes.
+                let (cf_name, value) = match tag {
+                    TAG_LICENSE => (CF_LICENSES, index.to_vec()),
+                    TAG_CHANGE => {
+                        let len = u32::from_be_bytes(input.exact::<4>()?);
+                        if len > MAX_RECORD_BYTES {
+                            return Err(StoreError::corrupt(
+                                "snapshot",
+                                format!("a license change claims {len} bytes"),
+                            ));
+                        }
+                        (CF_LICENSE_CHANGES, input.bytes(len as usize)?)
+                    }
+                    _ => (CF_HOLDERS, Vec::new()),
+                };
+                let stored_key = if tag == TAG_LICENSE {
+                    license_key(generation, &hash).to_vec()
+                } else {
+                    hash_index_key(generation, &hash, u64::from_be_bytes(index)).to_vec()
+                };
+                batch.put_cf(db::cf(db, cf_name)?, stored_key, value);
+                last_license_frame = Some((tag, key));
             }
             TAG_END => {
                 let computed: Hash = std::mem::take(&mut input.digest).finalize().into();

@@ -410,3 +410,119 @@ async fn a_snapshot_carries_the_tree_and_survives_reopening() -> TestResult {
     );
     Ok(())
 }
+
+fn license_record(
+    i: u64,
+    license: Hash,
+    change: Option<crate::record::LicenseStatusChange>,
+) -> Record {
+    use crate::record::{LicenseIssuedRecord, LicenseStatusRecord};
+    let caller = Caller {
+        department: "market-regulation".into(),
+        role: "department".into(),
+        cert_fingerprint: "cd".repeat(32),
+    };
+    match change {
+        None => Record::LicenseIssued(LicenseIssuedRecord {
+            request_id: format!("issue-{i}"),
+            time_unix_ms: 1_764_000_000_000 + i * 1000,
+            caller,
+            license_hash: license,
+            license_type: "business-license".into(),
+            number: format!("GZ-{i}"),
+            department: "market-regulation".into(),
+            holder_hash: [0x22; 32],
+            valid_from: 0,
+            valid_until: None,
+        }),
+        Some(change) => Record::LicenseStatus(LicenseStatusRecord {
+            request_id: format!("status-{i}"),
+            time_unix_ms: 1_764_000_000_000 + i * 1000,
+            caller,
+            license_hash: license,
+            change,
+            reason: "fraud".into(),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_carries_the_license_state_and_a_forged_one_is_refused() -> TestResult {
+    use crate::license::LicenseCurrentStatus;
+    use crate::record::LicenseStatusChange::Revoked;
+    let leader_dir = tempfile::tempdir()?;
+    let (_l, mut leader) = open(leader_dir.path()).await?;
+    let records = vec![
+        record(0),
+        license_record(1, [0x11; 32], None),
+        license_record(2, [0x11; 32], Some(Revoked)),
+    ];
+    leader
+        .apply([
+            voters(&[1, 2]),
+            Entry {
+                log_id: log_id(1, 1, 3),
+                payload: EntryPayload::Normal(Request::Append { records }),
+            },
+        ])
+        .await?;
+    let want = leader.reader().license([0x11; 32]).await?;
+    assert!(matches!(
+        want.as_ref().map(|v| &v.status),
+        Some(LicenseCurrentStatus::Revoked { index: 2, .. })
+    ));
+    let snapshot = leader.get_snapshot_builder().await.build_snapshot().await?;
+    let meta = snapshot.meta.clone();
+    let good = file_bytes(snapshot).await?;
+    let scratch = tempfile::tempdir()?;
+    let dir = tempfile::tempdir()?;
+    let (_db, mut sm) = open(dir.path()).await?;
+
+    // The revocation frame: tag 5, the license hash, log index 2, the value's length, then
+    // `[1] ++ postcard(change, ..)`, whose first byte is the change: made a suspension.
+    let mut frame = vec![5u8];
+    frame.extend_from_slice(&[0x11; 32]);
+    frame.extend_from_slice(&2u64.to_be_bytes());
+    let at = good
+        .windows(frame.len())
+        .position(|w| w == frame.as_slice())
+        .ok_or("no license change frame")?;
+    let mut forged = good.clone();
+    let change_at = at + frame.len() + 4 + 1;
+    assert_eq!(forged[change_at], 2, "revoked is the third variant");
+    forged[change_at] = 0;
+    reseal(&mut forged);
+    let res = sm
+        .install_snapshot(&meta, file_with(scratch.path(), &forged).await?)
+        .await;
+    assert!(res.is_err(), "a forged license state installed");
+    assert_eq!(sm.reader().license([0x11; 32]).await?, None);
+
+    sm.install_snapshot(&meta, file_with(scratch.path(), &good).await?)
+        .await?;
+    assert_eq!(sm.reader().license([0x11; 32]).await?, want);
+    assert_eq!(sm.reader().holder_records([0x22; 32]).await?, [1, 2]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_version_1_snapshot_still_installs() -> TestResult {
+    let leader_dir = tempfile::tempdir()?;
+    let (_l, mut leader) = open(leader_dir.path()).await?;
+    leader.apply([voters(&[1, 2]), append(3, 0..5)]).await?;
+    let snapshot = leader.get_snapshot_builder().await.build_snapshot().await?;
+    let meta = snapshot.meta.clone();
+    // Without license records a version 2 file has no license frames: its version 1 twin
+    // differs in the magic alone.
+    let mut v1 = file_bytes(snapshot).await?;
+    assert_eq!(&v1[..8], b"QLSNAP\x00\x02");
+    v1[7] = 1;
+    reseal(&mut v1);
+    let scratch = tempfile::tempdir()?;
+    let dir = tempfile::tempdir()?;
+    let (_db, mut sm) = open(dir.path()).await?;
+    sm.install_snapshot(&meta, file_with(scratch.path(), &v1).await?)
+        .await?;
+    assert_eq!(sm.reader().tree_size(), 5);
+    Ok(())
+}

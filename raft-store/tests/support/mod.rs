@@ -6,7 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use qianlian_raft_store::notary::{Notary, NotaryConfig, NotaryError};
-use qianlian_raft_store::record::{AccessRecord, Action, Caller, Decision, Record};
+use qianlian_raft_store::record::{
+    AccessRecord, Action, Caller, Decision, LicenseIssuedRecord, LicenseStatusChange,
+    LicenseStatusRecord, Record,
+};
+use qianlian_verifier::Hash;
 
 /// A distinct, valid access record per `i`.
 pub fn record(i: u64) -> Record {
@@ -43,4 +47,46 @@ pub async fn open_single(dir: &Path) -> Result<Notary, NotaryError> {
     let mut config = NotaryConfig::new(1, dir, "http://127.0.0.1:7400");
     config.bootstrap_single = true;
     Notary::open(config).await
+}
+
+/// The issuance of license `license` to holder `holder`, written at second `second` after a
+/// fixed epoch.
+pub fn issued(second: u64, license: Hash, holder: Hash) -> Record {
+    Record::LicenseIssued(LicenseIssuedRecord {
+        request_id: format!("00000000-0000-4000-9000-{second:012}"),
+        time_unix_ms: 1_764_000_000_000 + second * 1000,
+        caller: market_regulation(),
+        license_hash: license,
+        license_type: "business-license".into(),
+        number: format!("GZ-2026-{second:06}"),
+        department: "market-regulation".into(),
+        holder_hash: holder,
+        valid_from: 1_764_000_000,
+        valid_until: Some(1_925_000_000),
+    })
+}
+
+/// A status change of license `license`, written at second `second` after a fixed epoch.
+pub fn status(second: u64, license: Hash, change: LicenseStatusChange, reason: &str) -> Record {
+    Record::LicenseStatus(LicenseStatusRecord {
+        request_id: format!("00000000-0000-4000-a000-{second:012}"),
+        time_unix_ms: 1_764_000_000_000 + second * 1000,
+        caller: market_regulation(),
+        license_hash: license,
+        change,
+        reason: reason.into(),
+    })
+}
+
+/// Unix seconds of a record made by [`issued`] or [`status`] at `second`.
+pub fn unix(second: u64) -> i64 {
+    1_764_000_000 + second as i64
+}
+
+fn market_regulation() -> Caller {
+    Caller {
+        department: "market-regulation".into(),
+        role: "department".into(),
+        cert_fingerprint: "cd".repeat(32),
+    }
 }

@@ -85,9 +85,19 @@ model = "{model}"
 rules = "{rules}"
 [checkpoint]
 signing_key = "{pki}/nodes/node-{i}.note.key"
+[licenses]
+directory = "{pki}/departments.toml"
+signing_keys = ["{pki}/departments/market-regulation.license.key", "{pki}/departments/natural-resources.license.key", "{pki}/departments/housing.license.key"]
+subject_key = "{pki}/subject.key"
+trust_node_keys = [{trust}]
+min_cosigners = 2
 {extra}
 "#,
             port = self.ports[i - 1],
+            trust = (1..=self.ports.len())
+                .map(|n| format!("\"{}/nodes/node-{n}.note.pub\"", pki.display()))
+                .collect::<Vec<_>>()
+                .join(", "),
             data = dir.join("data").display(),
             pki = pki.display(),
             model = p.join("model.conf").display(),

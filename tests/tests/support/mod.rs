@@ -120,6 +120,11 @@ model = "{model}"
 rules = "{rules}"
 [checkpoint]
 signing_key = "{pki}/nodes/node-1.note.key"
+[licenses]
+directory = "{pki}/departments.toml"
+signing_keys = ["{pki}/departments/market-regulation.license.key", "{pki}/departments/natural-resources.license.key", "{pki}/departments/housing.license.key"]
+subject_key = "{pki}/subject.key"
+trust_node_keys = ["{pki}/nodes/node-1.note.pub"]
 {extra}
 "#,
             data = self.path().join("data").display(),

@@ -1,0 +1,727 @@
+//! The Licenses service: e-licenses issued, logged, suspended, revoked and verified.
+//!
+//! Issuance signs the claims with the issuing department's key (COSE_Sign1, see
+//! `qianlian_verifier::license`) and appends a license-issued record holding the license hash and
+//! a keyed hash of the holder, never the holder's identifier in clear. Status changes are log
+//! records too, and the status is replicated state: every node answers from what it applied.
+//!
+//! Online verification follows the same order of checks as the offline verifier
+//! (`verify_offline`): parse, issuer known, signature, issuer authorised, on record, status,
+//! dates; the first failing check names the verdict. Here "on record" and "status" come from
+//! the node's applied state instead of a trust bundle.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use ed25519_dalek::SigningKey;
+use hmac::{Hmac, Mac};
+use qianlian_proto::v1::licenses_server::Licenses;
+use qianlian_proto::v1::verify_license_request::Document;
+use qianlian_proto::v1::{
+    ChangeLicenseStatusRequest, ChangeLicenseStatusResponse, GetTrustBundleRequest,
+    GetTrustBundleResponse, IssueLicenseRequest, IssueLicenseResponse,
+    LicenseStatusChange as WireChange, VerifyLicenseRequest, VerifyLicenseResponse,
+    WatchLicensesRequest, WatchLicensesResponse, WatchedRecord,
+};
+use qianlian_raft_store::notary::{LicenseCurrentStatus, Notary};
+use qianlian_raft_store::record::{
+    Caller, LicenseIssuedRecord, LicenseStatusChange, LicenseStatusRecord, Record,
+};
+use qianlian_verifier::Hash;
+use qianlian_verifier::license::{
+    DepartmentEntry, HolderBundle, LicenseClaims, LicenseEvidence, LicenseType, TrustBundleFile,
+    VerdictStatus, from_qr_payload, license_hash, open_license, sign_license, to_qr_payload,
+};
+use tonic::{Request, Response, Status};
+
+use crate::directory::Directory;
+use crate::error::{ServiceError, caller};
+use crate::exchange::to_proto as receipt_to_proto;
+use crate::identifier::{ResidentId, UnifiedSocialCreditCode};
+use crate::identity::{PeerIdentity, Role};
+use crate::policy::{AccessRequest, Policy};
+
+/// Everything the license service needs; built once at start.
+#[derive(Clone)]
+pub struct LicenseService {
+    pub notary: Notary,
+    pub policy: Arc<ArcSwap<Policy>>,
+    pub directory: Option<Arc<Directory>>,
+    /// Department id → (signing key, key id) for the departments this node issues for.
+    pub signing_keys: Arc<HashMap<String, (SigningKey, String)>>,
+    /// HMAC key for holder identifiers.
+    pub subject_key: Option<Arc<[u8; 32]>>,
+    /// Node checkpoint verifier keys (vkey strings) for exported trust bundles.
+    pub trust_node_keys: Vec<String>,
+    pub min_cosigners: usize,
+}
+
+impl std::fmt::Debug for LicenseService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LicenseService")
+            .field(
+                "departments_with_keys",
+                &self.signing_keys.keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn invalid(m: impl Into<String>) -> ServiceError {
+    ServiceError::InvalidArgument(m.into())
+}
+
+fn hash32(bytes: &[u8], what: &str) -> Result<Hash, ServiceError> {
+    bytes.try_into().map_err(|_| {
+        invalid(format!(
+            "{what} must be 32 bytes (SHA-256), got {}",
+            bytes.len()
+        ))
+    })
+}
+
+/// Normalise a holder identifier: a unified social credit code or a resident identity number.
+pub fn normalise_holder_id(id: &str) -> Result<String, ServiceError> {
+    let id = id.trim();
+    if id.len() == 18 && id.chars().take(17).all(|c| c.is_ascii_digit()) {
+        return ResidentId::parse(id)
+            .map(|r| r.as_str().to_owned())
+            .map_err(|e| invalid(format!("holder_id: {e}")));
+    }
+    UnifiedSocialCreditCode::parse(id)
+        .map(|c| c.as_str().to_owned())
+        .map_err(|e| {
+            invalid(format!(
+                "holder_id must be a unified social credit code or a resident identity number: {e}"
+            ))
+        })
+}
+
+fn check_reason(reason: &str) -> Result<(), ServiceError> {
+    let ok = (1..=32).contains(&reason.len())
+        && reason
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "reason `{reason}` must be a code of 1 to 32 lowercase letters, digits and `-`, e.g. business-closed"
+        )))
+    }
+}
+
+fn caller_record(who: &PeerIdentity) -> Caller {
+    Caller {
+        department: who.department.clone(),
+        role: who.role.as_str().to_owned(),
+        cert_fingerprint: who.fingerprint_hex(),
+    }
+}
+
+fn checkpoint_proto(
+    c: qianlian_raft_store::notary::CosignedCheckpoint,
+) -> qianlian_proto::v1::Checkpoint {
+    qianlian_proto::v1::Checkpoint {
+        note: c.note,
+        tree_size: c.size,
+        root_hash: c.root.to_vec(),
+        signers: c.signers,
+    }
+}
+
+impl LicenseService {
+    fn directory(&self) -> Result<&Directory, ServiceError> {
+        self.directory.as_deref().ok_or_else(|| {
+            ServiceError::Unavailable(
+                "this node has no department directory; its operator must set licenses.directory"
+                    .into(),
+            )
+        })
+    }
+
+    /// Keyed hash of a holder identifier (HMAC-SHA256 with the cluster's subject key).
+    pub fn holder_hash(&self, holder_id: &str) -> Result<Hash, ServiceError> {
+        let key = self.subject_key.as_deref().ok_or_else(|| {
+            ServiceError::Unavailable(
+                "this node has no subject key; its operator must set licenses.subject_key".into(),
+            )
+        })?;
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        mac.update(holder_id.as_bytes());
+        Ok(mac.finalize().into_bytes().into())
+    }
+
+    /// May `department` issue `license_type`? The policy says, with action `issue` in the
+    /// department's own domain.
+    fn may_issue(&self, department: &str, license_type: LicenseType) -> Result<bool, ServiceError> {
+        let who = PeerIdentity {
+            department: department.to_owned(),
+            role: Role::Department,
+            cert_fingerprint: [0; 32],
+        };
+        self.policy
+            .load()
+            .decide(AccessRequest {
+                caller: &who,
+                owner: department,
+                dataset: license_type.slug(),
+                action: "issue",
+                purpose: "issue",
+            })
+            .map(|d| d.allowed)
+            .map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
+    /// Evidence for the record at `index`, against the latest cosigned checkpoint.
+    async fn evidence(
+        &self,
+        index: u64,
+    ) -> Result<
+        (
+            LicenseEvidence,
+            qianlian_raft_store::notary::CosignedCheckpoint,
+        ),
+        ServiceError,
+    > {
+        // A record forwarded to the leader may not be applied here yet: wait (bounded) so the
+        // checkpoint covers it.
+        self.notary
+            .wait_for_tree_size(index + 1, std::time::Duration::from_secs(5))
+            .await?;
+        // Checkpoints are signed in the same write as the apply, so this one covers `index`.
+        let cp = self.notary.checkpoint().await?;
+        if cp.size <= index {
+            return Err(ServiceError::Internal(format!(
+                "checkpoint of size {} does not cover log index {index}",
+                cp.size
+            )));
+        }
+        let proof = self.notary.inclusion_proof(index, cp.size).await?;
+        let (record, _) = self
+            .notary
+            .entry(index)
+            .await?
+            .ok_or_else(|| ServiceError::Internal(format!("log index {index} vanished")))?;
+        Ok((
+            LicenseEvidence {
+                log_index: index,
+                tree_size: cp.size,
+                inclusion_proof: proof,
+                checkpoint: cp.note.clone(),
+                record,
+            },
+            cp,
+        ))
+    }
+
+    async fn issue(
+        &self,
+        req: Request<IssueLicenseRequest>,
+    ) -> Result<IssueLicenseResponse, ServiceError> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        if who.role != Role::Department {
+            return Err(ServiceError::PermissionDenied {
+                message: format!("only departments issue licenses; {who} is not a department"),
+                receipt: None,
+            });
+        }
+        let license_type: LicenseType = r.license_type.parse().map_err(|_| {
+            invalid(format!(
+                "unknown license_type `{}`; use business-license, real-estate-certificate or construction-permit",
+                r.license_type
+            ))
+        })?;
+        if !self.may_issue(&who.department, license_type)? {
+            return Err(ServiceError::PermissionDenied {
+                message: format!(
+                    "policy {} has no rule letting {} issue {}",
+                    self.policy.load().version(),
+                    who.department,
+                    license_type.slug()
+                ),
+                receipt: None,
+            });
+        }
+        let (key, key_id) = self.signing_keys.get(&who.department).ok_or_else(|| {
+            ServiceError::Unavailable(format!(
+                "this gateway holds no license signing key for {}; its operator must add it to licenses.signing_keys",
+                who.department
+            ))
+        })?;
+        let holder_id = normalise_holder_id(&r.holder_id)?;
+        let now = now_unix();
+        let claims = LicenseClaims {
+            license_type,
+            number: r.number.trim().to_owned(),
+            holder_name: r.holder_name.trim().to_owned(),
+            holder_id: holder_id.clone(),
+            department: who.department.clone(),
+            issuer_key_id: key_id.clone(),
+            issued_at: now,
+            valid_from: if r.valid_from == 0 { now } else { r.valid_from },
+            valid_until: (r.valid_until != 0).then_some(r.valid_until),
+            fields: r.fields.into_iter().collect(),
+        };
+        claims.check().map_err(|e| invalid(e.to_string()))?;
+        let license = sign_license(&claims, key).map_err(|e| invalid(e.to_string()))?;
+        let hash = license_hash(&license);
+        let record = Record::LicenseIssued(LicenseIssuedRecord {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            time_unix_ms: now as u64 * 1000,
+            caller: caller_record(&who),
+            license_hash: hash,
+            license_type: license_type.slug().to_owned(),
+            number: claims.number.clone(),
+            department: who.department.clone(),
+            holder_hash: self.holder_hash(&holder_id)?,
+            valid_from: claims.valid_from,
+            valid_until: claims.valid_until,
+        });
+        let receipt = self.notary.append(record).await?;
+        tracing::info!(department = %who.department, license_type = license_type.slug(), log_index = receipt.log_index, "license issued");
+        let (evidence, _) = self.evidence(receipt.log_index).await?;
+        let bundle = HolderBundle::new(license.clone(), Some(evidence));
+        Ok(IssueLicenseResponse {
+            qr_payload: to_qr_payload(&license),
+            license_hash: hash.to_vec(),
+            receipt: Some(receipt_to_proto(&receipt)),
+            holder_bundle_json: bundle.to_json(),
+            claims_json: claims.to_json().to_string(),
+            license,
+        })
+    }
+
+    async fn change(
+        &self,
+        req: Request<ChangeLicenseStatusRequest>,
+    ) -> Result<ChangeLicenseStatusResponse, ServiceError> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let hash = hash32(&r.license_hash, "license_hash")?;
+        let change = match WireChange::try_from(r.change) {
+            Ok(WireChange::Suspend) => LicenseStatusChange::Suspended,
+            Ok(WireChange::Reinstate) => LicenseStatusChange::Reinstated,
+            Ok(WireChange::Revoke) => LicenseStatusChange::Revoked,
+            _ => return Err(invalid("`change` must be suspend, reinstate or revoke")),
+        };
+        check_reason(&r.reason)?;
+        let view = self
+            .notary
+            .license(&hash)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound {
+                message: format!(
+                    "no license with hash {} is on the record",
+                    hex::encode(hash)
+                ),
+                receipt: None,
+            })?;
+        if who.role != Role::Department || who.department != view.issued.department {
+            return Err(ServiceError::PermissionDenied {
+                message: format!(
+                    "only the issuer `{}` may change this license's status; {who} is not",
+                    view.issued.department
+                ),
+                receipt: None,
+            });
+        }
+        match (&view.status, change) {
+            (LicenseCurrentStatus::Revoked { .. }, _) => {
+                return Err(ServiceError::InvalidArgument(
+                    "the license is revoked; revocation is final".into(),
+                ));
+            }
+            (LicenseCurrentStatus::Valid, LicenseStatusChange::Reinstated) => {
+                return Err(invalid(
+                    "the license is not suspended; nothing to reinstate",
+                ));
+            }
+            _ => {}
+        }
+        let receipt = self
+            .notary
+            .append(Record::LicenseStatus(LicenseStatusRecord {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                time_unix_ms: now_unix() as u64 * 1000,
+                caller: caller_record(&who),
+                license_hash: hash,
+                change,
+                reason: r.reason.clone(),
+            }))
+            .await?;
+        let status = match self.notary.license(&hash).await?.map(|v| v.status) {
+            Some(LicenseCurrentStatus::Revoked { .. }) => "revoked",
+            Some(LicenseCurrentStatus::Suspended { .. }) => "suspended",
+            _ => "valid",
+        };
+        tracing::info!(department = %who.department, status, log_index = receipt.log_index, "license status changed");
+        Ok(ChangeLicenseStatusResponse {
+            receipt: Some(receipt_to_proto(&receipt)),
+            status: status.into(),
+        })
+    }
+
+    /// The online verdict for a license (COSE bytes) or a QR payload.
+    pub async fn verify_document(
+        &self,
+        doc: Option<Document>,
+    ) -> Result<VerifyLicenseResponse, ServiceError> {
+        let verdict = |status: VerdictStatus, reason: String| VerifyLicenseResponse {
+            verdict: status.as_str().to_owned(),
+            reason,
+            ..Default::default()
+        };
+        let bytes = match doc {
+            Some(Document::Qr(q)) => match from_qr_payload(q.trim()) {
+                Ok(b) => b,
+                Err(e) => return Ok(verdict(VerdictStatus::Tampered, format!("QR payload: {e}"))),
+            },
+            Some(Document::License(b)) => b,
+            None => return Err(invalid("give the license as `qr` or `license` bytes")),
+        };
+        let unverified = match open_license(&bytes) {
+            Ok(u) => u,
+            Err(e) => return Ok(verdict(VerdictStatus::Tampered, e.to_string())),
+        };
+        let hash = unverified.license_hash();
+        let directory = self.directory()?;
+        let Some((dept, key)) = directory.key(unverified.key_id()) else {
+            let mut v = verdict(
+                VerdictStatus::UnknownIssuer,
+                format!(
+                    "no department in the directory has key `{}`",
+                    unverified.key_id()
+                ),
+            );
+            v.license_hash = hash.to_vec();
+            return Ok(v);
+        };
+        let claims = match unverified.verify_signature(&key) {
+            Ok(c) => c,
+            Err(e) => return Ok(verdict(VerdictStatus::Tampered, e.to_string())),
+        };
+        let mut out = VerifyLicenseResponse {
+            claims_json: claims.to_json().to_string(),
+            license_hash: hash.to_vec(),
+            ..Default::default()
+        };
+        let set = |out: &mut VerifyLicenseResponse, s: VerdictStatus, reason: String| {
+            out.verdict = s.as_str().to_owned();
+            out.reason = reason;
+        };
+        if dept.id != claims.department {
+            set(
+                &mut out,
+                VerdictStatus::IssuerNotAuthorised,
+                format!(
+                    "signed with a key of `{}` but names `{}` as issuer",
+                    dept.id, claims.department
+                ),
+            );
+            return Ok(out);
+        }
+        if !self.may_issue(&dept.id, claims.license_type)? {
+            set(
+                &mut out,
+                VerdictStatus::IssuerNotAuthorised,
+                format!("`{}` may not issue {}", dept.id, claims.license_type.slug()),
+            );
+            return Ok(out);
+        }
+        let Some(view) = self.notary.license(&hash).await? else {
+            set(
+                &mut out,
+                VerdictStatus::NotOnRecord,
+                "correctly signed, but its issuance is not on the record".into(),
+            );
+            return Ok(out);
+        };
+        let (evidence, cp) = self.evidence(view.issued_index).await?;
+        out.log_index = evidence.log_index;
+        out.tree_size = evidence.tree_size;
+        out.inclusion_proof = evidence
+            .inclusion_proof
+            .iter()
+            .map(|h| h.to_vec())
+            .collect();
+        out.checkpoint = Some(checkpoint_proto(cp));
+        let now = now_unix();
+        match view.status {
+            LicenseCurrentStatus::Revoked {
+                index,
+                since_unix,
+                reason,
+            } => {
+                set(
+                    &mut out,
+                    VerdictStatus::Revoked,
+                    format!(
+                        "revoked since {since_unix} (unix), reason {reason}, log index {index}"
+                    ),
+                );
+            }
+            LicenseCurrentStatus::Suspended {
+                index,
+                since_unix,
+                reason,
+            } => {
+                set(
+                    &mut out,
+                    VerdictStatus::Suspended,
+                    format!(
+                        "suspended since {since_unix} (unix), reason {reason}, log index {index}"
+                    ),
+                );
+            }
+            LicenseCurrentStatus::Valid if now < claims.valid_from => {
+                set(
+                    &mut out,
+                    VerdictStatus::NotYetValid,
+                    format!("valid from {} (unix)", claims.valid_from),
+                );
+            }
+            LicenseCurrentStatus::Valid if claims.valid_until.is_some_and(|u| now >= u) => {
+                set(
+                    &mut out,
+                    VerdictStatus::Expired,
+                    format!(
+                        "expired at {} (unix)",
+                        claims.valid_until.unwrap_or_default()
+                    ),
+                );
+            }
+            LicenseCurrentStatus::Valid => {
+                set(
+                    &mut out,
+                    VerdictStatus::Genuine,
+                    format!(
+                        "signed by {} ({}) and on the record at log index {}",
+                        dept.name, dept.id, view.issued_index
+                    ),
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    async fn watch(&self, r: WatchLicensesRequest) -> Result<WatchLicensesResponse, ServiceError> {
+        let holder = normalise_holder_id(&r.holder_id)?;
+        let indices = self
+            .notary
+            .holder_records(&self.holder_hash(&holder)?)
+            .await?;
+        let cp = self.notary.checkpoint().await?;
+        let mut records = Vec::new();
+        for index in indices.into_iter().filter(|i| *i < cp.size) {
+            let Some((bytes, _)) = self.notary.entry(index).await? else {
+                continue;
+            };
+            let record =
+                Record::decode(&bytes).map_err(|e| ServiceError::Internal(e.to_string()))?;
+            records.push(WatchedRecord {
+                log_index: index,
+                record_json: serde_json::to_string(&record)
+                    .map_err(|e| ServiceError::Internal(e.to_string()))?,
+                inclusion_proof: self
+                    .notary
+                    .inclusion_proof(index, cp.size)
+                    .await?
+                    .iter()
+                    .map(|h| h.to_vec())
+                    .collect(),
+            });
+        }
+        Ok(WatchLicensesResponse {
+            records,
+            checkpoint: Some(checkpoint_proto(cp)),
+        })
+    }
+
+    /// A trust bundle for offline verifiers: departments (with the types the current policy
+    /// lets each issue), node keys, and a status list bound to a cosigned checkpoint.
+    pub async fn trust_bundle(&self) -> Result<String, ServiceError> {
+        let directory = self.directory()?;
+        if self.trust_node_keys.is_empty() {
+            return Err(ServiceError::Unavailable(
+                "this node exports no trust bundle: its operator must set licenses.trust_node_keys"
+                    .into(),
+            ));
+        }
+        let mut departments = Vec::new();
+        for d in &directory.department {
+            let mut may_issue = Vec::new();
+            for t in [
+                LicenseType::BusinessLicense,
+                LicenseType::RealEstateCertificate,
+                LicenseType::ConstructionPermit,
+            ] {
+                if self.may_issue(&d.id, t)? {
+                    may_issue.push(t);
+                }
+            }
+            departments.push(DepartmentEntry {
+                id: d.id.clone(),
+                name: d.name.clone(),
+                keys: d.keys.clone(),
+                may_issue,
+            });
+        }
+        let status = self.notary.status_list().await?;
+        let checkpoint = self.notary.checkpoint_at(status.tree_size).await?;
+        let origin = checkpoint
+            .note
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let file = TrustBundleFile {
+            version: qianlian_verifier::license::TRUST_BUNDLE_VERSION,
+            origin,
+            departments,
+            node_keys: self.trust_node_keys.clone(),
+            min_cosigners: self.min_cosigners,
+            checkpoint: checkpoint.note,
+            status_list: status.note,
+        };
+        serde_json::to_string_pretty(&file).map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+}
+
+#[tonic::async_trait]
+impl Licenses for LicenseService {
+    async fn issue_license(
+        &self,
+        request: Request<IssueLicenseRequest>,
+    ) -> Result<Response<IssueLicenseResponse>, Status> {
+        Ok(Response::new(self.issue(request).await?))
+    }
+
+    async fn change_license_status(
+        &self,
+        request: Request<ChangeLicenseStatusRequest>,
+    ) -> Result<Response<ChangeLicenseStatusResponse>, Status> {
+        Ok(Response::new(self.change(request).await?))
+    }
+
+    async fn verify_license(
+        &self,
+        request: Request<VerifyLicenseRequest>,
+    ) -> Result<Response<VerifyLicenseResponse>, Status> {
+        Ok(Response::new(
+            self.verify_document(request.into_inner().document).await?,
+        ))
+    }
+
+    async fn watch_licenses(
+        &self,
+        request: Request<WatchLicensesRequest>,
+    ) -> Result<Response<WatchLicensesResponse>, Status> {
+        Ok(Response::new(self.watch(request.into_inner()).await?))
+    }
+
+    async fn get_trust_bundle(
+        &self,
+        _request: Request<GetTrustBundleRequest>,
+    ) -> Result<Response<GetTrustBundleResponse>, Status> {
+        Ok(Response::new(GetTrustBundleResponse {
+            trust_bundle_json: self.trust_bundle().await?,
+        }))
+    }
+}
+
+/// Body of `POST /v1/licenses:verify`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpVerifyRequest {
+    /// A QR payload, `QL1:...`.
+    qr: Option<String>,
+    /// The license's COSE bytes, standard base64.
+    license: Option<String>,
+}
+
+async fn http_verify(
+    axum::extract::State(service): axum::extract::State<LicenseService>,
+    body: axum::body::Bytes,
+) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    use axum::http::StatusCode;
+    use base64::Engine as _;
+    let err = |code: StatusCode, m: String| (code, axum::Json(serde_json::json!({ "error": m })));
+    let req: HttpVerifyRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "body must be JSON {{\"qr\": \"QL1:...\"}} or {{\"license\": \"<base64>\"}}: {e}"
+                ),
+            );
+        }
+    };
+    let doc = match (req.qr, req.license) {
+        (Some(q), None) => Document::Qr(q),
+        (None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b.trim()) {
+            Ok(bytes) => Document::License(bytes),
+            Err(e) => {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    format!("license is not base64: {e}"),
+                );
+            }
+        },
+        _ => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of `qr` and `license`".into(),
+            );
+        }
+    };
+    match service.verify_document(Some(doc)).await {
+        Ok(v) => (StatusCode::OK, axum::Json(verdict_json(&v))),
+        Err(e) => {
+            let status: Status = e.into();
+            let code = match status.code() {
+                tonic::Code::InvalidArgument => StatusCode::BAD_REQUEST,
+                tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            err(code, status.message().to_owned())
+        }
+    }
+}
+
+/// The JSON form of a verdict, for apps that do not speak gRPC.
+pub fn verdict_json(v: &VerifyLicenseResponse) -> serde_json::Value {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    serde_json::json!({
+        "verdict": v.verdict,
+        "reason": v.reason,
+        "claims": serde_json::from_str::<serde_json::Value>(&v.claims_json).unwrap_or(serde_json::Value::Null),
+        "license_hash": hex::encode(&v.license_hash),
+        "evidence": v.checkpoint.as_ref().map(|c| serde_json::json!({
+            "log_index": v.log_index,
+            "tree_size": v.tree_size,
+            "inclusion_proof": v.inclusion_proof.iter().map(|h| b64(h)).collect::<Vec<_>>(),
+            "checkpoint": c.note,
+        })),
+    })
+}
+
+/// The HTTP/JSON routes served beside gRPC on the same port.
+pub fn http_routes(service: LicenseService) -> axum::Router {
+    axum::Router::new()
+        .route("/v1/licenses:verify", axum::routing::post(http_verify))
+        .with_state(service)
+}
