@@ -24,6 +24,6 @@ check: setup
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# Notarized appends per second and latency, one node and three nodes (release build; minutes).
+# Throughput and latency under load, one node and three nodes (release build; about 5 minutes).
 bench: setup
-	bench/notary.sh
+	bench/run.sh

@@ -5,7 +5,11 @@
 use std::time::{Duration, Instant};
 
 use qianlian_proto::v1::exchange_client::ExchangeClient;
-use qianlian_proto::v1::{GetRecordRequest, PutRecordRequest, RecordRef};
+use qianlian_proto::v1::licenses_client::LicensesClient;
+use qianlian_proto::v1::verify_license_request::Document;
+use qianlian_proto::v1::{
+    GetRecordRequest, IssueLicenseRequest, PutRecordRequest, RecordRef, VerifyLicenseRequest,
+};
 
 use crate::client::Profile;
 use crate::identifier::UnifiedSocialCreditCode;
@@ -19,6 +23,10 @@ pub enum Workload {
     /// PutRecord by the owner with a fresh key each time: one notarized access record and one
     /// record-store write per call.
     Put,
+    /// IssueLicense (business license) by market-regulation: sign, notarize, prove.
+    Issue,
+    /// VerifyLicense of one QR payload: open, check signature, policy, state and proof.
+    Verify,
 }
 
 /// What to measure.
@@ -34,6 +42,29 @@ pub struct BenchPlan {
     pub purpose: String,
 }
 
+/// A typical business license for the issue and verify workloads.
+fn issue_request(n: u64) -> IssueLicenseRequest {
+    let holder = UnifiedSocialCreditCode::generate(n % 1_000_000_000);
+    IssueLicenseRequest {
+        license_type: "business-license".into(),
+        number: format!("GZ-BENCH-{n}"),
+        holder_name: "贵州黔云数据科技有限公司".into(),
+        holder_id: holder.as_str().to_owned(),
+        valid_from: 0,
+        valid_until: 0,
+        fields: [
+            ("legal_representative".to_owned(), "张伟".to_owned()),
+            ("registered_capital".to_owned(), "1000万元".to_owned()),
+            (
+                "address".to_owned(),
+                "贵州省贵阳市观山湖区林城西路10号".to_owned(),
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    }
+}
+
 /// Measured figures.
 #[derive(Debug, Clone)]
 pub struct BenchReport {
@@ -44,6 +75,8 @@ pub struct BenchReport {
     pub p90: Duration,
     pub p99: Duration,
     pub max: Duration,
+    /// The first error seen, if any, to say what went wrong.
+    pub first_error: Option<String>,
 }
 
 impl std::fmt::Display for BenchReport {
@@ -59,7 +92,11 @@ impl std::fmt::Display for BenchReport {
             ms(self.p90),
             ms(self.p99),
             ms(self.max)
-        )
+        )?;
+        if let Some(e) = &self.first_error {
+            write!(f, " (first error: {e})")?;
+        }
+        Ok(())
     }
 }
 
@@ -72,6 +109,17 @@ fn ms(d: Duration) -> f64 {
 /// Clients are spread round-robin over `profiles` (one per node for a cluster).
 pub async fn run(profiles: &[Profile], plan: &BenchPlan) -> anyhow::Result<BenchReport> {
     anyhow::ensure!(!profiles.is_empty(), "no endpoint to measure");
+    // The license every verify call checks, issued once before the clock starts.
+    let qr = if plan.workload == Workload::Verify {
+        let mut c = LicensesClient::new(profiles[0].connect().await?);
+        let r = c
+            .issue_license(issue_request(u64::MAX))
+            .await
+            .map_err(|s| anyhow::anyhow!("issuing the license to verify: {}", s.message()))?;
+        r.into_inner().qr_payload
+    } else {
+        String::new()
+    };
     let mut tasks = Vec::new();
     let start = Instant::now();
     let measure_from = start + plan.warmup;
@@ -79,10 +127,13 @@ pub async fn run(profiles: &[Profile], plan: &BenchPlan) -> anyhow::Result<Bench
     for client_no in 0..plan.clients.max(1) {
         let channel = profiles[client_no % profiles.len()].connect().await?;
         let plan = plan.clone();
+        let qr = qr.clone();
         tasks.push(tokio::spawn(async move {
+            let mut lic = LicensesClient::new(channel.clone());
             let mut c = ExchangeClient::new(channel);
             let mut lat = Vec::new();
             let mut errors = 0usize;
+            let mut first_error: Option<String> = None;
             let mut n: u64 = 0;
             loop {
                 let t0 = Instant::now();
@@ -119,6 +170,22 @@ pub async fn run(profiles: &[Profile], plan: &BenchPlan) -> anyhow::Result<Bench
                         .await
                         .map(|_| ())
                     }
+                    Workload::Issue => lic
+                        .issue_license(issue_request(((client_no as u64) << 32) | n))
+                        .await
+                        .map(|_| ()),
+                    Workload::Verify => lic
+                        .verify_license(VerifyLicenseRequest {
+                            document: Some(Document::Qr(qr.clone())),
+                        })
+                        .await
+                        .and_then(|r| {
+                            if r.get_ref().verdict == "genuine" {
+                                Ok(())
+                            } else {
+                                Err(tonic::Status::internal(r.into_inner().reason))
+                            }
+                        }),
                 };
                 if t0 >= measure_from {
                     match r {
@@ -127,19 +194,25 @@ pub async fn run(profiles: &[Profile], plan: &BenchPlan) -> anyhow::Result<Bench
                         Err(s) if s.code() == tonic::Code::PermissionDenied => {
                             lat.push(t0.elapsed())
                         }
-                        Err(_) => errors += 1,
+                        Err(s) => {
+                            errors += 1;
+                            first_error
+                                .get_or_insert_with(|| format!("{:?}: {}", s.code(), s.message()));
+                        }
                     }
                 }
             }
-            (lat, errors)
+            (lat, errors, first_error)
         }));
     }
     let mut all = Vec::new();
     let mut errors = 0;
+    let mut first_error = None;
     for t in tasks {
-        let (l, e) = t.await?;
+        let (l, e, f) = t.await?;
         all.extend(l);
         errors += e;
+        first_error = first_error.or(f);
     }
     all.sort();
     let pick = |q: f64| {
@@ -155,5 +228,6 @@ pub async fn run(profiles: &[Profile], plan: &BenchPlan) -> anyhow::Result<Bench
         p90: pick(0.90),
         p99: pick(0.99),
         max: all.last().copied().unwrap_or_default(),
+        first_error,
     })
 }

@@ -90,20 +90,48 @@ fn hash32(bytes: &[u8], what: &str) -> Result<Hash, ServiceError> {
 }
 
 /// Normalise a holder identifier: a unified social credit code or a resident identity number.
+/// Both are 18 characters and a credit code may be all digits, so each rule is tried; the
+/// error names both when neither holds.
 pub fn normalise_holder_id(id: &str) -> Result<String, ServiceError> {
     let id = id.trim();
-    if id.len() == 18 && id.chars().take(17).all(|c| c.is_ascii_digit()) {
-        return ResidentId::parse(id)
-            .map(|r| r.as_str().to_owned())
-            .map_err(|e| invalid(format!("holder_id: {e}")));
+    let as_credit_code = UnifiedSocialCreditCode::parse(id).map(|c| c.as_str().to_owned());
+    let as_resident = ResidentId::parse(id).map(|r| r.as_str().to_owned());
+    match (as_credit_code, as_resident) {
+        (Ok(c), _) => Ok(c),
+        (_, Ok(r)) => Ok(r),
+        (Err(c), Err(r)) => Err(invalid(format!(
+            "holder_id is neither a unified social credit code ({c}) nor a resident identity number ({r})"
+        ))),
     }
-    UnifiedSocialCreditCode::parse(id)
-        .map(|c| c.as_str().to_owned())
-        .map_err(|e| {
-            invalid(format!(
-                "holder_id must be a unified social credit code or a resident identity number: {e}"
-            ))
-        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_ids_of_both_kinds_are_accepted_and_others_name_both_rules() {
+        // An all-digit credit code must not be mistaken for a bad resident number.
+        for i in 0..2000u64 {
+            let code = UnifiedSocialCreditCode::generate(i);
+            assert_eq!(
+                normalise_holder_id(code.as_str()).ok().as_deref(),
+                Some(code.as_str())
+            );
+        }
+        let person = ResidentId::generate(7);
+        let lower = person.as_str().to_lowercase();
+        assert_eq!(
+            normalise_holder_id(&lower).ok().as_deref(),
+            Some(person.as_str())
+        );
+        let err = normalise_holder_id("12345").expect_err("neither");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("unified social credit code") && msg.contains("resident identity number"),
+            "{msg}"
+        );
+    }
 }
 
 fn check_reason(reason: &str) -> Result<(), ServiceError> {

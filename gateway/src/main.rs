@@ -66,7 +66,8 @@ enum Command {
         /// Declared purpose; one without a rule measures notarized refusals.
         #[arg(long, default_value = "permit-review")]
         purpose: String,
-        /// `read` (GetRecord) or `put` (PutRecord by market-regulation, fresh keys; use --as market-regulation).
+        /// read (GetRecord), put (PutRecord, fresh keys), issue (IssueLicense) or verify
+        /// (VerifyLicense); put and issue need --as market-regulation.
         #[arg(long, default_value = "read")]
         workload: String,
     },
@@ -687,7 +688,11 @@ fn main() -> ExitCode {
                 let workload = match workload.as_str() {
                     "read" => qianlian_gateway::bench::Workload::Read,
                     "put" => qianlian_gateway::bench::Workload::Put,
-                    other => anyhow::bail!("unknown workload `{other}`: use read or put"),
+                    "issue" => qianlian_gateway::bench::Workload::Issue,
+                    "verify" => qianlian_gateway::bench::Workload::Verify,
+                    other => {
+                        anyhow::bail!("unknown workload `{other}`: use read, put, issue or verify")
+                    }
                 };
                 // Several nodes: --endpoint https://a,https://b (clients spread over them).
                 let profiles = match who.endpoint {

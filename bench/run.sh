@@ -1,8 +1,12 @@
 #!/bin/sh
-# Notarized appends per second and latency percentiles, for 1, 16, 64 and 256 concurrent
-# clients, on one node and on a three-node cluster on loopback (release build).
+# Throughput and latency percentiles of the gateway under closed-loop load, on one node and on a
+# three-node cluster on loopback (release build):
+#   put     notarized writes (PutRecord by the owner, fresh keys)
+#   read    notarized reads (GetRecord; allowed on one node, a notarized refusal on the cluster)
+#   issue   e-license issuance (sign, notarize, prove)
+#   verify  online e-license verification
 #
-#   bench/notary.sh [SECONDS]      (default 8 s measured per point, after 2 s of warm-up)
+#   bench/run.sh [SECONDS]      (default 8 s measured per point, after 2 s of warm-up)
 #
 # Every call is a real request over mutual TLS: identity, policy decision, access record
 # appended through Raft and fsynced on a majority, receipt returned. The load generator runs on
@@ -10,7 +14,8 @@
 set -eu
 secs=${1:-8}
 here=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$HOME/.cache/qianlian/target}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/qianlian/target}
+target=$CARGO_TARGET_DIR
 (cd "$here" && cargo build --release --locked --bin qianlian >/dev/null)
 bin=$target/release/qianlian
 work=$(mktemp -d)
@@ -22,8 +27,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-run() { # label, dev dir, endpoints, identity, workload, extra args
-    for c in 1 16 64 256; do
+run() { # label, dev dir, endpoints, identity, workload, extra args, client counts
+    for c in ${7:-1 16 64 256}; do
         line=$(RUST_LOG=warn "$bin" bench --dev-dir "$2" --endpoint "$3" --as "$4" --workload "$5" \
             --clients "$c" --seconds "$secs" --warmup 2 $6)
         echo "$1 | $5 | $c | ${line#*: }"
@@ -36,6 +41,8 @@ dev_pid=$!
 until grep -q "ready on" "$work/dev.out" 2>/dev/null; do sleep 0.2; done
 run "1 node" "$work/dev" https://127.0.0.1:7610 market-regulation put ""
 run "1 node" "$work/dev" https://127.0.0.1:7610 housing read "--purpose permit-review"
+run "1 node" "$work/dev" https://127.0.0.1:7610 market-regulation issue "" "1 16 64"
+run "1 node" "$work/dev" https://127.0.0.1:7610 market-regulation verify "" "1 16 64"
 kill "$dev_pid"; wait "$dev_pid" 2>/dev/null || true; dev_pid=""
 
 QIANLIAN_CLUSTER_DIR=$work/cluster QIANLIAN_BIN=$bin QIANLIAN_BASE_PORT=7611 \
@@ -44,3 +51,5 @@ sleep 2
 eps=https://127.0.0.1:7611,https://127.0.0.1:7612,https://127.0.0.1:7613
 run "3 nodes" "$work/cluster" "$eps" market-regulation put ""
 run "3 nodes" "$work/cluster" "$eps" housing read "--purpose marketing"
+run "3 nodes" "$work/cluster" "$eps" market-regulation issue "" "64"
+run "3 nodes" "$work/cluster" "$eps" market-regulation verify "" "64"
