@@ -235,9 +235,10 @@ enum LicenseCommand {
         file: Option<PathBuf>,
         #[arg(long)]
         qr: Option<String>,
-        #[arg(long, requires = "trust_bundle")]
+        /// Verify with the verifier crate and a trust bundle only (`--trust BUNDLE`).
+        #[arg(long)]
         offline: bool,
-        /// Trust bundle from `license trust-bundle`.
+        /// Trust bundle from `license trust-bundle` (also accepted as `--trust BUNDLE`).
         #[arg(long = "trust-bundle", id = "trust_bundle")]
         trust_bundle: Option<PathBuf>,
     },
@@ -502,10 +503,24 @@ async fn run_license(args: LicenseArgs) -> anyhow::Result<bool> {
             qr,
             offline,
             trust_bundle,
-        } => match (offline, trust_bundle) {
-            (true, Some(t)) => lc::verify_offline_cli(file.as_deref(), qr.as_deref(), &t),
-            _ => lc::verify_online(&profile_or_public(conn)?, file.as_deref(), qr.as_deref()).await,
-        },
+        } => {
+            if !offline {
+                return lc::verify_online(
+                    &profile_or_public(conn)?,
+                    file.as_deref(),
+                    qr.as_deref(),
+                )
+                .await;
+            }
+            let bundle = match (trust_bundle, conn.trust.as_slice()) {
+                (Some(t), _) => t,
+                (None, [t]) => t.clone(),
+                _ => anyhow::bail!(
+                    "--offline needs the trust bundle: --trust BUNDLE (from `qianlian license trust-bundle`)"
+                ),
+            };
+            lc::verify_offline_cli(file.as_deref(), qr.as_deref(), &bundle)
+        }
         LicenseCommand::TrustBundle { out } => {
             lc::trust_bundle(&profile_or_public(conn)?, &out).await?;
             Ok(true)
