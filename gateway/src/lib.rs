@@ -7,6 +7,7 @@
 //! - [`store`]: each department's own records (RocksDB, outside the log).
 //! - [`exchange`]: the data service; [`notary`]: the log read back, checkpoints and proofs;
 //!   [`admin`]: cluster membership; [`license`]: e-licenses; [`directory`]: departments and keys.
+//! - [`health`]: gRPC health, `/livez` and `/readyz`.
 //! - [`server`]: a running node (`run(config, listener, shutdown)`); [`config`]: its TOML file.
 //! - [`pki`], [`dev`], [`client`], [`bench`]: the dev PKI, the embedded default, the CLI client
 //!   and the load generator.
@@ -20,6 +21,7 @@ pub mod dev;
 pub mod directory;
 pub mod error;
 pub mod exchange;
+pub mod health;
 pub mod identifier;
 pub mod identity;
 pub mod license;

@@ -46,6 +46,8 @@ pub enum StartError {
     SigningKey { path: String, reason: String },
     #[error("licenses: {0}")]
     License(String),
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
     #[error("opening the record store: {0}")]
     Store(#[from] StoreError),
     #[error("opening the notarization log: {0}")]
@@ -205,8 +207,24 @@ impl Node {
                 stopping.notify_one();
             }
         };
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let health_task = tokio::spawn(crate::health::watch(
+            notary.clone(),
+            health_reporter,
+            ready.clone(),
+        ));
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(qianlian_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| StartError::Reflection(e.to_string()))?;
         // gRPC services and the HTTP/JSON routes share one port.
-        let routes = tonic::service::Routes::from(crate::license::http_routes(licenses.clone()))
+        let http =
+            crate::license::http_routes(licenses.clone()).merge(crate::health::http_routes(ready));
+        let routes = tonic::service::Routes::from(http)
+            .add_service(health_service)
+            .add_service(reflection)
             .add_service(
                 ExchangeServer::new(exchange)
                     .max_decoding_message_size(max)
@@ -236,6 +254,7 @@ impl Node {
                 Ok(())
             }
         };
+        health_task.abort();
         if let Err(e) = notary.shutdown().await {
             tracing::warn!(error = %e, "notarization log did not shut down cleanly");
         }

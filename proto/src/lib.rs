@@ -9,3 +9,7 @@
 pub mod v1 {
     tonic::include_proto!("qianlian.v1");
 }
+
+/// The encoded `FileDescriptorSet` of every `.proto` file, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/qianlian_descriptor.bin"));

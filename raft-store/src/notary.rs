@@ -198,6 +198,11 @@ pub struct NotaryStatus {
     pub snapshot_raft_index: Option<u64>,
     /// Last Raft index purged from this node's log, if any.
     pub purged_raft_index: Option<u64>,
+    /// On the leader: milliseconds since a quorum last acknowledged it (`None` elsewhere). A
+    /// leader cut off from its majority keeps naming itself; this says it has lost its quorum.
+    pub millis_since_quorum_ack: Option<u64>,
+    /// The longest election timeout, in milliseconds: a quorum ack older than this is lost.
+    pub election_timeout_max_ms: u64,
 }
 
 /// The handle on the notarization log. Cheap to clone; every clone is the same node.
@@ -777,6 +782,8 @@ impl Notary {
             learners: membership.learner_ids().map(|id| (id, addr(id))).collect(),
             snapshot_raft_index: metrics.snapshot.map(|id| id.index),
             purged_raft_index: metrics.purged.map(|id| id.index),
+            millis_since_quorum_ack: metrics.millis_since_quorum_ack,
+            election_timeout_max_ms: self.inner.raft.config().election_timeout_max,
         }
     }
 
