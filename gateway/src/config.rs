@@ -46,6 +46,8 @@ pub struct NodeConfig {
     pub checkpoint: CheckpointSettings,
     pub raft: RaftSettings,
     pub licenses: LicenseSettings,
+    /// Where to serve Prometheus metrics over HTTP (`[metrics] listen`); `None`: off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// E-license settings. All optional: without them the node verifies nothing and issues nothing,
@@ -135,6 +137,14 @@ struct RawConfig {
     raft: RawRaft,
     #[serde(default)]
     licenses: RawLicenses,
+    #[serde(default)]
+    metrics: RawMetrics,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -282,6 +292,15 @@ impl NodeConfig {
                 ),
             ));
         }
+        let metrics_listen = match &raw.metrics.listen {
+            Some(l) => Some(l.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "metrics.listen",
+                    format!("`{l}` is not an address like 127.0.0.1:9464"),
+                )
+            })?),
+            None => None,
+        };
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         Ok(NodeConfig {
             node_id: raw.node_id,
@@ -305,6 +324,7 @@ impl NodeConfig {
                 signing_key: abs(raw.checkpoint.signing_key),
                 origin,
             },
+            metrics_listen,
             licenses: LicenseSettings {
                 directory: raw.licenses.directory.map(abs),
                 signing_keys: raw.licenses.signing_keys.into_iter().map(abs).collect(),
@@ -380,6 +400,10 @@ signing_key = "pki/nodes/a.note.key"
             (
                 GOOD.replace("[checkpoint]", "[checkpoint]\norigin = \"a b\""),
                 "key `checkpoint.origin`",
+            ),
+            (
+                format!("{GOOD}[metrics]\nlisten = \"localhost\"\n"),
+                "key `metrics.listen`",
             ),
         ];
         for (text, needle) in cases {

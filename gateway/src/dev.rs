@@ -25,6 +25,12 @@ const RULES: &str = include_str!("../../policies/policy.csv");
 
 /// Prepare the dev folder (PKI, policy, config) without starting anything.
 pub fn prepare(dir: &Path, listen: SocketAddr) -> anyhow::Result<PathBuf> {
+    // The usual Prometheus port beside the usual gateway port; an ephemeral one otherwise.
+    let metrics = if listen.port() == 7400 {
+        "127.0.0.1:9464"
+    } else {
+        "127.0.0.1:0"
+    };
     std::fs::create_dir_all(dir.join("policies"))?;
     let report = pki::init(&PkiPlan {
         out: dir.join("pki"),
@@ -84,6 +90,9 @@ min_cosigners = 1
 
 [limits]
 max_payload_bytes = 65536
+
+[metrics]
+listen = "{metrics}"
 "#
             ),
         )?;
@@ -109,6 +118,10 @@ pub async fn run(dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
     let endpoint = format!("https://{addr}");
     std::fs::write(dir.join("endpoint"), &endpoint)?;
     let node = server::start(config, listener).await?;
+    let metrics = node
+        .metrics_addr()
+        .map(|a| format!("metrics: http://{a}/metrics"))
+        .unwrap_or_default();
     let seeded = dir.join("data").join("sample-data-loaded");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut serve = tokio::spawn(node.serve(async {
@@ -118,7 +131,7 @@ pub async fn run(dir: &Path, listen: Option<SocketAddr>) -> anyhow::Result<()> {
         load_samples(dir, &endpoint).await?;
         std::fs::write(&seeded, "sample records were loaded through PutRecord\n")?;
     }
-    print_tour(dir, &endpoint);
+    print_tour(dir, &endpoint, &metrics);
     tokio::select! {
         r = crate::shutdown_signal() => {
             r?;
@@ -210,7 +223,7 @@ async fn load_samples(dir: &Path, endpoint: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_tour(dir: &Path, endpoint: &str) {
+fn print_tour(dir: &Path, endpoint: &str, metrics: &str) {
     let samples = samples();
     let enterprise = &samples[0].2;
     let property = &samples[5].2;
@@ -221,6 +234,7 @@ fn print_tour(dir: &Path, endpoint: &str) {
     println!(
         r#"
 Qianlian dev node ready on {endpoint}   (data in {d}; Ctrl-C stops it)
+{metrics}
 
 Try, in another terminal (from this folder):
   Q={exe}

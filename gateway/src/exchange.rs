@@ -30,6 +30,8 @@ use crate::store::RecordStore;
 /// State shared by the data services.
 #[derive(Debug)]
 pub struct ExchangeService {
+    /// Where decisions and commit latency are counted, when metrics are on.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
     pub policy: Arc<ArcSwap<Policy>>,
     pub store: RecordStore,
     pub notary: Notary,
@@ -137,7 +139,17 @@ impl ExchangeService {
             request_digest,
             response_digest,
         });
+        let started = std::time::Instant::now();
         let receipt = self.notary.append(record).await?;
+        if let Some(m) = &self.metrics {
+            m.commit_seconds.observe(started.elapsed().as_secs_f64());
+            m.decisions
+                .get_or_create(&crate::metrics::DecisionLabels {
+                    action: action.as_str().to_owned(),
+                    decision: if decision.allowed { "allow" } else { "deny" }.to_owned(),
+                })
+                .inc();
+        }
         tracing::info!(
             caller = %who, owner = checked.dataset.owner, dataset = checked.dataset.id,
             action = action.as_str(), purpose, allowed = decision.allowed,

@@ -7,7 +7,7 @@
 //! - [`store`]: each department's own records (RocksDB, outside the log).
 //! - [`exchange`]: the data service; [`notary`]: the log read back, checkpoints and proofs;
 //!   [`admin`]: cluster membership; [`license`]: e-licenses; [`directory`]: departments and keys.
-//! - [`health`]: gRPC health, `/livez` and `/readyz`.
+//! - [`health`]: gRPC health, `/livez` and `/readyz`; [`metrics`]: Prometheus metrics.
 //! - [`server`]: a running node (`run(config, listener, shutdown)`); [`config`]: its TOML file.
 //! - [`pki`], [`dev`], [`client`], [`bench`]: the dev PKI, the embedded default, the CLI client
 //!   and the load generator.
@@ -26,6 +26,7 @@ pub mod identifier;
 pub mod identity;
 pub mod license;
 pub mod license_client;
+pub mod metrics;
 pub mod notary;
 pub mod pki;
 pub mod policy;

@@ -606,8 +606,12 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
     let node_id = config.node_id;
     let node = server::start(config, listener).await?;
     // One line on stdout that scripts and tests wait for.
+    let metrics = node
+        .metrics_addr()
+        .map(|a| format!(", metrics on http://{a}/metrics"))
+        .unwrap_or_default();
     println!(
-        "qianlian node {node_id} ready on {} (log size {})",
+        "qianlian node {node_id} ready on {} (log size {}{metrics})",
         node.local_addr()?,
         node.log_size()
     );

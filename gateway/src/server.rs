@@ -90,6 +90,7 @@ pub async fn run(
 /// A node whose storage, log and policy are open, ready to serve.
 #[derive(Debug)]
 pub struct Node {
+    metrics: Option<(Arc<crate::metrics::Metrics>, TcpListener)>,
     config: NodeConfig,
     listener: TcpListener,
     server_tls: rustls::ServerConfig,
@@ -153,15 +154,38 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
         "notarization log open"
     );
 
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Io {
+                    path: format!("metrics.listen {addr}"),
+                    source,
+                })?;
+            let mut certs = Vec::new();
+            for (name, path) in [("node", &config.tls.cert), ("ca", &config.tls.ca)] {
+                if let Some(t) = crate::metrics::not_after(path) {
+                    certs.push((name.to_owned(), t));
+                }
+            }
+            Some((
+                Arc::new(crate::metrics::Metrics::new(&config.data_dir, certs)),
+                listener,
+            ))
+        }
+        None => None,
+    };
     let policy = Arc::new(ArcSwap::from_pointee(policy));
     let licenses = license_service(&config, notary.clone(), policy.clone())?;
     let exchange = ExchangeService {
+        metrics: metrics.as_ref().map(|(m, _)| m.clone()),
         policy,
         store,
         notary: notary.clone(),
         limits: config.limits,
     };
     Ok(Node {
+        metrics,
         config,
         listener,
         server_tls,
@@ -177,6 +201,11 @@ impl Node {
         self.listener.local_addr()
     }
 
+    /// The address metrics are served on, if enabled.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().and_then(|(_, l)| l.local_addr().ok())
+    }
+
     /// Number of records in the notarization log.
     pub fn log_size(&self) -> u64 {
         self.notary.tree_size()
@@ -185,6 +214,7 @@ impl Node {
     /// Serve until `shutdown` completes, then close the log.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), StartError> {
         let Node {
+            metrics,
             config,
             listener,
             mut server_tls,
@@ -240,8 +270,13 @@ impl Node {
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 raft, nodes_only,
             ));
+        let metrics = metrics.map(|(m, listener)| {
+            tokio::spawn(crate::metrics::serve(listener, m.clone(), notary.clone()));
+            m
+        });
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
+            .layer(crate::metrics::RequestMetricsLayer { metrics })
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, signal);
         let result = tokio::select! {

@@ -31,7 +31,7 @@
 //! committed vote is restored), so election timeouts do not delay its restart.
 
 mod error;
-mod group_commit;
+pub mod group_commit;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -203,6 +203,8 @@ pub struct NotaryStatus {
     pub millis_since_quorum_ack: Option<u64>,
     /// The longest election timeout, in milliseconds: a quorum ack older than this is lost.
     pub election_timeout_max_ms: u64,
+    /// On the leader: the last Raft index each member has matched (`None`: nothing yet).
+    pub replication: BTreeMap<u64, Option<u64>>,
 }
 
 /// The handle on the notarization log. Cheap to clone; every clone is the same node.
@@ -222,6 +224,7 @@ struct Inner {
     db: Db,
     queue: mpsc::Sender<Pending>,
     batcher: Mutex<Option<JoinHandle<()>>>,
+    batch_stats: Arc<group_commit::BatchStats>,
 }
 
 impl fmt::Debug for Notary {
@@ -367,7 +370,9 @@ impl Notary {
 
         let (queue, receiver) =
             mpsc::channel(config.max_batch.saturating_mul(config.max_in_flight + 1));
+        let batch_stats = Arc::new(group_commit::BatchStats::default());
         let committer = Committer {
+            stats: batch_stats.clone(),
             node_id: config.node_id,
             raft: raft.clone(),
             peers: peers.clone(),
@@ -390,6 +395,7 @@ impl Notary {
                 db,
                 queue,
                 batcher: Mutex::new(Some(batcher)),
+                batch_stats,
             }),
         };
         if let Err(e) = notary.start(&config).await {
@@ -783,8 +789,22 @@ impl Notary {
             snapshot_raft_index: metrics.snapshot.map(|id| id.index),
             purged_raft_index: metrics.purged.map(|id| id.index),
             millis_since_quorum_ack: metrics.millis_since_quorum_ack,
+            replication: metrics
+                .replication
+                .as_ref()
+                .map(|r| {
+                    r.iter()
+                        .map(|(id, matched)| (*id, matched.map(|l| l.index)))
+                        .collect()
+                })
+                .unwrap_or_default(),
             election_timeout_max_ms: self.inner.raft.config().election_timeout_max,
         }
+    }
+
+    /// Counters of the group-commit batches this node formed (for metrics).
+    pub fn batch_stats(&self) -> &group_commit::BatchStats {
+        &self.inner.batch_stats
     }
 
     /// Wait until a leader is known; returns its id. `Unavailable` (`NoLeader`) after `timeout`.

@@ -57,9 +57,36 @@ pub(super) struct Limits {
     pub(super) commit_timeout: Duration,
 }
 
+/// Counters of the batches this node formed, for metrics: their number, the records in them,
+/// and a histogram of batch sizes (upper bounds 1, 2, 4, … 1024 records, then larger).
+#[derive(Debug, Default)]
+pub struct BatchStats {
+    pub batches: std::sync::atomic::AtomicU64,
+    pub records: std::sync::atomic::AtomicU64,
+    pub size_buckets: [std::sync::atomic::AtomicU64; 12],
+}
+
+/// The upper bounds of [`BatchStats::size_buckets`]; the last bucket takes everything larger.
+pub const BATCH_SIZE_BOUNDS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+
+impl BatchStats {
+    fn record(&self, size: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let size = size as u64;
+        self.batches.fetch_add(1, Relaxed);
+        self.records.fetch_add(size, Relaxed);
+        let bucket = BATCH_SIZE_BOUNDS
+            .iter()
+            .position(|b| size <= *b)
+            .unwrap_or(BATCH_SIZE_BOUNDS.len());
+        self.size_buckets[bucket].fetch_add(1, Relaxed);
+    }
+}
+
 /// What a batch needs to be written: the local Raft node, and the way to the leader.
 #[derive(Clone)]
 pub(super) struct Committer {
+    pub(super) stats: Arc<BatchStats>,
     pub(super) node_id: NodeId,
     pub(super) raft: openraft::Raft<TypeConfig>,
     pub(super) peers: Peers,
@@ -99,6 +126,7 @@ pub(super) async fn run(committer: Committer, mut queue: mpsc::Receiver<Pending>
                 Err(_) => break,
             }
         }
+        committer.stats.record(count);
         let committer = committer.clone();
         tokio::spawn(async move {
             committer.commit(batch).await;

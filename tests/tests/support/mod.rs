@@ -159,6 +159,8 @@ pub struct Node {
     pub child: Child,
     pub addr: SocketAddr,
     pub log: PathBuf,
+    /// The metrics URL the node printed, when metrics are on.
+    pub metrics: Option<String>,
 }
 
 impl Node {
@@ -194,10 +196,15 @@ impl Node {
                             .next()
                             .and_then(|a| a.parse().ok())
                             .expect("address in ready line");
+                        let metrics = line
+                            .split("metrics on ")
+                            .nth(1)
+                            .map(|m| m.trim_end_matches(')').to_owned());
                         return Node {
                             child,
                             addr,
                             log: log.to_owned(),
+                            metrics,
                         };
                     }
                 }
