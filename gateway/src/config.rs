@@ -196,24 +196,123 @@ struct RawLimits {
     max_payload_bytes: Option<usize>,
 }
 
+/// Config keys that `QIANLIAN_<KEY>` environment variables override (`.` becomes `_`, upper
+/// case): e.g. `QIANLIAN_LISTEN`, `QIANLIAN_TLS_CERT`, `QIANLIAN_RAFT_COMMIT_TIMEOUT_MS`.
+/// Values are read as TOML (numbers, booleans, `["a", "b"]`), or as a string otherwise.
+pub const ENV_KEYS: &[&str] = &[
+    "node_id",
+    "listen",
+    "advertise",
+    "data_dir",
+    "trust_domain",
+    "bootstrap",
+    "tls.ca",
+    "tls.cert",
+    "tls.key",
+    "tls.crl",
+    "policy.model",
+    "policy.rules",
+    "checkpoint.signing_key",
+    "checkpoint.origin",
+    "raft.commit_timeout_ms",
+    "raft.snapshot_every",
+    "raft.log_kept_after_snapshot",
+    "licenses.directory",
+    "licenses.signing_keys",
+    "licenses.subject_key",
+    "licenses.trust_node_keys",
+    "licenses.min_cosigners",
+    "limits.max_payload_bytes",
+    "metrics.listen",
+];
+
+/// `QIANLIAN_*` variables that belong to the command line and scripts, not to a node config.
+const ENV_NOT_CONFIG: &[&str] = &[
+    "QIANLIAN_DEV_DIR",
+    "QIANLIAN_ENDPOINT",
+    "QIANLIAN_BIN",
+    "QIANLIAN_CLUSTER_DIR",
+    "QIANLIAN_BASE_PORT",
+];
+
+fn env_name(key: &str) -> String {
+    format!("QIANLIAN_{}", key.replace('.', "_").to_uppercase())
+}
+
+/// Apply overrides; an unknown `QIANLIAN_*` name is refused so that a typo never passes
+/// silently.
+fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), String> {
+    for (name, value) in env {
+        if !name.starts_with("QIANLIAN_") || ENV_NOT_CONFIG.contains(&name.as_str()) {
+            continue;
+        }
+        let Some(key) = ENV_KEYS.iter().find(|k| env_name(k) == *name) else {
+            return Err(format!(
+                "environment variable {name} names no config key; known: {}",
+                ENV_KEYS
+                    .iter()
+                    .map(|k| env_name(k))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        };
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(value.clone()));
+        let mut target = &mut *table;
+        let mut parts: Vec<&str> = key.split('.').collect();
+        let leaf = parts.pop().unwrap_or_default();
+        for part in parts {
+            let entry = target
+                .entry(part.to_owned())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            target = entry
+                .as_table_mut()
+                .ok_or_else(|| format!("{name}: config key `{part}` is not a table"))?;
+        }
+        target.insert(leaf.to_owned(), parsed);
+    }
+    Ok(())
+}
+
 impl NodeConfig {
-    /// Read and validate a config file.
+    /// Read and validate a config file, then apply `QIANLIAN_*` environment overrides.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.display().to_string(),
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, base, path)
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::parse_with_env(&text, base, path, &env)
     }
 
     /// Parse config text; relative paths are resolved against `base`.
     pub fn parse(text: &str, base: &Path, path: &Path) -> Result<NodeConfig, ConfigError> {
+        Self::parse_with_env(text, base, path, &[])
+    }
+
+    /// Parse config text, then apply `QIANLIAN_*` overrides from `env` (see [`ENV_KEYS`]).
+    pub fn parse_with_env(
+        text: &str,
+        base: &Path,
+        path: &Path,
+        env: &[(String, String)],
+    ) -> Result<NodeConfig, ConfigError> {
         let p = || path.display().to_string();
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: p(),
             message: e.to_string(),
         })?;
+        apply_env(&mut table, env).map_err(|message| ConfigError::Parse { path: p(), message })?;
+        let raw: RawConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: p(),
+                    message: e.to_string(),
+                })?;
         let invalid = |key, message: String| ConfigError::Invalid {
             path: p(),
             key,
@@ -380,6 +479,57 @@ signing_key = "pki/nodes/a.note.key"
             Path::new("/etc/q/pki/nodes/a.note.key")
         );
         assert_eq!(c.raft.commit_timeout, std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn environment_overrides_keys_and_refuses_unknown_names() {
+        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
+        };
+        let c = NodeConfig::parse_with_env(
+            GOOD,
+            Path::new("/etc/q"),
+            Path::new("/etc/q/node.toml"),
+            &env(&[
+                ("QIANLIAN_LISTEN", "127.0.0.1:9000"),
+                ("QIANLIAN_NODE_ID", "7"),
+                ("QIANLIAN_RAFT_COMMIT_TIMEOUT_MS", "2500"),
+                ("QIANLIAN_TLS_CERT", "other.crt"),
+                ("QIANLIAN_DEV_DIR", "ignored"),
+                ("PATH", "/bin"),
+            ]),
+        )
+        .expect("overrides apply");
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.node_id, 7);
+        assert_eq!(
+            c.raft.commit_timeout,
+            std::time::Duration::from_millis(2500)
+        );
+        assert_eq!(c.tls.cert, Path::new("/etc/q/other.crt"));
+        let err = NodeConfig::parse_with_env(
+            GOOD,
+            Path::new("/etc/q"),
+            Path::new("/etc/q/node.toml"),
+            &env(&[("QIANLIAN_LISTN", "x")]),
+        )
+        .expect_err("typo");
+        assert!(
+            err.to_string()
+                .contains("QIANLIAN_LISTN names no config key"),
+            "{err}"
+        );
+        let err = NodeConfig::parse_with_env(
+            GOOD,
+            Path::new("/etc/q"),
+            Path::new("/etc/q/node.toml"),
+            &env(&[("QIANLIAN_NODE_ID", "0")]),
+        )
+        .expect_err("validated like the file");
+        assert!(err.to_string().contains("key `node_id`"), "{err}");
     }
 
     #[test]

@@ -213,3 +213,31 @@ fn pki_init_never_overwrites_keys_without_force() {
         stderr(&out)
     );
 }
+
+#[test]
+fn environment_overrides_are_validated_like_the_file() {
+    let env = Env::new();
+    let config = env.write_config(&policies().join("policy.csv"), "");
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--config", &config.display().to_string()])
+        .env("QIANLIAN_LIMITS_MAX_PAYLOAD_BYTES", "0")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("key `limits.max_payload_bytes`"),
+        "{}",
+        stderr(&out)
+    );
+    let out = std::process::Command::new(bin())
+        .args(["serve", "--config", &config.display().to_string()])
+        .env("QIANLIAN_LIMIT_MAX_PAYLOAD", "1")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("QIANLIAN_LIMIT_MAX_PAYLOAD names no config key"),
+        "{}",
+        stderr(&out)
+    );
+}
