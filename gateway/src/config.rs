@@ -97,6 +97,8 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// Optional PEM file of certificate revocation lists.
     pub crl: Option<PathBuf>,
+    /// How often the files are checked for changes (rotation without restart). Default 10 s.
+    pub reload_every: std::time::Duration,
 }
 
 /// Policy files.
@@ -181,6 +183,7 @@ struct RawTls {
     cert: PathBuf,
     key: PathBuf,
     crl: Option<PathBuf>,
+    reload_every_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +213,7 @@ pub const ENV_KEYS: &[&str] = &[
     "tls.cert",
     "tls.key",
     "tls.crl",
+    "tls.reload_every_ms",
     "policy.model",
     "policy.rules",
     "checkpoint.signing_key",
@@ -391,6 +395,13 @@ impl NodeConfig {
                 ),
             ));
         }
+        let reload_every_ms = raw.tls.reload_every_ms.unwrap_or(10_000);
+        if !(100..=3_600_000).contains(&reload_every_ms) {
+            return Err(invalid(
+                "tls.reload_every_ms",
+                format!("must be between 100 and 3600000, got {reload_every_ms}"),
+            ));
+        }
         let metrics_listen = match &raw.metrics.listen {
             Some(l) => Some(l.parse::<SocketAddr>().map_err(|_| {
                 invalid(
@@ -413,6 +424,7 @@ impl NodeConfig {
                 cert: abs(raw.tls.cert),
                 key: abs(raw.tls.key),
                 crl: raw.tls.crl.map(abs),
+                reload_every: std::time::Duration::from_millis(reload_every_ms),
             },
             policy: PolicyFiles {
                 model: abs(raw.policy.model),

@@ -102,14 +102,8 @@ pub struct Node {
 /// Open everything the node needs; fails with a precise error before any port serves.
 pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, StartError> {
     tls::install_crypto_provider();
-    let ca = tls::load_certs(&config.tls.ca)?;
-    let chain = tls::load_certs(&config.tls.cert)?;
-    let key = tls::load_key(&config.tls.key)?;
-    let crls = match &config.tls.crl {
-        Some(p) => tls::load_crls(p)?,
-        None => Vec::new(),
-    };
-    let server_tls = tls::server_config(&ca, chain, key, crls)?;
+    let server_tls = tls::load_server_config(&config.tls)?;
+    tls::warn_if_expiring(&config.tls);
     let policy = Policy::load(&config.policy.model, &config.policy.rules).await?;
     tracing::info!(version = policy.version(), "policy loaded");
 
@@ -217,15 +211,19 @@ impl Node {
             metrics,
             config,
             listener,
-            mut server_tls,
+            server_tls,
             exchange,
             licenses,
             notary,
         } = self;
-        // HTTP/1.1 too, for the JSON verification endpoint.
-        server_tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let max = max_message(&config);
-        let incoming = tls::incoming(listener, Arc::new(server_tls), config.trust_domain.clone());
+        let server_tls = Arc::new(arc_swap::ArcSwap::from_pointee(server_tls));
+        let reload_task = tokio::spawn(tls::reload_loop(
+            config.tls.clone(),
+            server_tls.clone(),
+            config.tls.reload_every,
+        ));
+        let incoming = tls::incoming(listener, server_tls, config.trust_domain.clone());
         let raft = notary.raft_service();
         // Graceful shutdown waits for open connections; clients that keep theirs open must not
         // hold the node forever, so in-flight calls get SHUTDOWN_GRACE and then the node stops.
@@ -290,6 +288,7 @@ impl Node {
             }
         };
         health_task.abort();
+        reload_task.abort();
         if let Err(e) = notary.shutdown().await {
             tracing::warn!(error = %e, "notarization log did not shut down cleanly");
         }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
@@ -197,11 +198,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// reason rustls gives (unknown CA, expired, revoked, …).
 pub fn incoming(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    config: Arc<ArcSwap<rustls::ServerConfig>>,
     trust_domain: String,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsConn>> {
     let (tx, rx) = mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -218,7 +218,8 @@ pub fn incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            // The configuration current now: a reload applies to every new connection.
+            let acceptor = TlsAcceptor::from(config.load_full());
             let tx = tx.clone();
             let trust_domain = trust_domain.clone();
             tokio::spawn(async move {
@@ -261,4 +262,90 @@ pub fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Load the node's TLS files into a server configuration: TLS 1.3, client certificates
+/// optional but verified, ALPN h2 (gRPC) and http/1.1 (JSON, probes).
+pub fn load_server_config(
+    files: &crate::config::TlsFiles,
+) -> Result<rustls::ServerConfig, TlsError> {
+    let ca = load_certs(&files.ca)?;
+    let chain = load_certs(&files.cert)?;
+    let key = load_key(&files.key)?;
+    let crls = match &files.crl {
+        Some(p) => load_crls(p)?,
+        None => Vec::new(),
+    };
+    let mut config = server_config(&ca, chain, key, crls)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A digest of the TLS files' contents, to notice a rotation.
+fn files_digest(files: &crate::config::TlsFiles) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in [
+        Some(&files.ca),
+        Some(&files.cert),
+        Some(&files.key),
+        files.crl.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        h.update(std::fs::read(p).unwrap_or_default());
+        h.update([0]);
+    }
+    h.finalize().to_vec()
+}
+
+/// How soon before expiry a certificate is reported in the log.
+const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
+
+/// Log a warning if the node certificate expires within [`EXPIRY_WARNING`].
+pub fn warn_if_expiring(files: &crate::config::TlsFiles) {
+    if let Some(not_after) = crate::metrics::not_after(&files.cert) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let left = not_after - now;
+        if left < EXPIRY_WARNING.as_secs() as i64 {
+            tracing::warn!(
+                certificate = %files.cert.display(),
+                days_left = left / 86_400,
+                "the node certificate expires soon: issue a new one and replace the file (it is reloaded without a restart)"
+            );
+        }
+    }
+}
+
+/// Watch the TLS files and swap in a new configuration when they change (certificate rotation,
+/// a new CA bundle, new CRLs). A file that does not load keeps the old configuration in place.
+pub async fn reload_loop(
+    files: crate::config::TlsFiles,
+    current: Arc<ArcSwap<rustls::ServerConfig>>,
+    every: Duration,
+) {
+    let mut seen = files_digest(&files);
+    loop {
+        tokio::time::sleep(every).await;
+        let now = files_digest(&files);
+        if now == seen {
+            continue;
+        }
+        match load_server_config(&files) {
+            Ok(config) => {
+                current.store(Arc::new(config));
+                seen = now;
+                tracing::info!("TLS certificates reloaded; new connections use them");
+                warn_if_expiring(&files);
+            }
+            Err(e) => {
+                // Files may be mid-copy; try again on the next tick, keep serving meanwhile.
+                tracing::warn!(error = %e, "TLS files changed but do not load; keeping the previous ones");
+            }
+        }
+    }
 }

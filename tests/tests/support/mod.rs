@@ -115,6 +115,7 @@ bootstrap = true
 ca = "{pki}/ca.crt"
 cert = "{pki}/nodes/node-1.crt"
 key = "{pki}/nodes/node-1.key"
+reload_every_ms = 200
 [policy]
 model = "{model}"
 rules = "{rules}"
