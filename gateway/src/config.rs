@@ -237,6 +237,7 @@ const ENV_NOT_CONFIG: &[&str] = &[
     "QIANLIAN_BIN",
     "QIANLIAN_CLUSTER_DIR",
     "QIANLIAN_BASE_PORT",
+    "QIANLIAN_LOG_FORMAT",
 ];
 
 fn env_name(key: &str) -> String {

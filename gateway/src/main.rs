@@ -338,16 +338,27 @@ enum LogCommand {
     Get { index: u64 },
 }
 
+/// Logs go to stderr: human-readable on a terminal, JSON lines otherwise (for collectors), or
+/// as `QIANLIAN_LOG_FORMAT=text|json` says; the level comes from `RUST_LOG` (default `info`).
 fn init_tracing() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    let text = match std::env::var("QIANLIAN_LOG_FORMAT").as_deref() {
+        Ok("text") => true,
+        Ok("json") => false,
+        _ => std::io::stderr().is_terminal(),
+    };
+    if text {
+        builder.init();
+    } else {
+        builder.json().init();
+    }
 }
-
 fn profile(args: &ConnArgs) -> anyhow::Result<Profile> {
     match (&args.as_name, &args.cert, &args.key, &args.ca) {
         (Some(name), None, None, _) => {
