@@ -214,9 +214,24 @@ pub fn samples() -> Vec<(&'static str, &'static str, String, serde_json::Value)>
 }
 
 async fn load_samples(dir: &Path, endpoint: &str) -> anyhow::Result<()> {
+    seed(&dir.join("pki"), endpoint, "localhost").await
+}
+
+/// Put the sample records through `endpoint`, each as its owner department, with the client
+/// certificates of the PKI in `pki` (`qianlian seed`, used by the container deployment).
+pub async fn seed(pki: &Path, endpoint: &str, server_name: &str) -> anyhow::Result<()> {
     let samples = samples();
     for (owner, dataset, key, json) in &samples {
-        let profile = Profile::dev(dir, owner, Some(endpoint.to_owned()))?;
+        let clients = pki.join("clients");
+        let profile = Profile {
+            endpoint: endpoint.to_owned(),
+            ca: pki.join("ca.crt"),
+            identity: Some((
+                clients.join(format!("{owner}.crt")),
+                clients.join(format!("{owner}.key")),
+            )),
+            server_name: server_name.to_owned(),
+        };
         client::put(&profile, dataset, key, serde_json::to_vec(json)?).await?;
     }
     println!("loaded {} sample records", samples.len());

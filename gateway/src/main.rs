@@ -29,6 +29,18 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Load the sample records of the embedded default into a running node, each put by its
+    /// owner department (for container deployments).
+    Seed {
+        /// PKI folder from `qianlian pki init` (client certificates of the departments).
+        #[arg(long)]
+        pki: PathBuf,
+        #[arg(long)]
+        endpoint: String,
+        /// Name the server certificate must carry.
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+    },
     /// Run a node from its config file.
     Serve {
         #[arg(long, short)]
@@ -651,6 +663,11 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Dev { dir, listen } => dev::run(&dir, listen).await,
             Command::Serve { config } => serve(config).await,
+            Command::Seed {
+                pki,
+                endpoint,
+                server_name,
+            } => dev::seed(&pki, &endpoint, &server_name).await,
             Command::Pki {
                 command:
                     PkiCommand::Init {
