@@ -156,17 +156,6 @@ fn caller_record(who: &PeerIdentity) -> Caller {
     }
 }
 
-fn checkpoint_proto(
-    c: qianlian_raft_store::notary::CosignedCheckpoint,
-) -> qianlian_proto::v1::Checkpoint {
-    qianlian_proto::v1::Checkpoint {
-        note: c.note,
-        tree_size: c.size,
-        root_hash: c.root.to_vec(),
-        signers: c.signers,
-    }
-}
-
 impl LicenseService {
     fn directory(&self) -> Result<&Directory, ServiceError> {
         self.directory.as_deref().ok_or_else(|| {
@@ -484,7 +473,7 @@ impl LicenseService {
             .iter()
             .map(|h| h.to_vec())
             .collect();
-        out.checkpoint = Some(checkpoint_proto(cp));
+        out.checkpoint = Some(crate::notary::checkpoint_to_proto(cp));
         let now = now_unix();
         match view.status {
             LicenseCurrentStatus::Revoked {
@@ -573,7 +562,7 @@ impl LicenseService {
         }
         Ok(WatchLicensesResponse {
             records,
-            checkpoint: Some(checkpoint_proto(cp)),
+            checkpoint: Some(crate::notary::checkpoint_to_proto(cp)),
         })
     }
 

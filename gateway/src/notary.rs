@@ -70,7 +70,8 @@ impl NotaryService {
     }
 }
 
-fn to_proto(c: CosignedCheckpoint) -> Checkpoint {
+/// The wire form of a cosigned checkpoint.
+pub fn checkpoint_to_proto(c: CosignedCheckpoint) -> Checkpoint {
     Checkpoint {
         note: c.note,
         tree_size: c.size,
@@ -90,7 +91,7 @@ impl NotaryService {
             return Ok((size, None));
         }
         let c = self.notary.checkpoint().await?;
-        Ok((c.size, Some(to_proto(c))))
+        Ok((c.size, Some(checkpoint_to_proto(c))))
     }
 
     async fn inclusion(
@@ -176,7 +177,7 @@ impl NotaryApi for NotaryService {
     ) -> Result<Response<GetCheckpointResponse>, Status> {
         let c = self.notary.checkpoint().await.map_err(ServiceError::from)?;
         Ok(Response::new(GetCheckpointResponse {
-            checkpoint: Some(to_proto(c)),
+            checkpoint: Some(checkpoint_to_proto(c)),
         }))
     }
 
