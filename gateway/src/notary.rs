@@ -47,6 +47,13 @@ impl NotaryService {
             Record::Access(a) => a.caller.department == who.department || a.owner == who.department,
             Record::LicenseIssued(l) => l.department == who.department,
             Record::LicenseStatus(l) => l.caller.department == who.department,
+            Record::Exchange(x) => {
+                x.caller.department == who.department
+                    || x.owner == who.department
+                    || x.gateway == who.department
+            }
+            // Policy and directory govern every department: all may read them.
+            Record::Config(_) => true,
         };
         if who.role == Role::Department && !party {
             return Err(ServiceError::PermissionDenied {

@@ -58,9 +58,11 @@ use crate::network::{
     CosignRefusal, Cosignature, ForwardRefusal, ForwardedReceipt, LocalNode, NetworkFactory, Peers,
     RaftService,
 };
-use crate::record::Record;
+use crate::record::{ConfigKind, ConfigRecord, Record};
 pub use crate::state_machine::RangeError;
-use crate::state_machine::{StateMachineConfig, StateMachineStore, StateReader};
+use crate::state_machine::{
+    ConfigPointer, ConfigPointers, StateMachineConfig, StateMachineStore, StateReader,
+};
 use crate::types::{NodeId, TypeConfig};
 
 /// Extra time an append waits beyond `commit_timeout`, so that the batcher's own, more precise
@@ -518,6 +520,34 @@ impl Notary {
             let hash = leaf_hash(&bytes);
             (bytes, hash)
         }))
+    }
+
+    /// The cluster configuration of `kind` in force on this node: its version, log index and
+    /// record; `None` before the first record of the kind.
+    pub async fn config(
+        &self,
+        kind: ConfigKind,
+    ) -> Result<Option<(ConfigPointer, ConfigRecord)>, NotaryError> {
+        let Some(pointer) = self.inner.reader.config_pointers().get(kind) else {
+            return Ok(None);
+        };
+        let bytes = self.inner.reader.record(pointer.log_index).await?;
+        match bytes.map(|b| Record::decode(&b)) {
+            Some(Ok(Record::Config(c))) if c.change.kind() == kind => Ok(Some((pointer, c))),
+            _ => Err(NotaryError::Storage(StoreError::corrupt(
+                format!("record {}", pointer.log_index),
+                format!(
+                    "the {} in force points here, but this is not one",
+                    kind.as_str()
+                ),
+            ))),
+        }
+    }
+
+    /// Follow changes of the cluster configuration in force on this node: the receiver sees a
+    /// new value when a config record is applied or a snapshot installed.
+    pub fn watch_config(&self) -> tokio::sync::watch::Receiver<ConfigPointers> {
+        self.inner.reader.watch_config()
     }
 
     /// Number of records applied on this node: the next record gets this log index.

@@ -21,6 +21,129 @@ pub enum Record {
     LicenseIssued(LicenseIssuedRecord),
     /// An e-license was suspended, reinstated or revoked by its issuer.
     LicenseStatus(LicenseStatusRecord),
+    /// A data exchange as a gateway saw it: the owner's gateway that decided (provider side) or
+    /// the consumer's gateway that forwarded (consumer side). Supersedes [`Record::Access`].
+    Exchange(ExchangeRecord),
+    /// An operator replaced a piece of cluster-wide configuration (policy or directory).
+    Config(ConfigRecord),
+}
+
+/// Which gateway wrote an exchange record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Side {
+    /// The owner department's gateway: it decided and answered from its store.
+    Provider,
+    /// The consumer department's gateway: it forwarded its department's request to the owner.
+    Consumer,
+}
+
+/// A keyed hash (HMAC-SHA256 with the cluster's subject key) of a citizen's or holder's
+/// identifier: it finds a data subject's accesses without naming them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SubjectHash(#[serde(with = "hex_hash")] pub Hash);
+
+/// One side of a data exchange: who asked what of which records, why, what the policy said and
+/// which fields were disclosed.
+///
+/// Holds digests and metadata only: never payloads, and citizen identifiers only as
+/// [`SubjectHash`]es.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeRecord {
+    /// Unique id of the exchange (UUID v4); both sides' records carry the same id.
+    pub request_id: String,
+    /// Time the gateway decided (provider) or got the answer (consumer), Unix milliseconds.
+    pub time_unix_ms: u64,
+    pub caller: Caller,
+    pub side: Side,
+    /// Department of the gateway that wrote this record.
+    pub gateway: String,
+    /// Owner department of the data.
+    pub owner: String,
+    pub dataset: String,
+    pub action: Action,
+    /// The record key (read, write), or the query with citizen identifiers replaced by their
+    /// keyed hash (query).
+    pub key: String,
+    /// Declared purpose code; empty for writes by the owner.
+    pub purpose: String,
+    pub decision: Decision,
+    /// Version of the replicated policy that decided (0: the node's local policy files, before
+    /// any policy was applied to the cluster).
+    pub policy_version: u64,
+    /// The policy rule that allowed the call, or the reason it was denied.
+    pub rule: String,
+    /// The fields returned (read, query) or stored (write), sorted.
+    pub disclosed_fields: Vec<String>,
+    /// Records returned by a query (1 for a read that found its record).
+    pub result_count: u32,
+    /// Data subjects named by the request or by the disclosed data, sorted, without repeats.
+    pub subjects: Vec<SubjectHash>,
+    /// SHA-256 of the request as received.
+    #[serde(with = "hex_hash")]
+    pub request_digest: Hash,
+    /// SHA-256 of the payload returned (read, query) or stored (write); `None` when nothing was.
+    #[serde(with = "hex_hash_opt")]
+    pub response_digest: Option<Hash>,
+    /// W3C trace id (32 lowercase hex digits) of the request's trace; empty when not traced.
+    pub trace_id: String,
+}
+
+/// What an operator changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigChange {
+    /// The access policy: the Casbin model and its rules, as text.
+    Policy { model: String, rules: String },
+    /// The department directory, as TOML.
+    Directory { toml: String },
+}
+
+/// The kinds of cluster-wide configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConfigKind {
+    Policy,
+    Directory,
+}
+
+impl ConfigKind {
+    /// Every kind.
+    pub const ALL: [ConfigKind; 2] = [ConfigKind::Policy, ConfigKind::Directory];
+
+    /// The kind's name in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigKind::Policy => "policy",
+            ConfigKind::Directory => "directory",
+        }
+    }
+
+    /// The byte that names the kind in storage keys.
+    pub fn tag(self) -> u8 {
+        match self {
+            ConfigKind::Policy => 1,
+            ConfigKind::Directory => 2,
+        }
+    }
+}
+
+impl ConfigChange {
+    pub fn kind(&self) -> ConfigKind {
+        match self {
+            ConfigChange::Policy { .. } => ConfigKind::Policy,
+            ConfigChange::Directory { .. } => ConfigKind::Directory,
+        }
+    }
+}
+
+/// A new version of one piece of cluster-wide configuration. Every node switches to it at the
+/// log index of this record; its version is the number of records of its kind up to and
+/// including it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRecord {
+    pub request_id: String,
+    pub time_unix_ms: u64,
+    pub caller: Caller,
+    pub change: ConfigChange,
 }
 
 /// The issuance of one e-license. The license document itself stays with its holder; the log
@@ -86,6 +209,8 @@ pub struct Caller {
 pub enum Action {
     Read,
     Write,
+    /// A search of a dataset by indexed fields.
+    Query,
 }
 
 impl Action {
@@ -94,6 +219,7 @@ impl Action {
         match self {
             Action::Read => "read",
             Action::Write => "write",
+            Action::Query => "query",
         }
     }
 }
@@ -188,6 +314,8 @@ impl Record {
             Record::Access(r) => r.time_unix_ms,
             Record::LicenseIssued(r) => r.time_unix_ms,
             Record::LicenseStatus(r) => r.time_unix_ms,
+            Record::Exchange(r) => r.time_unix_ms,
+            Record::Config(r) => r.time_unix_ms,
         }
     }
 
@@ -383,6 +511,73 @@ mod tests {
         "21b9b1d51a326d57a8a3b002a5c9a1d912ac1eb97a1bcd8cfdb0b50ae641c84d";
     const FROZEN_V1_STATUS_LEAF_HASH: &str =
         "0193de3a8cfb6b20777d9a012286b64f614081e508c65f57cd0ebcd965e0f313";
+
+    pub(crate) fn sample_exchange() -> Record {
+        Record::Exchange(ExchangeRecord {
+            request_id: "b8a1f0d2-4c3e-4f5a-9b6c-7d8e9f0a1b2c".into(),
+            time_unix_ms: 1_770_000_000_000,
+            caller: Caller {
+                department: "housing".into(),
+                role: "department".into(),
+                cert_fingerprint: "ef".repeat(32),
+            },
+            side: Side::Provider,
+            gateway: "market-regulation".into(),
+            owner: "market-regulation".into(),
+            dataset: "enterprise-registration".into(),
+            action: Action::Read,
+            key: "91520100MA6DKJ8X3T".into(),
+            purpose: "permit-review".into(),
+            decision: Decision::Allow,
+            policy_version: 3,
+            rule: "p, housing, market-regulation, enterprise-registration, read, permit-review, name|status".into(),
+            disclosed_fields: vec!["name".into(), "status".into()],
+            result_count: 1,
+            subjects: vec![SubjectHash([0x33; 32])],
+            request_digest: [7; 32],
+            response_digest: Some([9; 32]),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        })
+    }
+
+    pub(crate) fn sample_config() -> Record {
+        Record::Config(ConfigRecord {
+            request_id: "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f".into(),
+            time_unix_ms: 1_770_000_100_000,
+            caller: Caller {
+                department: "ops".into(),
+                role: "operator".into(),
+                cert_fingerprint: "01".repeat(32),
+            },
+            change: ConfigChange::Policy {
+                model: "[request_definition]\nr = sub, dom, obj, act, purpose\n".into(),
+                rules: "p, housing, housing, construction-permit, *, *\n".into(),
+            },
+        })
+    }
+
+    #[test]
+    fn exchange_and_config_bytes_are_frozen() {
+        // Variants 3 and 4, after the license records.
+        for (record, variant, frozen) in [
+            (sample_exchange(), 3, FROZEN_EXCHANGE_LEAF_HASH),
+            (sample_config(), 4, FROZEN_CONFIG_LEAF_HASH),
+        ] {
+            let bytes = record.encode();
+            assert_eq!(bytes[..2], [FORMAT_V1, variant]);
+            assert_eq!(
+                hex::encode(leaf_hash(&bytes)),
+                frozen,
+                "the canonical encoding of {record:?} changed: old logs would no longer verify"
+            );
+            assert_eq!(Record::decode(&bytes).ok(), Some(record));
+        }
+    }
+
+    const FROZEN_EXCHANGE_LEAF_HASH: &str =
+        "ccf83fa2b2e826236bc08860f2be77830ae312f61ec8bf96bd595160db8a8423";
+    const FROZEN_CONFIG_LEAF_HASH: &str =
+        "6bedb31524aefbb984e3e5d6bf9d33eac29f4eef3f1a201d6680197c7632a66d";
 
     #[test]
     fn only_reason_codes_enter_the_log() {

@@ -52,10 +52,11 @@ use crate::db::{
 use crate::license::LicenseView;
 use crate::merkle::{self, Edge, Subtree};
 use crate::network::{CosignRefusal, Cosignature};
-use crate::record::Record;
+use crate::record::{ConfigKind, Record};
 use crate::types::{
     Entry, LogId, NodeId, RaftStorageError, Request, Response, StoredMembership, TypeConfig,
 };
+use serde::{Deserialize, Serialize};
 
 const KEY_LAYOUT: &[u8] = b"layout";
 const KEY_GENERATION: &[u8] = b"generation";
@@ -63,6 +64,7 @@ const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
 const KEY_TREE_SIZE: &[u8] = b"tree_size";
 const KEY_CHECKPOINT: &[u8] = b"checkpoint";
+const KEY_CONFIG: &[u8] = b"config";
 
 /// The state machine storage layout this version writes (`sm_meta/layout`). Layout 1 (no
 /// generations, no tree) was the walking skeleton's and is refused.
@@ -138,6 +140,45 @@ struct Applied {
     edge: Edge,
     /// The latest tree head this node signed (none without a key).
     checkpoint: Option<SignedCheckpoint>,
+    /// Where the current version of each kind of cluster configuration is.
+    config: ConfigPointers,
+}
+
+/// The log index and version of one kind of cluster configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigPointer {
+    /// Log index of the config record in force.
+    pub log_index: u64,
+    /// Number of config records of this kind up to and including it (1 for the first).
+    pub version: u64,
+}
+
+/// The configuration in force, per kind (none until the first record of the kind).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigPointers {
+    pub policy: Option<ConfigPointer>,
+    pub directory: Option<ConfigPointer>,
+}
+
+impl ConfigPointers {
+    /// The pointer of `kind`.
+    pub fn get(&self, kind: ConfigKind) -> Option<ConfigPointer> {
+        match kind {
+            ConfigKind::Policy => self.policy,
+            ConfigKind::Directory => self.directory,
+        }
+    }
+
+    /// Account for `record` at `log_index`: a config record becomes the one in force.
+    pub(crate) fn observe(&mut self, log_index: u64, record: &Record) {
+        let Record::Config(c) = record else { return };
+        let slot = match c.change.kind() {
+            ConfigKind::Policy => &mut self.policy,
+            ConfigKind::Directory => &mut self.directory,
+        };
+        let version = slot.map_or(1, |p| p.version + 1);
+        *slot = Some(ConfigPointer { log_index, version });
+    }
 }
 
 #[derive(Debug)]
@@ -146,6 +187,8 @@ struct Shared {
     applied: Mutex<Applied>,
     // The tree size, for those who wait for the log to grow.
     tree_size: watch::Sender<u64>,
+    // The configuration in force, for those who follow its changes.
+    config_pointers: watch::Sender<ConfigPointers>,
     // Shared by every read of generation data, exclusive while an install switches generations.
     generation_lock: RwLock<()>,
     config: StateMachineConfig,
@@ -166,8 +209,14 @@ impl Shared {
 
     fn set(&self, applied: Applied) {
         let size = applied.tree_size;
+        let config = applied.config;
         *self.applied() = applied;
         self.tree_size.send_replace(size);
+        self.config_pointers.send_if_modified(|c| {
+            let changed = *c != config;
+            *c = config;
+            changed
+        });
     }
 }
 
@@ -314,6 +363,8 @@ fn load_applied(db: &DB) -> Result<Applied, StoreError> {
         .map(|note| checkpoint::parse_stored(&note))
         .transpose()
         .map_err(|e| StoreError::corrupt("checkpoint", e))?;
+    let config: Option<ConfigPointers> =
+        get_value(db, CF_SM_META, KEY_CONFIG, "configuration pointers")?;
     Ok(Applied {
         last_applied: last_applied.flatten(),
         last_membership: last_membership.unwrap_or_default(),
@@ -321,6 +372,7 @@ fn load_applied(db: &DB) -> Result<Applied, StoreError> {
         generation,
         edge,
         checkpoint,
+        config: config.unwrap_or_default(),
     })
 }
 
@@ -352,6 +404,11 @@ fn put_applied(db: &DB, batch: &mut WriteBatch, applied: &Applied) -> Result<(),
         Some(cp) => batch.put_cf(cf, KEY_CHECKPOINT, encode_value("checkpoint", &cp.note)?),
         None => batch.delete_cf(cf, KEY_CHECKPOINT),
     }
+    batch.put_cf(
+        cf,
+        KEY_CONFIG,
+        encode_value("configuration pointers", &applied.config)?,
+    );
     Ok(())
 }
 
@@ -413,11 +470,13 @@ impl StateMachineStore {
         let applied = db.run(load_applied).await?;
         snapshot::clean_directory(&db, &dir).await?;
         let (tree_size, _) = watch::channel(applied.tree_size);
+        let (config_pointers, _) = watch::channel(applied.config);
         Ok(StateMachineStore {
             db,
             shared: Arc::new(Shared {
                 applied: Mutex::new(applied),
                 tree_size,
+                config_pointers,
                 generation_lock: RwLock::new(()),
                 config,
                 files: snapshot::Files::default(),
@@ -481,6 +540,16 @@ impl StateReader {
             Err(ReadError::Store(e)) => Err(e),
             Err(ReadError::Range(e)) => Err(StoreError::Task(e.to_string())),
         }
+    }
+
+    /// The configuration in force as of the applied state.
+    pub fn config_pointers(&self) -> ConfigPointers {
+        *self.shared.config_pointers.borrow()
+    }
+
+    /// Follow changes of the configuration in force.
+    pub fn watch_config(&self) -> watch::Receiver<ConfigPointers> {
+        self.shared.config_pointers.subscribe()
     }
 
     /// Canonical bytes of the record at `log_index`, or `None` at or beyond the tree size.
@@ -767,6 +836,7 @@ fn apply_entries(
                     let index = appender.edge.size();
                     hashes.push(appender.append(&mut batch, record.encode())?);
                     licenses.stage(&mut batch, index, record)?;
+                    applied.config.observe(index, record);
                 }
                 responses.push(Response {
                     first_index,

@@ -153,7 +153,7 @@ impl<'a> LicenseStager<'a> {
     ) -> Result<(), StoreError> {
         let generation = self.generation;
         match record {
-            Record::Access(_) => {}
+            Record::Access(_) | Record::Exchange(_) | Record::Config(_) => {}
             Record::LicenseIssued(r) => {
                 // First issuance wins: a repeat stays in the log and in its holder's index.
                 if self.issuance(&r.license_hash)?.is_none() {
@@ -338,7 +338,7 @@ impl LicenseCheck {
     ) -> Result<(), IntegrityError> {
         let holders = db::cf(db, CF_HOLDERS)?;
         match record {
-            Record::Access(_) => {}
+            Record::Access(_) | Record::Exchange(_) | Record::Config(_) => {}
             Record::LicenseIssued(r) => {
                 // At the first issuance the index must name it; at a repeat, an earlier
                 // issuance of the same license, which was checked when the scan passed it.

@@ -43,8 +43,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncSeekExt;
 
 use super::{
-    Applied, KEY_GENERATION, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, KEY_TREE_SIZE, Shared,
-    integrity, load_edge, put_applied,
+    Applied, ConfigPointers, KEY_GENERATION, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, KEY_TREE_SIZE,
+    Shared, integrity, load_edge, put_applied,
 };
 use crate::db::{
     self, CF_HOLDERS, CF_LEAF_INDEX, CF_LICENSE_CHANGES, CF_LICENSES, CF_RECORDS, CF_SM_META,
@@ -640,6 +640,7 @@ struct Staged {
     generation: u32,
     live: u32,
     tree_size: u64,
+    config: ConfigPointers,
 }
 
 /// Read the snapshot into the generation after the live one and check it.
@@ -689,7 +690,7 @@ fn read_into_generation<R: Read, W: Write>(
         );
     }
 
-    stream_into(db, input, &mut batch, generation, &header)?;
+    let config = stream_into(db, input, &mut batch, generation, &header)?;
     db.write_opt(batch, &db::unsynced())?;
 
     // Check what was written as a node checks its own state on open; only then switch.
@@ -703,6 +704,7 @@ fn read_into_generation<R: Read, W: Write>(
         generation,
         live,
         tree_size: header.tree_size,
+        config,
     })
 }
 
@@ -720,6 +722,7 @@ fn persist_and_switch(
         generation,
         live,
         tree_size,
+        config,
     } = staged;
     let dir = &shared.config.snapshot_dir;
     let edge = load_edge(db, generation, tree_size)?;
@@ -745,6 +748,7 @@ fn persist_and_switch(
         generation,
         edge,
         checkpoint,
+        config,
     };
     let mut batch = WriteBatch::default();
     put_applied(db, &mut batch, &applied)?;
@@ -783,7 +787,8 @@ fn stream_into<R: Read, W: Write>(
     batch: &mut WriteBatch,
     generation: u32,
     header: &Header,
-) -> Result<(), StoreError> {
+) -> Result<ConfigPointers, StoreError> {
+    let mut config = ConfigPointers::default();
     let records_cf = db::cf(db, CF_RECORDS)?;
     let tree_cf = db::cf(db, CF_TREE)?;
     let leaf_cf = db::cf(db, CF_LEAF_INDEX)?;
@@ -823,8 +828,9 @@ fn stream_into<R: Read, W: Write>(
                         format!("more than the {} records announced", header.tree_size),
                     ));
                 }
-                Record::decode(&bytes)
+                let record = Record::decode(&bytes)
                     .map_err(|e| StoreError::corrupt(format!("snapshot record {records}"), e))?;
+                config.observe(records, &record);
                 batch.put_cf(records_cf, record_key(generation, records), bytes);
                 records += 1;
             }
@@ -909,7 +915,7 @@ fn stream_into<R: Read, W: Write>(
                         format!("{records} records, {} announced", header.tree_size),
                     ));
                 }
-                return Ok(());
+                return Ok(config);
             }
             other => {
                 return Err(StoreError::corrupt(

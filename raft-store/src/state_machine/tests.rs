@@ -526,3 +526,80 @@ async fn a_version_1_snapshot_still_installs() -> TestResult {
     assert_eq!(sm.reader().tree_size(), 5);
     Ok(())
 }
+
+fn config_record(change: crate::record::ConfigChange) -> Record {
+    Record::Config(crate::record::ConfigRecord {
+        request_id: "cfg".into(),
+        time_unix_ms: 1_770_000_000_000,
+        caller: Caller {
+            department: "ops".into(),
+            role: "operator".into(),
+            cert_fingerprint: "01".repeat(32),
+        },
+        change,
+    })
+}
+
+#[tokio::test]
+async fn config_in_force_follows_applies_snapshots_and_reopening() -> TestResult {
+    use crate::record::ConfigChange;
+    let policy = |rules: &str| {
+        config_record(ConfigChange::Policy {
+            model: "m".into(),
+            rules: rules.into(),
+        })
+    };
+    let leader_dir = tempfile::tempdir()?;
+    let follower_dir = tempfile::tempdir()?;
+    let (_l, mut leader) = open(leader_dir.path()).await?;
+    let mut watch = leader.reader().watch_config();
+    assert_eq!(leader.reader().config_pointers(), ConfigPointers::default());
+    let entry = |index: u64, records: Vec<Record>| Entry {
+        log_id: log_id(1, 1, index),
+        payload: EntryPayload::Normal(Request::Append { records }),
+    };
+    leader
+        .apply([
+            voters(&[1, 2]),
+            entry(3, vec![record(0), policy("a"), record(1)]),
+            entry(
+                4,
+                vec![
+                    config_record(ConfigChange::Directory { toml: "d".into() }),
+                    policy("b"),
+                ],
+            ),
+        ])
+        .await?;
+    assert!(
+        watch.has_changed()?,
+        "a config record notifies its followers"
+    );
+    let expected = ConfigPointers {
+        policy: Some(ConfigPointer {
+            log_index: 4,
+            version: 2,
+        }),
+        directory: Some(ConfigPointer {
+            log_index: 3,
+            version: 1,
+        }),
+    };
+    assert_eq!(*watch.borrow_and_update(), expected);
+    assert_eq!(leader.reader().config_pointers(), expected);
+    // Access records do not notify.
+    leader.apply([entry(5, vec![record(2)])]).await?;
+    assert!(!watch.has_changed()?);
+
+    // A follower that catches up by snapshot has the same configuration in force.
+    let (follower_db, mut follower) = open(follower_dir.path()).await?;
+    let snapshot = leader.get_snapshot_builder().await.build_snapshot().await?;
+    follower
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await?;
+    assert_eq!(follower.reader().config_pointers(), expected);
+    follower_db.close();
+    let (_db, reopened) = open(follower_dir.path()).await?;
+    assert_eq!(reopened.reader().config_pointers(), expected);
+    Ok(())
+}
