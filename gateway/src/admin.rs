@@ -1,4 +1,5 @@
-//! The Admin service: Raft membership, for operator certificates only.
+//! The Admin service: Raft membership and the cluster's replicated configuration (policy and
+//! directory), for operator certificates only.
 //!
 //! Membership changes run on the leader. A node that is not the leader refuses with
 //! FAILED_PRECONDITION and names the leader in the `x-qianlian-leader` metadata, which the CLI
@@ -8,9 +9,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use qianlian_proto::v1::admin_server::Admin;
 use qianlian_proto::v1::{
-    AddLearnerRequest, ClusterStatus, InitClusterRequest, Member, NodeRequest, StatusRequest,
+    AddLearnerRequest, ApplyDirectoryRequest, ApplyPolicyRequest, ClusterStatus, ConfigDocument,
+    ConfigVersion, GetConfigRequest, InitClusterRequest, Member, NodeRequest, StatusRequest,
 };
 use qianlian_raft_store::notary::{Notary, NotaryError, UnavailableReason};
+use qianlian_raft_store::record::{Caller, ConfigChange, ConfigKind};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
@@ -20,20 +23,47 @@ use crate::identity::Role;
 /// Status metadata key naming the leader's address when a node refuses a leader-only call.
 pub const LEADER_HEADER: &str = "x-qianlian-leader";
 
-/// gRPC face of cluster membership.
+/// gRPC face of cluster membership and configuration.
 #[derive(Debug, Clone)]
 pub struct AdminService {
     pub notary: Notary,
+    pub in_force: crate::replicated::InForce,
+    /// The node's local policy (model, rules) and directory text, appended to the log when the
+    /// cluster is initialised from this node.
+    pub local_policy: Option<(String, String)>,
+    pub local_directory: Option<String>,
 }
 
-fn operator<T>(req: &Request<T>) -> Result<(), Status> {
+/// How long an apply waits for this node to switch to the new version.
+const SWITCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn operator<T>(req: &Request<T>) -> Result<crate::identity::PeerIdentity, Status> {
     let who = caller(req)?;
     if who.role != Role::Operator {
         return Err(Status::permission_denied(format!(
             "cluster administration needs an operator certificate; {who} is not an operator"
         )));
     }
-    Ok(())
+    Ok(who)
+}
+
+fn as_caller(who: &crate::identity::PeerIdentity) -> Caller {
+    Caller {
+        department: who.department.clone(),
+        role: who.role.as_str().to_owned(),
+        cert_fingerprint: who.fingerprint_hex(),
+    }
+}
+
+fn kind_of(name: &str) -> Result<ConfigKind, Status> {
+    ConfigKind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == name)
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "unknown config kind `{name}`; use policy or directory"
+            ))
+        })
 }
 
 fn check_address(addr: &str) -> Result<(), Status> {
@@ -125,7 +155,7 @@ impl Admin for AdminService {
         &self,
         request: Request<InitClusterRequest>,
     ) -> Result<Response<ClusterStatus>, Status> {
-        operator(&request)?;
+        let who = operator(&request)?;
         let req = request.into_inner();
         if req.members.is_empty() {
             return Err(Status::invalid_argument(
@@ -160,6 +190,14 @@ impl Admin for AdminService {
             .wait_for_leader(std::time::Duration::from_secs(10))
             .await;
         tracing::info!("cluster initialised");
+        crate::replicated::seed(
+            &self.notary,
+            as_caller(&who),
+            self.local_policy.clone(),
+            self.local_directory.clone(),
+        )
+        .await
+        .map_err(|e| Status::from(ServiceError::from(e)))?;
         Ok(Response::new(self.status()))
     }
 
@@ -243,5 +281,133 @@ impl Admin for AdminService {
     ) -> Result<Response<ClusterStatus>, Status> {
         operator(&request)?;
         Ok(Response::new(AdminService::status(self)))
+    }
+
+    async fn apply_policy(
+        &self,
+        request: Request<ApplyPolicyRequest>,
+    ) -> Result<Response<ConfigVersion>, Status> {
+        let who = operator(&request)?;
+        let req = request.into_inner();
+        let model = if req.model.trim().is_empty() {
+            match self
+                .notary
+                .config(ConfigKind::Policy)
+                .await
+                .map_err(ServiceError::from)?
+            {
+                Some((_, r)) => match r.change {
+                    ConfigChange::Policy { model, .. } => model,
+                    ConfigChange::Directory { .. } => String::new(),
+                },
+                None => self
+                    .local_policy
+                    .as_ref()
+                    .map(|(m, _)| m.clone())
+                    .unwrap_or_default(),
+            }
+        } else {
+            req.model
+        };
+        // Validate exactly as every node will build it; the old policy stays if this fails.
+        crate::policy::Policy::from_text(
+            &model,
+            &req.rules,
+            0,
+            std::path::Path::new("model"),
+            std::path::Path::new("rules"),
+        )
+        .await
+        .map_err(|e| Status::invalid_argument(format!("policy refused, nothing changed: {e}")))?;
+        self.apply(
+            &who,
+            ConfigChange::Policy {
+                model,
+                rules: req.rules,
+            },
+        )
+        .await
+    }
+
+    async fn apply_directory(
+        &self,
+        request: Request<ApplyDirectoryRequest>,
+    ) -> Result<Response<ConfigVersion>, Status> {
+        let who = operator(&request)?;
+        let toml = request.into_inner().toml;
+        crate::directory::Directory::from_toml(&toml, "directory").map_err(|e| {
+            Status::invalid_argument(format!("directory refused, nothing changed: {e}"))
+        })?;
+        self.apply(&who, ConfigChange::Directory { toml }).await
+    }
+
+    async fn get_config(
+        &self,
+        request: Request<GetConfigRequest>,
+    ) -> Result<Response<ConfigDocument>, Status> {
+        operator(&request)?;
+        let kind = kind_of(&request.into_inner().kind)?;
+        let Some((p, record)) = self.notary.config(kind).await.map_err(ServiceError::from)? else {
+            return Err(Status::not_found(format!(
+                "the cluster has no replicated {} yet; nodes use their local files until `qianlian {} apply`",
+                kind.as_str(),
+                kind.as_str()
+            )));
+        };
+        let (model, text) = match record.change {
+            ConfigChange::Policy { model, rules } => (model, rules),
+            ConfigChange::Directory { toml } => (String::new(), toml),
+        };
+        Ok(Response::new(ConfigDocument {
+            version: Some(ConfigVersion {
+                kind: kind.as_str().into(),
+                version: p.version,
+                log_index: p.log_index,
+            }),
+            model,
+            text,
+        }))
+    }
+}
+
+impl AdminService {
+    /// Append a validated config change and wait until this node has switched to it.
+    async fn apply(
+        &self,
+        who: &crate::identity::PeerIdentity,
+        change: ConfigChange,
+    ) -> Result<Response<ConfigVersion>, Status> {
+        let kind = change.kind();
+        let receipt = self
+            .notary
+            .append(crate::replicated::config_record(as_caller(who), change))
+            .await
+            .map_err(ServiceError::from)?;
+        // The version is the count of this kind's records up to this one: read it back.
+        self.notary
+            .wait_for_tree_size(receipt.log_index + 1, SWITCH_TIMEOUT)
+            .await
+            .map_err(ServiceError::from)?;
+        let version = self
+            .notary
+            .config(kind)
+            .await
+            .map_err(ServiceError::from)?
+            .filter(|(p, _)| p.log_index >= receipt.log_index)
+            .map(|(p, _)| p.version)
+            .ok_or_else(|| Status::internal("the config record was applied but is not in force"))?;
+        if !self.in_force.wait_for(kind, version, SWITCH_TIMEOUT).await {
+            return Err(Status::unavailable(format!(
+                "{} version {version} is in the log at index {} but this node has not switched to it yet",
+                kind.as_str(),
+                receipt.log_index
+            )));
+        }
+        tracing::info!(kind = kind.as_str(), version, log_index = receipt.log_index, operator = %who, "configuration applied");
+        Ok(Response::new(ConfigVersion {
+            kind: kind.as_str().into(),
+            version,
+            log_index: receipt.log_index,
+        }))
     }
 }

@@ -112,12 +112,14 @@ pub fn describe_status(s: &tonic::Status) -> String {
 }
 
 fn owner_of(dataset_id: &str) -> anyhow::Result<&'static str> {
-    dataset::find(dataset_id).map(|d| d.owner).ok_or_else(|| {
-        anyhow::anyhow!(
-            "unknown dataset `{dataset_id}`; known datasets: {}",
-            dataset::known_ids()
-        )
-    })
+    dataset::builtin(dataset_id)
+        .map(|(owner, _)| owner)
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "unknown dataset `{dataset_id}`; known datasets: {}",
+                dataset::known_ids()
+            )
+        })
 }
 
 /// `client put`: store a record of the caller's own dataset.
@@ -170,13 +172,135 @@ pub async fn get(
         .map_err(|s| anyhow::anyhow!(describe_status(&s)))?
         .into_inner();
     let payload: serde_json::Value = serde_json::from_slice(&resp.payload)?;
-    let r = resp.receipt.unwrap_or_default();
     println!("{}", serde_json::to_string_pretty(&payload)?);
+    print_disclosure(
+        &resp.disclosed_fields,
+        resp.policy_version,
+        &resp.rule,
+        resp.receipt.as_ref(),
+        resp.consumer_receipt.as_ref(),
+    );
+    Ok(())
+}
+
+fn print_disclosure(
+    fields: &[String],
+    policy_version: u64,
+    rule: &str,
+    receipt: Option<&qianlian_proto::v1::Receipt>,
+    consumer: Option<&qianlian_proto::v1::Receipt>,
+) {
+    println!("disclosed fields: {}", fields.join(", "));
+    println!("policy version {policy_version}: {rule}");
+    let r = receipt.cloned().unwrap_or_default();
     println!(
         "notarized: log index {}, record hash {}",
         r.log_index,
         hex::encode(&r.record_hash)
     );
+    if let Some(c) = consumer {
+        println!(
+            "forwarded; this gateway's record: log index {}, record hash {}",
+            c.log_index,
+            hex::encode(&c.record_hash)
+        );
+    }
+}
+
+/// `client query`: find records by indexed fields (`field=value`, all must hold).
+pub async fn query(
+    profile: &Profile,
+    dataset_id: &str,
+    conditions: &[String],
+    purpose: &str,
+    limit: u32,
+) -> anyhow::Result<()> {
+    let mut matches = Vec::new();
+    for c in conditions {
+        let (field, value) = c
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("condition `{c}` must be field=value"))?;
+        matches.push(qianlian_proto::v1::FieldMatch {
+            field: field.to_owned(),
+            value: value.to_owned(),
+        });
+    }
+    let mut c = ExchangeClient::new(profile.connect().await?);
+    let resp = c
+        .query_records(qianlian_proto::v1::QueryRecordsRequest {
+            department: owner_of(dataset_id)?.to_owned(),
+            dataset: dataset_id.to_owned(),
+            r#match: matches,
+            purpose: purpose.to_owned(),
+            limit,
+        })
+        .await
+        .map_err(|s| anyhow::anyhow!(describe_status(&s)))?
+        .into_inner();
+    for r in &resp.records {
+        let payload: serde_json::Value = serde_json::from_slice(&r.payload)?;
+        println!("{}\t{}", r.key, payload);
+    }
+    println!("{} record(s)", resp.records.len());
+    print_disclosure(
+        &resp.disclosed_fields,
+        resp.policy_version,
+        &resp.rule,
+        resp.receipt.as_ref(),
+        resp.consumer_receipt.as_ref(),
+    );
+    Ok(())
+}
+
+/// `policy apply` / `directory apply`: validate locally, then append to the cluster.
+pub async fn apply_config(
+    profile: &Profile,
+    kind: &str,
+    text: String,
+    model: Option<String>,
+) -> anyhow::Result<()> {
+    use qianlian_proto::v1::admin_client::AdminClient;
+    let mut c = AdminClient::new(profile.connect().await?);
+    let resp = match kind {
+        "policy" => {
+            c.apply_policy(qianlian_proto::v1::ApplyPolicyRequest {
+                model: model.unwrap_or_default(),
+                rules: text,
+            })
+            .await
+        }
+        _ => {
+            c.apply_directory(qianlian_proto::v1::ApplyDirectoryRequest { toml: text })
+                .await
+        }
+    }
+    .map_err(|s| anyhow::anyhow!(describe_status(&s)))?
+    .into_inner();
+    println!(
+        "{} version {} in force from log index {}",
+        resp.kind, resp.version, resp.log_index
+    );
+    Ok(())
+}
+
+/// `policy show` / `directory show`: the version in force and its text.
+pub async fn show_config(profile: &Profile, kind: &str) -> anyhow::Result<()> {
+    use qianlian_proto::v1::admin_client::AdminClient;
+    let mut c = AdminClient::new(profile.connect().await?);
+    let resp = c
+        .get_config(qianlian_proto::v1::GetConfigRequest { kind: kind.into() })
+        .await
+        .map_err(|s| anyhow::anyhow!(describe_status(&s)))?
+        .into_inner();
+    let v = resp.version.unwrap_or_default();
+    println!(
+        "# {} version {} (log index {})",
+        v.kind, v.version, v.log_index
+    );
+    if !resp.model.is_empty() {
+        println!("# model\n{}\n# rules", resp.model);
+    }
+    println!("{}", resp.text);
     Ok(())
 }
 

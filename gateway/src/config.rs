@@ -48,6 +48,31 @@ pub struct NodeConfig {
     pub licenses: LicenseSettings,
     /// Where to serve Prometheus metrics over HTTP (`[metrics] listen`); `None`: off.
     pub metrics_listen: Option<SocketAddr>,
+    pub gateway: GatewaySettings,
+}
+
+/// The department this node is the gateway of, and how it reaches other departments.
+#[derive(Debug, Clone, Default)]
+pub struct GatewaySettings {
+    /// The department whose data this gateway serves and on whose behalf it forwards. `None`:
+    /// the node serves every dataset from its own store and forwards nothing (one-node set-ups).
+    pub department: Option<String>,
+    /// The department's client certificate and key, presented to other departments' gateways.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// How long a forwarded request may take, connection included. Default 5 s.
+    pub forward_timeout: std::time::Duration,
+    /// Datasets served from an existing HTTP/JSON backend instead of the record store.
+    pub adapters: Vec<AdapterSettings>,
+}
+
+/// One dataset served by an HTTP/JSON backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdapterSettings {
+    pub dataset: String,
+    /// Base URL: `GET <url>/records/<key>` reads a record, `GET <url>/records?field=value`
+    /// queries.
+    pub url: String,
 }
 
 /// E-license settings. All optional: without them the node verifies nothing and issues nothing,
@@ -141,6 +166,26 @@ struct RawConfig {
     licenses: RawLicenses,
     #[serde(default)]
     metrics: RawMetrics,
+    #[serde(default)]
+    gateway: RawGateway,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGateway {
+    department: Option<String>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    forward_timeout_ms: Option<u64>,
+    #[serde(default)]
+    adapter: Vec<RawAdapter>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdapter {
+    dataset: String,
+    url: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -228,6 +273,10 @@ pub const ENV_KEYS: &[&str] = &[
     "licenses.min_cosigners",
     "limits.max_payload_bytes",
     "metrics.listen",
+    "gateway.department",
+    "gateway.client_cert",
+    "gateway.client_key",
+    "gateway.forward_timeout_ms",
 ];
 
 /// `QIANLIAN_*` variables that belong to the command line and scripts, not to a node config.
@@ -412,8 +461,61 @@ impl NodeConfig {
             })?),
             None => None,
         };
+        let g = raw.gateway;
+        if let Some(d) = &g.department
+            && (d.is_empty()
+                || !d
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+        {
+            return Err(invalid(
+                "gateway.department",
+                format!("`{d}` must be a department id: lowercase letters, digits and `-`"),
+            ));
+        }
+        if g.department.is_some() != g.client_cert.is_some()
+            || g.client_cert.is_some() != g.client_key.is_some()
+        {
+            return Err(invalid(
+                "gateway.client_cert",
+                "a gateway's department, client_cert and client_key go together: set all three (the department's client certificate from `qianlian pki init`, clients/<department>.crt and .key) or none".into(),
+            ));
+        }
+        let forward_timeout_ms = g.forward_timeout_ms.unwrap_or(5_000);
+        if !(100..=120_000).contains(&forward_timeout_ms) {
+            return Err(invalid(
+                "gateway.forward_timeout_ms",
+                format!("must be between 100 and 120000, got {forward_timeout_ms}"),
+            ));
+        }
+        for a in &g.adapter {
+            if !a.url.starts_with("http://") || a.url.parse::<http::Uri>().is_err() {
+                return Err(invalid(
+                    "gateway.adapter.url",
+                    format!(
+                        "`{}` (dataset {}) must be an http:// URL such as http://10.0.0.9:8080/permits",
+                        a.url, a.dataset
+                    ),
+                ));
+            }
+        }
         let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let gateway = GatewaySettings {
+            department: g.department,
+            client_cert: g.client_cert.map(abs),
+            client_key: g.client_key.map(abs),
+            forward_timeout: std::time::Duration::from_millis(forward_timeout_ms),
+            adapters: g
+                .adapter
+                .into_iter()
+                .map(|a| AdapterSettings {
+                    dataset: a.dataset,
+                    url: a.url.trim_end_matches('/').to_owned(),
+                })
+                .collect(),
+        };
         Ok(NodeConfig {
+            gateway,
             node_id: raw.node_id,
             listen,
             advertise,

@@ -3,20 +3,43 @@
 //! A key that breaks its dataset's rule is refused at the edge, with the rule named, before any
 //! policy decision or storage access.
 
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Serialize};
+
 use crate::identifier::UnifiedSocialCreditCode;
 
-/// One dataset in the catalog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One dataset: its id, the rule its keys follow and its fields. Its owner is the directory
+/// department that lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Dataset {
-    pub id: &'static str,
-    /// The department that publishes the dataset and alone may write it.
-    pub owner: &'static str,
-    pub title: &'static str,
+    pub id: String,
+    pub title: String,
     pub key: KeyRule,
+    /// The record fields; a record may hold others, which are stored and disclosed like any
+    /// field but neither indexed nor treated as personal data.
+    #[serde(default, rename = "field")]
+    pub fields: Vec<Field>,
+}
+
+/// One field of a dataset's records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Field {
+    pub name: String,
+    /// A citizen's identifier (ID number): never written to the log in clear, only as a keyed
+    /// hash, which lets the data subject's accesses be found.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub personal: bool,
+    /// Records can be queried by this field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub indexed: bool,
 }
 
 /// How a dataset's record keys are formed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum KeyRule {
     /// 统一社会信用代码, GB 32100-2015.
     UnifiedSocialCreditCode,
@@ -26,36 +49,114 @@ pub enum KeyRule {
     ConstructionPermit,
 }
 
-/// Every dataset this gateway knows.
-pub const CATALOG: &[Dataset] = &[
-    Dataset {
-        id: "enterprise-registration",
-        owner: "market-regulation",
-        title: "企业登记信息 enterprise registration",
-        key: KeyRule::UnifiedSocialCreditCode,
-    },
-    Dataset {
-        id: "real-estate-registration",
-        owner: "natural-resources",
-        title: "不动产登记信息 real-estate registration",
-        key: KeyRule::RealEstateCertificate,
-    },
-    Dataset {
-        id: "construction-permit",
-        owner: "housing",
-        title: "建筑工程施工许可 construction permits",
-        key: KeyRule::ConstructionPermit,
-    },
-];
+impl Dataset {
+    /// The field `name`, if the schema lists it.
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
 
-/// Look a dataset up by id.
-pub fn find(id: &str) -> Option<&'static Dataset> {
-    CATALOG.iter().find(|d| d.id == id)
+    /// Field names are unique, 1–64 of `a-z`, `0-9`, `_`.
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for f in &self.fields {
+            let ok = !f.name.is_empty()
+                && f.name.len() <= 64
+                && f.name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !ok {
+                return Err(format!(
+                    "field name `{}` must be 1 to 64 of a-z, 0-9 and `_`",
+                    f.name
+                ));
+            }
+            if !seen.insert(f.name.as_str()) {
+                return Err(format!("field `{}` is listed twice", f.name));
+            }
+        }
+        Ok(())
+    }
 }
 
-/// The ids of all datasets, for error messages.
+fn field(name: &str, personal: bool, indexed: bool) -> Field {
+    Field {
+        name: name.to_owned(),
+        personal,
+        indexed,
+    }
+}
+
+/// The built-in catalog: the datasets of the three sample departments, with their owners.
+/// Used when the directory lists no datasets, and written by `qianlian pki init`.
+pub static CATALOG: LazyLock<Vec<(&'static str, Dataset)>> = LazyLock::new(|| {
+    vec![
+        (
+            "market-regulation",
+            Dataset {
+                id: "enterprise-registration".into(),
+                title: "企业登记信息 enterprise registration".into(),
+                key: KeyRule::UnifiedSocialCreditCode,
+                fields: vec![
+                    field("unified_social_credit_code", false, false),
+                    field("name", false, true),
+                    field("legal_representative", false, false),
+                    field("legal_representative_id", true, true),
+                    field("registered_capital_cny", false, false),
+                    field("established", false, false),
+                    field("status", false, true),
+                ],
+            },
+        ),
+        (
+            "natural-resources",
+            Dataset {
+                id: "real-estate-registration".into(),
+                title: "不动产登记信息 real-estate registration".into(),
+                key: KeyRule::RealEstateCertificate,
+                fields: vec![
+                    field("certificate_number", false, false),
+                    field("holder_credit_code", false, true),
+                    field("holder_id", true, true),
+                    field("location", false, false),
+                    field("area_m2", false, false),
+                    field("use", false, false),
+                ],
+            },
+        ),
+        (
+            "housing",
+            Dataset {
+                id: "construction-permit".into(),
+                title: "建筑工程施工许可 construction permits".into(),
+                key: KeyRule::ConstructionPermit,
+                fields: vec![
+                    field("permit_number", false, false),
+                    field("builder_credit_code", false, true),
+                    field("project", false, false),
+                    field("project_manager_id", true, true),
+                    field("land_certificate", false, false),
+                    field("contract_price_cny", false, false),
+                ],
+            },
+        ),
+    ]
+});
+
+/// A built-in dataset and its owner.
+pub fn builtin(id: &str) -> Option<(&'static str, &'static Dataset)> {
+    CATALOG
+        .iter()
+        .find(|(_, d)| d.id == id)
+        .map(|(owner, d)| (*owner, d))
+}
+
+/// The ids of the built-in datasets, for error messages.
 pub fn known_ids() -> String {
-    CATALOG.iter().map(|d| d.id).collect::<Vec<_>>().join(", ")
+    CATALOG
+        .iter()
+        .map(|(_, d)| d.id.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Longest key accepted, in bytes.
@@ -180,15 +281,18 @@ mod tests {
     #[test]
     fn catalog_has_one_owner_per_dataset() {
         assert_eq!(
-            find("enterprise-registration").map(|d| d.owner),
+            builtin("enterprise-registration").map(|(o, _)| o),
             Some("market-regulation")
         );
         assert_eq!(
-            find("construction-permit").map(|d| d.owner),
+            builtin("construction-permit").map(|(o, _)| o),
             Some("housing")
         );
-        assert!(find("tax-records").is_none());
+        assert!(builtin("tax-records").is_none());
         assert!(known_ids().contains("real-estate-registration"));
+        for (_, d) in CATALOG.iter() {
+            assert_eq!(d.check(), Ok(()), "{}", d.id);
+        }
     }
 
     #[test]

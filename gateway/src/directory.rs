@@ -1,6 +1,9 @@
-//! The department directory: which departments exist, their names, and the public keys their
-//! e-licenses are signed with. Loaded from `departments.toml` (written by `qianlian pki init`);
-//! every node of a cluster uses the same file.
+//! The department directory: which departments exist, their names, their gateways, the public
+//! keys their e-licenses are signed with, and the datasets they own with their field schemas.
+//!
+//! The directory in force is replicated: `qianlian directory apply FILE` appends it to the log
+//! and every node switches to it at that log index. Until the cluster has one, a node uses its
+//! local `departments.toml` (written by `qianlian pki init`).
 
 use std::path::Path;
 
@@ -30,6 +33,16 @@ pub struct DirectoryEntry {
     /// License signing keys (several during a rotation).
     #[serde(default)]
     pub keys: Vec<DepartmentKey>,
+    /// The department's gateway, `https://host:port`; requests for its datasets are forwarded
+    /// there by other departments' gateways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// SHA-256 (lowercase hex) of the gateway's certificate, for inspectors and operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_fingerprint: Option<String>,
+    /// The datasets the department owns.
+    #[serde(default, rename = "dataset", skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<crate::dataset::Dataset>,
 }
 
 /// All departments.
@@ -52,9 +65,73 @@ impl Directory {
             reason,
         };
         let d: Directory = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        d.check().map_err(invalid)?;
+        Ok(d)
+    }
+
+    /// Parse and check a directory from its TOML text; `source` names it in errors.
+    pub fn from_toml(text: &str, source: &str) -> Result<Directory, DirectoryError> {
+        let invalid = |reason: String| DirectoryError::Invalid {
+            path: source.to_owned(),
+            reason,
+        };
+        let d: Directory = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        d.check().map_err(invalid)?;
+        Ok(d)
+    }
+
+    /// Unique department, key and dataset ids; 32-byte keys; gateway URLs and fingerprints in
+    /// their forms; field names in theirs.
+    fn check(&self) -> Result<(), String> {
+        let d = self;
+        let invalid = |reason: String| reason;
         let mut ids = std::collections::HashSet::new();
         let mut kids = std::collections::HashSet::new();
+        let mut datasets = std::collections::HashSet::new();
         for e in &d.department {
+            if e.id.is_empty()
+                || !e
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            {
+                return Err(invalid(format!(
+                    "department id `{}` must be lowercase letters, digits and `-`",
+                    e.id
+                )));
+            }
+            if let Some(g) = &e.gateway {
+                let ok = g
+                    .strip_prefix("https://")
+                    .is_some_and(|rest| !rest.is_empty() && !rest.contains('/'));
+                if !ok {
+                    return Err(invalid(format!(
+                        "department `{}`: gateway `{g}` must be https://host:port",
+                        e.id
+                    )));
+                }
+            }
+            if let Some(f) = &e.cert_fingerprint
+                && (f.len() != 64
+                    || !f
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)))
+            {
+                return Err(invalid(format!(
+                    "department `{}`: cert_fingerprint must be 64 lowercase hex digits (SHA-256 of the certificate)",
+                    e.id
+                )));
+            }
+            for ds in &e.datasets {
+                if !datasets.insert(ds.id.as_str()) {
+                    return Err(invalid(format!(
+                        "dataset `{}` is listed twice; a dataset has one owner",
+                        ds.id
+                    )));
+                }
+                ds.check()
+                    .map_err(|why| invalid(format!("dataset `{}`: {why}", ds.id)))?;
+            }
             if !ids.insert(e.id.as_str()) {
                 return Err(invalid(format!("department `{}` is listed twice", e.id)));
             }
@@ -69,7 +146,36 @@ impl Directory {
                     .map_err(|e| invalid(format!("key `{}`: {e}", k.key_id)))?;
             }
         }
-        Ok(d)
+        Ok(())
+    }
+
+    /// The dataset `id` and its owner. A directory that lists no datasets at all gets the
+    /// built-in catalog, owned by the departments it names.
+    pub fn dataset(&self, id: &str) -> Option<(&str, &crate::dataset::Dataset)> {
+        let listed = self.department.iter().find_map(|d| {
+            d.datasets
+                .iter()
+                .find(|ds| ds.id == id)
+                .map(|ds| (d.id.as_str(), ds))
+        });
+        if listed.is_some() || self.department.iter().any(|d| !d.datasets.is_empty()) {
+            return listed;
+        }
+        crate::dataset::builtin(id)
+    }
+
+    /// The ids of all datasets, for error messages.
+    pub fn dataset_ids(&self) -> String {
+        let ids: Vec<&str> = self
+            .department
+            .iter()
+            .flat_map(|d| d.datasets.iter().map(|ds| ds.id.as_str()))
+            .collect();
+        if ids.is_empty() {
+            crate::dataset::known_ids()
+        } else {
+            ids.join(", ")
+        }
     }
 
     /// The file's text.
@@ -89,5 +195,71 @@ impl Directory {
                 Some((d, VerifyingKey::from_bytes(&bytes).ok()?))
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod directory_tests {
+    use super::*;
+
+    const ONE: &str = r#"
+[[department]]
+id = "housing"
+name = "住房和城乡建设厅"
+gateway = "https://10.0.0.3:7400"
+
+[[department.dataset]]
+id = "construction-permit"
+title = "permits"
+key = "construction-permit"
+field = [{ name = "permit_number" }, { name = "project_manager_id", personal = true, indexed = true }]
+"#;
+
+    #[test]
+    fn datasets_gateways_and_fields_are_read_and_checked() {
+        let d = Directory::from_toml(ONE, "d.toml").expect("valid");
+        let (owner, ds) = d.dataset("construction-permit").expect("listed");
+        assert_eq!(owner, "housing");
+        assert!(
+            ds.field("project_manager_id")
+                .is_some_and(|f| f.personal && f.indexed)
+        );
+        // A directory that lists datasets has only those; one that lists none has the catalog.
+        assert!(d.dataset("enterprise-registration").is_none());
+        let bare =
+            Directory::from_toml("[[department]]\nid = \"x\"\nname = \"X\"\n", "b").expect("valid");
+        assert_eq!(
+            bare.dataset("enterprise-registration").map(|(o, _)| o),
+            Some("market-regulation")
+        );
+        for (bad, needle) in [
+            (
+                ONE.replace("https://10.0.0.3:7400", "http://10.0.0.3"),
+                "must be https://host:port",
+            ),
+            (
+                ONE.replace("gateway = ", "cert_fingerprint = \"AB\"\ngateway = "),
+                "64 lowercase hex",
+            ),
+            (
+                format!(
+                    "{ONE}\n[[department.dataset]]\nid = \"construction-permit\"\ntitle = \"t\"\nkey = \"construction-permit\"\n"
+                ),
+                "listed twice",
+            ),
+            (
+                ONE.replace("{ name = \"permit_number\" }", "{ name = \"Permit\" }"),
+                "field name `Permit`",
+            ),
+            (
+                ONE.replace("key = \"construction-permit\"", "key = \"passport\""),
+                "unknown variant",
+            ),
+        ] {
+            let err = Directory::from_toml(&bad, "d.toml")
+                .expect_err(needle)
+                .to_string();
+            assert!(err.starts_with("d.toml: ") && err.contains(needle), "{err}");
+        }
     }
 }

@@ -15,6 +15,8 @@ use crate::tls::ConnInfo;
 pub const LOG_INDEX_HEADER: &str = "x-qianlian-log-index";
 /// Status metadata key holding the record hash (hex) of a notarized refusal.
 pub const RECORD_HASH_HEADER: &str = "x-qianlian-record-hash";
+/// Status metadata key holding the version of the policy that refused.
+pub const POLICY_VERSION_HEADER: &str = "x-qianlian-policy-version";
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,9 +42,23 @@ pub enum ServiceError {
     /// The log could not commit in time (no leader, no quorum). Retrying later may help.
     #[error("{0}")]
     Unavailable(String),
+    /// The request is valid but cannot be served by this node in its present set-up; the
+    /// message says where or how it can be.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A fault inside this node; details are in its log.
     #[error("{0}")]
     Internal(String),
+    /// A status from another department's gateway, passed on as it came.
+    #[error("{0}")]
+    Forwarded(Status),
+    /// A notarized refusal with the version of the policy that decided.
+    #[error("{message}")]
+    Refused {
+        message: String,
+        receipt: Receipt,
+        policy_version: u64,
+    },
 }
 
 impl From<NotaryError> for ServiceError {
@@ -96,6 +112,19 @@ impl From<ServiceError> for Status {
                 with_receipt(Status::not_found(message), receipt)
             }
             ServiceError::Unavailable(m) => Status::unavailable(m),
+            ServiceError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ServiceError::Forwarded(s) => s,
+            ServiceError::Refused {
+                message,
+                receipt,
+                policy_version,
+            } => {
+                let mut s = with_receipt(Status::permission_denied(message), Some(receipt));
+                if let Ok(v) = MetadataValue::try_from(policy_version.to_string()) {
+                    s.metadata_mut().insert(POLICY_VERSION_HEADER, v);
+                }
+                s
+            }
             ServiceError::Internal(m) => {
                 tracing::error!(error = %m, "internal error");
                 Status::new(

@@ -21,6 +21,7 @@ pub mod dev;
 pub mod directory;
 pub mod error;
 pub mod exchange;
+pub mod forward;
 pub mod health;
 pub mod identifier;
 pub mod identity;
@@ -30,8 +31,10 @@ pub mod metrics;
 pub mod notary;
 pub mod pki;
 pub mod policy;
+pub mod replicated;
 pub mod server;
 pub mod store;
+pub mod subject;
 pub mod tls;
 
 /// Completes on Ctrl-C or SIGTERM (what `docker stop` and systemd send).

@@ -55,6 +55,10 @@ enum Command {
     Client(ClientArgs),
     /// Manage the membership of the Raft cluster (operator certificate).
     Cluster(ClusterArgs),
+    /// Replace or show the cluster's access policy (operator certificate).
+    Policy(ConfigArgs),
+    /// Replace or show the cluster's department directory (operator certificate).
+    Directory(ConfigArgs),
     /// Issue, change, verify and watch e-licenses.
     License(LicenseArgs),
     /// Measure a running gateway: closed-loop notarized reads over mutual TLS.
@@ -183,6 +187,28 @@ struct ClusterArgs {
     conn: ConnArgs,
     #[command(subcommand)]
     command: ClusterCommand,
+}
+
+#[derive(Args, Debug)]
+struct ConfigArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(subcommand)]
+    command: ConfigCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate FILE, then append it to the log: every node switches to it at that log index.
+    Apply {
+        /// Policy rules (policy.csv) or directory (departments.toml).
+        file: PathBuf,
+        /// Policy only: a new Casbin model (default: keep the model in force).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Print the version in force and its text.
+    Show,
 }
 
 #[derive(Args, Debug)]
@@ -317,6 +343,18 @@ enum ClientCommand {
         #[arg(long)]
         purpose: String,
     },
+    /// Find records by indexed fields, for a declared purpose.
+    Query {
+        dataset: String,
+        /// Conditions `field=value`; all must hold.
+        #[arg(required = true)]
+        conditions: Vec<String>,
+        #[arg(long)]
+        purpose: String,
+        /// Most records returned (default 100).
+        #[arg(long, default_value_t = 0)]
+        limit: u32,
+    },
     /// Read the notarization log.
     Log {
         #[command(subcommand)]
@@ -412,6 +450,35 @@ fn parse_member(s: &str) -> anyhow::Result<(u64, String)> {
         .parse()
         .map_err(|_| anyhow::anyhow!("`{s}`: node id `{id}` is not a number"))?;
     Ok((id, addr.to_owned()))
+}
+
+async fn run_config(kind: &str, args: ConfigArgs) -> anyhow::Result<()> {
+    let p = profile(&args.conn)?;
+    match args.command {
+        ConfigCommand::Show => client::show_config(&p, kind).await,
+        ConfigCommand::Apply { file, model } => {
+            let read = |f: &PathBuf| {
+                std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))
+            };
+            let text = read(&file)?;
+            let model_path = model;
+            let model = model_path.as_ref().map(read).transpose()?;
+            // Refuse a broken file here, naming its path and line, before anything is sent.
+            if kind == "policy" {
+                qianlian_gateway::policy::parse_rules(&text, &file)?;
+                if let (Some(m), Some(path)) = (&model, &model_path) {
+                    qianlian_gateway::policy::Policy::from_text(m, &text, 0, path, &file).await?;
+                }
+            } else {
+                qianlian_gateway::directory::Directory::from_toml(
+                    &text,
+                    &file.display().to_string(),
+                )?;
+            }
+            client::apply_config(&p, kind, text, model).await
+        }
+    }
 }
 
 async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
@@ -597,6 +664,12 @@ async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
             key,
             purpose,
         } => client::get(&p, &dataset, &key, &purpose).await,
+        ClientCommand::Query {
+            dataset,
+            conditions,
+            purpose,
+            limit,
+        } => client::query(&p, &dataset, &conditions, &purpose, limit).await,
         ClientCommand::Log {
             command: LogCommand::Get { index },
         } => client::log_get(&p, index).await,
@@ -713,6 +786,8 @@ fn main() -> ExitCode {
             }
             Command::Client(args) => run_client(args).await,
             Command::Cluster(args) => run_cluster(args).await,
+            Command::Policy(args) => run_config("policy", args).await,
+            Command::Directory(args) => run_config("directory", args).await,
             Command::License(args) => match run_license(args).await {
                 // A verdict other than genuine is an answer, not an error: exit 2.
                 Ok(false) => {
@@ -751,8 +826,8 @@ fn main() -> ExitCode {
                         .collect::<anyhow::Result<Vec<_>>>()?,
                     None => vec![Profile::dev(&who.dev_dir, &who.as_name, None)?],
                 };
-                let owner = qianlian_gateway::dataset::find(&dataset)
-                    .map(|d| d.owner)
+                let owner = qianlian_gateway::dataset::builtin(&dataset)
+                    .map(|(owner, _)| owner)
                     .ok_or_else(|| anyhow::anyhow!("unknown dataset `{dataset}`"))?;
                 let key = key.unwrap_or_else(|| dev::samples()[0].2.clone());
                 let plan = qianlian_gateway::bench::BenchPlan {

@@ -335,14 +335,28 @@ fn write_registry(plan: &PkiPlan, report: &mut PkiReport) -> Result<(), PkiError
             .map(|(_, n)| n.clone())
             .or_else(|| old.department(&id).map(|d| d.name.clone()))
             .unwrap_or_else(|| id.clone());
+        // Keep gateways and datasets set by the operator; the sample departments get their
+        // built-in datasets.
+        let kept = old.department(&id);
+        let datasets = match kept {
+            Some(d) if !d.datasets.is_empty() => d.datasets.clone(),
+            _ => crate::dataset::CATALOG
+                .iter()
+                .filter(|(owner, _)| *owner == id)
+                .map(|(_, d)| d.clone())
+                .collect(),
+        };
         directory.department.push(crate::directory::DirectoryEntry {
             keys: vec![DepartmentKey::new(license_key_id(&id, &public), &public)],
+            gateway: kept.and_then(|d| d.gateway.clone()),
+            cert_fingerprint: kept.and_then(|d| d.cert_fingerprint.clone()),
+            datasets,
             id,
             name,
         });
     }
     let text = format!(
-        "# Departments that issue e-licenses and their public keys. Written by `qianlian pki init`.\n\n{}",
+        "# The department directory: departments, their license public keys, gateways and datasets.\n# Written by `qianlian pki init`; apply it to a cluster with `qianlian directory apply`.\n\n{}",
         directory.to_toml()
     );
     write(&path, &text, false)?;

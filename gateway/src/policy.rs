@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use casbin::{CoreApi, DefaultModel, Enforcer, MemoryAdapter, MgmtApi};
-use sha2::{Digest, Sha256};
 
 use crate::identity::PeerIdentity;
 
@@ -37,7 +36,8 @@ pub enum PolicyError {
 /// One parsed line of the policy file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rule {
-    /// `p, subject, owner, dataset, action, purpose`
+    /// `p, subject, owner, dataset, action, purpose, fields`; a rule written without `fields`
+    /// gets `*` (every field).
     Allow(Vec<String>),
     /// `g, department, role, owner`
     Role(Vec<String>),
@@ -49,6 +49,52 @@ pub struct Decision {
     pub allowed: bool,
     /// The rule that allowed the access, or a sentence naming the rule that is missing.
     pub rule: String,
+    /// The fields the allowing rule discloses.
+    pub fields: Fields,
+}
+
+/// Which fields of a record a rule discloses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fields {
+    /// Every field (`*`).
+    All,
+    /// Only these top-level fields, sorted (`name|status|address`).
+    Only(Vec<String>),
+}
+
+impl Fields {
+    /// Parse a rule's fields column: `*` or names separated by `|`.
+    pub fn parse(text: &str) -> Result<Fields, String> {
+        if text == "*" {
+            return Ok(Fields::All);
+        }
+        let mut names = Vec::new();
+        for name in text.split('|') {
+            let name = name.trim();
+            let ok = !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !ok {
+                return Err(format!(
+                    "field name `{name}` must be 1 to 64 of a-z, 0-9 and `_`; write fields as `*` or `name|status`"
+                ));
+            }
+            names.push(name.to_owned());
+        }
+        names.sort();
+        names.dedup();
+        Ok(Fields::Only(names))
+    }
+
+    /// Whether field `name` is disclosed.
+    pub fn allows(&self, name: &str) -> bool {
+        match self {
+            Fields::All => true,
+            Fields::Only(names) => names.binary_search_by(|n| n.as_str().cmp(name)).is_ok(),
+        }
+    }
 }
 
 /// What is being asked of whom.
@@ -63,7 +109,7 @@ pub struct AccessRequest<'a> {
 
 /// A loaded, immutable policy.
 pub struct Policy {
-    version: String,
+    version: u64,
     by_owner: HashMap<String, Enforcer>,
 }
 
@@ -77,18 +123,20 @@ impl std::fmt::Debug for Policy {
 }
 
 impl Policy {
-    /// Load and validate the model and rule files.
+    /// Load and validate the model and rule files, as version 0: the node's local policy,
+    /// used until the cluster has a replicated one.
     pub async fn load(model_path: &Path, policy_path: &Path) -> Result<Policy, PolicyError> {
         let model = read(model_path)?;
         let rules = read(policy_path)?;
-        Self::from_text(&model, &rules, model_path, policy_path).await
+        Self::from_text(&model, &rules, 0, model_path, policy_path).await
     }
 
-    /// Build a policy from the texts of the model and the rules; the paths only name the
-    /// sources in error messages.
+    /// Build policy `version` from the texts of the model and the rules; the paths only name
+    /// the sources in error messages.
     pub async fn from_text(
         model_text: &str,
         rules_text: &str,
+        version: u64,
         model_path: &Path,
         policy_path: &Path,
     ) -> Result<Policy, PolicyError> {
@@ -136,22 +184,19 @@ impl Policy {
                 })?;
             by_owner.insert(owner, e);
         }
-        let mut h = Sha256::new();
-        h.update(model_text.as_bytes());
-        h.update([0]);
-        h.update(rules_text.as_bytes());
-        let version = hex::encode(&h.finalize()[..6]);
         Ok(Policy { version, by_owner })
     }
 
-    /// The policy version recorded with every decision: a digest of model and rules.
-    pub fn version(&self) -> &str {
-        &self.version
+    /// The policy version recorded with every decision: the number of policy records in the
+    /// log up to the one that made this policy, or 0 for the node's local files.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     /// Decide one access.
     pub fn decide(&self, req: AccessRequest<'_>) -> Result<Decision, PolicyError> {
         let missing = || Decision {
+            fields: Fields::Only(Vec::new()),
             allowed: false,
             rule: format!(
                 "policy {} has no rule letting {} {} {}/{} for purpose {}",
@@ -182,13 +227,21 @@ impl Policy {
         if !allowed {
             return Ok(missing());
         }
-        let rule = matched
-            .first()
-            .map(|r| format!("p, {}", r.join(", ")))
-            .unwrap_or_else(|| "p, (rule not reported)".to_owned());
+        let Some(matched) = matched.first() else {
+            return Err(PolicyError::Engine(
+                "the policy engine allowed without naming the rule".into(),
+            ));
+        };
+        let fields = matched
+            .get(5)
+            .map(|f| Fields::parse(f))
+            .transpose()
+            .map_err(PolicyError::Engine)?
+            .unwrap_or(Fields::All);
         Ok(Decision {
             allowed: true,
-            rule,
+            rule: format!("p, {}", matched.join(", ")),
+            fields,
         })
     }
 }
@@ -220,6 +273,17 @@ fn check_model(text: &str, path: &Path) -> Result<(), PolicyError> {
             "the request definition must have 5 fields (sub, dom, obj, act, purpose), found {fields}"
         )));
     }
+    let p = text
+        .lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("p =").or_else(|| l.strip_prefix("p=")))
+        .ok_or_else(|| err("missing `p = ...` policy definition".into()))?;
+    let fields = p.split(',').count();
+    if fields != 6 {
+        return Err(err(format!(
+            "the policy definition must have 6 fields (sub, dom, obj, act, purpose, fields), found {fields}"
+        )));
+    }
     Ok(())
 }
 
@@ -249,7 +313,7 @@ pub fn parse_rules(text: &str, path: &Path) -> Result<Vec<Rule>, PolicyError> {
             .split_first()
             .ok_or_else(|| err("empty rule".into()))?;
         let (want, names) = match kind.as_str() {
-            "p" => (5, "subject, owner, dataset, action, purpose"),
+            "p" => (5, "subject, owner, dataset, action, purpose[, fields]"),
             "g" => (3, "department, role, owner"),
             other => {
                 return Err(err(format!(
@@ -257,13 +321,20 @@ pub fn parse_rules(text: &str, path: &Path) -> Result<Vec<Rule>, PolicyError> {
                 )));
             }
         };
-        if rest.len() != want {
+        let mut rest = rest.to_vec();
+        if kind == "p" && rest.len() == want + 1 {
+            let fields = rest.pop().unwrap_or_default();
+            Fields::parse(&fields).map_err(|reason| err(format!("field 6: {reason}")))?;
+            rest.push(fields);
+        } else if rest.len() != want {
             return Err(err(format!(
                 "a `{kind}` rule needs {want} fields ({names}), found {}",
                 rest.len()
             )));
+        } else if kind == "p" {
+            rest.push("*".into());
         }
-        for (n, f) in rest.iter().enumerate() {
+        for (n, f) in rest.iter().take(want).enumerate() {
             let ok = !f.is_empty()
                 && (f == "*"
                     || f.chars()
@@ -284,9 +355,9 @@ pub fn parse_rules(text: &str, path: &Path) -> Result<Vec<Rule>, PolicyError> {
             ));
         }
         rules.push(if kind == "p" {
-            Rule::Allow(rest.to_vec())
+            Rule::Allow(rest)
         } else {
-            Rule::Role(rest.to_vec())
+            Rule::Role(rest)
         });
     }
     Ok(rules)

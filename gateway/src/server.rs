@@ -25,7 +25,9 @@ use crate::identity::Role;
 use crate::license::LicenseService;
 use crate::notary::NotaryService;
 use crate::policy::{Policy, PolicyError};
+use crate::replicated::{DirectoryInForce, InForce};
 use crate::store::{RecordStore, StoreError};
+use crate::subject::SubjectKey;
 use crate::tls::{self, ConnInfo, TlsError};
 
 /// The node could not start. Each variant names the part at fault; the message says how to fix it.
@@ -96,6 +98,7 @@ pub struct Node {
     server_tls: rustls::ServerConfig,
     exchange: ExchangeService,
     licenses: LicenseService,
+    admin: AdminService,
     notary: Notary,
 }
 
@@ -105,7 +108,22 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
     let server_tls = tls::load_server_config(&config.tls)?;
     tls::warn_if_expiring(&config.tls);
     let policy = Policy::load(&config.policy.model, &config.policy.rules).await?;
-    tracing::info!(version = policy.version(), "policy loaded");
+    tracing::info!(
+        "local policy files loaded (version 0 until the cluster has a replicated policy)"
+    );
+    let local_policy = Some((
+        String::from_utf8_lossy(&read(&config.policy.model)?).into_owned(),
+        String::from_utf8_lossy(&read(&config.policy.rules)?).into_owned(),
+    ));
+    let (local_directory, directory) = match &config.licenses.directory {
+        Some(p) => {
+            let text = String::from_utf8_lossy(&read(p)?).into_owned();
+            let d = crate::directory::Directory::from_toml(&text, &p.display().to_string())
+                .map_err(|e| StartError::License(e.to_string()))?;
+            (Some(text), d)
+        }
+        None => (None, crate::directory::Directory::default()),
+    };
 
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
         path: config.data_dir.display().to_string(),
@@ -170,15 +188,54 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
         None => None,
     };
     let policy = Arc::new(ArcSwap::from_pointee(policy));
+    let in_force = InForce {
+        policy: policy.clone(),
+        directory: Arc::new(ArcSwap::from_pointee(DirectoryInForce {
+            version: 0,
+            directory,
+        })),
+    };
+    in_force.refresh(&notary).await;
     let licenses = license_service(&config, notary.clone(), policy.clone())?;
+    let forwarder = match (&config.gateway.client_cert, &config.gateway.client_key) {
+        (Some(cert), Some(key)) => Some(Arc::new(crate::forward::Forwarder::new(
+            read(&config.tls.ca)?,
+            read(cert)?,
+            read(key)?,
+            config.gateway.forward_timeout,
+        ))),
+        _ => None,
+    };
+    let adapters = config
+        .gateway
+        .adapters
+        .iter()
+        .map(|a| {
+            (
+                a.dataset.clone(),
+                crate::forward::HttpAdapter::new(&a.url, config.gateway.forward_timeout),
+            )
+        })
+        .collect();
     let exchange = ExchangeService {
         metrics: metrics.as_ref().map(|(m, _)| m.clone()),
-        policy,
+        in_force: in_force.clone(),
         store,
         notary: notary.clone(),
         limits: config.limits,
+        department: config.gateway.department.clone(),
+        forwarder,
+        adapters,
+        subject_key: licenses.subject_key.as_ref().map(|k| SubjectKey::new(**k)),
+    };
+    let admin = AdminService {
+        notary: notary.clone(),
+        in_force,
+        local_policy,
+        local_directory,
     };
     Ok(Node {
+        admin,
         metrics,
         config,
         listener,
@@ -214,8 +271,42 @@ impl Node {
             server_tls,
             exchange,
             licenses,
+            admin,
             notary,
         } = self;
+        let follow_task = tokio::spawn(crate::replicated::follow(
+            notary.clone(),
+            admin.in_force.clone(),
+        ));
+        if config.bootstrap {
+            // A single-node cluster initialised by its own config: it seeds its configuration.
+            let (notary, admin) = (notary.clone(), admin.clone());
+            let node = format!("node-{}", config.node_id);
+            tokio::spawn(async move {
+                if notary
+                    .wait_for_leader(std::time::Duration::from_secs(30))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let caller = qianlian_raft_store::record::Caller {
+                    department: node,
+                    role: Role::Node.as_str().to_owned(),
+                    cert_fingerprint: String::new(),
+                };
+                if let Err(e) = crate::replicated::seed(
+                    &notary,
+                    caller,
+                    admin.local_policy.clone(),
+                    admin.local_directory.clone(),
+                )
+                .await
+                {
+                    tracing::warn!(error = %e, "seeding the cluster's configuration");
+                }
+            });
+        }
         let max = max_message(&config);
         let server_tls = Arc::new(arc_swap::ArcSwap::from_pointee(server_tls));
         let reload_task = tokio::spawn(tls::reload_loop(
@@ -261,9 +352,7 @@ impl Node {
             .add_service(NotaryServer::new(NotaryService {
                 notary: notary.clone(),
             }))
-            .add_service(AdminServer::new(AdminService {
-                notary: notary.clone(),
-            }))
+            .add_service(AdminServer::new(admin))
             .add_service(LicensesServer::new(licenses))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 raft, nodes_only,
@@ -289,6 +378,7 @@ impl Node {
         };
         health_task.abort();
         reload_task.abort();
+        follow_task.abort();
         if let Err(e) = notary.shutdown().await {
             tracing::warn!(error = %e, "notarization log did not shut down cleanly");
         }

@@ -39,7 +39,7 @@ async fn malformed_keys_unknown_datasets_and_missing_purpose_are_refused_with_th
         (
             rec("market-regulation", "tax-records", &good),
             "permit-review",
-            "unknown dataset `tax-records`; known datasets: enterprise-registration",
+            "unknown dataset `tax-records`; known datasets: construction-permit, enterprise-registration",
         ),
         (
             rec("housing", "enterprise-registration", &good),

@@ -18,6 +18,7 @@ async fn default_policy() -> Policy {
     Policy::from_text(
         MODEL,
         RULES,
+        7,
         Path::new("model.conf"),
         Path::new("policy.csv"),
     )
@@ -57,8 +58,10 @@ async fn cross_department_read_with_declared_purpose_is_allowed_and_names_the_ru
     assert!(d.allowed);
     assert_eq!(
         d.rule,
-        "p, housing, market-regulation, enterprise-registration, read, permit-review"
+        "p, housing, market-regulation, enterprise-registration, read, permit-review, \
+         unified_social_credit_code|name|status|registered_capital_cny|established"
     );
+    assert!(d.fields.allows("name") && !d.fields.allows("legal_representative_id"));
 }
 
 #[tokio::test]
@@ -103,7 +106,8 @@ async fn owners_read_and_write_their_own_datasets_only() {
             .decide(ask(&housing, "housing", "construction-permit", action, ""))
             .expect("decide");
         assert!(d.allowed, "{action}");
-        assert_eq!(d.rule, "p, owner, housing, construction-permit, *, *");
+        assert_eq!(d.rule, "p, owner, housing, construction-permit, *, *, *");
+        assert_eq!(d.fields, Fields::All);
     }
     // The owner role is scoped to the owner's own domain.
     let d = p
@@ -128,18 +132,51 @@ async fn unknown_owner_is_denied_without_error() {
 }
 
 #[tokio::test]
-async fn version_changes_with_the_rules() {
-    let a = default_policy().await;
-    let b = Policy::from_text(
+async fn versions_are_given_and_local_files_are_version_0() {
+    assert_eq!(default_policy().await.version(), 7);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let local = Policy::load(&dir.join("model.conf"), &dir.join("policy.csv"))
+        .await
+        .expect("loads");
+    assert_eq!(local.version(), 0);
+}
+
+#[tokio::test]
+async fn a_rule_can_limit_the_fields_disclosed_for_a_purpose() {
+    let p = Policy::from_text(
         MODEL,
-        &format!("{RULES}\np, housing, housing, x, read, y\n"),
+        "p, housing, market-regulation, enterprise-registration, read, permit-review, status|name\n\
+         p, housing, market-regulation, enterprise-registration, read, audit\n",
+        1,
         Path::new("m"),
         Path::new("p"),
     )
     .await
     .expect("loads");
-    assert_ne!(a.version(), b.version());
-    assert_eq!(a.version().len(), 12);
+    let housing = dept("housing");
+    let d = p
+        .decide(ask(
+            &housing,
+            "market-regulation",
+            "enterprise-registration",
+            "read",
+            "permit-review",
+        ))
+        .expect("decide");
+    assert!(d.allowed);
+    assert_eq!(d.fields, Fields::Only(vec!["name".into(), "status".into()]));
+    assert!(d.fields.allows("name") && !d.fields.allows("legal_representative_id"));
+    let d = p
+        .decide(ask(
+            &housing,
+            "market-regulation",
+            "enterprise-registration",
+            "read",
+            "audit",
+        ))
+        .expect("decide");
+    assert_eq!(d.fields, Fields::All);
+    assert!(d.rule.ends_with("audit, *"), "{}", d.rule);
 }
 
 #[test]
@@ -151,6 +188,17 @@ fn broken_rules_name_file_line_and_reason() {
         ("p, housing, *, x, read, y\n", 1, "cannot be `*`"),
         ("p, Housing, x, y, read, z\n", 1, "field 1 (`Housing`)"),
         ("p, housing, x, y, read, \n", 1, "field 5"),
+        (
+            "p, housing, x, y, read, z, Name\n",
+            1,
+            "field 6: field name `Name`",
+        ),
+        (
+            "p, housing, x, y, read, z, a|\n",
+            1,
+            "field 6: field name ``",
+        ),
+        ("p, housing, x, y, read, z, a, b\n", 1, "needs 5 fields"),
     ];
     for (text, line, needle) in cases {
         let err = parse_rules(text, Path::new("policies/policy.csv")).expect_err(text);
@@ -168,6 +216,7 @@ async fn broken_model_is_refused_with_its_path() {
     let err = Policy::from_text(
         "[request_definition]\nr = sub\n",
         RULES,
+        1,
         Path::new("policies/model.conf"),
         Path::new("p"),
     )

@@ -18,6 +18,17 @@ pub struct Cluster {
     pub nodes: Vec<Option<Node>>,
 }
 
+/// The department whose gateway node i is, in order (`{dept}` in a node's extra config).
+pub const GATEWAYS: [&str; 3] = ["market-regulation", "natural-resources", "housing"];
+
+/// Extra config that makes node i the gateway of `GATEWAYS[i - 1]`.
+pub const GATEWAY_CONFIG: &str = r#"[gateway]
+department = "{dept}"
+client_cert = "{pki}/clients/{dept}.crt"
+client_key = "{pki}/clients/{dept}.key"
+forward_timeout_ms = 2000
+"#;
+
 /// A free loopback port (bound once and released; good enough for tests on one machine).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -67,6 +78,11 @@ impl Cluster {
     }
 
     fn write_config(&self, i: usize, extra: &str) {
+        // `{dept}` in `extra` is this node's department (node i serves GATEWAYS[i - 1]);
+        // `{pki}` is the PKI folder.
+        let extra = extra
+            .replace("{dept}", GATEWAYS[(i - 1) % GATEWAYS.len()])
+            .replace("{pki}", &self.env.pki().display().to_string());
         let dir = self.dir(i);
         std::fs::create_dir_all(&dir).expect("node dir");
         let pki = self.env.pki();
@@ -138,13 +154,18 @@ min_cosigners = 2
 
     /// Run `qianlian cluster <args>` as the operator against node `i`.
     pub fn ops(&self, i: usize, args: &[&str]) -> std::process::Output {
+        self.operator(i, "cluster", args)
+    }
+
+    /// Run `qianlian <command> <args>` as the operator against node `i`.
+    pub fn operator(&self, i: usize, command: &str, args: &[&str]) -> std::process::Output {
         let pki = self.env.pki();
         let ca = pki.join("ca.crt").display().to_string();
         let cert = pki.join("clients/ops.crt").display().to_string();
         let key = pki.join("clients/ops.key").display().to_string();
         let endpoint = self.endpoint(i);
         let mut all = vec![
-            "cluster",
+            command,
             "--ca",
             &ca,
             "--cert",

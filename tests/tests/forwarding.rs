@@ -1,0 +1,474 @@
+//! Cross-department exchange through department gateways: three `qianlian serve` processes,
+//! each the gateway of one department and a node of one shared three-node cluster. A
+//! department's systems call their own gateway, which forwards to the owner's; both sides are
+//! notarized under one request id; the policy limits the fields per purpose and is replicated
+//! state; no citizen identifier reaches the log in clear.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use qianlian_proto::v1::admin_client::AdminClient;
+use qianlian_proto::v1::exchange_client::ExchangeClient;
+use qianlian_proto::v1::notary_client::NotaryClient;
+use qianlian_proto::v1::{
+    ApplyPolicyRequest, FieldMatch, GetConfigRequest, GetLogEntryRequest, GetRecordRequest,
+    PutRecordRequest, QueryRecordsRequest, RecordRef,
+};
+use support::cluster::{Cluster, GATEWAY_CONFIG};
+use support::{policies, stderr, stdout, uscc};
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// Node i is the gateway of: 1 market-regulation, 2 natural-resources, 3 housing.
+const MARKET: usize = 1;
+const LAND: usize = 2;
+const HOUSING: usize = 3;
+
+/// A resident identity number (valid check digit) for the legal representative.
+const REP_ID: &str = "11010519491231002X";
+const MANAGER_ID: &str = "110105194912310029";
+
+fn enterprise(code: &str) -> Option<RecordRef> {
+    Some(RecordRef {
+        department: "market-regulation".into(),
+        dataset: "enterprise-registration".into(),
+        key: code.into(),
+    })
+}
+
+async fn exchange(c: &Cluster, node: usize, who: &str) -> ExchangeClient<Channel> {
+    ExchangeClient::new(c.channel(node, who).await.expect("connect"))
+}
+
+/// The JSON view of the record at `index`, read as the inspector.
+async fn entry(c: &Cluster, index: u64) -> (Vec<u8>, serde_json::Value) {
+    let mut n = NotaryClient::new(c.channel(HOUSING, "audit-office").await.expect("connect"));
+    let e = n
+        .get_log_entry(GetLogEntryRequest { log_index: index })
+        .await
+        .expect("log entry")
+        .into_inner();
+    let json: serde_json::Value = serde_json::from_str(&e.record_json).expect("json");
+    (e.record, json["Exchange"].clone())
+}
+
+/// Apply a directory that names every department's gateway, and wait until all nodes forward.
+fn apply_gateways(c: &Cluster) {
+    let path = c.env.pki().join("departments.toml");
+    let mut doc: toml::Table = std::fs::read_to_string(&path)
+        .expect("directory")
+        .parse()
+        .expect("toml");
+    for d in doc["department"].as_array_mut().expect("departments") {
+        let id = d["id"].as_str().expect("id").to_owned();
+        let node = support::cluster::GATEWAYS
+            .iter()
+            .position(|g| *g == id)
+            .expect("a gateway")
+            + 1;
+        d.as_table_mut()
+            .expect("table")
+            .insert("gateway".into(), c.endpoint(node).into());
+    }
+    let file = c.env.path().join("directory.toml");
+    std::fs::write(&file, toml::to_string(&doc).expect("toml")).expect("write");
+    let out = c.operator(MARKET, "directory", &["apply", &file.display().to_string()]);
+    assert!(out.status.success(), "directory apply: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains("directory version 2"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn departments_exchange_through_their_gateways_with_purpose_bound_fields() {
+    let mut c = Cluster::start(3, GATEWAY_CONFIG);
+    c.leader(Duration::from_secs(20)).await;
+    apply_gateways(&c);
+
+    // The owners store their records through their own gateways.
+    let code = uscc(7);
+    let record = serde_json::json!({
+        "unified_social_credit_code": code,
+        "name": "贵州筑城建设有限公司",
+        "legal_representative": "王芳",
+        "legal_representative_id": REP_ID.to_lowercase(),
+        "registered_capital_cny": 5_000_000,
+        "established": "2015-03-12",
+        "status": "存续",
+    });
+    let mut market = exchange(&c, MARKET, "market-regulation").await;
+    market
+        .put_record(PutRecordRequest {
+            record: enterprise(&code),
+            payload: record.to_string().into_bytes(),
+        })
+        .await
+        .expect("owner put");
+    // Another department's gateway does not store an owner's records.
+    let s = exchange(&c, HOUSING, "market-regulation")
+        .await
+        .put_record(PutRecordRequest {
+            record: enterprise(&code),
+            payload: b"{}".to_vec(),
+        })
+        .await
+        .expect_err("wrong gateway");
+    assert_eq!(s.code(), Code::FailedPrecondition, "{}", s.message());
+    assert!(s.message().contains("its own gateway"), "{}", s.message());
+
+    // 1. Housing reads through its own gateway for a permit review: forwarded, limited.
+    let mut housing = exchange(&c, HOUSING, "housing").await;
+    let read = async |client: &mut ExchangeClient<Channel>, purpose: &str| {
+        client
+            .get_record(GetRecordRequest {
+                record: enterprise(&code),
+                purpose: purpose.into(),
+            })
+            .await
+    };
+    let resp = read(&mut housing, "permit-review")
+        .await
+        .expect("forwarded read")
+        .into_inner();
+    let got: serde_json::Value = serde_json::from_slice(&resp.payload).expect("json");
+    assert_eq!(got["name"], "贵州筑城建设有限公司");
+    assert!(got.get("legal_representative_id").is_none(), "{got}");
+    assert!(got.get("legal_representative").is_none(), "{got}");
+    let limited = [
+        "established",
+        "name",
+        "registered_capital_cny",
+        "status",
+        "unified_social_credit_code",
+    ];
+    assert_eq!(resp.disclosed_fields, limited);
+    assert_eq!(resp.policy_version, 1);
+    let provider = resp.receipt.expect("provider receipt").log_index;
+    let consumer = resp.consumer_receipt.expect("consumer receipt").log_index;
+    let (_, p) = entry(&c, provider).await;
+    let (_, k) = entry(&c, consumer).await;
+    assert_eq!(
+        p["request_id"], k["request_id"],
+        "both sides share the request id"
+    );
+    assert_eq!(p["side"], "provider");
+    assert_eq!(p["gateway"], "market-regulation");
+    assert_eq!(k["side"], "consumer");
+    assert_eq!(k["gateway"], "housing");
+    for r in [&p, &k] {
+        assert_eq!(r["caller"]["department"], "housing");
+        assert_eq!(r["decision"], "allow");
+        assert_eq!(r["purpose"], "permit-review");
+        assert_eq!(r["policy_version"], 1);
+        assert_eq!(r["disclosed_fields"], serde_json::json!(limited));
+        assert_eq!(r["response_digest"], p["response_digest"]);
+    }
+    assert!(
+        p["rule"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("permit-review")
+    );
+    // No personal field disclosed: no data subject on the record.
+    assert_eq!(p["subjects"], serde_json::json!([]));
+
+    // 2. Natural resources calls the owner's gateway directly, for a purpose that discloses the
+    // representative: the record names the data subject by keyed hash only.
+    let direct = read(
+        &mut exchange(&c, MARKET, "natural-resources").await,
+        "property-registration",
+    )
+    .await
+    .expect("direct read")
+    .into_inner();
+    assert!(direct.consumer_receipt.is_none());
+    let got: serde_json::Value = serde_json::from_slice(&direct.payload).expect("json");
+    assert_eq!(got["legal_representative_id"], REP_ID, "stored normalised");
+    let (_, d) = entry(&c, direct.receipt.expect("receipt").log_index).await;
+    assert_eq!(d["side"], "provider");
+    assert_eq!(d["subjects"].as_array().map(Vec::len), Some(1));
+
+    // 3. No rule: natural resources may not read for marketing. Refused on the owner's side,
+    // recorded on both.
+    let mut land = exchange(&c, LAND, "natural-resources").await;
+    let s = read(&mut land, "marketing").await.expect_err("no rule");
+    assert_eq!(s.code(), Code::PermissionDenied, "{}", s.message());
+    assert!(s.message().contains("has no rule"), "{}", s.message());
+    let index: u64 = s
+        .metadata()
+        .get("x-qianlian-log-index")
+        .expect("receipt")
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("index");
+    let (_, k) = entry(&c, index).await;
+    assert_eq!(
+        (k["side"].as_str(), k["decision"].as_str()),
+        (Some("consumer"), Some("deny"))
+    );
+    assert_eq!(k["disclosed_fields"], serde_json::json!([]));
+
+    // 4. No purpose: refused before any decision.
+    let s = read(&mut land, "").await.expect_err("no purpose");
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(
+        s.message().contains("`purpose` is required"),
+        "{}",
+        s.message()
+    );
+
+    // 5. A gateway forwards for its own department only.
+    let s = read(
+        &mut exchange(&c, HOUSING, "natural-resources").await,
+        "property-registration",
+    )
+    .await
+    .expect_err("not its department");
+    assert_eq!(s.code(), Code::PermissionDenied);
+    assert!(
+        s.message().contains("forwards requests of `housing` only"),
+        "{}",
+        s.message()
+    );
+
+    // 6. Queries by indexed fields; a personal value is recorded as a keyed hash.
+    let mut housing_own = exchange(&c, HOUSING, "housing").await;
+    let permit = "520115202403110001";
+    housing_own
+        .put_record(PutRecordRequest {
+            record: Some(RecordRef {
+                department: "housing".into(),
+                dataset: "construction-permit".into(),
+                key: permit.into(),
+            }),
+            payload: serde_json::json!({
+                "permit_number": permit,
+                "builder_credit_code": code,
+                "project_manager_id": MANAGER_ID,
+                "project": "观山湖区综合楼",
+            })
+            .to_string()
+            .into_bytes(),
+        })
+        .await
+        .expect("permit put");
+    let q = land
+        .query_records(QueryRecordsRequest {
+            department: "market-regulation".into(),
+            dataset: "enterprise-registration".into(),
+            r#match: vec![FieldMatch {
+                field: "legal_representative_id".into(),
+                value: REP_ID.to_lowercase(),
+            }],
+            purpose: "property-registration".into(),
+            limit: 0,
+        })
+        .await
+        .expect("forwarded query")
+        .into_inner();
+    assert_eq!(q.records.len(), 1);
+    assert_eq!(q.records[0].key, code);
+    let (_, qr) = entry(&c, q.receipt.expect("receipt").log_index).await;
+    assert_eq!(qr["action"], "query");
+    assert_eq!(qr["result_count"], 1);
+    let key = qr["key"].as_str().unwrap_or_default();
+    assert!(key.starts_with("legal_representative_id=subject:"), "{key}");
+    let s = land
+        .query_records(QueryRecordsRequest {
+            department: "market-regulation".into(),
+            dataset: "enterprise-registration".into(),
+            r#match: vec![FieldMatch {
+                field: "registered_capital_cny".into(),
+                value: "5000000".into(),
+            }],
+            purpose: "property-registration".into(),
+            limit: 0,
+        })
+        .await
+        .expect_err("not indexed");
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(
+        s.message().contains("not an indexed field"),
+        "{}",
+        s.message()
+    );
+
+    // 7. The replicated log holds no citizen identifier in clear, in any form.
+    let size = c.status(MARKET).await.expect("status").tree_size;
+    for i in 0..size {
+        let (bytes, _) = entry(&c, i).await;
+        let mut n = NotaryClient::new(c.channel(MARKET, "audit-office").await.expect("connect"));
+        let json = n
+            .get_log_entry(GetLogEntryRequest { log_index: i })
+            .await
+            .expect("entry")
+            .into_inner()
+            .record_json;
+        for id in [REP_ID, MANAGER_ID, &REP_ID.to_lowercase()] {
+            let raw = String::from_utf8_lossy(&bytes);
+            assert!(
+                !raw.contains(id) && !json.contains(id),
+                "log index {i} names {id} in clear"
+            );
+        }
+    }
+
+    // 8. The owner's gateway is down: a clear UNAVAILABLE naming the department, in bounded time.
+    c.stop(MARKET);
+    let started = Instant::now();
+    let s = read(&mut housing, "permit-review")
+        .await
+        .expect_err("owner down");
+    assert_eq!(s.code(), Code::Unavailable, "{}", s.message());
+    assert!(
+        s.message().contains("department `market-regulation`"),
+        "{}",
+        s.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_switches_every_read_at_one_version_and_a_bad_one_changes_nothing() {
+    let c = Cluster::start(3, GATEWAY_CONFIG);
+    c.leader(Duration::from_secs(20)).await;
+    apply_gateways(&c);
+    let code = uscc(3);
+    exchange(&c, MARKET, "market-regulation")
+        .await
+        .put_record(PutRecordRequest {
+            record: enterprise(&code),
+            payload: serde_json::json!({"name": "n", "status": "存续", "legal_representative_id": REP_ID})
+                .to_string()
+                .into_bytes(),
+        })
+        .await
+        .expect("put");
+
+    // Version 2 lets housing see only the name for a permit review.
+    let rules = std::fs::read_to_string(policies().join("policy.csv")).expect("rules");
+    let narrower = rules.replace(
+        "read, permit-review, unified_social_credit_code|name|status|registered_capital_cny|established",
+        "read, permit-review, name",
+    );
+    assert_ne!(rules, narrower);
+    let file = c.env.path().join("narrower.csv");
+    std::fs::write(&file, &narrower).expect("write");
+
+    // Reads run through both gateways while the policy changes.
+    let reader = |channel: Channel| {
+        let code = code.clone();
+        async move {
+            let mut client = ExchangeClient::new(channel);
+            let mut seen = Vec::new();
+            let until = Instant::now() + Duration::from_secs(4);
+            while Instant::now() < until {
+                if let Ok(r) = client
+                    .get_record(GetRecordRequest {
+                        record: enterprise(&code),
+                        purpose: "permit-review".into(),
+                    })
+                    .await
+                {
+                    let r = r.into_inner();
+                    let fields: Vec<String> =
+                        serde_json::from_slice::<serde_json::Value>(&r.payload)
+                            .expect("json")
+                            .as_object()
+                            .expect("object")
+                            .keys()
+                            .cloned()
+                            .collect();
+                    seen.push((
+                        r.policy_version,
+                        r.disclosed_fields,
+                        fields,
+                        r.receipt.expect("receipt").log_index,
+                    ));
+                }
+            }
+            seen
+        }
+    };
+    let a = tokio::spawn(reader(
+        c.channel(HOUSING, "housing").await.expect("connect"),
+    ));
+    let b = tokio::spawn(reader(c.channel(MARKET, "housing").await.expect("connect")));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let out = c.operator(LAND, "policy", &["apply", &file.display().to_string()]);
+    assert!(out.status.success(), "policy apply: {}", stderr(&out));
+    assert!(
+        stdout(&out).contains("policy version 2"),
+        "{}",
+        stdout(&out)
+    );
+    let mut seen = a.await.expect("reader");
+    seen.extend(b.await.expect("reader"));
+    let versions: std::collections::BTreeSet<u64> = seen.iter().map(|s| s.0).collect();
+    assert_eq!(versions, [1, 2].into(), "reads before and after the change");
+    for (version, disclosed, fields, index) in &seen {
+        let expected: &[&str] = match version {
+            1 => &["name", "status"],
+            _ => &["name"],
+        };
+        assert_eq!(disclosed, expected, "version {version}");
+        let mut fields = fields.clone();
+        fields.sort();
+        assert_eq!(
+            fields, expected,
+            "version {version}: the payload matches the version"
+        );
+        let (_, r) = entry(&c, *index).await;
+        assert_eq!(r["policy_version"], *version);
+        assert_eq!(r["disclosed_fields"], serde_json::json!(expected));
+    }
+
+    // A broken policy is refused with its line, by the CLI and by the server; nothing changes.
+    let bad = c.env.path().join("bad.csv");
+    std::fs::write(&bad, format!("{narrower}\np, housing, market-regulation\n")).expect("write");
+    let out = c.operator(LAND, "policy", &["apply", &bad.display().to_string()]);
+    assert!(!out.status.success());
+    let line = narrower.lines().count() + 2;
+    assert!(
+        stderr(&out).contains(&format!("bad.csv:{line}: a `p` rule needs 5 fields")),
+        "{}",
+        stderr(&out)
+    );
+    let mut admin = AdminClient::new(c.channel(HOUSING, "ops").await.expect("connect"));
+    let s = admin
+        .apply_policy(ApplyPolicyRequest {
+            model: String::new(),
+            rules: "p, housing, x, y, read, z, Bad Field\n".into(),
+        })
+        .await
+        .expect_err("refused");
+    assert_eq!(s.code(), Code::InvalidArgument);
+    assert!(s.message().contains("rules:1: field 6"), "{}", s.message());
+    let v = admin
+        .get_config(GetConfigRequest {
+            kind: "policy".into(),
+        })
+        .await
+        .expect("config")
+        .into_inner();
+    assert_eq!(v.version.expect("version").version, 2);
+    assert_eq!(v.text, narrower);
+    // A department may not change the policy.
+    let mut not_ops = AdminClient::new(c.channel(HOUSING, "housing").await.expect("connect"));
+    let s = not_ops
+        .apply_policy(ApplyPolicyRequest {
+            model: String::new(),
+            rules: rules.clone(),
+        })
+        .await
+        .expect_err("not an operator");
+    assert_eq!(s.code(), Code::PermissionDenied);
+}
