@@ -284,6 +284,10 @@ enum ClusterCommand {
         /// A member as <id>=https://<host>:<port>; repeatable.
         #[arg(long = "node", required = true)]
         nodes: Vec<String>,
+        /// Succeed without a change when the node already belongs to an initialised cluster
+        /// (for a job that may run again, e.g. in Kubernetes).
+        #[arg(long)]
+        skip_if_initialised: bool,
     },
     /// Add a node as a learner (it receives the log, does not vote).
     AddLearner {
@@ -397,12 +401,20 @@ fn parse_member(s: &str) -> anyhow::Result<(u64, String)> {
 async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let p = profile(&args.conn)?;
     let op = match args.command {
-        ClusterCommand::Init { nodes } => client::ClusterOp::Init(
-            nodes
+        ClusterCommand::Init {
+            nodes,
+            skip_if_initialised,
+        } => {
+            let members = nodes
                 .iter()
                 .map(|n| parse_member(n))
-                .collect::<anyhow::Result<_>>()?,
-        ),
+                .collect::<anyhow::Result<_>>()?;
+            if skip_if_initialised && client::cluster_is_initialised(&p).await? {
+                println!("the cluster is already initialised; nothing to do");
+                return client::cluster(&p, client::ClusterOp::Status).await;
+            }
+            client::ClusterOp::Init(members)
+        }
         ClusterCommand::AddLearner { node } => {
             let (id, addr) = parse_member(&node)?;
             client::ClusterOp::AddLearner(id, addr)
