@@ -639,8 +639,9 @@ async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Set up logs and, when `OTEL_EXPORTER_OTLP_*` asks for it, trace export; a node is named in
-/// its spans by its config, which is loaded first for that (and for `serve`, returned).
+/// Set up logs and, for the commands that run a node, trace export when `OTEL_EXPORTER_OTLP_*`
+/// asks for it; the node is named in its spans by its config, which is loaded first for that
+/// (and for `serve`, returned).
 fn start_telemetry(command: &Command) -> anyhow::Result<(Telemetry, Option<NodeConfig>)> {
     let config = match command {
         Command::Serve { config } => Some(NodeConfig::load(config)?),
@@ -653,8 +654,8 @@ fn start_telemetry(command: &Command) -> anyhow::Result<(Telemetry, Option<NodeC
         }
         _ => None,
     };
-    let node = config.as_ref().map(NodeResource::of).unwrap_or_default();
-    Ok((telemetry::init(&node)?, config))
+    let node = config.as_ref().map(NodeResource::of);
+    Ok((telemetry::init(node.as_ref())?, config))
 }
 
 fn main() -> ExitCode {

@@ -151,9 +151,10 @@ impl Telemetry {
     }
 }
 
-/// Set up logging, and trace export when the environment asks for it (see the module doc).
-/// Call once, inside the tokio runtime when exporting; `node` names the node in the spans.
-pub fn init(node: &NodeResource) -> Result<Telemetry, TelemetryError> {
+/// Set up logging, and for a node (`Some`) trace export when the environment asks for it (see
+/// the module doc); `node` names the node in the spans. Command-line tools pass `None`: logs
+/// only. Call once, inside the tokio runtime.
+pub fn init(node: Option<&NodeResource>) -> Result<Telemetry, TelemetryError> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     init_with_env(node, &env)
 }
@@ -284,7 +285,7 @@ fn resource(node: &NodeResource, env: &[(String, String)]) -> Resource {
 }
 
 fn init_with_env(
-    node: &NodeResource,
+    node: Option<&NodeResource>,
     env: &[(String, String)],
 ) -> Result<Telemetry, TelemetryError> {
     use std::io::IsTerminal;
@@ -305,8 +306,12 @@ fn init_with_env(
             .with_writer(std::io::stderr)
     });
 
-    let provider = match export_endpoint(env)? {
-        Some(endpoint) => {
+    let endpoint = match node {
+        Some(node) => export_endpoint(env)?.map(|e| (node, e)),
+        None => None,
+    };
+    let provider = match endpoint {
+        Some((node, endpoint)) => {
             if tokio::runtime::Handle::try_current().is_err() {
                 return Err(TelemetryError::NoRuntime);
             }
