@@ -525,6 +525,14 @@ async fn cluster_call(
     r.map(tonic::Response::into_inner)
 }
 
+/// Whether the node at `profile` already belongs to an initialised cluster (it knows voters).
+pub async fn cluster_is_initialised(profile: &Profile) -> anyhow::Result<bool> {
+    let status = cluster_call(profile, &ClusterOp::Status)
+        .await
+        .map_err(|s| anyhow::anyhow!(describe_status(&s)))?;
+    Ok(!status.voters.is_empty())
+}
+
 /// `qianlian cluster …`: run a membership operation, following the leader once if the node
 /// asked is not the leader.
 pub async fn cluster(profile: &Profile, op: ClusterOp) -> anyhow::Result<()> {

@@ -1,6 +1,10 @@
 //! Node configuration: one TOML file per node. Relative paths are resolved against the folder
 //! of the file, so a config and its certificates can move together. Unknown keys are refused,
 //! so a typo never silently falls back to a default.
+//!
+//! One file can serve every pod of a Kubernetes StatefulSet: `node_id = "ordinal"` takes the
+//! id from the host name (`qianlian-2` is node 3), and paths and `advertise` may name
+//! `{node_id}`, `{ordinal}` and `{hostname}`, filled in per node (see [`NodeConfig::parse_with_env`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -148,7 +152,8 @@ pub const MAX_PAYLOAD_CEILING: usize = 4 * 1024 * 1024 - 64 * 1024;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    node_id: u64,
+    /// A number, or `"ordinal"` (see [`node_identity`]).
+    node_id: toml::Value,
     listen: String,
     advertise: Option<String>,
     data_dir: PathBuf,
@@ -330,6 +335,108 @@ fn apply_env(table: &mut toml::Table, env: &[(String, String)]) -> Result<(), St
     Ok(())
 }
 
+/// What `node_id = "ordinal"` reads: the host name, which in a StatefulSet is the pod name.
+const HOSTNAME_VAR: &str = "HOSTNAME";
+
+/// The value of `node_id` that derives the id from the host name.
+pub const NODE_ID_ORDINAL: &str = "ordinal";
+
+/// This node's id, and the ordinal and host name the id was derived from, if any.
+struct NodeIdentity {
+    node_id: u64,
+    ordinal: Option<u64>,
+    hostname: Option<String>,
+}
+
+/// `node_id` is a number greater than 0, or `"ordinal"`: the trailing `-N` of the host name
+/// (a StatefulSet names its pods `<name>-0`, `<name>-1`, …) plus one.
+fn node_identity(raw: &toml::Value, hostname: Option<&str>) -> Result<NodeIdentity, String> {
+    let hostname = hostname.map(str::to_owned);
+    match raw {
+        toml::Value::Integer(n) if *n > 0 => Ok(NodeIdentity {
+            node_id: *n as u64,
+            ordinal: None,
+            hostname,
+        }),
+        toml::Value::Integer(_) => Err("must be greater than 0 (Raft reserves 0)".into()),
+        toml::Value::String(s) if s == NODE_ID_ORDINAL => {
+            let Some(host) = hostname else {
+                return Err(format!(
+                    "`ordinal` takes the id from the host name, but {HOSTNAME_VAR} is not set; set {HOSTNAME_VAR} (Kubernetes sets it to the pod name) or give node_id as a number"
+                ));
+            };
+            let ordinal = host
+                .rsplit_once('-')
+                .map(|(_, n)| n)
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse::<u64>().ok())
+                .filter(|n| *n < u64::MAX)
+                .ok_or_else(|| {
+                    format!(
+                        "`ordinal` takes the id from the host name's trailing -<number> (a StatefulSet pod is named <statefulset>-<ordinal>), but the host name is `{host}`; run it as a StatefulSet pod or give node_id as a number"
+                    )
+                })?;
+            Ok(NodeIdentity {
+                node_id: ordinal + 1,
+                ordinal: Some(ordinal),
+                hostname: Some(host),
+            })
+        }
+        toml::Value::String(s) => Err(format!(
+            "`{s}` is neither a number nor \"{NODE_ID_ORDINAL}\" (the pod ordinal plus one)"
+        )),
+        other => Err(format!(
+            "must be a number greater than 0 or \"{NODE_ID_ORDINAL}\", got {other}"
+        )),
+    }
+}
+
+impl NodeIdentity {
+    /// Fill in `{node_id}`, `{ordinal}` and `{hostname}`; the error says which one is unknown.
+    fn expand(&self, value: &str) -> Result<String, String> {
+        if !value.contains('{') {
+            return Ok(value.to_owned());
+        }
+        let mut out = value.replace("{node_id}", &self.node_id.to_string());
+        if out.contains("{ordinal}") {
+            let o = self.ordinal.ok_or_else(|| {
+                format!(
+                    "`{value}` names {{ordinal}}, which only node_id = \"{NODE_ID_ORDINAL}\" defines; use {{node_id}}"
+                )
+            })?;
+            out = out.replace("{ordinal}", &o.to_string());
+        }
+        if out.contains("{hostname}") {
+            let h = self.hostname.as_deref().ok_or_else(|| {
+                format!("`{value}` names {{hostname}}, but {HOSTNAME_VAR} is not set")
+            })?;
+            out = out.replace("{hostname}", h);
+        }
+        Ok(out)
+    }
+
+    fn expand_path(&self, path: PathBuf) -> Result<PathBuf, String> {
+        match path.to_str() {
+            Some(s) if s.contains('{') => self.expand(s).map(PathBuf::from),
+            _ => Ok(path),
+        }
+    }
+}
+
+/// The host name, for `node_id = "ordinal"`: `HOSTNAME` if set, else the kernel's (the scratch
+/// image has no shell to set it, but Kubernetes and Docker set both).
+fn hostname(env: &[(String, String)]) -> Option<String> {
+    env.iter()
+        .find(|(k, _)| k == HOSTNAME_VAR)
+        .map(|(_, v)| v.trim().to_owned())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+}
+
 impl NodeConfig {
     /// Read and validate a config file, then apply `QIANLIAN_*` environment overrides.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
@@ -338,7 +445,11 @@ impl NodeConfig {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let env: Vec<(String, String)> = std::env::vars().collect();
+        let mut env: Vec<(String, String)> = std::env::vars().collect();
+        if let Some(h) = hostname(&env) {
+            env.retain(|(k, _)| k != HOSTNAME_VAR);
+            env.push((HOSTNAME_VAR.to_owned(), h));
+        }
         Self::parse_with_env(&text, base, path, &env)
     }
 
@@ -348,6 +459,10 @@ impl NodeConfig {
     }
 
     /// Parse config text, then apply `QIANLIAN_*` overrides from `env` (see [`ENV_KEYS`]).
+    ///
+    /// `node_id = "ordinal"` takes the id from `HOSTNAME` in `env`: its trailing `-N`, plus one.
+    /// Path keys and `advertise` may name `{node_id}`, `{ordinal}` (with `"ordinal"` only) and
+    /// `{hostname}`, e.g. `cert = "/pki/node-{node_id}.crt"`.
     pub fn parse_with_env(
         text: &str,
         base: &Path,
@@ -372,19 +487,22 @@ impl NodeConfig {
             key,
             message,
         };
-        if raw.node_id == 0 {
-            return Err(invalid(
-                "node_id",
-                "must be greater than 0 (Raft reserves 0)".into(),
-            ));
-        }
+        let host = env
+            .iter()
+            .find(|(k, _)| k == HOSTNAME_VAR)
+            .map(|(_, v)| v.as_str())
+            .filter(|h| !h.is_empty());
+        let identity = node_identity(&raw.node_id, host).map_err(|m| invalid("node_id", m))?;
         let listen: SocketAddr = raw.listen.parse().map_err(|_| {
             invalid(
                 "listen",
                 format!("`{}` is not an address like 127.0.0.1:7400", raw.listen),
             )
         })?;
-        let advertise = raw.advertise.unwrap_or_else(|| format!("https://{listen}"));
+        let advertise = match &raw.advertise {
+            Some(a) => identity.expand(a).map_err(|m| invalid("advertise", m))?,
+            None => format!("https://{listen}"),
+        };
         if !advertise.starts_with("https://") {
             return Err(invalid(
                 "advertise",
@@ -499,11 +617,28 @@ impl NodeConfig {
                 ));
             }
         }
-        let abs = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        // Per-node placeholders first, then relative paths against the config's folder.
+        let path = |key: &'static str, p: PathBuf| {
+            identity
+                .expand_path(p)
+                .map(|p| if p.is_absolute() { p } else { base.join(p) })
+                .map_err(|m| invalid(key, m))
+        };
+        let paths = |key: &'static str, ps: Vec<PathBuf>| {
+            ps.into_iter()
+                .map(|p| path(key, p))
+                .collect::<Result<Vec<_>, _>>()
+        };
         let gateway = GatewaySettings {
             department: g.department,
-            client_cert: g.client_cert.map(abs),
-            client_key: g.client_key.map(abs),
+            client_cert: g
+                .client_cert
+                .map(|p| path("gateway.client_cert", p))
+                .transpose()?,
+            client_key: g
+                .client_key
+                .map(|p| path("gateway.client_key", p))
+                .transpose()?,
             forward_timeout: std::time::Duration::from_millis(forward_timeout_ms),
             adapters: g
                 .adapter
@@ -516,34 +651,42 @@ impl NodeConfig {
         };
         Ok(NodeConfig {
             gateway,
-            node_id: raw.node_id,
+            node_id: identity.node_id,
             listen,
             advertise,
-            data_dir: abs(raw.data_dir),
+            data_dir: path("data_dir", raw.data_dir)?,
             trust_domain: raw.trust_domain,
             bootstrap: raw.bootstrap,
             tls: TlsFiles {
-                ca: abs(raw.tls.ca),
-                cert: abs(raw.tls.cert),
-                key: abs(raw.tls.key),
-                crl: raw.tls.crl.map(abs),
+                ca: path("tls.ca", raw.tls.ca)?,
+                cert: path("tls.cert", raw.tls.cert)?,
+                key: path("tls.key", raw.tls.key)?,
+                crl: raw.tls.crl.map(|p| path("tls.crl", p)).transpose()?,
                 reload_every: std::time::Duration::from_millis(reload_every_ms),
             },
             policy: PolicyFiles {
-                model: abs(raw.policy.model),
-                rules: abs(raw.policy.rules),
+                model: path("policy.model", raw.policy.model)?,
+                rules: path("policy.rules", raw.policy.rules)?,
             },
             limits: Limits { max_payload_bytes },
             checkpoint: CheckpointSettings {
-                signing_key: abs(raw.checkpoint.signing_key),
+                signing_key: path("checkpoint.signing_key", raw.checkpoint.signing_key)?,
                 origin,
             },
             metrics_listen,
             licenses: LicenseSettings {
-                directory: raw.licenses.directory.map(abs),
-                signing_keys: raw.licenses.signing_keys.into_iter().map(abs).collect(),
-                subject_key: raw.licenses.subject_key.map(abs),
-                trust_node_keys: raw.licenses.trust_node_keys.into_iter().map(abs).collect(),
+                directory: raw
+                    .licenses
+                    .directory
+                    .map(|p| path("licenses.directory", p))
+                    .transpose()?,
+                signing_keys: paths("licenses.signing_keys", raw.licenses.signing_keys)?,
+                subject_key: raw
+                    .licenses
+                    .subject_key
+                    .map(|p| path("licenses.subject_key", p))
+                    .transpose()?,
+                trust_node_keys: paths("licenses.trust_node_keys", raw.licenses.trust_node_keys)?,
                 min_cosigners,
             },
             raft: RaftSettings {
@@ -556,125 +699,4 @@ impl NodeConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-node_id = 1
-listen = "127.0.0.1:7400"
-data_dir = "data"
-trust_domain = "gov.example"
-bootstrap = true
-[tls]
-ca = "pki/ca.crt"
-cert = "pki/nodes/a.crt"
-key = "/abs/a.key"
-[policy]
-model = "model.conf"
-rules = "policy.csv"
-[checkpoint]
-signing_key = "pki/nodes/a.note.key"
-"#;
-
-    fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
-        NodeConfig::parse(text, Path::new("/etc/q"), Path::new("/etc/q/node.toml"))
-    }
-
-    #[test]
-    fn resolves_paths_and_applies_defaults() {
-        let c = parse(GOOD).expect("parses");
-        assert_eq!(c.data_dir, Path::new("/etc/q/data"));
-        assert_eq!(c.tls.key, Path::new("/abs/a.key"));
-        assert_eq!(c.advertise, "https://127.0.0.1:7400");
-        assert_eq!(c.limits.max_payload_bytes, DEFAULT_MAX_PAYLOAD_BYTES);
-        assert!(c.bootstrap);
-        assert_eq!(c.checkpoint.origin, "gov.example/qianlian");
-        assert_eq!(
-            c.checkpoint.signing_key,
-            Path::new("/etc/q/pki/nodes/a.note.key")
-        );
-        assert_eq!(c.raft.commit_timeout, std::time::Duration::from_secs(10));
-    }
-
-    #[test]
-    fn environment_overrides_keys_and_refuses_unknown_names() {
-        let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs
-                .iter()
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .collect()
-        };
-        let c = NodeConfig::parse_with_env(
-            GOOD,
-            Path::new("/etc/q"),
-            Path::new("/etc/q/node.toml"),
-            &env(&[
-                ("QIANLIAN_LISTEN", "127.0.0.1:9000"),
-                ("QIANLIAN_NODE_ID", "7"),
-                ("QIANLIAN_RAFT_COMMIT_TIMEOUT_MS", "2500"),
-                ("QIANLIAN_TLS_CERT", "other.crt"),
-                ("QIANLIAN_DEV_DIR", "ignored"),
-                ("PATH", "/bin"),
-            ]),
-        )
-        .expect("overrides apply");
-        assert_eq!(c.listen.port(), 9000);
-        assert_eq!(c.node_id, 7);
-        assert_eq!(
-            c.raft.commit_timeout,
-            std::time::Duration::from_millis(2500)
-        );
-        assert_eq!(c.tls.cert, Path::new("/etc/q/other.crt"));
-        let err = NodeConfig::parse_with_env(
-            GOOD,
-            Path::new("/etc/q"),
-            Path::new("/etc/q/node.toml"),
-            &env(&[("QIANLIAN_LISTN", "x")]),
-        )
-        .expect_err("typo");
-        assert!(
-            err.to_string()
-                .contains("QIANLIAN_LISTN names no config key"),
-            "{err}"
-        );
-        let err = NodeConfig::parse_with_env(
-            GOOD,
-            Path::new("/etc/q"),
-            Path::new("/etc/q/node.toml"),
-            &env(&[("QIANLIAN_NODE_ID", "0")]),
-        )
-        .expect_err("validated like the file");
-        assert!(err.to_string().contains("key `node_id`"), "{err}");
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let cases = [
-            (GOOD.replace("node_id = 1", "node_id = 0"), "key `node_id`"),
-            (GOOD.replace("127.0.0.1:7400", "localhost"), "key `listen`"),
-            (
-                format!("{GOOD}[limits]\nmax_payload_bytes = 0\n"),
-                "key `limits.max_payload_bytes`",
-            ),
-            (GOOD.replace("bootstrap", "bootstrapp"), "bootstrapp"),
-            (GOOD.replace("[policy]", "[polcy]"), "polcy"),
-            (
-                format!("{GOOD}[raft]\ncommit_timeout_ms = 5\n"),
-                "key `raft.commit_timeout_ms`",
-            ),
-            (
-                GOOD.replace("[checkpoint]", "[checkpoint]\norigin = \"a b\""),
-                "key `checkpoint.origin`",
-            ),
-            (
-                format!("{GOOD}[metrics]\nlisten = \"localhost\"\n"),
-                "key `metrics.listen`",
-            ),
-        ];
-        for (text, needle) in cases {
-            let err = parse(&text).expect_err(needle).to_string();
-            assert!(err.starts_with("config /etc/q/node.toml"), "{err}");
-            assert!(err.contains(needle), "{err} should name {needle}");
-        }
-    }
-}
+mod tests;

@@ -272,6 +272,8 @@ impl ExchangeService {
     }
 
     /// Decide an access: role first (only departments exchange data), then policy.
+    #[tracing::instrument(name = "exchange.decide", level = "info", skip_all, fields(
+        action = action.as_str(), purpose, allowed = tracing::field::Empty))]
     fn decide(
         &self,
         who: &PeerIdentity,
@@ -319,6 +321,7 @@ impl ExchangeService {
                 purpose,
             })
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        tracing::Span::current().record("allowed", decision.allowed);
         Ok((decision, version))
     }
 
@@ -365,7 +368,7 @@ impl ExchangeService {
             subjects: outcome.subjects.iter().copied().collect(),
             request_digest,
             response_digest: outcome.response_digest,
-            trace_id: String::new(),
+            trace_id: crate::telemetry::current_trace_id().unwrap_or_default(),
         });
         let started = std::time::Instant::now();
         let receipt = self.notary.append(record).await?;

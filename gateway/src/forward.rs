@@ -20,6 +20,7 @@ use qianlian_proto::v1::{
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
+use tracing::Instrument;
 
 /// Metadata key carrying the exchange's request id from the consumer's gateway to the owner's.
 pub const REQUEST_ID_HEADER: &str = "x-qianlian-request-id";
@@ -64,8 +65,10 @@ impl Forwarder {
         Ok(channel)
     }
 
+    /// A request carrying the exchange's request id and the current trace context.
     fn request<T>(&self, msg: T, request_id: &str) -> Request<T> {
         let mut req = Request::new(msg);
+        crate::telemetry::inject(req.metadata_mut());
         if let Ok(v) = request_id.parse() {
             req.metadata_mut().insert(REQUEST_ID_HEADER, v);
         }
@@ -81,7 +84,9 @@ impl Forwarder {
         request_id: &str,
     ) -> Result<GetRecordResponse, Status> {
         let mut client = ExchangeClient::new(self.channel(url)?);
-        let call = client.get_record(self.request(msg, request_id));
+        let span = forward_span(url, "GetRecord");
+        let call =
+            async { client.get_record(self.request(msg, request_id)).await }.instrument(span);
         match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r.map(tonic::Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded("no answer in time")),
@@ -96,12 +101,28 @@ impl Forwarder {
         request_id: &str,
     ) -> Result<QueryRecordsResponse, Status> {
         let mut client = ExchangeClient::new(self.channel(url)?);
-        let call = client.query_records(self.request(msg, request_id));
+        let span = forward_span(url, "QueryRecords");
+        let call =
+            async { client.query_records(self.request(msg, request_id)).await }.instrument(span);
         match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r.map(tonic::Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded("no answer in time")),
         }
     }
+}
+
+/// The client span of a call to another gateway; the trace context injected inside it makes
+/// the owner's server span its child.
+fn forward_span(url: &str, method: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "gateway.forward",
+        otel.kind = "client",
+        otel.name = format!("qianlian.v1.Exchange/{method}"),
+        rpc.system = "grpc",
+        rpc.service = "qianlian.v1.Exchange",
+        rpc.method = method,
+        server.address = %url,
+    )
 }
 
 /// A dataset served by an HTTP/JSON backend:

@@ -7,7 +7,8 @@
 //! - [`store`]: each department's own records (RocksDB, outside the log).
 //! - [`exchange`]: the data service; [`notary`]: the log read back, checkpoints and proofs;
 //!   [`admin`]: cluster membership; [`license`]: e-licenses; [`directory`]: departments and keys.
-//! - [`health`]: gRPC health, `/livez` and `/readyz`; [`metrics`]: Prometheus metrics.
+//! - [`health`]: gRPC health, `/livez` and `/readyz`; [`metrics`]: Prometheus metrics;
+//!   [`telemetry`]: logs, request spans, OTLP trace export and W3C trace context.
 //! - [`server`]: a running node (`run(config, listener, shutdown)`); [`config`]: its TOML file.
 //! - [`pki`], [`dev`], [`client`], [`bench`]: the dev PKI, the embedded default, the CLI client
 //!   and the load generator.
@@ -35,6 +36,7 @@ pub mod replicated;
 pub mod server;
 pub mod store;
 pub mod subject;
+pub mod telemetry;
 pub mod tls;
 
 /// Completes on Ctrl-C or SIGTERM (what `docker stop` and systemd send).

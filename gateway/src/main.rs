@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use qianlian_gateway::client::{self, Profile};
 use qianlian_gateway::config::NodeConfig;
 use qianlian_gateway::pki::{self, PkiPlan};
+use qianlian_gateway::telemetry::{self, NodeResource, Telemetry};
 use qianlian_gateway::{dev, server};
 
 /// Qianlian: a cross-department government data-sharing gateway with a notarized access trail.
@@ -309,6 +310,10 @@ enum ClusterCommand {
         /// A member as <id>=https://<host>:<port>; repeatable.
         #[arg(long = "node", required = true)]
         nodes: Vec<String>,
+        /// Succeed without a change when the node already belongs to an initialised cluster
+        /// (for a job that may run again, e.g. in Kubernetes).
+        #[arg(long)]
+        skip_if_initialised: bool,
     },
     /// Add a node as a learner (it receives the log, does not vote).
     AddLearner {
@@ -388,27 +393,6 @@ enum LogCommand {
     Get { index: u64 },
 }
 
-/// Logs go to stderr: human-readable on a terminal, JSON lines otherwise (for collectors), or
-/// as `QIANLIAN_LOG_FORMAT=text|json` says; the level comes from `RUST_LOG` (default `info`).
-fn init_tracing() {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let text = match std::env::var("QIANLIAN_LOG_FORMAT").as_deref() {
-        Ok("text") => true,
-        Ok("json") => false,
-        _ => std::io::stderr().is_terminal(),
-    };
-    if text {
-        builder.init();
-    } else {
-        builder.json().init();
-    }
-}
 fn profile(args: &ConnArgs) -> anyhow::Result<Profile> {
     match (&args.as_name, &args.cert, &args.key, &args.ca) {
         (Some(name), None, None, _) => {
@@ -484,12 +468,20 @@ async fn run_config(kind: &str, args: ConfigArgs) -> anyhow::Result<()> {
 async fn run_cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let p = profile(&args.conn)?;
     let op = match args.command {
-        ClusterCommand::Init { nodes } => client::ClusterOp::Init(
-            nodes
+        ClusterCommand::Init {
+            nodes,
+            skip_if_initialised,
+        } => {
+            let members = nodes
                 .iter()
                 .map(|n| parse_member(n))
-                .collect::<anyhow::Result<_>>()?,
-        ),
+                .collect::<anyhow::Result<_>>()?;
+            if skip_if_initialised && client::cluster_is_initialised(&p).await? {
+                println!("the cluster is already initialised; nothing to do");
+                return client::cluster(&p, client::ClusterOp::Status).await;
+            }
+            client::ClusterOp::Init(members)
+        }
         ClusterCommand::AddLearner { node } => {
             let (id, addr) = parse_member(&node)?;
             client::ClusterOp::AddLearner(id, addr)
@@ -694,8 +686,7 @@ async fn run_client(args: ClientArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: PathBuf) -> anyhow::Result<()> {
-    let config = NodeConfig::load(&config)?;
+async fn serve(config: NodeConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (key `listen`): {e}", config.listen))?;
@@ -721,9 +712,27 @@ async fn serve(config: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Set up logs and, for the commands that run a node, trace export when `OTEL_EXPORTER_OTLP_*`
+/// asks for it; the node is named in its spans by its config, which is loaded first for that
+/// (and for `serve`, returned).
+fn start_telemetry(command: &Command) -> anyhow::Result<(Telemetry, Option<NodeConfig>)> {
+    let config = match command {
+        Command::Serve { config } => Some(NodeConfig::load(config)?),
+        Command::Dev { dir, listen } => {
+            let listen = match listen {
+                Some(l) => *l,
+                None => dev::DEFAULT_LISTEN.parse()?,
+            };
+            Some(NodeConfig::load(&dev::prepare(dir, listen)?)?)
+        }
+        _ => None,
+    };
+    let node = config.as_ref().map(NodeResource::of);
+    Ok((telemetry::init(node.as_ref())?, config))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -733,118 +742,12 @@ fn main() -> ExitCode {
     };
     let not_genuine = std::cell::Cell::new(false);
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Dev { dir, listen } => dev::run(&dir, listen).await,
-            Command::Serve { config } => serve(config).await,
-            Command::Seed {
-                pki,
-                endpoint,
-                server_name,
-            } => dev::seed(&pki, &endpoint, &server_name).await,
-            Command::Pki {
-                command:
-                    PkiCommand::Init {
-                        out,
-                        trust_domain,
-                        departments,
-                        inspectors,
-                        operators,
-                        nodes,
-                        hosts,
-                        names,
-                        days,
-                        force,
-                    },
-            } => {
-                let names = names
-                    .iter()
-                    .map(|n| {
-                        n.split_once('=')
-                            .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                            .ok_or_else(|| anyhow::anyhow!("--name `{n}`: write <id>=<name>"))
-                    })
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let report = pki::init(&PkiPlan {
-                    out,
-                    trust_domain,
-                    departments,
-                    inspectors,
-                    operators,
-                    nodes,
-                    node_hosts: hosts,
-                    names,
-                    leaf_days: days,
-                    force,
-                })?;
-                for p in &report.written {
-                    println!("wrote {}", p.display());
-                }
-                for p in &report.kept {
-                    println!("kept  {} (exists; --force replaces it)", p.display());
-                }
-                Ok(())
-            }
-            Command::Client(args) => run_client(args).await,
-            Command::Cluster(args) => run_cluster(args).await,
-            Command::Policy(args) => run_config("policy", args).await,
-            Command::Directory(args) => run_config("directory", args).await,
-            Command::License(args) => match run_license(args).await {
-                // A verdict other than genuine is an answer, not an error: exit 2.
-                Ok(false) => {
-                    not_genuine.set(true);
-                    Ok(())
-                }
-                Ok(true) => Ok(()),
-                Err(e) => Err(e),
-            },
-            Command::Bench {
-                who,
-                clients,
-                seconds,
-                warmup,
-                dataset,
-                key,
-                purpose,
-                workload,
-            } => {
-                let workload = match workload.as_str() {
-                    "read" => qianlian_gateway::bench::Workload::Read,
-                    "put" => qianlian_gateway::bench::Workload::Put,
-                    "issue" => qianlian_gateway::bench::Workload::Issue,
-                    "verify" => qianlian_gateway::bench::Workload::Verify,
-                    other => {
-                        anyhow::bail!("unknown workload `{other}`: use read, put, issue or verify")
-                    }
-                };
-                // Several nodes: --endpoint https://a,https://b (clients spread over them).
-                let profiles = match who.endpoint {
-                    Some(list) => list
-                        .split(',')
-                        .map(|e| {
-                            Profile::dev(&who.dev_dir, &who.as_name, Some(e.trim().to_owned()))
-                        })
-                        .collect::<anyhow::Result<Vec<_>>>()?,
-                    None => vec![Profile::dev(&who.dev_dir, &who.as_name, None)?],
-                };
-                let owner = qianlian_gateway::dataset::builtin(&dataset)
-                    .map(|(owner, _)| owner)
-                    .ok_or_else(|| anyhow::anyhow!("unknown dataset `{dataset}`"))?;
-                let key = key.unwrap_or_else(|| dev::samples()[0].2.clone());
-                let plan = qianlian_gateway::bench::BenchPlan {
-                    workload,
-                    clients,
-                    warmup: std::time::Duration::from_secs(warmup),
-                    duration: std::time::Duration::from_secs(seconds),
-                    dataset,
-                    owner: owner.to_owned(),
-                    key,
-                    purpose,
-                };
-                let report = qianlian_gateway::bench::run(&profiles, &plan).await?;
-                println!("{clients} client(s): {report}");
-                Ok(())
-            }
-        }
+        // Inside the runtime: the span exporter runs on it.
+        let (telemetry, config) = start_telemetry(&cli.command)?;
+        let result = run(cli.command, config, &not_genuine).await;
+        // Spans of the last requests leave before the process does.
+        telemetry.shutdown().await;
+        result
     });
     match result {
         Ok(()) if not_genuine.get() => ExitCode::from(2),
@@ -853,6 +756,126 @@ fn main() -> ExitCode {
             // Every error message already carries its cause; the chain would repeat it.
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(
+    command: Command,
+    config: Option<NodeConfig>,
+    not_genuine: &std::cell::Cell<bool>,
+) -> anyhow::Result<()> {
+    match command {
+        Command::Dev { dir, listen } => dev::run(&dir, listen).await,
+        Command::Serve { .. } => match config {
+            Some(config) => serve(config).await,
+            None => anyhow::bail!("serve: the node config was not loaded"),
+        },
+        Command::Seed {
+            pki,
+            endpoint,
+            server_name,
+        } => dev::seed(&pki, &endpoint, &server_name).await,
+        Command::Pki {
+            command:
+                PkiCommand::Init {
+                    out,
+                    trust_domain,
+                    departments,
+                    inspectors,
+                    operators,
+                    nodes,
+                    hosts,
+                    names,
+                    days,
+                    force,
+                },
+        } => {
+            let names = names
+                .iter()
+                .map(|n| {
+                    n.split_once('=')
+                        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                        .ok_or_else(|| anyhow::anyhow!("--name `{n}`: write <id>=<name>"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let report = pki::init(&PkiPlan {
+                out,
+                trust_domain,
+                departments,
+                inspectors,
+                operators,
+                nodes,
+                node_hosts: hosts,
+                names,
+                leaf_days: days,
+                force,
+            })?;
+            for p in &report.written {
+                println!("wrote {}", p.display());
+            }
+            for p in &report.kept {
+                println!("kept  {} (exists; --force replaces it)", p.display());
+            }
+            Ok(())
+        }
+        Command::Client(args) => run_client(args).await,
+        Command::Cluster(args) => run_cluster(args).await,
+        Command::Policy(args) => run_config("policy", args).await,
+        Command::Directory(args) => run_config("directory", args).await,
+        Command::License(args) => match run_license(args).await {
+            // A verdict other than genuine is an answer, not an error: exit 2.
+            Ok(false) => {
+                not_genuine.set(true);
+                Ok(())
+            }
+            Ok(true) => Ok(()),
+            Err(e) => Err(e),
+        },
+        Command::Bench {
+            who,
+            clients,
+            seconds,
+            warmup,
+            dataset,
+            key,
+            purpose,
+            workload,
+        } => {
+            let workload = match workload.as_str() {
+                "read" => qianlian_gateway::bench::Workload::Read,
+                "put" => qianlian_gateway::bench::Workload::Put,
+                "issue" => qianlian_gateway::bench::Workload::Issue,
+                "verify" => qianlian_gateway::bench::Workload::Verify,
+                other => {
+                    anyhow::bail!("unknown workload `{other}`: use read, put, issue or verify")
+                }
+            };
+            // Several nodes: --endpoint https://a,https://b (clients spread over them).
+            let profiles = match who.endpoint {
+                Some(list) => list
+                    .split(',')
+                    .map(|e| Profile::dev(&who.dev_dir, &who.as_name, Some(e.trim().to_owned())))
+                    .collect::<anyhow::Result<Vec<_>>>()?,
+                None => vec![Profile::dev(&who.dev_dir, &who.as_name, None)?],
+            };
+            let owner = qianlian_gateway::dataset::builtin(&dataset)
+                .map(|(owner, _)| owner)
+                .ok_or_else(|| anyhow::anyhow!("unknown dataset `{dataset}`"))?;
+            let key = key.unwrap_or_else(|| dev::samples()[0].2.clone());
+            let plan = qianlian_gateway::bench::BenchPlan {
+                workload,
+                clients,
+                warmup: std::time::Duration::from_secs(warmup),
+                duration: std::time::Duration::from_secs(seconds),
+                dataset,
+                owner: owner.to_owned(),
+                key,
+                purpose,
+            };
+            let report = qianlian_gateway::bench::run(&profiles, &plan).await?;
+            println!("{clients} client(s): {report}");
+            Ok(())
         }
     }
 }

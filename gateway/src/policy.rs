@@ -194,6 +194,9 @@ impl Policy {
     }
 
     /// Decide one access.
+    #[tracing::instrument(name = "policy.decide", level = "info", skip_all, fields(
+        caller = %req.caller.department, owner = req.owner, dataset = req.dataset,
+        action = req.action, purpose = req.purpose, policy_version = self.version))]
     pub fn decide(&self, req: AccessRequest<'_>) -> Result<Decision, PolicyError> {
         let missing = || Decision {
             fields: Fields::Only(Vec::new()),

@@ -363,6 +363,7 @@ impl Node {
         });
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
+            .layer(crate::telemetry::RequestTraceLayer)
             .layer(crate::metrics::RequestMetricsLayer { metrics })
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, signal);

@@ -97,6 +97,7 @@ impl RecordStore {
     }
 
     /// Read one record's payload.
+    #[tracing::instrument(name = "store.get", level = "info", skip(self), fields(found))]
     pub async fn get(
         &self,
         owner: &str,
@@ -105,14 +106,22 @@ impl RecordStore {
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let db = self.db.clone();
         let k = db_key(owner, dataset, key);
-        tokio::task::spawn_blocking(move || db.get(k))
+        let got = tokio::task::spawn_blocking(move || db.get(k))
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
-            .map_err(StoreError::from)
+            .map_err(StoreError::from)?;
+        tracing::Span::current().record("found", got.is_some());
+        Ok(got)
     }
 
     /// Store one record's payload durably (fsync before returning), with index entries for
     /// the `indexed` fields; the entries of the record's previous version go.
+    #[tracing::instrument(
+        name = "store.put",
+        level = "info",
+        skip(self, payload, indexed),
+        fields(bytes = payload.len())
+    )]
     pub async fn put(
         &self,
         owner: &str,

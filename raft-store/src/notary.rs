@@ -72,6 +72,26 @@ const ANSWER_GRACE: Duration = Duration::from_millis(250);
 /// Pause before asking a member again that has not applied the tree size yet.
 const COSIGN_RETRY: Duration = Duration::from_millis(50);
 
+/// Record an append's outcome on its span: the first log index, or the error.
+fn record_outcome(result: &Result<Vec<Receipt>, NotaryError>) {
+    let span = tracing::Span::current();
+    match result {
+        Ok(receipts) => {
+            if let Some(first) = receipts.first() {
+                // As a signed integer: span exporters write u64 as text.
+                span.record(
+                    "log_index",
+                    i64::try_from(first.log_index).unwrap_or(i64::MAX),
+                );
+            }
+        }
+        Err(e) => {
+            span.record("error", tracing::field::display(e));
+            span.record("otel.status_code", "ERROR");
+        }
+    }
+}
+
 /// How a notary node is set up.
 #[derive(Debug, Clone)]
 pub struct NotaryConfig {
@@ -455,9 +475,21 @@ impl Notary {
     /// cannot be reached within `commit_timeout` (nothing was recorded), or when the commit
     /// takes longer than `commit_timeout` (`CommitTimedOut`: the outcome is unknown);
     /// [`NotaryError::Storage`] and [`NotaryError::ShutDown`] as documented there.
+    #[tracing::instrument(
+        name = "notary.append",
+        level = "info",
+        skip_all,
+        fields(
+            records = 1,
+            log_index = tracing::field::Empty,
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    )]
     pub async fn append(&self, record: Record) -> Result<Receipt, NotaryError> {
-        let mut receipts = self.submit(vec![vec![record]]).await?;
-        receipts
+        let receipts = self.submit(vec![vec![record]]).await;
+        record_outcome(&receipts);
+        receipts?
             .pop()
             .ok_or_else(|| NotaryError::Internal("an append was answered without a receipt".into()))
     }
@@ -466,6 +498,17 @@ impl Notary {
     /// `max_batch` records share one Raft entry and get consecutive log indices; a longer list
     /// is split into such entries. Errors as [`Notary::append`]; on an error some entries of a
     /// long list may have been committed.
+    #[tracing::instrument(
+        name = "notary.append_batch",
+        level = "info",
+        skip_all,
+        fields(
+            records = records.len(),
+            log_index = tracing::field::Empty,
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    )]
     pub async fn append_batch(&self, records: Vec<Record>) -> Result<Vec<Receipt>, NotaryError> {
         if records.is_empty() {
             return Ok(Vec::new());
@@ -474,7 +517,9 @@ impl Notary {
             .chunks(self.inner.max_batch)
             .map(<[Record]>::to_vec)
             .collect();
-        self.submit(chunks).await
+        let receipts = self.submit(chunks).await;
+        record_outcome(&receipts);
+        receipts
     }
 
     /// Queue each chunk as one group-commit request and collect the receipts in order.

@@ -53,40 +53,11 @@ async fn entry(c: &Cluster, index: u64) -> (Vec<u8>, serde_json::Value) {
     (e.record, json["Exchange"].clone())
 }
 
-/// Apply a directory that names every department's gateway, and wait until all nodes forward.
-fn apply_gateways(c: &Cluster) {
-    let path = c.env.pki().join("departments.toml");
-    let mut doc: toml::Table = std::fs::read_to_string(&path)
-        .expect("directory")
-        .parse()
-        .expect("toml");
-    for d in doc["department"].as_array_mut().expect("departments") {
-        let id = d["id"].as_str().expect("id").to_owned();
-        let node = support::cluster::GATEWAYS
-            .iter()
-            .position(|g| *g == id)
-            .expect("a gateway")
-            + 1;
-        d.as_table_mut()
-            .expect("table")
-            .insert("gateway".into(), c.endpoint(node).into());
-    }
-    let file = c.env.path().join("directory.toml");
-    std::fs::write(&file, toml::to_string(&doc).expect("toml")).expect("write");
-    let out = c.operator(MARKET, "directory", &["apply", &file.display().to_string()]);
-    assert!(out.status.success(), "directory apply: {}", stderr(&out));
-    assert!(
-        stdout(&out).contains("directory version 2"),
-        "{}",
-        stdout(&out)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn departments_exchange_through_their_gateways_with_purpose_bound_fields() {
     let mut c = Cluster::start(3, GATEWAY_CONFIG);
     c.leader(Duration::from_secs(20)).await;
-    apply_gateways(&c);
+    c.apply_gateways();
 
     // The owners store their records through their own gateways.
     let code = uscc(7);
@@ -340,7 +311,7 @@ async fn departments_exchange_through_their_gateways_with_purpose_bound_fields()
 async fn a_policy_change_switches_every_read_at_one_version_and_a_bad_one_changes_nothing() {
     let c = Cluster::start(3, GATEWAY_CONFIG);
     c.leader(Duration::from_secs(20)).await;
-    apply_gateways(&c);
+    c.apply_gateways();
     let code = uscc(3);
     exchange(&c, MARKET, "market-regulation")
         .await

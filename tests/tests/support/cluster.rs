@@ -16,6 +16,8 @@ pub struct Cluster {
     pub env: Env,
     pub ports: Vec<u16>,
     pub nodes: Vec<Option<Node>>,
+    /// Environment variables every node process gets.
+    pub node_env: Vec<(String, String)>,
 }
 
 /// The department whose gateway node i is, in order (`{dept}` in a node's extra config).
@@ -47,6 +49,20 @@ impl Cluster {
     /// Start `n + spares` nodes; the first `n` form the cluster, the spares run uninitialised
     /// (ids `n+1 ..`), ready to be added.
     pub fn start_with_spares(n: usize, spares: usize, extra: &str) -> Cluster {
+        Cluster::start_full(n, spares, extra, Vec::new())
+    }
+
+    /// Start `n` voters whose processes get the environment variables `node_env`.
+    pub fn start_with_env(n: usize, extra: &str, node_env: Vec<(String, String)>) -> Cluster {
+        Cluster::start_full(n, 0, extra, node_env)
+    }
+
+    fn start_full(
+        n: usize,
+        spares: usize,
+        extra: &str,
+        node_env: Vec<(String, String)>,
+    ) -> Cluster {
         let total = n + spares;
         let env = Env::with_nodes(total);
         let ports: Vec<u16> = (0..total).map(|_| free_port()).collect();
@@ -54,6 +70,7 @@ impl Cluster {
             env,
             ports,
             nodes: (0..total).map(|_| None).collect(),
+            node_env,
         };
         for i in 1..=total {
             c.write_config(i, extra);
@@ -124,7 +141,12 @@ min_cosigners = 2
 
     pub fn start_node(&mut self, i: usize) {
         let dir = self.dir(i);
-        let node = Node::spawn(&dir.join("node.toml"), &dir.join("node.log"));
+        let vars: Vec<(&str, &str)> = self
+            .node_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let node = Node::spawn_with_env(&dir.join("node.toml"), &dir.join("node.log"), &vars);
         self.nodes[i - 1] = Some(node);
     }
 
@@ -255,5 +277,29 @@ min_cosigners = 2
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Apply (as the operator, through node 1) a directory naming node i as the gateway of
+    /// `GATEWAYS[i - 1]`; returns once node 1 has switched to it (version 2, after the one
+    /// seeded by `cluster init`).
+    pub fn apply_gateways(&self) {
+        let path = self.env.pki().join("departments.toml");
+        let mut doc: toml::Table = std::fs::read_to_string(&path)
+            .expect("directory")
+            .parse()
+            .expect("toml");
+        for d in doc["department"].as_array_mut().expect("departments") {
+            let id = d["id"].as_str().expect("id").to_owned();
+            let node = GATEWAYS.iter().position(|g| *g == id).expect("a gateway") + 1;
+            d.as_table_mut()
+                .expect("table")
+                .insert("gateway".into(), self.endpoint(node).into());
+        }
+        let file = self.env.path().join("directory.toml");
+        std::fs::write(&file, toml::to_string(&doc).expect("toml")).expect("write");
+        let out = self.operator(1, "directory", &["apply", &file.display().to_string()]);
+        assert!(out.status.success(), "directory apply: {}", stderr(&out));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("directory version 2"), "{said}");
     }
 }

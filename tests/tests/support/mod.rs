@@ -166,15 +166,26 @@ pub struct Node {
 
 impl Node {
     pub fn spawn(config: &Path, log: &Path) -> Node {
+        Node::spawn_with_env(config, log, &[])
+    }
+
+    /// Start a node with extra environment variables. `OTEL_*` variables of the test's own
+    /// environment are not passed on, so only `env` decides whether traces are exported.
+    pub fn spawn_with_env(config: &Path, log: &Path, env: &[(&str, &str)]) -> Node {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("node log");
-        let mut child = Command::new(bin())
+        let mut cmd = Command::new(bin());
+        for (name, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")) {
+            cmd.env_remove(name);
+        }
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log_file)
             .spawn()

@@ -1,0 +1,247 @@
+//! Config parsing and validation: defaults, paths, overrides, per-node values, errors.
+
+use super::*;
+
+const GOOD: &str = r#"
+node_id = 1
+listen = "127.0.0.1:7400"
+data_dir = "data"
+trust_domain = "gov.example"
+bootstrap = true
+[tls]
+ca = "pki/ca.crt"
+cert = "pki/nodes/a.crt"
+key = "/abs/a.key"
+[policy]
+model = "model.conf"
+rules = "policy.csv"
+[checkpoint]
+signing_key = "pki/nodes/a.note.key"
+"#;
+
+fn parse(text: &str) -> Result<NodeConfig, ConfigError> {
+    NodeConfig::parse(text, Path::new("/etc/q"), Path::new("/etc/q/node.toml"))
+}
+
+#[test]
+fn resolves_paths_and_applies_defaults() {
+    let c = parse(GOOD).expect("parses");
+    assert_eq!(c.data_dir, Path::new("/etc/q/data"));
+    assert_eq!(c.tls.key, Path::new("/abs/a.key"));
+    assert_eq!(c.advertise, "https://127.0.0.1:7400");
+    assert_eq!(c.limits.max_payload_bytes, DEFAULT_MAX_PAYLOAD_BYTES);
+    assert!(c.bootstrap);
+    assert_eq!(c.checkpoint.origin, "gov.example/qianlian");
+    assert_eq!(
+        c.checkpoint.signing_key,
+        Path::new("/etc/q/pki/nodes/a.note.key")
+    );
+    assert_eq!(c.raft.commit_timeout, std::time::Duration::from_secs(10));
+}
+
+#[test]
+fn environment_overrides_keys_and_refuses_unknown_names() {
+    let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    };
+    let c = NodeConfig::parse_with_env(
+        GOOD,
+        Path::new("/etc/q"),
+        Path::new("/etc/q/node.toml"),
+        &env(&[
+            ("QIANLIAN_LISTEN", "127.0.0.1:9000"),
+            ("QIANLIAN_NODE_ID", "7"),
+            ("QIANLIAN_RAFT_COMMIT_TIMEOUT_MS", "2500"),
+            ("QIANLIAN_TLS_CERT", "other.crt"),
+            ("QIANLIAN_DEV_DIR", "ignored"),
+            ("PATH", "/bin"),
+        ]),
+    )
+    .expect("overrides apply");
+    assert_eq!(c.listen.port(), 9000);
+    assert_eq!(c.node_id, 7);
+    assert_eq!(
+        c.raft.commit_timeout,
+        std::time::Duration::from_millis(2500)
+    );
+    assert_eq!(c.tls.cert, Path::new("/etc/q/other.crt"));
+    let err = NodeConfig::parse_with_env(
+        GOOD,
+        Path::new("/etc/q"),
+        Path::new("/etc/q/node.toml"),
+        &env(&[("QIANLIAN_LISTN", "x")]),
+    )
+    .expect_err("typo");
+    assert!(
+        err.to_string()
+            .contains("QIANLIAN_LISTN names no config key"),
+        "{err}"
+    );
+    let err = NodeConfig::parse_with_env(
+        GOOD,
+        Path::new("/etc/q"),
+        Path::new("/etc/q/node.toml"),
+        &env(&[("QIANLIAN_NODE_ID", "0")]),
+    )
+    .expect_err("validated like the file");
+    assert!(err.to_string().contains("key `node_id`"), "{err}");
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases = [
+        (GOOD.replace("node_id = 1", "node_id = 0"), "key `node_id`"),
+        (GOOD.replace("127.0.0.1:7400", "localhost"), "key `listen`"),
+        (
+            format!("{GOOD}[limits]\nmax_payload_bytes = 0\n"),
+            "key `limits.max_payload_bytes`",
+        ),
+        (GOOD.replace("bootstrap", "bootstrapp"), "bootstrapp"),
+        (GOOD.replace("[policy]", "[polcy]"), "polcy"),
+        (
+            format!("{GOOD}[raft]\ncommit_timeout_ms = 5\n"),
+            "key `raft.commit_timeout_ms`",
+        ),
+        (
+            GOOD.replace("[checkpoint]", "[checkpoint]\norigin = \"a b\""),
+            "key `checkpoint.origin`",
+        ),
+        (
+            format!("{GOOD}[metrics]\nlisten = \"localhost\"\n"),
+            "key `metrics.listen`",
+        ),
+    ];
+    for (text, needle) in cases {
+        let err = parse(&text).expect_err(needle).to_string();
+        assert!(err.starts_with("config /etc/q/node.toml"), "{err}");
+        assert!(err.contains(needle), "{err} should name {needle}");
+    }
+}
+
+/// The shape of `deploy/k8s/config/node.toml`: one file for every pod of the StatefulSet.
+const STATEFUL: &str = r#"
+node_id = "ordinal"
+listen = "0.0.0.0:7400"
+advertise = "https://{hostname}.qianlian-peers:7400"
+data_dir = "/data"
+trust_domain = "gov.example"
+[tls]
+ca = "/pki/ca.crt"
+cert = "/pki/node-{node_id}.crt"
+key = "/pki/node-{node_id}.key"
+[policy]
+model = "/config/model.conf"
+rules = "/config/policy.csv"
+[checkpoint]
+signing_key = "/pki/node-{node_id}.note.key"
+[licenses]
+signing_keys = ["/pki/node-{node_id}.license.key"]
+trust_node_keys = ["/pki/node-1.note.pub", "/pki/node-2.note.pub"]
+"#;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+fn parse_env(text: &str, pairs: &[(&str, &str)]) -> Result<NodeConfig, ConfigError> {
+    NodeConfig::parse_with_env(
+        text,
+        Path::new("/etc/q"),
+        Path::new("/etc/q/node.toml"),
+        &env(pairs),
+    )
+}
+
+#[test]
+fn ordinal_node_id_comes_from_the_pod_name_and_selects_per_node_files() {
+    let c = parse_env(STATEFUL, &[("HOSTNAME", "qianlian-2")]).expect("pod 2");
+    assert_eq!(c.node_id, 3);
+    assert_eq!(c.advertise, "https://qianlian-2.qianlian-peers:7400");
+    assert_eq!(c.tls.cert, Path::new("/pki/node-3.crt"));
+    assert_eq!(c.tls.key, Path::new("/pki/node-3.key"));
+    assert_eq!(c.checkpoint.signing_key, Path::new("/pki/node-3.note.key"));
+    assert_eq!(
+        c.licenses.signing_keys,
+        [PathBuf::from("/pki/node-3.license.key")]
+    );
+    // Other paths are left alone.
+    assert_eq!(
+        c.licenses.trust_node_keys,
+        [
+            PathBuf::from("/pki/node-1.note.pub"),
+            PathBuf::from("/pki/node-2.note.pub")
+        ]
+    );
+    let c = parse_env(STATEFUL, &[("HOSTNAME", "gw-dept-a-0")]).expect("pod 0");
+    assert_eq!(c.node_id, 1);
+    // The environment can ask for it too, and the file's number then gives way.
+    let c = parse_env(
+        &GOOD.replace("cert = \"pki/nodes/a.crt\"", "cert = \"n{ordinal}.crt\""),
+        &[("HOSTNAME", "qianlian-4"), ("QIANLIAN_NODE_ID", "ordinal")],
+    )
+    .expect("env override");
+    assert_eq!(c.node_id, 5);
+    assert_eq!(c.tls.cert, Path::new("/etc/q/n4.crt"));
+    // A number with placeholders: {node_id} works without a pod name.
+    let c = parse(&GOOD.replace("pki/nodes/a.crt", "pki/node-{node_id}.crt")).expect("number");
+    assert_eq!(c.tls.cert, Path::new("/etc/q/pki/node-1.crt"));
+}
+
+#[test]
+fn ordinal_errors_name_the_key_and_the_fix() {
+    // (config, environment, key named, fix named)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 7] = [
+        (STATEFUL, &[], "key `node_id`", "HOSTNAME is not set"),
+        (
+            STATEFUL,
+            &[("HOSTNAME", "gateway")],
+            "key `node_id`",
+            "host name is `gateway`",
+        ),
+        (
+            STATEFUL,
+            &[("HOSTNAME", "qianlian-x1")],
+            "key `node_id`",
+            "trailing -<number>",
+        ),
+        (
+            STATEFUL,
+            &[("HOSTNAME", "qianlian-")],
+            "key `node_id`",
+            "give node_id as a number",
+        ),
+        (
+            &STATEFUL.replace("\"ordinal\"", "\"first\""),
+            &[("HOSTNAME", "qianlian-0")],
+            "key `node_id`",
+            "neither a number nor \"ordinal\"",
+        ),
+        (
+            &GOOD.replace("pki/nodes/a.crt", "n{ordinal}.crt"),
+            &[("HOSTNAME", "qianlian-0")],
+            "key `tls.cert`",
+            "use {node_id}",
+        ),
+        (
+            &GOOD.replace(
+                "bootstrap = true",
+                "bootstrap = true\nadvertise = \"https://{hostname}:7400\"",
+            ),
+            &[],
+            "key `advertise`",
+            "HOSTNAME is not set",
+        ),
+    ];
+    for (text, vars, key, fix) in cases {
+        let err = parse_env(text, vars).expect_err(fix).to_string();
+        assert!(err.contains(key), "{err} should name {key}");
+        assert!(err.contains(fix), "{err} should say {fix}");
+    }
+}
