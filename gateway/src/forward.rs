@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use qianlian_proto::v1::exchange_client::ExchangeClient;
 use qianlian_proto::v1::{
     GetRecordRequest, GetRecordResponse, QueryRecordsRequest, QueryRecordsResponse,
@@ -136,6 +136,13 @@ pub struct HttpAdapter {
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
+/// Everything but RFC 3986's unreserved characters is percent-encoded in paths and queries.
+const ENCODED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Largest backend answer read, in bytes.
 const MAX_BACKEND_BYTES: usize = 8 * 1024 * 1024;
 
@@ -187,11 +194,7 @@ impl HttpAdapter {
 
     /// The record `key`, or `None`.
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
-        let uri = format!(
-            "{}/records/{}",
-            self.url,
-            utf8_percent_encode(key, NON_ALPHANUMERIC)
-        );
+        let uri = format!("{}/records/{}", self.url, utf8_percent_encode(key, ENCODED));
         let Some(body) = self.fetch(uri).await? else {
             return Ok(None);
         };
@@ -215,8 +218,8 @@ impl HttpAdapter {
             .map(|(f, v)| {
                 format!(
                     "{}={}",
-                    utf8_percent_encode(f, NON_ALPHANUMERIC),
-                    utf8_percent_encode(v, NON_ALPHANUMERIC)
+                    utf8_percent_encode(f, ENCODED),
+                    utf8_percent_encode(v, ENCODED)
                 )
             })
             .collect();
