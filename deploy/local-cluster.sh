@@ -6,7 +6,10 @@
 #   deploy/local-cluster.sh stop     stop the three nodes (SIGTERM), keep their data
 #
 # Environment: QIANLIAN_CLUSTER_DIR (default ./qianlian-cluster), QIANLIAN_BIN (default: the
-# binary `make build` writes), QIANLIAN_BASE_PORT (default 7401: nodes use 7401, 7402, 7403).
+# binary `make build` writes), QIANLIAN_BASE_PORT (default 7401: nodes use 7401, 7402, 7403),
+# QIANLIAN_GATEWAYS=1: each node is one department's gateway (1 market-regulation,
+# 2 natural-resources, 3 housing), serves that department's datasets and forwards its requests
+# for others' data to their gateways, named in the directory applied after `cluster init`.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,6 +17,8 @@ dir=${QIANLIAN_CLUSTER_DIR:-$PWD/qianlian-cluster}
 bin=${QIANLIAN_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/qianlian/target}/debug/qianlian}
 base=${QIANLIAN_BASE_PORT:-7401}
 nodes="1 2 3"
+gateways=${QIANLIAN_GATEWAYS:-}
+dept() { case $1 in 1) echo market-regulation ;; 2) echo natural-resources ;; 3) echo housing ;; esac; }
 
 [ -x "$bin" ] || { echo "no qianlian binary at $bin: run \`make build\` or set QIANLIAN_BIN" >&2; exit 1; }
 
@@ -63,7 +68,27 @@ subject_key = "../pki/subject.key"
 trust_node_keys = ["../pki/nodes/node-1.note.pub", "../pki/nodes/node-2.note.pub", "../pki/nodes/node-3.note.pub"]
 min_cosigners = 2
 CONF
+        if [ -n "$gateways" ]; then
+            cat >>"$dir/node-$n/node.toml" <<CONF
+
+[gateway]
+department = "$(dept "$n")"
+client_cert = "../pki/clients/$(dept "$n").crt"
+client_key = "../pki/clients/$(dept "$n").key"
+CONF
+        fi
     done
+}
+
+# The directory with every department's gateway address, applied to the cluster.
+apply_gateways() {
+    cp "$dir/pki/departments.toml" "$dir/directory.toml"
+    for n in $nodes; do
+        sed -i "/^id = \"$(dept "$n")\"\$/a gateway = \"https://127.0.0.1:$(port "$n")\"" "$dir/directory.toml"
+    done
+    "$bin" directory --ca "$dir/pki/ca.crt" --cert "$dir/pki/clients/ops.crt" \
+        --key "$dir/pki/clients/ops.key" --endpoint "https://127.0.0.1:$(port 1)" \
+        apply "$dir/directory.toml"
 }
 
 start() {
@@ -90,6 +115,7 @@ start() {
     if [ ! -f "$dir/initialised" ]; then
         ops init --node "1=https://127.0.0.1:$(port 1)" --node "2=https://127.0.0.1:$(port 2)" \
             --node "3=https://127.0.0.1:$(port 3)"
+        [ -z "$gateways" ] || apply_gateways
         touch "$dir/initialised"
     fi
     ops status

@@ -36,7 +36,6 @@ use qianlian_verifier::license::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::directory::Directory;
 use crate::error::{ServiceError, caller};
 use crate::exchange::to_proto as receipt_to_proto;
 use crate::identifier::{ResidentId, UnifiedSocialCreditCode};
@@ -48,7 +47,8 @@ use crate::policy::{AccessRequest, Policy};
 pub struct LicenseService {
     pub notary: Notary,
     pub policy: Arc<ArcSwap<Policy>>,
-    pub directory: Option<Arc<Directory>>,
+    /// The department directory in force (replicated, or the node's local file before that).
+    pub directory: Arc<arc_swap::ArcSwap<crate::replicated::DirectoryInForce>>,
     /// Department id → (signing key, key id) for the departments this node issues for.
     pub signing_keys: Arc<HashMap<String, (SigningKey, String)>>,
     /// HMAC key for holder identifiers.
@@ -157,13 +157,15 @@ fn caller_record(who: &PeerIdentity) -> Caller {
 }
 
 impl LicenseService {
-    fn directory(&self) -> Result<&Directory, ServiceError> {
-        self.directory.as_deref().ok_or_else(|| {
-            ServiceError::Unavailable(
-                "this node has no department directory; its operator must set licenses.directory"
+    fn directory(&self) -> Result<Arc<crate::replicated::DirectoryInForce>, ServiceError> {
+        let d = self.directory.load_full();
+        if d.directory.department.is_empty() {
+            return Err(ServiceError::Unavailable(
+                "this node has no department directory; its operator must set licenses.directory or apply one with `qianlian directory apply`"
                     .into(),
-            )
-        })
+            ));
+        }
+        Ok(d)
     }
 
     /// Keyed hash of a holder identifier (HMAC-SHA256 with the cluster's subject key).
@@ -413,7 +415,8 @@ impl LicenseService {
             Err(e) => return Ok(verdict(VerdictStatus::Tampered, e.to_string())),
         };
         let hash = unverified.license_hash();
-        let directory = self.directory()?;
+        let in_force = self.directory()?;
+        let directory = &in_force.directory;
         let Some((dept, key)) = directory.key(unverified.key_id()) else {
             let mut v = verdict(
                 VerdictStatus::UnknownIssuer,
@@ -569,7 +572,8 @@ impl LicenseService {
     /// A trust bundle for offline verifiers: departments (with the types the current policy
     /// lets each issue), node keys, and a status list bound to a cosigned checkpoint.
     pub async fn trust_bundle(&self) -> Result<String, ServiceError> {
-        let directory = self.directory()?;
+        let in_force = self.directory()?;
+        let directory = &in_force.directory;
         if self.trust_node_keys.is_empty() {
             return Err(ServiceError::Unavailable(
                 "this node exports no trust bundle: its operator must set licenses.trust_node_keys"

@@ -196,7 +196,12 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
         })),
     };
     in_force.refresh(&notary).await;
-    let licenses = license_service(&config, notary.clone(), policy.clone())?;
+    let licenses = license_service(
+        &config,
+        notary.clone(),
+        policy.clone(),
+        in_force.directory.clone(),
+    )?;
     let forwarder = match (&config.gateway.client_cert, &config.gateway.client_key) {
         (Some(cert), Some(key)) => Some(Arc::new(crate::forward::Forwarder::new(
             read(&config.tls.ca)?,
@@ -234,6 +239,33 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
         local_policy,
         local_directory,
     };
+    if config.bootstrap {
+        // A single-node cluster initialised by its own config seeds its configuration before it
+        // serves, so its first decisions already name a replicated policy version.
+        if notary
+            .wait_for_leader(std::time::Duration::from_secs(10))
+            .await
+            .is_ok()
+        {
+            let caller = qianlian_raft_store::record::Caller {
+                department: format!("node-{}", config.node_id),
+                role: Role::Node.as_str().to_owned(),
+                cert_fingerprint: String::new(),
+            };
+            crate::replicated::seed(
+                &notary,
+                caller,
+                admin.local_policy.clone(),
+                admin.local_directory.clone(),
+            )
+            .await?;
+            admin.in_force.refresh(&notary).await;
+        } else {
+            tracing::warn!(
+                "no leader after 10 s; the replicated policy is seeded by `cluster init`"
+            );
+        }
+    }
     Ok(Node {
         admin,
         metrics,
@@ -278,35 +310,6 @@ impl Node {
             notary.clone(),
             admin.in_force.clone(),
         ));
-        if config.bootstrap {
-            // A single-node cluster initialised by its own config: it seeds its configuration.
-            let (notary, admin) = (notary.clone(), admin.clone());
-            let node = format!("node-{}", config.node_id);
-            tokio::spawn(async move {
-                if notary
-                    .wait_for_leader(std::time::Duration::from_secs(30))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let caller = qianlian_raft_store::record::Caller {
-                    department: node,
-                    role: Role::Node.as_str().to_owned(),
-                    cert_fingerprint: String::new(),
-                };
-                if let Err(e) = crate::replicated::seed(
-                    &notary,
-                    caller,
-                    admin.local_policy.clone(),
-                    admin.local_directory.clone(),
-                )
-                .await
-                {
-                    tracing::warn!(error = %e, "seeding the cluster's configuration");
-                }
-            });
-        }
         let max = max_message(&config);
         let server_tls = Arc::new(arc_swap::ArcSwap::from_pointee(server_tls));
         let reload_task = tokio::spawn(tls::reload_loop(
@@ -394,6 +397,7 @@ fn license_service(
     config: &NodeConfig,
     notary: Notary,
     policy: Arc<ArcSwap<Policy>>,
+    directory_in_force: Arc<ArcSwap<DirectoryInForce>>,
 ) -> Result<LicenseService, StartError> {
     let l = &config.licenses;
     let directory = match &l.directory {
@@ -456,7 +460,7 @@ fn license_service(
     Ok(LicenseService {
         notary,
         policy,
-        directory,
+        directory: directory_in_force,
         signing_keys: Arc::new(signing_keys),
         subject_key,
         trust_node_keys,

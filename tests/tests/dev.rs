@@ -120,25 +120,29 @@ fn dev_serves_sample_data_to_the_cli_and_reuses_it_after_ctrl_c() {
         stderr(&out)
     );
 
+    // The node seeds the cluster's policy and directory, then the samples are written.
     let out = client(&dir, &["--as", "audit-office", "log", "get", "0"]);
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"Policy\""), "{}", stdout(&out));
+    let out = client(&dir, &["--as", "audit-office", "log", "get", "2"]);
     assert!(
         stdout(&out).contains("\"action\": \"write\""),
-        "the first record is a sample write"
+        "the first record after the configuration is a sample write"
     );
     let first = stdout(&out);
     stop(child);
 
     // Again: same keys, same log, no second copy of the samples.
     let (child, _) = start_dev(&dir);
-    let out = client(&dir, &["--as", "audit-office", "log", "get", "0"]);
+    let out = client(&dir, &["--as", "audit-office", "log", "get", "2"]);
     assert_eq!(
         stdout(&out),
         first,
         "the log survived the restart unchanged"
     );
-    // Samples, then the allowed and the denied read above; nothing else was written.
-    let n = samples.len() + 2;
+    // Policy and directory, the samples, then the allowed and the denied read above; nothing
+    // else was written (no second seeding either).
+    let n = 2 + samples.len() + 2;
     let out = client(
         &dir,
         &["--as", "audit-office", "log", "get", &(n - 1).to_string()],
