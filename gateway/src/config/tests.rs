@@ -245,3 +245,62 @@ fn ordinal_errors_name_the_key_and_the_fix() {
         assert!(err.contains(fix), "{err} should say {fix}");
     }
 }
+
+#[test]
+fn the_example_config_parses_and_documents_every_key() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config.example.toml");
+    let text = std::fs::read_to_string(&path).expect("deploy/config.example.toml");
+    NodeConfig::parse(&text, Path::new("/etc/qianlian"), &path).expect("the example is valid");
+    // Every key, set or commented out, appears as `key =` under its table.
+    for key in ENV_KEYS {
+        let (table, leaf) = key.rsplit_once('.').unwrap_or(("", key));
+        let section = if table.is_empty() {
+            text.split("\n[").next().unwrap_or_default().to_owned()
+        } else {
+            text.split(&format!("\n[{table}]\n"))
+                .nth(1)
+                .map(|s| s.split("\n[").next().unwrap_or_default().to_owned())
+                .unwrap_or_default()
+        };
+        let documented = section
+            .lines()
+            .map(|l| l.trim_start_matches('#').trim())
+            .any(|l| l.starts_with(&format!("{leaf} =")));
+        assert!(
+            documented,
+            "config key `{key}` is not documented in {}",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn gateway_keys_go_together_and_adapters_need_http_urls() {
+    let with = |extra: &str| parse(&format!("{GOOD}{extra}"));
+    let c = with("[gateway]\ndepartment = \"housing\"\nclient_cert = \"c.crt\"\nclient_key = \"c.key\"\n[[gateway.adapter]]\ndataset = \"construction-permit\"\nurl = \"http://10.0.0.9:8080/permits/\"\n")
+        .expect("valid");
+    assert_eq!(c.gateway.department.as_deref(), Some("housing"));
+    assert_eq!(c.gateway.forward_timeout, std::time::Duration::from_secs(5));
+    assert_eq!(c.gateway.adapters[0].url, "http://10.0.0.9:8080/permits");
+    for (extra, key) in [
+        (
+            "[gateway]\ndepartment = \"housing\"\n",
+            "gateway.client_cert",
+        ),
+        (
+            "[gateway]\ndepartment = \"Housing\"\nclient_cert = \"c\"\nclient_key = \"k\"\n",
+            "gateway.department",
+        ),
+        (
+            "[gateway]\nforward_timeout_ms = 5\n",
+            "gateway.forward_timeout_ms",
+        ),
+        (
+            "[[gateway.adapter]]\ndataset = \"d\"\nurl = \"ftp://x\"\n",
+            "gateway.adapter.url",
+        ),
+    ] {
+        let err = with(extra).expect_err(extra).to_string();
+        assert!(err.contains(&format!("key `{key}`")), "{err}");
+    }
+}
