@@ -18,6 +18,7 @@ bin=${QIANLIAN_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/qianlian/target}/debug/qian
 base=${QIANLIAN_BASE_PORT:-7401}
 nodes="1 2 3"
 gateways=${QIANLIAN_GATEWAYS:-}
+unset QIANLIAN_GATEWAYS
 dept() { case $1 in 1) echo market-regulation ;; 2) echo natural-resources ;; 3) echo housing ;; esac; }
 
 [ -x "$bin" ] || { echo "no qianlian binary at $bin: run \`make build\` or set QIANLIAN_BIN" >&2; exit 1; }

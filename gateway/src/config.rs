@@ -292,6 +292,7 @@ const ENV_NOT_CONFIG: &[&str] = &[
     "QIANLIAN_CLUSTER_DIR",
     "QIANLIAN_BASE_PORT",
     "QIANLIAN_LOG_FORMAT",
+    "QIANLIAN_GATEWAYS",
 ];
 
 fn env_name(key: &str) -> String {
