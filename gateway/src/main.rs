@@ -62,31 +62,54 @@ enum Command {
     Directory(ConfigArgs),
     /// Issue, change, verify and watch e-licenses.
     License(LicenseArgs),
-    /// Measure a running gateway: closed-loop notarized reads over mutual TLS.
+    /// Measure a running gateway (or etcd, for comparison): closed-loop load over mutual TLS,
+    /// throughput, latency percentiles, errors and CPU time.
     Bench {
         #[command(flatten)]
         who: ClientArgsNoCommand,
         /// Concurrent clients, each with its own connection.
         #[arg(long, default_value_t = 1)]
         clients: usize,
-        /// Seconds measured, after the warm-up.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Seconds of warm-up, not measured.
-        #[arg(long, default_value_t = 2)]
-        warmup: u64,
+        /// Seconds measured, after the warm-up (fractions allowed).
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Seconds of warm-up, not measured (fractions allowed).
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
         #[arg(long, default_value = "enterprise-registration")]
         dataset: String,
         /// Record key to read; default: the first dev sample.
         #[arg(long)]
         key: Option<String>,
-        /// Declared purpose; one without a rule measures notarized refusals.
-        #[arg(long, default_value = "permit-review")]
-        purpose: String,
-        /// read (GetRecord), put (PutRecord, fresh keys), issue (IssueLicense) or verify
-        /// (VerifyLicense); put and issue need --as market-regulation.
+        /// Declared purpose; default: permit-review for read, marketing (no rule grants it)
+        /// for denied-read.
+        #[arg(long)]
+        purpose: Option<String>,
+        /// read (allowed GetRecord), denied-read (GetRecord refused and notarized), put
+        /// (PutRecord, fresh keys), issue (IssueLicense), verify (VerifyLicense), or etcd-put
+        /// (etcd KV.Put, with --etcd); put and issue need --as market-regulation.
         #[arg(long, default_value = "read")]
         workload: String,
+        /// etcd client URLs, comma-separated (e.g. http://127.0.0.1:2379): measure etcd puts
+        /// instead of a gateway.
+        #[arg(long)]
+        etcd: Option<String>,
+        /// etcd-put: bytes per value; use the record_bytes of a notarized run.
+        #[arg(long, default_value_t = 0)]
+        value_size: usize,
+        /// A process whose CPU time is reported as the nodes' (the gateway or etcd); repeatable.
+        #[arg(long = "node-pid")]
+        node_pids: Vec<u32>,
+        /// Name of the setup in the outputs, e.g. qianlian-3.
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Also write the figures to this file: .csv (row appended), .json (replaced) or .jsonl
+        /// (line appended).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Format of --out when its extension does not say: csv, json or jsonl.
+        #[arg(long)]
+        format: Option<String>,
     },
 }
 
@@ -841,40 +864,77 @@ async fn run(
             key,
             purpose,
             workload,
+            etcd,
+            value_size,
+            node_pids,
+            label,
+            out,
+            format,
         } => {
-            let workload = match workload.as_str() {
-                "read" => qianlian_gateway::bench::Workload::Read,
-                "put" => qianlian_gateway::bench::Workload::Put,
-                "issue" => qianlian_gateway::bench::Workload::Issue,
-                "verify" => qianlian_gateway::bench::Workload::Verify,
-                other => {
-                    anyhow::bail!("unknown workload `{other}`: use read, put, issue or verify")
+            use qianlian_gateway::bench::{self, OutFormat, Target, Workload};
+            let workload = Workload::parse(&workload).map_err(anyhow::Error::msg)?;
+            let secs = |name: &str, v: f64| {
+                if v.is_finite() && v >= 0.0 {
+                    Ok(std::time::Duration::from_secs_f64(v))
+                } else {
+                    Err(anyhow::anyhow!(
+                        "--{name} must be a number of seconds ≥ 0, not {v}"
+                    ))
                 }
             };
-            // Several nodes: --endpoint https://a,https://b (clients spread over them).
-            let profiles = match who.endpoint {
-                Some(list) => list
-                    .split(',')
-                    .map(|e| Profile::dev(&who.dev_dir, &who.as_name, Some(e.trim().to_owned())))
-                    .collect::<anyhow::Result<Vec<_>>>()?,
-                None => vec![Profile::dev(&who.dev_dir, &who.as_name, None)?],
+            let out = match out {
+                Some(path) => {
+                    let f = match format {
+                        Some(f) => OutFormat::parse(&f),
+                        None => OutFormat::from_path(&path),
+                    }
+                    .map_err(anyhow::Error::msg)?;
+                    Some((path, f))
+                }
+                None => None,
+            };
+            let target = match etcd {
+                Some(list) => Target::Etcd(bench::etcd::parse_endpoints(&list)?),
+                // Several nodes: --endpoint https://a,https://b (clients spread over them).
+                None => Target::Gateway(match who.endpoint {
+                    Some(list) => list
+                        .split(',')
+                        .map(|e| {
+                            Profile::dev(&who.dev_dir, &who.as_name, Some(e.trim().to_owned()))
+                        })
+                        .collect::<anyhow::Result<Vec<_>>>()?,
+                    None => vec![Profile::dev(&who.dev_dir, &who.as_name, None)?],
+                }),
             };
             let owner = qianlian_gateway::dataset::builtin(&dataset)
                 .map(|(owner, _)| owner)
                 .ok_or_else(|| anyhow::anyhow!("unknown dataset `{dataset}`"))?;
             let key = key.unwrap_or_else(|| dev::samples()[0].2.clone());
-            let plan = qianlian_gateway::bench::BenchPlan {
+            let purpose = purpose.unwrap_or_else(|| {
+                if workload == Workload::DeniedRead {
+                    "marketing".into()
+                } else {
+                    "permit-review".into()
+                }
+            });
+            let plan = bench::BenchPlan {
                 workload,
                 clients,
-                warmup: std::time::Duration::from_secs(warmup),
-                duration: std::time::Duration::from_secs(seconds),
+                warmup: secs("warmup", warmup)?,
+                duration: secs("seconds", seconds)?,
                 dataset,
                 owner: owner.to_owned(),
                 key,
                 purpose,
+                value_bytes: value_size,
+                node_pids,
+                label,
             };
-            let report = qianlian_gateway::bench::run(&profiles, &plan).await?;
+            let report = bench::run(&target, &plan).await?;
             println!("{clients} client(s): {report}");
+            if let Some((path, format)) = out {
+                report.write_to(&path, format)?;
+            }
             Ok(())
         }
     }
