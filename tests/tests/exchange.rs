@@ -60,8 +60,9 @@ async fn allowed_cross_department_read_returns_the_record_and_a_receipt_on_the_l
         receipt.record_hash
     );
     let json: serde_json::Value = serde_json::from_str(&entry.record_json).expect("json");
-    let a = &json["Access"];
+    let a = &json["Exchange"];
     assert_eq!(a["caller"]["department"], "housing");
+    assert_eq!(a["side"], "provider");
     assert_eq!(a["owner"], "market-regulation");
     assert_eq!(a["key"], key.as_str());
     assert_eq!(a["action"], "read");
@@ -69,8 +70,10 @@ async fn allowed_cross_department_read_returns_the_record_and_a_receipt_on_the_l
     assert_eq!(a["decision"], "allow");
     assert_eq!(
         a["rule"],
-        "p, housing, market-regulation, enterprise-registration, read, permit-review"
+        "p, housing, market-regulation, enterprise-registration, read, permit-review, \
+         unified_social_credit_code|name|status|registered_capital_cny|established"
     );
+    assert_eq!(a["disclosed_fields"], serde_json::json!(["name", "status"]));
     assert_eq!(a["response_digest"], hex(&got.payload_digest));
 }
 

@@ -13,6 +13,10 @@ use qianlian_proto::v1::exchange_client::ExchangeClient;
 use qianlian_proto::v1::notary_client::NotaryClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+/// Records a new cluster's log starts with: the policy and the directory appended when the
+/// cluster is initialised (or a bootstrapped node first starts).
+pub const SEEDED: u64 = 2;
+
 pub const DEPARTMENTS: [&str; 3] = ["market-regulation", "natural-resources", "housing"];
 
 /// The `qianlian` binary under test (built by `make test` before the tests run).
