@@ -50,11 +50,12 @@ pub async fn watch(notary: Notary, reporter: HealthReporter, ready: Arc<AtomicBo
             } else {
                 ServingStatus::NotServing
             };
+            // Readiness first: whoever sees the new gRPC status sees the same `/readyz`.
+            ready.store(now, Ordering::SeqCst);
             reporter.set_service_status("", status).await;
             for s in SERVICES {
                 reporter.set_service_status(s, status).await;
             }
-            ready.store(now, Ordering::Relaxed);
             tracing::info!(serving = now, "health changed");
             last = Some(now);
         }
@@ -73,7 +74,7 @@ pub fn http_routes(ready: Arc<AtomicBool>) -> axum::Router {
         .route(
             "/readyz",
             axum::routing::get(move || {
-                let ready = ready.load(Ordering::Relaxed);
+                let ready = ready.load(Ordering::SeqCst);
                 async move {
                     if ready {
                         (StatusCode::OK, "ready\n")

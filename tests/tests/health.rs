@@ -110,6 +110,15 @@ async fn a_node_cut_off_from_its_majority_is_not_serving() {
     let mut cluster = Cluster::start(3, "");
     let leader = cluster.leader(Duration::from_secs(10)).await;
     let ca = cluster.env.pki().join("ca.crt");
+    // First SERVING with its majority, so that what follows is the change, not the start-up.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while health(cluster.node(leader), &ca, "").await != Some(ServingStatus::Serving as i32) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never SERVING with a majority"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     // The survivor is the leader itself: it keeps naming itself leader, but has no quorum.
     for i in (1..=3).filter(|i| *i != leader) {
         cluster.stop(i);
