@@ -263,7 +263,8 @@ fn etcd_smoke(tmp: &Path, dev: &str) {
     assert_eq!(v["value_bytes"], 360);
     assert!(v["ok"].as_u64().is_some_and(|n| n > 0), "{v}");
     assert_eq!(v["errors"], 0, "{v}");
-    assert!(v["nodes_cpu_s"].as_f64().is_some_and(|c| c > 0.0), "{v}");
+    // A second of a few puts may stay under one clock tick of etcd's CPU: present, not zero-checked.
+    assert!(v["nodes_cpu_s"].as_f64().is_some_and(|c| c >= 0.0), "{v}");
     drop(etcd);
 
     // Once etcd is gone, the generator says which endpoint it could not reach.
