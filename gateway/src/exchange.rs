@@ -271,6 +271,45 @@ impl ExchangeService {
         ))
     }
 
+    /// What the consumer records when the owner's gateway refused, or found no record: the
+    /// owner's words and policy version. An owner that did not decide (unreachable, too slow)
+    /// or refused the request as invalid gives the error to return at once, unrecorded.
+    fn owner_answer(
+        &self,
+        checked: &Checked,
+        url: &str,
+        status: &Status,
+        subjects: BTreeSet<SubjectHash>,
+    ) -> Result<Outcome, ServiceError> {
+        match status.code() {
+            Code::PermissionDenied | Code::NotFound => Ok(Outcome {
+                decision: crate::policy::Decision {
+                    allowed: status.code() == Code::NotFound,
+                    rule: format!(
+                        "answered by the gateway of `{}`: {}",
+                        checked.owner,
+                        status.message()
+                    ),
+                    fields: Fields::All,
+                },
+                policy_version: status
+                    .metadata()
+                    .get(crate::error::POLICY_VERSION_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+                disclosed: Vec::new(),
+                result_count: 0,
+                subjects,
+                response_digest: None,
+            }),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
+                Err(self.owner_unreachable(checked, url, status))
+            }
+            _ => Err(ServiceError::Forwarded(status.clone())),
+        }
+    }
+
     /// Decide an access: role first (only departments exchange data), then policy.
     #[tracing::instrument(name = "exchange.decide", level = "info", skip_all, fields(
         action = action.as_str(), purpose, allowed = tracing::field::Empty))]
@@ -502,7 +541,7 @@ impl ExchangeService {
         let request_id = uuid::Uuid::new_v4().to_string();
         let purpose = msg.purpose.clone();
         let answer = forwarder.get(&url, msg, &request_id).await;
-        let (mut outcome, result) = match answer {
+        let (outcome, result) = match answer {
             Ok(resp) => {
                 if sha256(&resp.payload).as_slice() != resp.payload_digest.as_slice() {
                     return Err(ServiceError::Internal(format!(
@@ -526,42 +565,11 @@ impl ExchangeService {
                 };
                 (outcome, Ok(resp))
             }
-            Err(status) => match status.code() {
-                Code::PermissionDenied | Code::NotFound => {
-                    let allowed = status.code() == Code::NotFound;
-                    let outcome = Outcome {
-                        decision: crate::policy::Decision {
-                            allowed,
-                            rule: format!(
-                                "answered by the gateway of `{}`: {}",
-                                checked.owner,
-                                status.message()
-                            ),
-                            fields: Fields::All,
-                        },
-                        policy_version: 0,
-                        disclosed: Vec::new(),
-                        result_count: 0,
-                        subjects: BTreeSet::new(),
-                        response_digest: None,
-                    };
-                    (outcome, Err(status))
-                }
-                Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
-                    return Err(self.owner_unreachable(&checked, &url, &status));
-                }
-                _ => return Err(ServiceError::Forwarded(status)),
-            },
+            Err(status) => {
+                let outcome = self.owner_answer(&checked, &url, &status, BTreeSet::new())?;
+                (outcome, Err(status))
+            }
         };
-        if let Err(status) = &result
-            && let Some(v) = status
-                .metadata()
-                .get(crate::error::POLICY_VERSION_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-        {
-            outcome.policy_version = v;
-        }
         let receipt = self
             .notarize(
                 who,
@@ -787,31 +795,10 @@ impl ExchangeService {
                 };
                 (outcome, Ok(resp))
             }
-            Err(status) => match status.code() {
-                Code::PermissionDenied => {
-                    let outcome = Outcome {
-                        decision: crate::policy::Decision {
-                            allowed: false,
-                            rule: format!(
-                                "answered by the gateway of `{}`: {}",
-                                checked.owner,
-                                status.message()
-                            ),
-                            fields: Fields::All,
-                        },
-                        policy_version: 0,
-                        disclosed: Vec::new(),
-                        result_count: 0,
-                        subjects,
-                        response_digest: None,
-                    };
-                    (outcome, Err(status))
-                }
-                Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
-                    return Err(self.owner_unreachable(&checked, &url, &status));
-                }
-                _ => return Err(ServiceError::Forwarded(status)),
-            },
+            Err(status) => {
+                let outcome = self.owner_answer(&checked, &url, &status, subjects)?;
+                (outcome, Err(status))
+            }
         };
         let receipt = self
             .notarize(

@@ -182,6 +182,7 @@ async fn departments_exchange_through_their_gateways_with_purpose_bound_fields()
         (Some("consumer"), Some("deny"))
     );
     assert_eq!(k["disclosed_fields"], serde_json::json!([]));
+    assert_eq!(k["policy_version"], 1, "the owner's version that refused");
 
     // 4. No purpose: refused before any decision.
     let s = read(&mut land, "").await.expect_err("no purpose");
