@@ -2,7 +2,8 @@
 //! (openraft 0.9) between department gateways and stored in RocksDB.
 //!
 //! Layout:
-//! - [`record`]: typed, versioned records and their canonical bytes (frozen per version);
+//! - [`record`]: typed, versioned records and their canonical bytes (frozen per version),
+//!   re-exported from the verifier so that offline checkers decode the same bytes;
 //! - [`license`]: the e-license rules (status from issuance and status records) and the views
 //!   the notary answers with;
 //! - [`notary`]: the handle the gateway uses: append with group commit (on any node), read

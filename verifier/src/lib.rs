@@ -13,6 +13,9 @@
 //! - [`license`]: e-licenses (电子证照): COSE_Sign1/CBOR documents signed by departments, their
 //!   QR payload and JSON view, the cluster-signed status list, trust bundles, and the offline
 //!   verdict.
+//! - [`record`]: typed, versioned notarization records and their canonical bytes
+//!   (`FORMAT_V1 ++ postcard`, frozen per version), so that evidence is decoded offline exactly
+//!   as the log wrote it.
 //!
 //! Invariant: nothing here trusts its input. Every parser refuses what the specs do not allow,
 //! and every error names who is at fault.
@@ -24,6 +27,7 @@ pub mod hash;
 pub mod license;
 pub mod note;
 pub mod proof;
+pub mod record;
 pub mod tree;
 
 #[cfg(test)]

@@ -1,0 +1,629 @@
+//! Typed, versioned notarization records and their canonical encoding.
+//!
+//! The canonical bytes of a record are `[FORMAT_V1] ++ postcard(Record)`. Postcard is
+//! deterministic for a given value (no maps, no floats here), so every node derives the same
+//! bytes and therefore the same leaf hash. Enum variants and struct fields are only ever added at
+//! the end; `tests::v1_bytes_are_frozen` pins the bytes of version 1 so old logs keep decoding.
+
+use crate::license::status::MAX_REASON_LEN;
+use crate::{Hash, leaf_hash};
+use serde::{Deserialize, Serialize};
+
+/// First byte of every encoded record: the encoding version.
+pub const FORMAT_V1: u8 = 1;
+
+/// One entry of the notarization log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// A call to a data service, allowed or denied.
+    Access(AccessRecord),
+    /// An e-license was issued: its hash is now on the record.
+    LicenseIssued(LicenseIssuedRecord),
+    /// An e-license was suspended, reinstated or revoked by its issuer.
+    LicenseStatus(LicenseStatusRecord),
+    /// A data exchange as a gateway saw it: the owner's gateway that decided (provider side) or
+    /// the consumer's gateway that forwarded (consumer side). Supersedes [`Record::Access`].
+    Exchange(ExchangeRecord),
+    /// An operator replaced a piece of cluster-wide configuration (policy or directory).
+    Config(ConfigRecord),
+}
+
+/// Which gateway wrote an exchange record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Side {
+    /// The owner department's gateway: it decided and answered from its store.
+    Provider,
+    /// The consumer department's gateway: it forwarded its department's request to the owner.
+    Consumer,
+}
+
+/// A keyed hash (HMAC-SHA256 with the cluster's subject key) of a citizen's or holder's
+/// identifier: it finds a data subject's accesses without naming them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SubjectHash(#[serde(with = "hex_hash")] pub Hash);
+
+/// One side of a data exchange: who asked what of which records, why, what the policy said and
+/// which fields were disclosed.
+///
+/// Holds digests and metadata only: never payloads, and citizen identifiers only as
+/// [`SubjectHash`]es.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExchangeRecord {
+    /// Unique id of the exchange (UUID v4); both sides' records carry the same id.
+    pub request_id: String,
+    /// Time the gateway decided (provider) or got the answer (consumer), Unix milliseconds.
+    pub time_unix_ms: u64,
+    pub caller: Caller,
+    pub side: Side,
+    /// Department of the gateway that wrote this record.
+    pub gateway: String,
+    /// Owner department of the data.
+    pub owner: String,
+    pub dataset: String,
+    pub action: Action,
+    /// The record key (read, write), or the query with citizen identifiers replaced by their
+    /// keyed hash (query).
+    pub key: String,
+    /// Declared purpose code; empty for writes by the owner.
+    pub purpose: String,
+    pub decision: Decision,
+    /// Version of the replicated policy that decided (0: the node's local policy files, before
+    /// any policy was applied to the cluster).
+    pub policy_version: u64,
+    /// The policy rule that allowed the call, or the reason it was denied.
+    pub rule: String,
+    /// The fields returned (read, query) or stored (write), sorted.
+    pub disclosed_fields: Vec<String>,
+    /// Records returned by a query (1 for a read that found its record).
+    pub result_count: u32,
+    /// Data subjects named by the request or by the disclosed data, sorted, without repeats.
+    pub subjects: Vec<SubjectHash>,
+    /// SHA-256 of the request as received.
+    #[serde(with = "hex_hash")]
+    pub request_digest: Hash,
+    /// SHA-256 of the payload returned (read, query) or stored (write); `None` when nothing was.
+    #[serde(with = "hex_hash_opt")]
+    pub response_digest: Option<Hash>,
+    /// W3C trace id (32 lowercase hex digits) of the request's trace; empty when not traced.
+    pub trace_id: String,
+}
+
+/// What an operator changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConfigChange {
+    /// The access policy: the Casbin model and its rules, as text.
+    Policy { model: String, rules: String },
+    /// The department directory, as TOML.
+    Directory { toml: String },
+}
+
+/// The kinds of cluster-wide configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ConfigKind {
+    Policy,
+    Directory,
+}
+
+impl ConfigKind {
+    /// Every kind.
+    pub const ALL: [ConfigKind; 2] = [ConfigKind::Policy, ConfigKind::Directory];
+
+    /// The kind's name in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConfigKind::Policy => "policy",
+            ConfigKind::Directory => "directory",
+        }
+    }
+
+    /// The byte that names the kind in storage keys.
+    pub fn tag(self) -> u8 {
+        match self {
+            ConfigKind::Policy => 1,
+            ConfigKind::Directory => 2,
+        }
+    }
+}
+
+impl ConfigChange {
+    pub fn kind(&self) -> ConfigKind {
+        match self {
+            ConfigChange::Policy { .. } => ConfigKind::Policy,
+            ConfigChange::Directory { .. } => ConfigKind::Directory,
+        }
+    }
+}
+
+/// A new version of one piece of cluster-wide configuration. Every node switches to it at the
+/// log index of this record; its version is the number of records of its kind up to and
+/// including it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigRecord {
+    pub request_id: String,
+    pub time_unix_ms: u64,
+    pub caller: Caller,
+    pub change: ConfigChange,
+}
+
+/// The issuance of one e-license. The license document itself stays with its holder; the log
+/// holds its hash and what is needed to find it, never the holder's identifier in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LicenseIssuedRecord {
+    pub request_id: String,
+    pub time_unix_ms: u64,
+    pub caller: Caller,
+    /// SHA-256 of the signed license (COSE_Sign1 bytes): the license's identity.
+    #[serde(with = "hex_hash")]
+    pub license_hash: Hash,
+    /// License type slug, e.g. `business-license`.
+    pub license_type: String,
+    /// License number as printed on it.
+    pub number: String,
+    /// Issuing department id.
+    pub department: String,
+    /// Keyed hash (HMAC-SHA256 with the cluster's subject key) of the holder's identifier.
+    #[serde(with = "hex_hash")]
+    pub holder_hash: Hash,
+    /// Validity, in Unix seconds: from (inclusive), until (exclusive; `None` = no end).
+    pub valid_from: i64,
+    pub valid_until: Option<i64>,
+}
+
+/// A change of an e-license's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LicenseStatusChange {
+    Suspended,
+    Reinstated,
+    Revoked,
+}
+
+/// The issuer changed a license's status, with a reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LicenseStatusRecord {
+    pub request_id: String,
+    pub time_unix_ms: u64,
+    pub caller: Caller,
+    #[serde(with = "hex_hash")]
+    pub license_hash: Hash,
+    pub change: LicenseStatusChange,
+    /// Reason code, lowercase letters, digits and `-` (1–32 characters).
+    pub reason: String,
+}
+
+/// Who made a call, as established from the client certificate at the TLS boundary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// Department id from the certificate's SAN URI.
+    pub department: String,
+    /// Role from the certificate (`department`, `inspector`, `operator`).
+    pub role: String,
+    /// SHA-256 of the client certificate (DER), lowercase hex.
+    pub cert_fingerprint: String,
+}
+
+/// What the caller asked to do with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Read,
+    Write,
+    /// A search of a dataset by indexed fields.
+    Query,
+}
+
+impl Action {
+    /// The action's name in policies and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Read => "read",
+            Action::Write => "write",
+            Action::Query => "query",
+        }
+    }
+}
+
+/// The policy decision for a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Decision {
+    Allow,
+    Deny,
+}
+
+/// A data access: who asked what of which record, why, and what the policy said.
+///
+/// Holds digests and metadata only, never payloads or personal identifiers in clear.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRecord {
+    /// Unique id of the request (UUID v4); the same id links the records of one exchange.
+    pub request_id: String,
+    /// Time the gateway decided, in milliseconds since the Unix epoch (UTC).
+    pub time_unix_ms: u64,
+    pub caller: Caller,
+    /// Owner department of the record.
+    pub owner: String,
+    pub dataset: String,
+    pub key: String,
+    pub action: Action,
+    /// Declared purpose code; empty for writes by the owner.
+    pub purpose: String,
+    pub decision: Decision,
+    /// Version of the policy that decided.
+    pub policy_version: String,
+    /// The policy rule that allowed the call, or the reason it was denied.
+    pub rule: String,
+    /// SHA-256 of the request as received.
+    #[serde(with = "hex_hash")]
+    pub request_digest: Hash,
+    /// SHA-256 of the payload returned (read) or stored (write); `None` when nothing was.
+    #[serde(with = "hex_hash_opt")]
+    pub response_digest: Option<Hash>,
+}
+
+/// Why canonical bytes could not be decoded into a [`Record`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes were empty: not a record at all (caller or storage at fault; no retry helps).
+    #[error("empty record bytes")]
+    Empty,
+    /// The format byte is not one this version knows (a newer node wrote it; upgrade this one).
+    #[error("unknown record format version {0}")]
+    UnknownFormat(u8),
+    /// The body does not decode (corrupt storage or a forged record; no retry helps).
+    #[error("malformed record body: {0}")]
+    Malformed(String),
+}
+
+impl Record {
+    /// The canonical bytes of this record.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![FORMAT_V1];
+        // Serialising plain structs, strings and integers into a Vec cannot fail.
+        out.extend(postcard::to_stdvec(self).unwrap_or_default());
+        out
+    }
+
+    /// Decode canonical bytes. Trailing bytes are refused so that one record has one encoding.
+    pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
+        let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+        if version != FORMAT_V1 {
+            return Err(DecodeError::UnknownFormat(version));
+        }
+        let (record, rest) = postcard::take_from_bytes::<Record>(body)
+            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(DecodeError::Malformed(format!(
+                "{} trailing bytes",
+                rest.len()
+            )));
+        }
+        Ok(record)
+    }
+
+    /// RFC 6962 leaf hash of the canonical bytes: the record's identity in the log.
+    pub fn hash(&self) -> Hash {
+        leaf_hash(&self.encode())
+    }
+
+    /// When the gateway that wrote the record decided, in milliseconds since the Unix epoch.
+    /// Replicated with the record, so every node reads the same time for the same log index.
+    pub fn time_unix_ms(&self) -> u64 {
+        match self {
+            Record::Access(r) => r.time_unix_ms,
+            Record::LicenseIssued(r) => r.time_unix_ms,
+            Record::LicenseStatus(r) => r.time_unix_ms,
+            Record::Exchange(r) => r.time_unix_ms,
+            Record::Config(r) => r.time_unix_ms,
+        }
+    }
+
+    /// Check the rules a record must meet before it enters the log, where it stays forever:
+    /// today, that a status change's reason is a reason code (the signed status list carries
+    /// it). Records already in the log are never refused on these grounds.
+    pub fn check(&self) -> Result<(), RecordError> {
+        match self {
+            Record::LicenseStatus(r) if !is_reason_code(&r.reason) => {
+                Err(RecordError::ReasonCode {
+                    reason: r.reason.chars().take(40).collect(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why a record may not enter the log. The caller built it wrongly; no retry helps.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// A license status change's reason is not 1 to 32 of `a-z`, `0-9` and `-`.
+    #[error("license status reason {reason:?} is not a reason code: 1 to 32 of a-z, 0-9 and -")]
+    ReasonCode { reason: String },
+}
+
+/// Whether `reason` is a reason code as the signed status list allows it: 1 to
+/// [`MAX_REASON_LEN`] of `a-z`, `0-9` and `-`.
+pub fn is_reason_code(reason: &str) -> bool {
+    (1..=MAX_REASON_LEN).contains(&reason.len())
+        && reason
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Serialises a hash as hex in human-readable formats (JSON) and as raw bytes in postcard.
+mod hex_hash {
+    use crate::Hash;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &Hash, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&hex::encode(h))
+        } else {
+            serde::Serialize::serialize(h, s)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Hash, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            let v = hex::decode(&s).map_err(serde::de::Error::custom)?;
+            v.try_into()
+                .map_err(|_| serde::de::Error::custom("expected 32 bytes"))
+        } else {
+            <Hash as Deserialize>::deserialize(d)
+        }
+    }
+}
+
+mod hex_hash_opt {
+    use crate::Hash;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &Option<Hash>, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            match h {
+                Some(h) => s.serialize_some(&hex::encode(h)),
+                None => s.serialize_none(),
+            }
+        } else {
+            serde::Serialize::serialize(h, s)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Hash>, D::Error> {
+        if d.is_human_readable() {
+            match Option::<String>::deserialize(d)? {
+                None => Ok(None),
+                Some(s) => {
+                    let v = hex::decode(&s).map_err(serde::de::Error::custom)?;
+                    v.try_into()
+                        .map(Some)
+                        .map_err(|_| serde::de::Error::custom("expected 32 bytes"))
+                }
+            }
+        } else {
+            <Option<Hash> as Deserialize>::deserialize(d)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Record {
+        Record::Access(AccessRecord {
+            request_id: "6f1c2b1e-8d7a-4a53-9c43-2b7f0c8e9a10".into(),
+            time_unix_ms: 1_764_000_000_000,
+            caller: Caller {
+                department: "housing".into(),
+                role: "department".into(),
+                cert_fingerprint: "ab".repeat(32),
+            },
+            owner: "market-regulation".into(),
+            dataset: "enterprise-registration".into(),
+            key: "91520100MA6DKJ8X3T".into(),
+            action: Action::Read,
+            purpose: "permit-review".into(),
+            decision: Decision::Allow,
+            policy_version: "1".into(),
+            rule: "p, housing, market-regulation, enterprise-registration, read, permit-review"
+                .into(),
+            request_digest: [7; 32],
+            response_digest: Some([9; 32]),
+        })
+    }
+
+    #[test]
+    fn round_trips() {
+        let r = sample();
+        assert_eq!(Record::decode(&r.encode()).ok(), Some(r));
+    }
+
+    #[test]
+    fn v1_bytes_are_frozen() {
+        let bytes = sample().encode();
+        assert_eq!(
+            hex::encode(leaf_hash(&bytes)),
+            FROZEN_V1_LEAF_HASH,
+            "the canonical encoding of a v1 access record changed: old logs would no longer verify"
+        );
+        assert_eq!(bytes[0], FORMAT_V1);
+    }
+
+    const FROZEN_V1_LEAF_HASH: &str =
+        "21b9788655eedbf16e6a4e54393123a438fc475f088eac66d020252301514386";
+
+    pub(crate) fn sample_issued() -> Record {
+        Record::LicenseIssued(LicenseIssuedRecord {
+            request_id: "3d0f6a52-1b9e-4c7d-8a21-5e4f3c2b1a09".into(),
+            time_unix_ms: 1_768_435_200_000,
+            caller: Caller {
+                department: "market-regulation".into(),
+                role: "department".into(),
+                cert_fingerprint: "cd".repeat(32),
+            },
+            license_hash: [0x11; 32],
+            license_type: "business-license".into(),
+            number: "GZ-2026-000123".into(),
+            department: "market-regulation".into(),
+            holder_hash: [0x22; 32],
+            valid_from: 1_768_435_200,
+            valid_until: Some(1_925_000_000),
+        })
+    }
+
+    pub(crate) fn sample_status() -> Record {
+        Record::LicenseStatus(LicenseStatusRecord {
+            request_id: "9a7c1e33-6f2d-4b08-b5e4-0c1d2e3f4a5b".into(),
+            time_unix_ms: 1_769_000_000_000,
+            caller: Caller {
+                department: "market-regulation".into(),
+                role: "department".into(),
+                cert_fingerprint: "cd".repeat(32),
+            },
+            license_hash: [0x11; 32],
+            change: LicenseStatusChange::Revoked,
+            reason: "fraud".into(),
+        })
+    }
+
+    #[test]
+    fn v1_license_bytes_are_frozen() {
+        // The variant number follows the format byte: 1 and 2, after `Access` (0).
+        for (record, variant, frozen) in [
+            (sample_issued(), 1, FROZEN_V1_ISSUED_LEAF_HASH),
+            (sample_status(), 2, FROZEN_V1_STATUS_LEAF_HASH),
+        ] {
+            let bytes = record.encode();
+            assert_eq!(bytes[..2], [FORMAT_V1, variant]);
+            assert_eq!(
+                hex::encode(leaf_hash(&bytes)),
+                frozen,
+                "the canonical encoding of {record:?} changed: old logs would no longer verify"
+            );
+            assert_eq!(Record::decode(&bytes).ok(), Some(record));
+        }
+    }
+
+    const FROZEN_V1_ISSUED_LEAF_HASH: &str =
+        "21b9b1d51a326d57a8a3b002a5c9a1d912ac1eb97a1bcd8cfdb0b50ae641c84d";
+    const FROZEN_V1_STATUS_LEAF_HASH: &str =
+        "0193de3a8cfb6b20777d9a012286b64f614081e508c65f57cd0ebcd965e0f313";
+
+    pub(crate) fn sample_exchange() -> Record {
+        Record::Exchange(ExchangeRecord {
+            request_id: "b8a1f0d2-4c3e-4f5a-9b6c-7d8e9f0a1b2c".into(),
+            time_unix_ms: 1_770_000_000_000,
+            caller: Caller {
+                department: "housing".into(),
+                role: "department".into(),
+                cert_fingerprint: "ef".repeat(32),
+            },
+            side: Side::Provider,
+            gateway: "market-regulation".into(),
+            owner: "market-regulation".into(),
+            dataset: "enterprise-registration".into(),
+            action: Action::Read,
+            key: "91520100MA6DKJ8X3T".into(),
+            purpose: "permit-review".into(),
+            decision: Decision::Allow,
+            policy_version: 3,
+            rule: "p, housing, market-regulation, enterprise-registration, read, permit-review, name|status".into(),
+            disclosed_fields: vec!["name".into(), "status".into()],
+            result_count: 1,
+            subjects: vec![SubjectHash([0x33; 32])],
+            request_digest: [7; 32],
+            response_digest: Some([9; 32]),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        })
+    }
+
+    pub(crate) fn sample_config() -> Record {
+        Record::Config(ConfigRecord {
+            request_id: "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f".into(),
+            time_unix_ms: 1_770_000_100_000,
+            caller: Caller {
+                department: "ops".into(),
+                role: "operator".into(),
+                cert_fingerprint: "01".repeat(32),
+            },
+            change: ConfigChange::Policy {
+                model: "[request_definition]\nr = sub, dom, obj, act, purpose\n".into(),
+                rules: "p, housing, housing, construction-permit, *, *\n".into(),
+            },
+        })
+    }
+
+    #[test]
+    fn exchange_and_config_bytes_are_frozen() {
+        // Variants 3 and 4, after the license records.
+        for (record, variant, frozen) in [
+            (sample_exchange(), 3, FROZEN_EXCHANGE_LEAF_HASH),
+            (sample_config(), 4, FROZEN_CONFIG_LEAF_HASH),
+        ] {
+            let bytes = record.encode();
+            assert_eq!(bytes[..2], [FORMAT_V1, variant]);
+            assert_eq!(
+                hex::encode(leaf_hash(&bytes)),
+                frozen,
+                "the canonical encoding of {record:?} changed: old logs would no longer verify"
+            );
+            assert_eq!(Record::decode(&bytes).ok(), Some(record));
+        }
+    }
+
+    const FROZEN_EXCHANGE_LEAF_HASH: &str =
+        "ccf83fa2b2e826236bc08860f2be77830ae312f61ec8bf96bd595160db8a8423";
+    const FROZEN_CONFIG_LEAF_HASH: &str =
+        "6bedb31524aefbb984e3e5d6bf9d33eac29f4eef3f1a201d6680197c7632a66d";
+
+    #[test]
+    fn only_reason_codes_enter_the_log() {
+        assert_eq!(sample_status().check(), Ok(()));
+        assert_eq!(sample().check(), Ok(()));
+        for bad in ["", "Fraud", "court order", &"x".repeat(33)] {
+            let Record::LicenseStatus(mut r) = sample_status() else {
+                panic!("not a status record")
+            };
+            r.reason = bad.into();
+            assert!(
+                matches!(
+                    Record::LicenseStatus(r).check(),
+                    Err(RecordError::ReasonCode { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(is_reason_code(&"a".repeat(32)));
+    }
+
+    #[test]
+    fn refuses_unknown_format_trailing_bytes_and_garbage() {
+        let mut bytes = sample().encode();
+        bytes[0] = 9;
+        assert!(matches!(
+            Record::decode(&bytes),
+            Err(DecodeError::UnknownFormat(9))
+        ));
+        let mut bytes = sample().encode();
+        bytes.push(0);
+        assert!(matches!(
+            Record::decode(&bytes),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(Record::decode(&[]), Err(DecodeError::Empty)));
+        assert!(matches!(
+            Record::decode(&[1, 0xff, 0xff]),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn json_view_uses_hex_digests() {
+        let json = serde_json::to_value(sample()).unwrap_or_default();
+        assert_eq!(json["Access"]["request_digest"], "07".repeat(32));
+        assert_eq!(json["Access"]["decision"], "allow");
+    }
+}
