@@ -13,6 +13,8 @@
 //! - [`license`]: e-licenses (电子证照): COSE_Sign1/CBOR documents signed by departments, their
 //!   QR payload and JSON view, the cluster-signed status list, trust bundles, and the offline
 //!   verdict.
+//! - [`audit`]: audit evidence: self-contained evidence bundles of records with proofs, and
+//!   streaming a whole log against checkpoints down to the first altered record.
 //! - [`record`]: typed, versioned notarization records and their canonical bytes
 //!   (`FORMAT_V1 ++ postcard`, frozen per version), so that evidence is decoded offline exactly
 //!   as the log wrote it.
@@ -22,6 +24,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod checkpoint;
 pub mod hash;
 pub mod license;

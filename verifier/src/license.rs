@@ -30,7 +30,7 @@ pub mod status;
 pub mod trust;
 pub mod verify;
 
-mod serde_bytes;
+pub(crate) mod serde_bytes;
 
 #[cfg(test)]
 mod fixtures;

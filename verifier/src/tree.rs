@@ -151,13 +151,13 @@ impl MemoryTree {
 
 /// The largest power of two smaller than `n` (`n >= 2`): where RFC 6962 splits a tree of `n`
 /// leaves into a perfect left subtree and the rest.
-fn split(n: usize) -> usize {
+pub(crate) fn split(n: usize) -> usize {
     debug_assert!(n >= 2);
     1 << (usize::BITS - 1 - (n - 1).leading_zeros())
 }
 
 /// `MTH(D[n])` of RFC 6962 §2.1.
-fn mth(leaves: &[Hash]) -> Hash {
+pub(crate) fn mth(leaves: &[Hash]) -> Hash {
     match leaves {
         [] => empty_root(),
         [leaf] => *leaf,

@@ -1,0 +1,504 @@
+//! Evidence bundles: records of the log with their proofs, as an inspector hands them to someone
+//! who trusts nobody.
+//!
+//! JSON shape (version 1; unknown fields are refused; bytes are standard base64, proof hashes
+//! lowercase hex):
+//!
+//! ```json
+//! {
+//!   "version": 1,
+//!   "created_unix_ms": 1770000000000,
+//!   "query": "reads of market-regulation/enterprise-registration, 2026-02-01 to 2026-02-28",
+//!   "origin": "qianlian.example/notary",
+//!   "checkpoint": "qianlian.example/notary\n1234\n…\n\n— node-a …\n— node-b …\n",
+//!   "node_keys": ["node-a+1f2e3d4c+AU…", "node-b+…", "node-c+…"],
+//!   "min_cosigners": 2,
+//!   "departments": [
+//!     { "id": "market-regulation", "name": "贵州省市场监督管理局",
+//!       "keys": [ { "key_id": "market-regulation-2026", "public_key": "…32 bytes…" } ] }
+//!   ],
+//!   "records": [
+//!     { "log_index": 17, "record": "AQM…", "record_json": { "Exchange": { … } },
+//!       "proof": ["5f1c…", "…"] }
+//!   ],
+//!   "policies": [ { "version": 1, "log_index": 0, "record": "AQQ…", "proof": ["…"] } ]
+//! }
+//! ```
+//!
+//! Every proof is an inclusion proof against the checkpoint's tree size. `policies` holds every
+//! policy version from 1 up to the highest one a bundled exchange record was decided under, so
+//! the reader can see the rules that applied. `record_json` is a convenience for people; the
+//! check refuses a bundle whose JSON view differs from the bytes the log committed to.
+//!
+//! Without pinned keys ([`TrustedKeys`]) the bundle vouches for itself: the check then only shows
+//! that the records are consistent with a checkpoint signed by the keys the bundle names, and
+//! [`BundleReport::keys_pinned`] says so.
+
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::CheckpointError;
+use crate::hash::Hash;
+use crate::license::evidence::VersionProbe;
+use crate::license::serde_bytes;
+use crate::license::trust::{DepartmentKey, TrustBundle, TrustBundleFile};
+use crate::note::{NoteError, NoteVerifier};
+use crate::proof::ProofError;
+use crate::record::{DecodeError, Record};
+
+mod check;
+
+pub use check::check_bundle;
+
+/// The format version of [`EvidenceBundle`] JSON.
+pub const EVIDENCE_BUNDLE_VERSION: u32 = 1;
+
+/// An evidence bundle as stored and exchanged: plain data, not yet checked. [`check_bundle`]
+/// checks it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceBundle {
+    /// Always [`EVIDENCE_BUNDLE_VERSION`].
+    pub version: u32,
+    /// When the bundle was exported, Unix milliseconds (informational).
+    pub created_unix_ms: u64,
+    /// What was asked of the log, for people (informational).
+    pub query: String,
+    /// The log's origin line, as in its checkpoints.
+    pub origin: String,
+    /// A cosigned checkpoint (signed note text); every proof is against its tree size.
+    pub checkpoint: String,
+    /// The nodes' checkpoint verifier keys (`<name>+<hex id>+<base64 key>`), used when the
+    /// reader pins none.
+    pub node_keys: Vec<String>,
+    /// How many distinct node signatures the checkpoint needs (k of n), when none are pinned.
+    pub min_cosigners: usize,
+    /// The departments named by the records, with their license signing keys.
+    pub departments: Vec<BundleDepartment>,
+    /// The records the query found.
+    pub records: Vec<BundleRecord>,
+    /// The policy versions the records were decided under, from version 1.
+    pub policies: Vec<BundlePolicy>,
+}
+
+/// A department as the bundle names it: the directory entry without what only licenses need.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleDepartment {
+    /// The department id used in records (e.g. `market-regulation`).
+    pub id: String,
+    /// The name people read (e.g. 贵州省市场监督管理局).
+    pub name: String,
+    /// Its license signing keys.
+    pub keys: Vec<DepartmentKey>,
+}
+
+/// One record of the log with its inclusion proof.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleRecord {
+    /// Its 0-based position in the log.
+    pub log_index: u64,
+    /// The canonical bytes the log committed to.
+    #[serde(with = "serde_bytes::bytes")]
+    pub record: Vec<u8>,
+    /// The decoded record as JSON, for people; must equal what `record` decodes to.
+    pub record_json: serde_json::Value,
+    /// Inclusion proof of the record's leaf against the checkpoint.
+    #[serde(with = "super::hex_hashes")]
+    pub proof: Vec<Hash>,
+}
+
+/// One version of the replicated access policy, as logged, with its inclusion proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundlePolicy {
+    /// The policy version: the number of policy records up to and including this one.
+    pub version: u64,
+    /// Its 0-based position in the log.
+    pub log_index: u64,
+    /// The canonical bytes of the policy's Config record.
+    #[serde(with = "serde_bytes::bytes")]
+    pub record: Vec<u8>,
+    /// Inclusion proof of the record's leaf against the checkpoint.
+    #[serde(with = "super::hex_hashes")]
+    pub proof: Vec<Hash>,
+}
+
+/// Which list of the bundle an entry is in, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Record,
+    Policy,
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Entry::Record => "record",
+            Entry::Policy => "policy",
+        })
+    }
+}
+
+/// The checkpoint keys a reader trusts from elsewhere than the bundle (a license trust bundle, a
+/// configuration file): the log's origin, the node keys and the k of n threshold.
+#[derive(Debug, Clone)]
+pub struct TrustedKeys {
+    origin: String,
+    verifiers: Vec<NoteVerifier>,
+    min_cosigners: usize,
+}
+
+impl TrustedKeys {
+    /// Pins `verifiers` for the log named `origin`, demanding `min_cosigners` distinct signers.
+    ///
+    /// # Errors
+    /// [`BundleError::InvalidThreshold`] unless `1 <= min_cosigners <=` distinct key names.
+    pub fn new(
+        origin: impl Into<String>,
+        verifiers: Vec<NoteVerifier>,
+        min_cosigners: usize,
+    ) -> Result<Self, BundleError> {
+        check_threshold(&verifiers, min_cosigners)?;
+        Ok(Self {
+            origin: origin.into(),
+            verifiers,
+            min_cosigners,
+        })
+    }
+
+    /// As [`TrustedKeys::new`], from verifier key strings.
+    ///
+    /// # Errors
+    /// [`BundleError::NodeKey`] and [`BundleError::InvalidThreshold`].
+    pub fn from_vkeys(
+        origin: impl Into<String>,
+        vkeys: &[String],
+        min_cosigners: usize,
+    ) -> Result<Self, BundleError> {
+        Self::new(origin, parse_vkeys(vkeys)?, min_cosigners)
+    }
+
+    /// The origin, node keys and threshold of a license trust bundle file (its checkpoint and
+    /// status list are not needed here and not checked).
+    ///
+    /// # Errors
+    /// As [`TrustedKeys::from_vkeys`].
+    pub fn from_trust_bundle(file: &TrustBundleFile) -> Result<Self, BundleError> {
+        Self::from_vkeys(file.origin.clone(), &file.node_keys, file.min_cosigners)
+    }
+
+    /// The log's origin line.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The pinned node keys.
+    pub fn verifiers(&self) -> &[NoteVerifier] {
+        &self.verifiers
+    }
+
+    /// The k of n threshold.
+    pub fn min_cosigners(&self) -> usize {
+        self.min_cosigners
+    }
+}
+
+impl From<&TrustBundle> for TrustedKeys {
+    /// The keys of a trust bundle that was already checked.
+    fn from(bundle: &TrustBundle) -> Self {
+        Self {
+            origin: bundle.origin().to_owned(),
+            verifiers: bundle.node_verifiers().to_vec(),
+            min_cosigners: bundle.min_cosigners(),
+        }
+    }
+}
+
+pub(crate) fn parse_vkeys(vkeys: &[String]) -> Result<Vec<NoteVerifier>, BundleError> {
+    vkeys
+        .iter()
+        .enumerate()
+        .map(|(index, vkey)| {
+            NoteVerifier::from_vkey(vkey).map_err(|source| BundleError::NodeKey { index, source })
+        })
+        .collect()
+}
+
+pub(crate) fn check_threshold(verifiers: &[NoteVerifier], k: usize) -> Result<(), BundleError> {
+    let mut names: Vec<&str> = verifiers.iter().map(NoteVerifier::name).collect();
+    names.sort_unstable();
+    names.dedup();
+    if k == 0 || k > names.len() {
+        return Err(BundleError::InvalidThreshold { k, n: names.len() });
+    }
+    Ok(())
+}
+
+/// What a bundle that passed [`check_bundle`] proves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleReport {
+    /// The log the checkpoint names.
+    pub origin: String,
+    /// The checkpoint's tree size: every record is among its first `tree_size` entries.
+    pub tree_size: u64,
+    /// The checkpoint's root hash.
+    pub root: Hash,
+    /// Distinct names of the trusted keys that signed the checkpoint.
+    pub signers: Vec<String>,
+    /// The threshold that was demanded.
+    pub min_cosigners: usize,
+    /// Whether the keys came from the reader ([`TrustedKeys`]) rather than from the bundle
+    /// itself; when false, the bundle only vouches for itself.
+    pub keys_pinned: bool,
+    /// Number of records checked.
+    pub records_checked: usize,
+    /// Number of policy versions checked.
+    pub policies_checked: usize,
+    /// Earliest and latest record time, Unix milliseconds; `None` without records.
+    pub time_range_unix_ms: Option<(u64, u64)>,
+}
+
+/// Why a bundle was refused. Whoever produced or edited the bundle is at fault, or the log it
+/// came from no longer matches its checkpoint; none is transient.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// Not JSON of the documented shape (a field missing, unknown or of the wrong type).
+    #[error("evidence bundle is not valid JSON of the documented shape: {reason}")]
+    Json {
+        /// What the JSON parser reported, with line and column.
+        reason: String,
+    },
+
+    /// A bundle version this verifier does not read.
+    #[error("evidence bundle version {version} is not supported: this verifier reads version 1")]
+    UnsupportedVersion {
+        /// The version found.
+        version: u32,
+    },
+
+    /// A node key string (in the bundle or the pinned set) does not parse.
+    #[error("node key {index}: {source}")]
+    NodeKey {
+        /// Position in the key list.
+        index: usize,
+        /// Why it was refused.
+        source: NoteError,
+    },
+
+    /// The k of n threshold cannot be met or demands nothing.
+    #[error("min_cosigners {k} must be between 1 and the {n} distinct node keys")]
+    InvalidThreshold {
+        /// The threshold asked for.
+        k: usize,
+        /// Distinct key names available.
+        n: usize,
+    },
+
+    /// The bundle claims another log than the pinned one.
+    #[error("bundle is for log {bundle:?}, but the pinned keys are for log {pinned:?}")]
+    OriginMismatch {
+        /// The origin the reader trusts.
+        pinned: String,
+        /// The origin the bundle names.
+        bundle: String,
+    },
+
+    /// The checkpoint is from another log than the one expected.
+    #[error("checkpoint is from log {got:?}, not {expected:?}")]
+    WrongOrigin {
+        /// The origin expected.
+        expected: String,
+        /// The origin in the checkpoint.
+        got: String,
+    },
+
+    /// Fewer distinct trusted nodes signed the checkpoint than demanded.
+    #[error(
+        "checkpoint has {} trusted signature(s) ({}), {required} required",
+        signers.len(),
+        signers.join(", ")
+    )]
+    TooFewSigners {
+        /// The threshold k.
+        required: usize,
+        /// The distinct trusted signers found.
+        signers: Vec<String>,
+    },
+
+    /// The checkpoint does not open with the trusted keys (no trusted signature, a bad
+    /// signature, a malformed note or body).
+    #[error("checkpoint refused: {0}")]
+    Checkpoint(CheckpointError),
+
+    /// A department entry breaks a rule.
+    #[error("department {id:?}: {reason}")]
+    Department {
+        /// The department id as written.
+        id: String,
+        /// Which rule it breaks.
+        reason: String,
+    },
+
+    /// An entry claims a position the checkpoint does not cover.
+    #[error(
+        "{entry} at log index {log_index}: outside the checkpoint's tree of {tree_size} entries"
+    )]
+    OutsideTree {
+        entry: Entry,
+        log_index: u64,
+        tree_size: u64,
+    },
+
+    /// The same log index appears twice in one list.
+    #[error("{entry} at log index {log_index}: appears twice")]
+    DuplicateIndex { entry: Entry, log_index: u64 },
+
+    /// The bytes and proof do not lead to the checkpoint's root: the bytes, index or proof were
+    /// altered, or the log no longer holds what it committed to.
+    #[error("{entry} at log index {log_index}: not in the checkpoint's tree: {source}")]
+    Inclusion {
+        entry: Entry,
+        log_index: u64,
+        source: ProofError,
+    },
+
+    /// The bytes are not a record this verifier reads.
+    #[error("{entry} at log index {log_index}: does not decode: {source}")]
+    Undecodable {
+        entry: Entry,
+        log_index: u64,
+        source: DecodeError,
+    },
+
+    /// `record_json` is not what the record's bytes decode to: the JSON view was edited.
+    #[error(
+        "record at log index {log_index}: record_json differs from the logged record at {at:?}: the JSON view was edited"
+    )]
+    JsonView {
+        log_index: u64,
+        /// JSON pointer of the first difference (empty: the whole value).
+        at: String,
+    },
+
+    /// A policy entry holds another kind of record.
+    #[error("policy at log index {log_index}: is a {found} record, not a policy change")]
+    NotAPolicy {
+        log_index: u64,
+        /// The kind of record found.
+        found: &'static str,
+    },
+
+    /// Policy versions are not 1, 2, 3 … in increasing log order.
+    #[error(
+        "policy at log index {log_index}: version {got} where version {expected} belongs, after log index {after:?}"
+    )]
+    PolicyOrder {
+        log_index: u64,
+        expected: u64,
+        got: u64,
+        /// Log index of the previous policy entry.
+        after: Option<u64>,
+    },
+
+    /// A record was decided under a policy version the bundle does not carry.
+    #[error(
+        "record at log index {log_index}: decided under policy version {referenced}, but the bundle's policies stop before version {missing}"
+    )]
+    MissingPolicy {
+        /// The record that references the policy.
+        log_index: u64,
+        /// The version it references.
+        referenced: u64,
+        /// The first version missing.
+        missing: u64,
+    },
+}
+
+impl BundleError {
+    /// The log index the failure concerns, if it concerns one entry.
+    pub fn log_index(&self) -> Option<u64> {
+        match self {
+            BundleError::OutsideTree { log_index, .. }
+            | BundleError::DuplicateIndex { log_index, .. }
+            | BundleError::Inclusion { log_index, .. }
+            | BundleError::Undecodable { log_index, .. }
+            | BundleError::JsonView { log_index, .. }
+            | BundleError::NotAPolicy { log_index, .. }
+            | BundleError::PolicyOrder { log_index, .. }
+            | BundleError::MissingPolicy { log_index, .. } => Some(*log_index),
+            _ => None,
+        }
+    }
+}
+
+impl EvidenceBundle {
+    /// Reads a bundle from JSON. Only the shape is checked here: see [`check_bundle`].
+    ///
+    /// # Errors
+    /// [`BundleError::Json`] (naming the line, column and field) and
+    /// [`BundleError::UnsupportedVersion`].
+    pub fn from_json(json: &str) -> Result<Self, BundleError> {
+        let json_error = |e: serde_json::Error| BundleError::Json {
+            reason: e.to_string(),
+        };
+        let version = serde_json::from_str::<VersionProbe>(json)
+            .map_err(json_error)?
+            .version;
+        if version != EVIDENCE_BUNDLE_VERSION {
+            return Err(BundleError::UnsupportedVersion { version });
+        }
+        serde_json::from_str(json).map_err(json_error)
+    }
+
+    /// The pretty-printed JSON form.
+    pub fn to_json_pretty(&self) -> String {
+        // Strings, integers, arrays and JSON values with string keys always serialise.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The highest policy version any decodable bundled record was decided under (0: none, or
+    /// only node-local policy files): the bundle must carry policies 1 to this.
+    pub fn highest_policy_version(&self) -> u64 {
+        self.records
+            .iter()
+            .filter_map(|r| Record::decode(&r.record).ok())
+            .map(|r| policy_version(&r))
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+impl BundleRecord {
+    /// The entry for the canonical `record` bytes at `log_index`, with its JSON view.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the bytes are not a record.
+    pub fn new(log_index: u64, record: Vec<u8>, proof: Vec<Hash>) -> Result<Self, DecodeError> {
+        let record_json = json_view(&Record::decode(&record)?);
+        Ok(Self {
+            log_index,
+            record,
+            record_json,
+            proof,
+        })
+    }
+}
+
+/// The JSON view of a record, as `record_json` must hold it.
+pub fn json_view(record: &Record) -> serde_json::Value {
+    // A record has string keys, integers and strings only: it always serialises.
+    serde_json::to_value(record).unwrap_or_default()
+}
+
+/// The replicated policy version a record was decided under (0: none, or node-local files).
+pub fn policy_version(record: &Record) -> u64 {
+    match record {
+        Record::Exchange(r) => r.policy_version,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! [`check_bundle`]: the checks, in the order a reader would ask them.
+
+use std::collections::BTreeSet;
+
+use ed25519_dalek::VerifyingKey;
+use serde_json::Value;
+
+use super::{
+    BundleError, BundleReport, EVIDENCE_BUNDLE_VERSION, Entry, EvidenceBundle, TrustedKeys,
+    check_threshold, json_view, parse_vkeys, policy_version,
+};
+use crate::checkpoint::{CheckpointError, VerifiedCheckpoint, open_checkpoint};
+use crate::hash::{Hash, leaf_hash};
+use crate::note::{NoteError, NoteVerifier};
+use crate::proof::verify_inclusion;
+use crate::record::{ConfigChange, Record};
+
+/// Checks a bundle: its version; the checkpoint signed by `min_cosigners` distinct node keys
+/// for the bundle's origin (the pinned `trust`, or else the bundle's own keys); department
+/// entries; every record and policy included in the checkpoint's tree at its log index,
+/// decodable, without repeated indices, with an unedited JSON view; policy versions 1, 2, …
+/// in log order, up to the highest version a record was decided under.
+///
+/// # Errors
+/// The first failure, as a [`BundleError`] naming the log index where there is one;
+/// [`BundleError::Json`] never (see [`EvidenceBundle::from_json`]).
+pub fn check_bundle(
+    bundle: &EvidenceBundle,
+    trust: Option<&TrustedKeys>,
+) -> Result<BundleReport, BundleError> {
+    if bundle.version != EVIDENCE_BUNDLE_VERSION {
+        return Err(BundleError::UnsupportedVersion {
+            version: bundle.version,
+        });
+    }
+    let checkpoint = open(bundle, trust)?;
+    let (tree_size, root) = (checkpoint.checkpoint.size, checkpoint.checkpoint.root);
+    check_departments(bundle)?;
+    let committed = |entry, log_index, bytes: &[u8], proof: &[Hash]| {
+        if log_index >= tree_size {
+            return Err(BundleError::OutsideTree {
+                entry,
+                log_index,
+                tree_size,
+            });
+        }
+        verify_inclusion(&leaf_hash(bytes), log_index, tree_size, proof, &root).map_err(
+            |source| BundleError::Inclusion {
+                entry,
+                log_index,
+                source,
+            },
+        )?;
+        Record::decode(bytes).map_err(|source| BundleError::Undecodable {
+            entry,
+            log_index,
+            source,
+        })
+    };
+
+    let mut seen = BTreeSet::new();
+    let mut time_range: Option<(u64, u64)> = None;
+    // (version, log index of the record that references it)
+    let mut highest_policy: Option<(u64, u64)> = None;
+    for r in &bundle.records {
+        let log_index = r.log_index;
+        if !seen.insert(log_index) {
+            return Err(BundleError::DuplicateIndex {
+                entry: Entry::Record,
+                log_index,
+            });
+        }
+        let record = committed(Entry::Record, log_index, &r.record, &r.proof)?;
+        if let Some(at) = first_difference(&json_view(&record), &r.record_json) {
+            return Err(BundleError::JsonView { log_index, at });
+        }
+        let t = record.time_unix_ms();
+        time_range = Some(time_range.map_or((t, t), |(lo, hi)| (lo.min(t), hi.max(t))));
+        let version = policy_version(&record);
+        if version > highest_policy.map_or(0, |(v, _)| v) {
+            highest_policy = Some((version, log_index));
+        }
+    }
+
+    let mut after: Option<u64> = None;
+    for (expected, p) in (1..).zip(&bundle.policies) {
+        let log_index = p.log_index;
+        if p.version != expected || after.is_some_and(|a| a >= log_index) {
+            return Err(BundleError::PolicyOrder {
+                log_index,
+                expected,
+                got: p.version,
+                after,
+            });
+        }
+        let record = committed(Entry::Policy, log_index, &p.record, &p.proof)?;
+        if !matches!(&record, Record::Config(c) if matches!(c.change, ConfigChange::Policy { .. }))
+        {
+            return Err(BundleError::NotAPolicy {
+                log_index,
+                found: kind(&record),
+            });
+        }
+        after = Some(log_index);
+    }
+    let carried = bundle.policies.len() as u64;
+    if let Some((referenced, log_index)) = highest_policy.filter(|&(v, _)| v > carried) {
+        return Err(BundleError::MissingPolicy {
+            log_index,
+            referenced,
+            missing: carried + 1,
+        });
+    }
+
+    Ok(BundleReport {
+        origin: checkpoint.checkpoint.origin,
+        tree_size,
+        root,
+        signers: checkpoint.signers,
+        min_cosigners: trust.map_or(bundle.min_cosigners, TrustedKeys::min_cosigners),
+        keys_pinned: trust.is_some(),
+        records_checked: bundle.records.len(),
+        policies_checked: bundle.policies.len(),
+        time_range_unix_ms: time_range,
+    })
+}
+
+/// Opens the checkpoint with the pinned keys, or with the bundle's own.
+fn open(
+    bundle: &EvidenceBundle,
+    trust: Option<&TrustedKeys>,
+) -> Result<VerifiedCheckpoint, BundleError> {
+    let own: Vec<NoteVerifier>;
+    let (origin, verifiers, k) = match trust {
+        Some(trust) => {
+            if bundle.origin != trust.origin() {
+                return Err(BundleError::OriginMismatch {
+                    pinned: trust.origin().to_owned(),
+                    bundle: bundle.origin.clone(),
+                });
+            }
+            (trust.origin(), trust.verifiers(), trust.min_cosigners())
+        }
+        None => {
+            own = parse_vkeys(&bundle.node_keys)?;
+            check_threshold(&own, bundle.min_cosigners)?;
+            (bundle.origin.as_str(), own.as_slice(), bundle.min_cosigners)
+        }
+    };
+    open_checkpoint(&bundle.checkpoint, verifiers)
+        .and_then(|c| c.require_origin(origin))
+        .and_then(|c| c.require_signers(k))
+        .map_err(|e| match e {
+            CheckpointError::WrongOrigin { expected, got } => {
+                BundleError::WrongOrigin { expected, got }
+            }
+            CheckpointError::Note(NoteError::NotEnoughSigners { required, signers }) => {
+                BundleError::TooFewSigners { required, signers }
+            }
+            other => BundleError::Checkpoint(other),
+        })
+}
+
+/// Department ids and key ids are unique, and every key is an Ed25519 public key.
+fn check_departments(bundle: &EvidenceBundle) -> Result<(), BundleError> {
+    let mut ids = BTreeSet::new();
+    let mut key_ids = BTreeSet::new();
+    for d in &bundle.departments {
+        let refuse = |reason: String| BundleError::Department {
+            id: d.id.clone(),
+            reason,
+        };
+        if d.id.is_empty() || !ids.insert(d.id.as_str()) {
+            return Err(refuse("the id is empty or appears twice".into()));
+        }
+        for key in &d.keys {
+            if !key_ids.insert(key.key_id.as_str()) {
+                return Err(refuse(format!("key id {:?} appears twice", key.key_id)));
+            }
+            let valid = <[u8; 32]>::try_from(key.public_key.as_slice())
+                .ok()
+                .and_then(|bytes| VerifyingKey::from_bytes(&bytes).ok());
+            if valid.is_none() {
+                return Err(refuse(format!(
+                    "key {:?} is not a 32-byte Ed25519 public key",
+                    key.key_id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The JSON pointer of the first place where `got` differs from `expected`; `None` if equal.
+fn first_difference(expected: &Value, got: &Value) -> Option<String> {
+    match (expected, got) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (key, value) in a {
+                match b.get(key) {
+                    None => return Some(format!("/{key}")),
+                    Some(other) => {
+                        if let Some(at) = first_difference(value, other) {
+                            return Some(format!("/{key}{at}"));
+                        }
+                    }
+                }
+            }
+            b.keys()
+                .find(|key| !a.contains_key(*key))
+                .map(|key| format!("/{key}"))
+        }
+        (Value::Array(a), Value::Array(b)) => {
+            for (i, (value, other)) in a.iter().zip(b).enumerate() {
+                if let Some(at) = first_difference(value, other) {
+                    return Some(format!("/{i}{at}"));
+                }
+            }
+            (a.len() != b.len()).then(|| format!("/{}", a.len().min(b.len())))
+        }
+        _ => (expected != got).then(String::new),
+    }
+}
+
+/// A record's kind, for messages.
+fn kind(record: &Record) -> &'static str {
+    match record {
+        Record::Access(_) => "access",
+        Record::LicenseIssued(_) => "license-issued",
+        Record::LicenseStatus(_) => "license-status",
+        Record::Exchange(_) => "exchange",
+        Record::Config(c) => match c.change {
+            ConfigChange::Policy { .. } => "policy",
+            ConfigChange::Directory { .. } => "directory",
+        },
+    }
+}
