@@ -2,9 +2,10 @@
 //! untrusted hand could make is refused, naming the log index.
 
 use super::*;
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::ed25519_dalek::SigningKey;
-use crate::note::{NoteSigner, SignedNote};
+use crate::note::{NoteError, NoteSigner, SignedNote};
+use crate::proof::ProofError;
 use crate::record::tests::{sample_config, sample_exchange, sample_issued};
 use crate::record::{ConfigChange, Record};
 use crate::tree::MemoryTree;
