@@ -54,7 +54,7 @@ pub const EVIDENCE_BUNDLE_VERSION: u32 = 1;
 
 /// An evidence bundle as stored and exchanged: plain data, not yet checked. [`check_bundle`]
 /// checks it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvidenceBundle {
     /// Always [`EVIDENCE_BUNDLE_VERSION`].
@@ -93,7 +93,7 @@ pub struct BundleDepartment {
 }
 
 /// One record of the log with its inclusion proof.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BundleRecord {
     /// Its 0-based position in the log.

@@ -8,7 +8,7 @@ use crate::record::DecodeError;
 
 /// Why a bundle was refused. Whoever produced or edited the bundle is at fault, or the log it
 /// came from no longer matches its checkpoint; none is transient.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BundleError {
     /// Not JSON of the documented shape (a field missing, unknown or of the wrong type).
