@@ -119,7 +119,7 @@ async fn a_state_machine_that_lost_its_writes_is_rebuilt_from_the_log() -> TestR
         let cfs = qianlian_raft_store::db::COLUMN_FAMILIES;
         let mut db =
             rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path().join("raft"), cfs)?;
-        for cf in ["records", "tree", "leaf_index", "sm_meta"] {
+        for cf in ["records", "tree", "leaf_index", "audit", "sm_meta"] {
             db.drop_cf(cf)?;
         }
     }
