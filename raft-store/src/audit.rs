@@ -382,6 +382,86 @@ mod tests {
         assert!(AuditCursor::from_token(&format!("{token}00")).is_err());
     }
 
+    fn access(policy_version: &str) -> Record {
+        use crate::record::{AccessRecord, Caller};
+        Record::Access(AccessRecord {
+            request_id: "r".into(),
+            time_unix_ms: 5,
+            caller: Caller {
+                department: "housing".into(),
+                role: "department".into(),
+                cert_fingerprint: String::new(),
+            },
+            owner: "market/regulation".into(),
+            dataset: "permits".into(),
+            key: "k1".into(),
+            action: Action::Read,
+            purpose: "credit-check".into(),
+            decision: Decision::Deny,
+            policy_version: policy_version.into(),
+            rule: String::new(),
+            request_digest: [0; 32],
+            response_digest: None,
+        })
+    }
+
+    #[test]
+    fn filters_check_the_decoded_record_exactly() {
+        let record = access("1");
+        for yes in [
+            AuditFilter::Consumer("housing".into()),
+            AuditFilter::Provider("market/regulation".into()),
+            AuditFilter::Dataset {
+                owner: "market/regulation".into(),
+                dataset: "permits".into(),
+            },
+            AuditFilter::Key("k1".into()),
+            AuditFilter::Action(Action::Read),
+            AuditFilter::Decision(Decision::Deny),
+            AuditFilter::Purpose("credit-check".into()),
+            AuditFilter::PolicyVersion(1),
+        ] {
+            assert!(yes.matches(&record), "{yes:?}");
+            // Whatever a filter matches is in the posting list it reads.
+            assert!(terms(&record).contains(&yes.term()), "{yes:?}");
+        }
+        for no in [
+            AuditFilter::Consumer("tax".into()),
+            // The same `<owner>/<dataset>` string, another dataset.
+            AuditFilter::Dataset {
+                owner: "market".into(),
+                dataset: "regulation/permits".into(),
+            },
+            AuditFilter::Key("k".into()),
+            AuditFilter::Action(Action::Write),
+            AuditFilter::Decision(Decision::Allow),
+            AuditFilter::PolicyVersion(2),
+            // Legacy access records have neither subjects nor sides.
+            AuditFilter::Subject(SubjectHash([0; 32])),
+            AuditFilter::Side(Side::Provider),
+        ] {
+            assert!(!no.matches(&record), "{no:?}");
+        }
+        // A legacy version string that is not the decimal number does not match it.
+        assert!(!AuditFilter::PolicyVersion(1).matches(&access("01")));
+        let q = AuditQuery {
+            since_unix_ms: Some(5),
+            until_unix_ms: Some(6),
+            ..AuditQuery::default()
+        };
+        assert!(q.matches(&record));
+        let later = AuditQuery {
+            since_unix_ms: Some(6),
+            ..AuditQuery::default()
+        };
+        assert!(!later.matches(&record));
+        let earlier = AuditQuery {
+            until_unix_ms: Some(5),
+            ..AuditQuery::default()
+        };
+        assert!(!earlier.matches(&record));
+    }
+
     #[test]
     fn digests_separate_fields() {
         assert_ne!(
