@@ -17,18 +17,24 @@
 //!   license, whether or not it changed the status
 //! - `holders`: generation ++ holder hash (32 bytes) ++ log index (u64 BE) → empty, for every
 //!   issuance record naming that holder and every status record of a license issued to it
+//! - `audit`: generation ++ field tag (u8) ++ value digest (16 bytes) ++ time (Unix ms, u64 BE)
+//!   ++ log index (u64 BE) → empty: the posting lists of the audit index (see [`crate::audit`]
+//!   for the fields and their values; the digest is the first 16 bytes of SHA-256(field tag ++
+//!   value)), one entry per access record and indexed field value, and one per config record
 //! - `sm_meta`: `layout` | `generation` | `last_applied` | `last_membership` | `tree_size` |
-//!   `checkpoint` → `[1] ++ postcard(..)`
+//!   `checkpoint` | `config` | `audit_indexed` → `[1] ++ postcard(..)`
 //! - `snapshot`: `current` → `[1] ++ postcard(..)`: the current snapshot's metadata and file name
 //!
-//! The state machine's data (`records`, `tree`, `leaf_index` and the license state) lives under a
+//! The state machine's data (`records`, `tree`, `leaf_index`, the license state and the audit
+//! index) lives under a
 //! **generation**
 //! prefix; `sm_meta/generation` names the live one. Installing a snapshot writes the next
 //! generation beside the live one and switches `generation` in its last, synced write, so a
 //! crash mid-install leaves the old state whole; other generations are garbage, deleted on open.
 //!
 //! Invariants: every value but a record's canonical bytes, the fixed-width values of `tree`
-//! (32 bytes), `leaf_index` and `licenses` (8 bytes) and the empty values of `holders` starts
+//! (32 bytes), `leaf_index` and `licenses` (8 bytes) and the empty values of `holders` and
+//! `audit` starts
 //! with [`VALUE_FORMAT_V1`], so a value written by
 //! a newer layout is refused with [`StoreError::UnknownFormat`] rather than misread; fixed-width
 //! values are checked by length. Log and state machine share one database and therefore one
@@ -66,8 +72,9 @@ pub(crate) const CF_SNAPSHOT: &str = "snapshot";
 pub(crate) const CF_LICENSES: &str = "licenses";
 pub(crate) const CF_LICENSE_CHANGES: &str = "license_changes";
 pub(crate) const CF_HOLDERS: &str = "holders";
+pub(crate) const CF_AUDIT: &str = "audit";
 /// Every column family, in the order they are opened.
-pub const COLUMN_FAMILIES: [&str; 10] = [
+pub const COLUMN_FAMILIES: [&str; 11] = [
     CF_LOG,
     CF_LOG_META,
     CF_RECORDS,
@@ -78,15 +85,17 @@ pub const COLUMN_FAMILIES: [&str; 10] = [
     CF_LICENSES,
     CF_LICENSE_CHANGES,
     CF_HOLDERS,
+    CF_AUDIT,
 ];
 /// The column families that hold state machine data under a generation prefix.
-pub(crate) const GENERATION_CFS: [&str; 6] = [
+pub(crate) const GENERATION_CFS: [&str; 7] = [
     CF_RECORDS,
     CF_TREE,
     CF_LEAF_INDEX,
     CF_LICENSES,
     CF_LICENSE_CHANGES,
     CF_HOLDERS,
+    CF_AUDIT,
 ];
 
 /// Why the notary's storage failed.
@@ -349,6 +358,41 @@ pub(crate) fn hash_index_key_parts(what: &str, key: &[u8]) -> Result<(u32, Hash,
         hash,
         u64::from_be_bytes(index),
     ))
+}
+
+/// Length of an [`audit_key`].
+pub const AUDIT_KEY_LEN: usize = 37;
+
+/// Key of the audit index entry of record `log_index` (at `time_unix_ms`) in the posting list
+/// `(tag, digest)` of generation `generation`: a list's entries are adjacent and sorted by time,
+/// then log index.
+pub fn audit_key(
+    generation: u32,
+    tag: u8,
+    digest: &[u8; 16],
+    time_unix_ms: u64,
+    log_index: u64,
+) -> [u8; AUDIT_KEY_LEN] {
+    let mut key = [0u8; AUDIT_KEY_LEN];
+    key[..4].copy_from_slice(&generation.to_be_bytes());
+    key[4] = tag;
+    key[5..21].copy_from_slice(digest);
+    key[21..29].copy_from_slice(&time_unix_ms.to_be_bytes());
+    key[29..].copy_from_slice(&log_index.to_be_bytes());
+    key
+}
+
+/// The `(time, log index)` suffix of an [`audit_key`], as one number in key order.
+pub(crate) fn audit_key_position(key: &[u8]) -> Result<u128, StoreError> {
+    let bytes: [u8; AUDIT_KEY_LEN] = key.try_into().map_err(|_| {
+        StoreError::corrupt(
+            "audit index key",
+            format!("{} bytes, expected {AUDIT_KEY_LEN}", key.len()),
+        )
+    })?;
+    let mut suffix = [0u8; 16];
+    suffix.copy_from_slice(&bytes[21..]);
+    Ok(u128::from_be_bytes(suffix))
 }
 
 /// A stored tree node: exactly 32 bytes.

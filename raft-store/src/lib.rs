@@ -8,24 +8,29 @@
 //!   the notary answers with;
 //! - [`notary`]: the handle the gateway uses: append with group commit (on any node), read
 //!   entries, roots, proofs, cosigned checkpoints, license state and cosigned status lists,
-//!   membership;
+//!   audit queries and configuration history, membership;
+//! - [`audit`]: audit queries (filters, time range, order, pages bound to a tree size) over
+//!   the access records, answered from the state machine's audit index;
+//! - [`offline`]: read access to a stopped node's database, for offline verification;
 //! - [`merkle`]: the pure RFC 6962 tree as stored (complete subtrees) and proofs from it;
 //! - [`checkpoint`]: signing tree heads, collecting cosignatures;
 //! - [`types`]: openraft's type configuration (what an entry carries, what applying answers);
 //! - [`db`]: the RocksDB database: column families, key layouts, opening and closing;
 //! - [`log_store`]: the Raft log and vote (every append one synced write batch);
 //! - [`state_machine`]: applying batches of records (with their tree nodes and a signed
-//!   checkpoint) and the license state they derive, reads, the integrity check, file-backed
-//!   snapshots;
+//!   checkpoint) and the license state and audit index they derive, reads, the integrity
+//!   check, file-backed snapshots;
 //! - [`network`]: Raft, Forward, Cosign and CosignStatus messages over gRPC (client and
 //!   service).
 //!
 //! Invariants: a record's log index is its dense 0-based position in the notarization log and
 //! never changes once a receipt was given; its leaf hash is the RFC 6962 hash of its canonical
 //! bytes; the tree stored beside the records is the RFC 6962 tree of those leaf hashes, and this
-//! node's stored checkpoint signs a root of it; the license state stored beside them is exactly
-//! what the records give; an acknowledged append is on disk (fsync) on a majority of nodes.
+//! node's stored checkpoint signs a root of it; the license state and the audit index stored
+//! beside them are exactly what the records give; an acknowledged append is on disk (fsync) on
+//! a majority of nodes.
 
+pub mod audit;
 pub mod checkpoint;
 pub mod db;
 pub mod license;
@@ -33,14 +38,19 @@ pub mod log_store;
 pub mod merkle;
 pub mod network;
 pub mod notary;
+pub mod offline;
 pub mod record;
 pub mod state_machine;
 pub mod types;
 
+pub use audit::{
+    AuditCursor, AuditFilter, AuditHit, AuditOrder, AuditPage, AuditQuery, CursorError,
+};
 pub use db::StoreError;
 pub use notary::{
     CosignedCheckpoint, CosignedStatusList, LeaderHint, LicenseCurrentStatus, LicenseView, Notary,
     NotaryConfig, NotaryError, NotaryStatus, RaftTiming, RangeError, Receipt, Unavailability,
     UnavailableReason,
 };
+pub use offline::OfflineLog;
 pub use record::Record;

@@ -49,6 +49,7 @@ use tonic::transport::ClientTlsConfig;
 
 pub use self::error::{LeaderHint, NotaryError, Unavailability, UnavailableReason};
 use self::group_commit::{Committer, Limits, Pending};
+use crate::audit::{AuditPage, AuditQuery};
 pub use crate::checkpoint::CosignedCheckpoint;
 use crate::checkpoint::{self, CheckpointSigner};
 use crate::db::{Db, StoreError};
@@ -587,6 +588,33 @@ impl Notary {
                 ),
             ))),
         }
+    }
+
+    /// Every config record of `kind` applied on this node, in log order, with its log index and
+    /// version (1 for the first): the history of the policy or of the directory. Read from the
+    /// audit index; each record is checked to be of that kind ([`NotaryError::Storage`] if not).
+    pub async fn config_history(
+        &self,
+        kind: ConfigKind,
+    ) -> Result<Vec<ConfigPointer>, NotaryError> {
+        Ok(self.inner.reader.config_history(kind).await?)
+    }
+
+    /// One page of the access records applied on this node that match `query` (see
+    /// [`crate::audit`] for the semantics and the cost). Pass the page's `next` as the next
+    /// query's `after` to continue: every page is read at the first page's tree size.
+    /// [`NotaryError::Range`] for a cursor beyond this node's tree (issued by a node further
+    /// ahead; retry once this one caught up), [`NotaryError::Storage`] if a record the index
+    /// lists is missing or is not what the index says.
+    pub async fn audit_query(&self, query: AuditQuery) -> Result<AuditPage, NotaryError> {
+        Ok(self.inner.reader.audit_query(query).await?)
+    }
+
+    /// Canonical bytes of the records at log indices `start..min(start + max, tree_size)`, in
+    /// order (empty from the tree size on), read with one iterator: the log streamed to an
+    /// integrity verifier page by page. `max` bounds the memory a call takes.
+    pub async fn entries(&self, start: u64, max: usize) -> Result<Vec<Vec<u8>>, NotaryError> {
+        Ok(self.inner.reader.entries(start, max).await?)
     }
 
     /// Follow changes of the cluster configuration in force on this node: the receiver sees a

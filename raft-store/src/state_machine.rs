@@ -9,11 +9,13 @@
 //! size and applied log id, and this node's signature over the new tree head (one per apply
 //! call, not per record). License records also update the license state (`licenses`: the
 //! license index, its status changes and its holder's index; rules in [`crate::license`]) in
-//! that batch, so the state is always that of exactly the records applied.
+//! that batch, so the state is always that of exactly the records applied. Access and config
+//! records also get their audit index entries (`audit`; see [`crate::audit`]) in that batch.
 //!
 //! Invariants:
-//! - records, leaf nodes, leaf index entries and license state exist exactly for `0..tree_size`
-//!   in the live generation; a tree node is stored once complete and never changes, so every
+//! - records, leaf nodes, leaf index entries, license state and audit index entries exist
+//!   exactly for `0..tree_size` in the live generation (a database written before the audit
+//!   index existed gets it built on open, before anything reads it); a tree node is stored once complete and never changes, so every
 //!   past tree size can be proven. The stored checkpoint is never ahead of the stored tree: it
 //!   is written in the same batch as the tree it signs;
 //! - applies are written without fsync. They share the write-ahead log with the Raft log, whose
@@ -24,8 +26,10 @@
 //!   its length, and an install holds it (exclusive) only while it switches generations.
 //!
 //! Layout: [`integrity`] checks the whole stored state on open; the `snapshot` module builds
-//! and installs snapshots (files, streamed; see there for the format).
+//! and installs snapshots (files, streamed; see there for the format); `licenses` and `audit`
+//! keep the state derived from the records.
 
+pub(crate) mod audit;
 pub mod integrity;
 mod licenses;
 mod snapshot;
@@ -43,6 +47,7 @@ use rocksdb::{DB, IteratorMode, WriteBatch};
 use tokio::sync::watch;
 
 pub use self::snapshot::SnapshotBuilder;
+use crate::audit::{AuditPage, AuditQuery};
 use crate::checkpoint::{self, CheckpointSigner, SignedCheckpoint};
 use crate::db::{
     self, CF_LEAF_INDEX, CF_RECORDS, CF_SM_META, CF_TREE, Db, END_KEY, GENERATION_CFS, StoreError,
@@ -59,12 +64,14 @@ use crate::types::{
 use serde::{Deserialize, Serialize};
 
 const KEY_LAYOUT: &[u8] = b"layout";
-const KEY_GENERATION: &[u8] = b"generation";
+pub(crate) const KEY_GENERATION: &[u8] = b"generation";
 const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
-const KEY_TREE_SIZE: &[u8] = b"tree_size";
-const KEY_CHECKPOINT: &[u8] = b"checkpoint";
+pub(crate) const KEY_TREE_SIZE: &[u8] = b"tree_size";
+pub(crate) const KEY_CHECKPOINT: &[u8] = b"checkpoint";
 const KEY_CONFIG: &[u8] = b"config";
+/// The tree size the audit index covers.
+const KEY_AUDIT_INDEXED: &[u8] = b"audit_indexed";
 
 /// The state machine storage layout this version writes (`sm_meta/layout`). Layout 1 (no
 /// generations, no tree) was the walking skeleton's and is refused.
@@ -235,7 +242,7 @@ pub struct StateReader {
 }
 
 /// Stored tree node `id` of `generation`; a node that must exist but does not is corruption.
-fn read_node(db: &DB, generation: u32, id: Subtree) -> Result<Hash, StoreError> {
+pub(crate) fn read_node(db: &DB, generation: u32, id: Subtree) -> Result<Hash, StoreError> {
     let what = || format!("tree node at level {} index {}", id.level, id.index);
     match db.get_pinned_cf(
         db::cf(db, CF_TREE)?,
@@ -409,6 +416,12 @@ fn put_applied(db: &DB, batch: &mut WriteBatch, applied: &Applied) -> Result<(),
         KEY_CONFIG,
         encode_value("configuration pointers", &applied.config)?,
     );
+    // Every write of the applied state indexes the records it covers in the same batch.
+    batch.put_cf(
+        cf,
+        KEY_AUDIT_INDEXED,
+        encode_value("audit index size", &applied.tree_size)?,
+    );
     Ok(())
 }
 
@@ -468,6 +481,9 @@ impl StateMachineStore {
             .await
             .map_err(|e| StoreError::Io(format!("snapshot directory {}: {e}", dir.display())))?;
         let applied = db.run(load_applied).await?;
+        let (generation, size) = (applied.generation, applied.tree_size);
+        db.run(move |db| audit::build_missing(db, generation, size))
+            .await?;
         snapshot::clean_directory(&db, &dir).await?;
         let (tree_size, _) = watch::channel(applied.tree_size);
         let (config_pointers, _) = watch::channel(applied.config);
@@ -699,6 +715,31 @@ impl StateReader {
         .await
     }
 
+    /// One page of the access records matching `query`, as of the applied state (or of the
+    /// tree size of `query.after`); see [`crate::audit`]. [`RangeError::TreeSize`] for a cursor
+    /// beyond the applied tree.
+    pub async fn audit_query(&self, query: AuditQuery) -> Result<AuditPage, ReadError> {
+        self.read(move |db, generation, size| audit::query(db, generation, size, &query))
+            .await
+    }
+
+    /// Every config record of `kind` applied so far, in log order, with its version.
+    pub async fn config_history(&self, kind: ConfigKind) -> Result<Vec<ConfigPointer>, StoreError> {
+        self.read_store(move |db, generation, size| {
+            audit::config_history(db, generation, size, kind)
+        })
+        .await
+    }
+
+    /// Canonical bytes of records `start..min(start + max, tree_size)`, in order; empty from the
+    /// tree size on.
+    pub async fn entries(&self, start: u64, max: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.read_store(move |db, generation, size| {
+            audit::entries(db, generation, size, start, max)
+        })
+        .await
+    }
+
     /// The status list as of the first `tree_size` records: this node's origin, that tree
     /// head, the time of record `tree_size - 1` in whole seconds (0 for the empty tree), and
     /// every license suspended or revoked by the records below `tree_size`. Every node that
@@ -821,6 +862,7 @@ fn apply_entries(
     let mut batch = WriteBatch::default();
     let mut appender = Appender::new(db, applied.generation, applied.edge.clone());
     let mut licenses = licenses::LicenseStager::new(db, applied.generation);
+    let audit = audit::AuditStager::new(db, applied.generation)?;
     let mut responses = Vec::with_capacity(entries.len());
     for entry in entries {
         applied.last_applied = Some(entry.log_id);
@@ -836,6 +878,7 @@ fn apply_entries(
                     let index = appender.edge.size();
                     hashes.push(appender.append(&mut batch, record.encode())?);
                     licenses.stage(&mut batch, index, record)?;
+                    audit.stage(&mut batch, index, record);
                     applied.config.observe(index, record);
                 }
                 responses.push(Response {

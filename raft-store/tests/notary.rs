@@ -119,7 +119,7 @@ async fn a_state_machine_that_lost_its_writes_is_rebuilt_from_the_log() -> TestR
         let cfs = qianlian_raft_store::db::COLUMN_FAMILIES;
         let mut db =
             rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path().join("raft"), cfs)?;
-        for cf in ["records", "tree", "leaf_index", "sm_meta"] {
+        for cf in ["records", "tree", "leaf_index", "audit", "sm_meta"] {
             db.drop_cf(cf)?;
         }
     }
@@ -263,6 +263,50 @@ async fn range_errors_name_the_valid_range() -> TestResult {
         notary.checkpoint().await,
         Err(NotaryError::NoCheckpoint(_))
     ));
+    notary.shutdown().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspectors_query_the_access_trail_and_the_log_streams_out() -> TestResult {
+    use qianlian_raft_store::audit::{AuditCursor, AuditFilter, AuditOrder, AuditQuery};
+    use qianlian_raft_store::record::{ConfigKind, Decision};
+
+    let dir = tempfile::tempdir()?;
+    let notary = open_single(dir.path()).await?;
+    let records: Vec<Record> = (0..60).map(record).collect();
+    let receipts = notary.append_batch(records.clone()).await?;
+    let first = receipts.first().ok_or("no receipt")?.log_index;
+
+    // Every seventh record is a denial: newest first, two pages of five.
+    let mut query = AuditQuery {
+        filters: vec![AuditFilter::Decision(Decision::Deny)],
+        order: AuditOrder::NewestFirst,
+        limit: 5,
+        ..AuditQuery::default()
+    };
+    let page = notary.audit_query(query.clone()).await?;
+    let want: Vec<u64> = (0..60u64)
+        .rev()
+        .filter(|i| i.is_multiple_of(7))
+        .map(|i| first + i)
+        .collect();
+    let got: Vec<u64> = page.hits.iter().map(|h| h.log_index).collect();
+    assert_eq!(got, want[..5]);
+    let token = page.next.ok_or("no next page")?.to_token();
+    query.after = Some(AuditCursor::from_token(&token)?);
+    let rest = notary.audit_query(query).await?;
+    let got: Vec<u64> = rest.hits.iter().map(|h| h.log_index).collect();
+    assert_eq!(got, want[5..]);
+    assert_eq!(rest.next, None);
+
+    // The records stream out in order; the history of the policy comes from the index.
+    let bytes = notary.entries(first, 1000).await?;
+    let encoded: Vec<Vec<u8>> = records.iter().map(Record::encode).collect();
+    assert_eq!(bytes, encoded);
+    let history = notary.config_history(ConfigKind::Policy).await?;
+    let in_force = notary.config(ConfigKind::Policy).await?.map(|(p, _)| p);
+    assert_eq!(history.last().copied(), in_force);
     notary.shutdown().await?;
     Ok(())
 }

@@ -178,6 +178,10 @@ impl From<IntegrityError> for NotaryError {
                 first_bad_index: None,
                 detail: format!("corrupt {what}: {detail}"),
             },
+            e @ IntegrityError::AuditIndex { .. } => NotaryError::Integrity {
+                first_bad_index: None,
+                detail: e.to_string(),
+            },
             IntegrityError::Store(e) => NotaryError::Storage(e),
         }
     }

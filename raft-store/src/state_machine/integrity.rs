@@ -12,7 +12,9 @@
 //!
 //! The same pass checks the license state against the records it derives from (`licenses`):
 //! a revocation deleted from the state, or a status changed, is found although every record
-//! and tree node is intact.
+//! and tree node is intact. It also sums a digest of every audit index key the records give
+//! and compares it with the same sum over the stored keys (`audit`), so an entry removed,
+//! added or altered is found without holding the index in memory.
 //!
 //! RocksDB verifies block checksums while scanning; a checksum error stops the scan and is
 //! reported with the range of log indices left unchecked.
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 use qianlian_verifier::{Hash, SignedNote, leaf_hash};
 use rocksdb::{DB, DBIteratorWithThreadMode, Direction, IteratorMode};
 
+use super::audit::AuditCheck;
 use super::licenses::LicenseCheck;
 use super::{KEY_CHECKPOINT, Shared, read_node};
 use crate::db::{
@@ -43,6 +46,19 @@ pub enum IntegrityError {
         first_bad_index: Option<u64>,
         /// What disagrees, starting with that log index.
         detail: String,
+    },
+    /// The audit index differs from what the records give: an entry was removed, added or
+    /// altered, while the records, the tree and the license state are intact. No retry helps;
+    /// the operator restores the node from its peers (the index answers inspectors' queries,
+    /// so a node must not serve from an altered one).
+    #[error(
+        "the audit index does not match the records: {stored_entries} entries are stored and \
+         the records give {expected_entries}, and their digests differ (an entry was removed, \
+         added or altered)"
+    )]
+    AuditIndex {
+        expected_entries: u64,
+        stored_entries: u64,
     },
     /// Storage failed during the check (see [`StoreError`]).
     #[error(transparent)]
@@ -80,8 +96,10 @@ pub(super) fn check(db: &DB, shared: &Shared) -> Result<Report, IntegrityError> 
         let applied = shared.applied();
         (applied.generation, applied.tree_size)
     };
-    check_generation(db, generation, size)?;
+    let audit = check_records(db, generation, size)?;
     let checkpoint_size = check_checkpoint(db, shared, generation, size)?;
+    // Last: the index derives from the records, so damage to those is named first.
+    audit.finish(db, generation)?;
     Ok(Report {
         records: size,
         checkpoint_size,
@@ -208,6 +226,11 @@ impl<'a> Levels<'a> {
 /// hashes and tree nodes are the stored ones, and whose license state is the stored one, and
 /// nothing beyond.
 pub(crate) fn check_generation(db: &DB, generation: u32, size: u64) -> Result<(), IntegrityError> {
+    check_records(db, generation, size)?.finish(db, generation)
+}
+
+/// [`check_generation`] but for the audit index, whose expected digest it returns.
+fn check_records(db: &DB, generation: u32, size: u64) -> Result<AuditCheck, IntegrityError> {
     let records = db.iterator_cf_opt(
         db::cf(db, CF_RECORDS)?,
         db::scan_options(),
@@ -221,6 +244,7 @@ pub(crate) fn check_generation(db: &DB, generation: u32, size: u64) -> Result<()
     };
     let mut edge = Edge::default();
     let mut licenses = LicenseCheck::default();
+    let mut audit = AuditCheck::default();
     let mut completed: Vec<(Subtree, Hash)> = Vec::with_capacity(64);
     for index in 0..size {
         let (key, bytes) = match records.next() {
@@ -264,6 +288,7 @@ pub(crate) fn check_generation(db: &DB, generation: u32, size: u64) -> Result<()
         }
         // After the tree: a record that does not match its leaf is named as such first.
         licenses.record(db, generation, index, &record)?;
+        audit.record(generation, index, &record);
     }
     match records.next() {
         Some(Ok((key, _))) if key.starts_with(&generation_prefix(generation)) => {
@@ -284,7 +309,8 @@ pub(crate) fn check_generation(db: &DB, generation: u32, size: u64) -> Result<()
     for level in 0..64u8 {
         levels.expect_end(level, size >> level)?;
     }
-    licenses.finish(db, generation)
+    licenses.finish(db, generation)?;
+    Ok(audit)
 }
 
 /// Check the stored checkpoint: this node's signature, its size within the tree, its root

@@ -19,6 +19,8 @@
 //! Frames come in the order of their types. Version 1 (`"QLSNAP\0\x01"`, frames 1 to 3, from
 //! nodes before e-licenses, whose logs hold no license records) is still installed.
 //!
+//! The audit index is not sent: the installer derives it from the records as they stream in.
+//!
 //! The digest catches a file damaged in transit or on disk before anything is switched; the
 //! installed generation is then checked like a node's own state on open (`integrity`): records
 //! against leaves, nodes against their children, the license state against the records. A
@@ -44,7 +46,7 @@ use tokio::io::AsyncSeekExt;
 
 use super::{
     Applied, ConfigPointers, KEY_GENERATION, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, KEY_TREE_SIZE,
-    Shared, integrity, load_edge, put_applied,
+    Shared, audit, integrity, load_edge, put_applied,
 };
 use crate::db::{
     self, CF_HOLDERS, CF_LEAF_INDEX, CF_LICENSE_CHANGES, CF_LICENSES, CF_RECORDS, CF_SM_META,
@@ -699,6 +701,7 @@ fn read_into_generation<R: Read, W: Write>(
             StoreError::corrupt("snapshot", detail)
         }
         integrity::IntegrityError::Store(e) => e,
+        e @ integrity::IntegrityError::AuditIndex { .. } => StoreError::corrupt("snapshot", e),
     })?;
     Ok(Staged {
         generation,
@@ -792,6 +795,8 @@ fn stream_into<R: Read, W: Write>(
     let records_cf = db::cf(db, CF_RECORDS)?;
     let tree_cf = db::cf(db, CF_TREE)?;
     let leaf_cf = db::cf(db, CF_LEAF_INDEX)?;
+    // The audit index is not in the file: it is rebuilt from the records as they arrive.
+    let audit = audit::AuditStager::new(db, generation)?;
     let mut records = 0u64;
     let mut last_node: Option<(u8, u64)> = None;
     let mut last_leaf: Option<Hash> = None;
@@ -831,6 +836,7 @@ fn stream_into<R: Read, W: Write>(
                 let record = Record::decode(&bytes)
                     .map_err(|e| StoreError::corrupt(format!("snapshot record {records}"), e))?;
                 config.observe(records, &record);
+                audit.stage(batch, records, &record);
                 batch.put_cf(records_cf, record_key(generation, records), bytes);
                 records += 1;
             }
