@@ -368,6 +368,7 @@ pub async fn checkpoint(
     profile: &Profile,
     trust: &[qianlian_verifier::NoteVerifier],
     min_signers: usize,
+    out: Option<&Path>,
 ) -> anyhow::Result<()> {
     let mut c = NotaryClient::new(profile.connect().await?);
     let cp = c
@@ -378,6 +379,10 @@ pub async fn checkpoint(
         .checkpoint
         .unwrap_or_default();
     print!("{}", cp.note);
+    if let Some(path) = out {
+        std::fs::write(path, &cp.note)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
     if trust.is_empty() {
         println!("(not verified: no trusted node keys; pass --trust FILE)");
     } else {

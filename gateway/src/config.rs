@@ -53,6 +53,23 @@ pub struct NodeConfig {
     /// Where to serve Prometheus metrics over HTTP (`[metrics] listen`); `None`: off.
     pub metrics_listen: Option<SocketAddr>,
     pub gateway: GatewaySettings,
+    pub audit: AuditSettings,
+}
+
+/// Who may ask "who read my data": bearer tokens (JWT) from a trusted identity provider.
+/// Without `token_keys` the question is refused with the key to set.
+#[derive(Debug, Clone, Default)]
+pub struct AuditSettings {
+    /// The `iss` a token must carry.
+    pub token_issuer: String,
+    /// The `aud` a token must carry.
+    pub token_audience: String,
+    /// The identity provider's public keys (PEM, SubjectPublicKeyInfo): Ed25519 (EdDSA), P-256
+    /// (ES256) or RSA (RS256). Several during a key rotation.
+    pub token_keys: Vec<PathBuf>,
+    /// The claim that holds the subject's identifier (resident identity number or unified social
+    /// credit code). Default `sub`.
+    pub token_subject_claim: String,
 }
 
 /// The department this node is the gateway of, and how it reaches other departments.
@@ -173,6 +190,18 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     gateway: RawGateway,
+    #[serde(default)]
+    audit: RawAudit,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    token_issuer: Option<String>,
+    token_audience: Option<String>,
+    #[serde(default)]
+    token_keys: Vec<PathBuf>,
+    token_subject_claim: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -282,6 +311,10 @@ pub const ENV_KEYS: &[&str] = &[
     "gateway.client_cert",
     "gateway.client_key",
     "gateway.forward_timeout_ms",
+    "audit.token_issuer",
+    "audit.token_audience",
+    "audit.token_keys",
+    "audit.token_subject_claim",
 ];
 
 /// `QIANLIAN_*` variables that belong to the command line and scripts, not to a node config.
@@ -618,6 +651,16 @@ impl NodeConfig {
                 ));
             }
         }
+        let a = raw.audit;
+        if !a.token_keys.is_empty()
+            && (a.token_issuer.as_deref().unwrap_or("").is_empty()
+                || a.token_audience.as_deref().unwrap_or("").is_empty())
+        {
+            return Err(invalid(
+                "audit.token_issuer",
+                "audit.token_keys needs audit.token_issuer and audit.token_audience: the `iss` and `aud` the identity provider puts in its tokens".into(),
+            ));
+        }
         // Per-node placeholders first, then relative paths against the config's folder.
         let path = |key: &'static str, p: PathBuf| {
             identity
@@ -650,7 +693,14 @@ impl NodeConfig {
                 })
                 .collect(),
         };
+        let audit = AuditSettings {
+            token_issuer: a.token_issuer.unwrap_or_default(),
+            token_audience: a.token_audience.unwrap_or_default(),
+            token_keys: paths("audit.token_keys", a.token_keys)?,
+            token_subject_claim: a.token_subject_claim.unwrap_or_else(|| "sub".to_owned()),
+        };
         Ok(NodeConfig {
+            audit,
             gateway,
             node_id: identity.node_id,
             listen,

@@ -6,14 +6,17 @@
 //! - [`dataset`] and [`identifier`]: the datasets exchanged and the rules their keys follow.
 //! - [`store`]: each department's own records (RocksDB, outside the log).
 //! - [`exchange`]: the data service; [`notary`]: the log read back, checkpoints and proofs;
-//!   [`admin`]: cluster membership; [`license`]: e-licenses; [`directory`]: departments and keys.
+//!   [`admin`]: cluster membership; [`license`]: e-licenses; [`directory`]: departments and keys;
+//!   [`audit`]: the access trail for inspectors and data subjects, evidence bundles.
 //! - [`health`]: gRPC health, `/livez` and `/readyz`; [`metrics`]: Prometheus metrics;
 //!   [`telemetry`]: logs, request spans, OTLP trace export and W3C trace context.
 //! - [`server`]: a running node (`run(config, listener, shutdown)`); [`config`]: its TOML file.
-//! - [`pki`], [`dev`], [`client`], [`bench`]: the dev PKI, the embedded default, the CLI client
-//!   and the load generator.
+//! - [`pki`], [`dev`], [`client`], [`audit_client`], [`bench`]: the dev PKI, the embedded
+//!   default, the CLI client (its audit commands apart) and the load generator.
 
 pub mod admin;
+pub mod audit;
+pub mod audit_client;
 pub mod bench;
 pub mod client;
 pub mod config;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use qianlian_proto::v1::admin_server::AdminServer;
+use qianlian_proto::v1::audit_server::AuditServer;
 use qianlian_proto::v1::exchange_server::ExchangeServer;
 use qianlian_proto::v1::licenses_server::LicensesServer;
 use qianlian_proto::v1::notary_server::NotaryServer;
@@ -19,6 +20,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tonic::{Request, Status};
 
 use crate::admin::AdminService;
+use crate::audit::AuditService;
 use crate::config::NodeConfig;
 use crate::exchange::ExchangeService;
 use crate::identity::Role;
@@ -48,6 +50,8 @@ pub enum StartError {
     SigningKey { path: String, reason: String },
     #[error("licenses: {0}")]
     License(String),
+    #[error("audit: {0}")]
+    Audit(#[from] crate::audit::token::TokenKeyError),
     #[error("gRPC reflection: {0}")]
     Reflection(String),
     #[error("opening the record store: {0}")]
@@ -99,6 +103,7 @@ pub struct Node {
     exchange: ExchangeService,
     licenses: LicenseService,
     admin: AdminService,
+    audit: AuditService,
     notary: Notary,
 }
 
@@ -233,6 +238,14 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
         adapters,
         subject_key: licenses.subject_key.as_ref().map(|k| SubjectKey::new(**k)),
     };
+    let audit = AuditService {
+        notary: notary.clone(),
+        in_force: in_force.clone(),
+        subject_key: exchange.subject_key.clone(),
+        tokens: crate::audit::token::TokenVerifier::from_settings(&config.audit)?.map(Arc::new),
+        trust_node_keys: licenses.trust_node_keys.clone(),
+        min_cosigners: licenses.min_cosigners,
+    };
     let admin = AdminService {
         notary: notary.clone(),
         in_force,
@@ -268,6 +281,7 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
     }
     Ok(Node {
         admin,
+        audit,
         metrics,
         config,
         listener,
@@ -304,6 +318,7 @@ impl Node {
             exchange,
             licenses,
             admin,
+            audit,
             notary,
         } = self;
         let follow_task = tokio::spawn(crate::replicated::follow(
@@ -342,8 +357,9 @@ impl Node {
             .build_v1()
             .map_err(|e| StartError::Reflection(e.to_string()))?;
         // gRPC services and the HTTP/JSON routes share one port.
-        let http =
-            crate::license::http_routes(licenses.clone()).merge(crate::health::http_routes(ready));
+        let http = crate::license::http_routes(licenses.clone())
+            .merge(crate::audit::http_routes(audit.clone()))
+            .merge(crate::health::http_routes(ready));
         let routes = tonic::service::Routes::from(http)
             .add_service(health_service)
             .add_service(reflection)
@@ -356,6 +372,10 @@ impl Node {
                 notary: notary.clone(),
             }))
             .add_service(AdminServer::new(admin))
+            .add_service(
+                AuditServer::new(audit)
+                    .max_encoding_message_size(crate::audit::evidence::MAX_BUNDLE_BYTES),
+            )
             .add_service(LicensesServer::new(licenses))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 raft, nodes_only,

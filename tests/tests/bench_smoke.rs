@@ -149,6 +149,31 @@ fn bench_smoke_reports_served_denied_and_failed_calls_with_cpu_time() {
     assert_eq!(num(denied, "denied"), num(denied, "requests"));
     assert_eq!((num(denied, "ok"), num(denied, "errors")), (0.0, 0.0));
 
+    // Audit queries as the inspector, after the reads above put accesses by housing on record.
+    let audit = tmp.path().join("audit.json");
+    let audit_s = audit.display().to_string();
+    let inspector = [
+        "--dev-dir",
+        dev.as_str(),
+        "--endpoint",
+        endpoint.as_str(),
+        "--as",
+        "audit-office",
+    ];
+    bench(
+        &[
+            &inspector[..],
+            &["--workload", "audit-query", "--out", &audit_s],
+        ]
+        .concat(),
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&audit).expect("json written"))
+            .expect("JSON parses");
+    assert_eq!(v["workload"], "audit-query");
+    assert!(v["requests"].as_u64().is_some_and(|r| r > 0), "{v}");
+    assert_eq!(v["errors"], 0, "{v}");
+
     // A read the policy refuses is an error for the allowed-read workload; JSON output.
     let json = tmp.path().join("refused.json");
     let json_s = json.display().to_string();

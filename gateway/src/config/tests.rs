@@ -304,3 +304,24 @@ fn gateway_keys_go_together_and_adapters_need_http_urls() {
         assert!(err.contains(&format!("key `{key}`")), "{err}");
     }
 }
+
+#[test]
+fn audit_token_keys_need_an_issuer_and_an_audience() {
+    let c = parse(GOOD).expect("parses");
+    assert!(c.audit.token_keys.is_empty());
+    assert_eq!(c.audit.token_subject_claim, "sub");
+    let full = format!(
+        "{GOOD}[audit]\ntoken_issuer = \"https://id.gov.example\"\ntoken_audience = \"qianlian\"\ntoken_keys = [\"idp.pem\"]\ntoken_subject_claim = \"id_number\"\n"
+    );
+    let c = parse(&full).expect("parses");
+    assert_eq!(c.audit.token_keys, vec![PathBuf::from("/etc/q/idp.pem")]);
+    assert_eq!(c.audit.token_subject_claim, "id_number");
+    let e = parse(&format!("{GOOD}[audit]\ntoken_keys = [\"idp.pem\"]\n"))
+        .expect_err("no issuer")
+        .to_string();
+    assert!(e.contains("audit.token_issuer"), "{e}");
+    let e = parse_env(GOOD, &[("QIANLIAN_AUDIT_TOKEN_KEYS", "[\"idp.pem\"]")])
+        .expect_err("no issuer")
+        .to_string();
+    assert!(e.contains("token_audience"), "{e}");
+}
