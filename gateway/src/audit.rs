@@ -469,6 +469,22 @@ impl Audit for AuditService {
     }
 }
 
+/// One access to a subject's data as JSON, as the HTTP view and `audit mine` write it.
+pub fn access_json(a: &SubjectAccess) -> serde_json::Value {
+    serde_json::json!({
+        "log_index": a.log_index,
+        "record_hash": hex::encode(&a.record_hash),
+        "time_unix_ms": a.time_unix_ms,
+        "consumer": a.consumer,
+        "provider": a.provider,
+        "dataset": a.dataset,
+        "action": a.action,
+        "purpose": a.purpose,
+        "decision": a.decision,
+        "fields": a.fields,
+    })
+}
+
 /// Query string of `GET /v1/audit/my-accesses`.
 #[derive(Debug, serde::Deserialize)]
 struct MyAccessesQuery {
@@ -499,24 +515,7 @@ async fn http_my_accesses(
         .and_then(|v| v.to_str().ok());
     match service.my_accesses(auth, q.limit, &q.cursor).await {
         Ok(r) => {
-            let accesses: Vec<serde_json::Value> = r
-                .accesses
-                .iter()
-                .map(|a| {
-                    serde_json::json!({
-                        "log_index": a.log_index,
-                        "record_hash": hex::encode(&a.record_hash),
-                        "time_unix_ms": a.time_unix_ms,
-                        "consumer": a.consumer,
-                        "provider": a.provider,
-                        "dataset": a.dataset,
-                        "action": a.action,
-                        "purpose": a.purpose,
-                        "decision": a.decision,
-                        "fields": a.fields,
-                    })
-                })
-                .collect();
+            let accesses: Vec<serde_json::Value> = r.accesses.iter().map(access_json).collect();
             (
                 StatusCode::OK,
                 axum::Json(serde_json::json!({

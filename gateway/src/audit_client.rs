@@ -403,22 +403,7 @@ pub async fn mine(profile: &Profile, token: &str, max: u64, format: Format) -> a
                     a.fields.join(",")
                 )?;
             } else {
-                writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({
-                        "log_index": a.log_index,
-                        "record_hash": hex::encode(&a.record_hash),
-                        "time_unix_ms": a.time_unix_ms,
-                        "consumer": a.consumer,
-                        "provider": a.provider,
-                        "dataset": a.dataset,
-                        "action": a.action,
-                        "purpose": a.purpose,
-                        "decision": a.decision,
-                        "fields": a.fields,
-                    })
-                )?;
+                writeln!(out, "{}", crate::audit::access_json(a))?;
             }
             printed += 1;
         }

@@ -263,6 +263,12 @@ Try, in another terminal (from this folder):
   $Q client --as market-regulation put enterprise-registration {enterprise} --json '{{"name":"贵州黔云数据科技有限公司","status":"存续"}}'
   # read the notarization log back (the inspector may read every record)
   $Q client --as audit-office log get 0
+  # the inspector's trail: who read what, when, why, under which policy version
+  $Q audit --as audit-office query --consumer housing
+  # recompute the whole log and check it against the cosigned checkpoint
+  $Q audit --as audit-office verify
+  # evidence for someone who trusts nobody, checked offline
+  $Q audit --as audit-office export --decision deny --out evidence.json && $Q audit check evidence.json
 "#
     );
 }

@@ -763,7 +763,42 @@ async fn a_citizen_sees_only_the_accesses_to_their_own_data() {
         assert_eq!(http, want);
     }
 
+    // The CLI a citizen runs: no client certificate, only the token.
     let person = citizen(1);
+    let out = cli(&[
+        "audit",
+        "mine",
+        "--token",
+        &token(&idp, &person, now_s() + 600),
+        "--format",
+        "jsonl",
+        "--dev-dir",
+        env.path().to_str().expect("path"),
+        "--endpoint",
+        &node.endpoint(),
+    ]);
+    assert!(out.status.success(), "audit mine: {}", stderr(&out));
+    let listed: Vec<u64> = stdout(&out)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            assert_eq!(v["provider"], "market-regulation");
+            v["log_index"].as_u64().expect("index")
+        })
+        .collect();
+    let (want, _) = pages(
+        &mut inspector,
+        &AccessFilter {
+            subject: person.clone(),
+            side: "provider".into(),
+            ..Default::default()
+        },
+        false,
+        1000,
+    )
+    .await;
+    assert_eq!(listed, want);
+
     let foreign = jsonwebtoken::EncodingKey::from_ed_pem(
         rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)
             .expect("key")
