@@ -51,6 +51,7 @@ pub fn prepare(dir: &Path, listen: SocketAddr) -> anyhow::Result<PathBuf> {
     if !report.written.is_empty() {
         println!("dev PKI written to {}", dir.join("pki").display());
     }
+    dev_identity_provider(&dir.join("pki"))?;
     for (name, text) in [("model.conf", MODEL), ("policy.csv", RULES)] {
         let p = dir.join("policies").join(name);
         if !p.exists() {
@@ -93,11 +94,66 @@ max_payload_bytes = 65536
 
 [metrics]
 listen = "{metrics}"
+
+# A stand-in identity provider for citizens' tokens: `qianlian audit dev-token --subject ID`.
+[audit]
+token_issuer = "{DEV_TOKEN_ISSUER}"
+token_audience = "{DEV_TOKEN_AUDIENCE}"
+token_keys = ["pki/dev-idp.pub.pem"]
 "#
             ),
         )?;
     }
     Ok(config)
+}
+
+/// `iss` of the dev identity provider's tokens.
+pub const DEV_TOKEN_ISSUER: &str = "https://id.dev.qianlian.invalid";
+/// `aud` of the dev identity provider's tokens.
+pub const DEV_TOKEN_AUDIENCE: &str = "qianlian";
+
+/// The dev identity provider's Ed25519 key (`pki/dev-idp.key`, PKCS#8) and its public half
+/// (`pki/dev-idp.pub.pem`), written once.
+fn dev_identity_provider(pki: &Path) -> anyhow::Result<()> {
+    let (key, public) = (pki.join("dev-idp.key"), pki.join("dev-idp.pub.pem"));
+    if key.exists() && public.exists() {
+        return Ok(());
+    }
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
+    std::fs::write(&key, pair.serialize_pem())?;
+    std::fs::write(&public, pair.public_key_pem())?;
+    Ok(())
+}
+
+/// A citizen's token from the dev identity provider of the dev folder `dir`, naming `subject`
+/// (a resident identity number or unified social credit code), valid for `minutes`.
+pub fn dev_token(dir: &Path, subject: &str, minutes: u64) -> anyhow::Result<String> {
+    let subject = crate::license::normalise_holder_id(subject)
+        .map_err(|e| anyhow::anyhow!("--subject: {}", e.to_string().replace("holder_id", "it")))?;
+    let path = dir.join("pki").join("dev-idp.key");
+    let pem = std::fs::read(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read {}: {e}; run `qianlian dev` once to write the dev identity provider",
+            path.display()
+        )
+    })?;
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(&pem)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = serde_json::json!({
+        "iss": DEV_TOKEN_ISSUER,
+        "aud": DEV_TOKEN_AUDIENCE,
+        "sub": subject,
+        "iat": now,
+        "exp": now + minutes * 60,
+    });
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA),
+        &claims,
+        &key,
+    )?)
 }
 
 /// Run the embedded default until Ctrl-C.
@@ -241,6 +297,10 @@ pub async fn seed(pki: &Path, endpoint: &str, server_name: &str) -> anyhow::Resu
 fn print_tour(dir: &Path, endpoint: &str, metrics: &str) {
     let samples = samples();
     let enterprise = &samples[0].2;
+    let representative = samples[0].3["legal_representative_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     let property = &samples[5].2;
     let d = dir.display();
     let exe = std::env::current_exe()
@@ -269,6 +329,10 @@ Try, in another terminal (from this folder):
   $Q audit --as audit-office verify
   # evidence for someone who trusts nobody, checked offline
   $Q audit --as audit-office export --decision deny --out evidence.json && $Q audit check evidence.json
+  # natural resources reads the enterprise for a property registration, legal representative included;
+  # that representative asks which departments read data about them (a token from the dev identity provider)
+  $Q client --as natural-resources get enterprise-registration {enterprise} --purpose property-registration
+  $Q audit mine --token "$($Q audit dev-token --subject {representative})"
 "#
     );
 }

@@ -561,6 +561,15 @@ enum AuditCommand {
         #[arg(long = "trust-bundle")]
         trust_bundle: Option<PathBuf>,
     },
+    /// Print a citizen's token from the dev identity provider of a `qianlian dev` folder.
+    DevToken {
+        /// Resident identity number or unified social credit code the token names.
+        #[arg(long)]
+        subject: String,
+        /// Minutes the token is valid.
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
+    },
     /// Stream the whole log, recompute the Merkle tree, and check it against every cosigned
     /// checkpoint given or fetched, and the consistency between them; reports the first bad
     /// log index. Needs an inspector or operator certificate, or --data-dir.
@@ -917,11 +926,11 @@ async fn run_audit(args: AuditArgs) -> anyhow::Result<bool> {
             let mut p = match profile(&args.conn) {
                 Ok(p) => p,
                 Err(_) => Profile {
-                    endpoint: args
-                        .conn
-                        .endpoint
-                        .clone()
-                        .unwrap_or_else(|| dev::DEFAULT_ENDPOINT.to_owned()),
+                    endpoint: args.conn.endpoint.clone().unwrap_or_else(|| {
+                        std::fs::read_to_string(args.conn.dev_dir.join("endpoint"))
+                            .map(|s| s.trim().to_owned())
+                            .unwrap_or_else(|_| dev::DEFAULT_ENDPOINT.to_owned())
+                    }),
                     ca: args.conn.dev_dir.join("pki").join("ca.crt"),
                     identity: None,
                     server_name: args.conn.server_name.clone(),
@@ -945,6 +954,10 @@ async fn run_audit(args: AuditArgs) -> anyhow::Result<bool> {
             bundle,
             trust_bundle,
         } => audit_client::verify::check(&bundle, trust_bundle.as_deref()),
+        AuditCommand::DevToken { subject, minutes } => {
+            println!("{}", dev::dev_token(&args.conn.dev_dir, &subject, minutes)?);
+            Ok(true)
+        }
         AuditCommand::Verify {
             checkpoints,
             data_dir,

@@ -120,6 +120,64 @@ fn dev_serves_sample_data_to_the_cli_and_reuses_it_after_ctrl_c() {
         stderr(&out)
     );
 
+    // The tour's citizen: natural resources reads the enterprise with its legal
+    // representative's ID; the representative's dev token shows that read, and only theirs.
+    let out = client(
+        &dir,
+        &[
+            "--as",
+            "natural-resources",
+            "get",
+            "enterprise-registration",
+            key,
+            "--purpose",
+            "property-registration",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let d = dir.display().to_string();
+    let representative = samples[0].3["legal_representative_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let token = cli(&[
+        "audit",
+        "dev-token",
+        "--dev-dir",
+        &d,
+        "--subject",
+        &representative,
+    ]);
+    assert!(token.status.success(), "{}", stderr(&token));
+    let token = stdout(&token).trim().to_owned();
+    let out = cli(&[
+        "audit",
+        "mine",
+        "--dev-dir",
+        &d,
+        "--token",
+        &token,
+        "--format",
+        "jsonl",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    // Newest first: the read, then the owner's registration of the record; housing's permit
+    // review saw no personal field of the representative and is not listed.
+    assert_eq!(lines.len(), 2, "{}", stdout(&out));
+    assert_eq!(lines[0]["consumer"], "natural-resources");
+    assert_eq!(lines[0]["purpose"], "property-registration");
+    assert_eq!(
+        (lines[1]["consumer"].as_str(), lines[1]["action"].as_str()),
+        (Some("market-regulation"), Some("write"))
+    );
+    let out = cli(&["audit", "dev-token", "--dev-dir", &d, "--subject", "12345"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--subject"), "{}", stderr(&out));
+
     // The node seeds the cluster's policy and directory, then the samples are written.
     let out = client(&dir, &["--as", "audit-office", "log", "get", "0"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -140,12 +198,12 @@ fn dev_serves_sample_data_to_the_cli_and_reuses_it_after_ctrl_c() {
         first,
         "the log survived the restart unchanged"
     );
-    // Policy and directory, the samples, then the allowed and the denied read above; nothing
-    // else was written (no second seeding either).
-    let n = 2 + samples.len() + 2;
+    // Policy and directory, the samples, then the allowed read, the denied read and the
+    // property registration read above; nothing else was written (no second seeding either).
+    let n = 2 + samples.len() + 3;
     let out = client(
         &dir,
-        &["--as", "audit-office", "log", "get", &(n - 1).to_string()],
+        &["--as", "audit-office", "log", "get", &(n - 2).to_string()],
     );
     assert!(
         stdout(&out).contains("\"decision\": \"deny\""),
