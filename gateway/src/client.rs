@@ -468,7 +468,8 @@ pub async fn prove_consistency(
     Ok(())
 }
 
-fn to_hashes(v: &[Vec<u8>]) -> anyhow::Result<Vec<[u8; 32]>> {
+/// Proof hashes as received, each checked to be 32 bytes.
+pub(crate) fn to_hashes(v: &[Vec<u8>]) -> anyhow::Result<Vec<[u8; 32]>> {
     v.iter()
         .map(|h| {
             h.as_slice()

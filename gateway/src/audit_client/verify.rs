@@ -26,7 +26,7 @@ use qianlian_verifier::audit::{
 use qianlian_verifier::license::TrustBundleFile;
 use qianlian_verifier::{Hash, MemoryTree, NoteVerifier, open_checkpoint};
 
-use crate::client::{Profile, describe_status};
+use crate::client::{Profile, describe_status, to_hashes};
 
 /// Where the log is read from.
 #[derive(Debug, Clone)]
@@ -223,7 +223,7 @@ pub async fn verify(
                     .await
                     .map_err(|s| anyhow::anyhow!(describe_status(&s)))?
                     .into_inner();
-                hashes(&r.proof)?
+                to_hashes(&r.proof)?
             }
             // Recomputed from the folder's records once they are streamed (below).
             None => continue,
@@ -409,17 +409,7 @@ async fn fetch_proof(
         .as_slice()
         .try_into()
         .map_err(|_| "record hash is not 32 bytes".to_owned())?;
-    Ok((leaf, hashes(&r.proof).map_err(|e| e.to_string())?))
-}
-
-fn hashes(v: &[Vec<u8>]) -> anyhow::Result<Vec<Hash>> {
-    v.iter()
-        .map(|h| {
-            h.as_slice()
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("proof hash is not 32 bytes"))
-        })
-        .collect()
+    Ok((leaf, to_hashes(&r.proof).map_err(|e| e.to_string())?))
 }
 
 /// `audit check`: verify an evidence bundle offline. `Ok(false)` when it does not verify.
