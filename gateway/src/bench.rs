@@ -119,11 +119,17 @@ pub struct BenchPlan {
     pub purpose: String,
     /// etcd-put: bytes per value (use the `record_bytes` of a notarized run to compare alike).
     pub value_bytes: usize,
+    /// verify: how many distinct licenses are issued before the clock starts and verified in
+    /// turn (1: every call checks the same QR code, as at a busy counter).
+    pub licenses: usize,
     /// Processes whose CPU time is reported as the nodes' (e.g. the gateway or etcd members).
     pub node_pids: Vec<u32>,
     /// Free text naming the setup in reports.
     pub label: String,
 }
+
+/// Most licenses a verify run issues first.
+pub const MAX_LICENSES: usize = 100_000;
 
 /// A typical business license for the issue and verify workloads.
 fn issue_request(n: u64) -> IssueLicenseRequest {
@@ -197,7 +203,7 @@ struct ClientTally {
 struct CallContext<'a> {
     plan: &'a BenchPlan,
     client_no: usize,
-    qr: &'a str,
+    qrs: &'a [String],
     value: &'a [u8],
 }
 
@@ -263,8 +269,15 @@ async fn call(conn: &mut Conn, cx: &CallContext<'_>, n: u64) -> Outcome {
             }
         }
         (Conn::Gateway { licenses, .. }, Workload::Verify) => {
+            // Clients start at different licenses and go through all of them in turn.
+            let turn = (cx.client_no as u64).wrapping_add(n) as usize;
+            let qr = cx
+                .qrs
+                .get(turn % cx.qrs.len().max(1))
+                .cloned()
+                .unwrap_or_default();
             let request = VerifyLicenseRequest {
-                document: Some(Document::Qr(cx.qr.to_owned())),
+                document: Some(Document::Qr(qr)),
             };
             match licenses.verify_license(request).await {
                 Ok(r) if r.get_ref().verdict == "genuine" => Outcome::Ok(None),
@@ -342,6 +355,10 @@ async fn connect_all(target: &Target, plan: &BenchPlan) -> anyhow::Result<Vec<Co
 fn check_plan(target: &Target, plan: &BenchPlan) -> anyhow::Result<()> {
     anyhow::ensure!(plan.clients >= 1, "--clients must be at least 1");
     anyhow::ensure!(!plan.duration.is_zero(), "--seconds must be positive");
+    anyhow::ensure!(
+        (1..=MAX_LICENSES).contains(&plan.licenses),
+        "--licenses must be 1 to {MAX_LICENSES}: each is issued (and notarized) before the clock starts"
+    );
     match target {
         Target::Gateway(p) => {
             anyhow::ensure!(!p.is_empty(), "no gateway endpoint to measure");
@@ -371,18 +388,19 @@ pub async fn run(target: &Target, plan: &BenchPlan) -> anyhow::Result<BenchRepor
     check_plan(target, plan)?;
     // Fail on a wrong --node-pid before any load is sent.
     CpuSample::take(&plan.node_pids)?;
-    // The license every verify call checks, issued once before the clock starts.
-    let qr = match (target, plan.workload) {
-        (Target::Gateway(profiles), Workload::Verify) => {
-            let mut c = LicensesClient::new(profiles[0].connect().await?);
+    // The licenses verify calls check, issued before the clock starts.
+    let mut qrs = Vec::new();
+    if let (Target::Gateway(profiles), Workload::Verify) = (target, plan.workload) {
+        let mut c = LicensesClient::new(profiles[0].connect().await?);
+        for i in 0..plan.licenses.max(1) as u64 {
             let r = c
-                .issue_license(issue_request(u64::MAX))
+                .issue_license(issue_request(u64::MAX - i))
                 .await
                 .map_err(|s| anyhow::anyhow!("issuing the license to verify: {}", s.message()))?;
-            r.into_inner().qr_payload
+            qrs.push(r.into_inner().qr_payload);
         }
-        _ => String::new(),
-    };
+    }
+    let qrs = std::sync::Arc::new(qrs);
     let conns = connect_all(target, plan).await?;
 
     let start = Instant::now();
@@ -400,13 +418,13 @@ pub async fn run(target: &Target, plan: &BenchPlan) -> anyhow::Result<BenchRepor
     let mut tasks = Vec::new();
     for (client_no, mut conn) in conns.into_iter().enumerate() {
         let plan = plan.clone();
-        let qr = qr.clone();
+        let qrs = qrs.clone();
         let value = value.clone();
         tasks.push(tokio::spawn(async move {
             let cx = CallContext {
                 plan: &plan,
                 client_no,
-                qr: &qr,
+                qrs: &qrs,
                 value: &value,
             };
             let mut tally = ClientTally::default();
@@ -523,6 +541,7 @@ mod tests {
             key: String::new(),
             purpose: String::new(),
             value_bytes,
+            licenses: 1,
             node_pids: Vec::new(),
             label: String::new(),
         }
@@ -532,6 +551,11 @@ mod tests {
     fn etcd_runs_need_the_etcd_workload_and_a_value_size() {
         let etcd = Target::Etcd(vec!["http://127.0.0.1:2379".into()]);
         assert!(check_plan(&etcd, &plan(Workload::EtcdPut, 300)).is_ok());
+        let gateway = Target::Gateway(Vec::new());
+        let mut none = plan(Workload::Verify, 0);
+        none.licenses = 0;
+        let e = check_plan(&gateway, &none).err().map(|e| e.to_string());
+        assert!(e.unwrap_or_default().contains("--licenses must be 1 to"));
         let e = check_plan(&etcd, &plan(Workload::EtcdPut, 0)).err();
         assert!(e.is_some_and(|e| e.to_string().contains("--value-size")));
         assert!(check_plan(&etcd, &plan(Workload::Read, 300)).is_err());

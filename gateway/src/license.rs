@@ -32,7 +32,8 @@ use qianlian_raft_store::record::{
 use qianlian_verifier::Hash;
 use qianlian_verifier::license::{
     DepartmentEntry, HolderBundle, LicenseClaims, LicenseEvidence, LicenseType, TrustBundleFile,
-    VerdictStatus, from_qr_payload, license_hash, open_license, sign_license, to_qr_payload,
+    VerdictStatus, VerifiedSignatures, from_qr_payload, license_hash, open_license, sign_license,
+    to_qr_payload,
 };
 use tonic::{Request, Response, Status};
 
@@ -56,6 +57,88 @@ pub struct LicenseService {
     /// Node checkpoint verifier keys (vkey strings) for exported trust bundles.
     pub trust_node_keys: Vec<String>,
     pub min_cosigners: usize,
+    /// Licenses whose signature this node already checked: verifying one again skips Ed25519.
+    pub verified: Arc<VerifiedSignatures>,
+    /// The cosigned checkpoint and inclusion proofs that verifications hand out.
+    pub evidence_cache: Arc<EvidenceCache>,
+}
+
+/// Signatures remembered by [`LicenseService::verified`]: 64 bytes each, about 6 MiB at most.
+pub const VERIFIED_SIGNATURES: usize = 100_000;
+
+/// How long a verification may hand out the same cosigned checkpoint (if it covers the
+/// license's issuance). Collecting cosignatures asks every member; a checkpoint a second old is
+/// as good a proof of issuance as a new one, while revocation comes from the current state.
+const CHECKPOINT_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Inclusion proofs kept against the current cached checkpoint.
+const CACHED_PROOFS: usize = 4096;
+
+/// The evidence verifications share: one cosigned checkpoint at a time (see
+/// [`CHECKPOINT_REUSE`]) and the inclusion proofs already computed against it.
+#[derive(Debug, Default)]
+pub struct EvidenceCache {
+    latest: std::sync::Mutex<Option<CachedCheckpoint>>,
+}
+
+#[derive(Debug)]
+struct CachedCheckpoint {
+    taken: std::time::Instant,
+    checkpoint: qianlian_raft_store::notary::CosignedCheckpoint,
+    /// Log index → inclusion proof in the tree of `checkpoint.size`.
+    proofs: HashMap<u64, Vec<Hash>>,
+}
+
+impl EvidenceCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<CachedCheckpoint>> {
+        // Poisoned only by a panic inside a map operation; the cache is still usable.
+        self.latest.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached checkpoint if it covers `index` and is recent, with the proof of `index` if
+    /// one was computed.
+    fn get(
+        &self,
+        index: u64,
+    ) -> Option<(
+        qianlian_raft_store::notary::CosignedCheckpoint,
+        Option<Vec<Hash>>,
+    )> {
+        let latest = self.lock();
+        let cached = latest.as_ref()?;
+        if cached.checkpoint.size <= index || cached.taken.elapsed() >= CHECKPOINT_REUSE {
+            return None;
+        }
+        Some((
+            cached.checkpoint.clone(),
+            cached.proofs.get(&index).cloned(),
+        ))
+    }
+
+    /// Keep `checkpoint` (replacing an older one and its proofs) and `proof` of `index` in it.
+    fn put(
+        &self,
+        checkpoint: &qianlian_raft_store::notary::CosignedCheckpoint,
+        index: u64,
+        proof: &[Hash],
+    ) {
+        let mut latest = self.lock();
+        let same = latest
+            .as_ref()
+            .is_some_and(|c| c.checkpoint.note == checkpoint.note);
+        if !same {
+            *latest = Some(CachedCheckpoint {
+                taken: std::time::Instant::now(),
+                checkpoint: checkpoint.clone(),
+                proofs: HashMap::new(),
+            });
+        }
+        if let Some(cached) = latest.as_mut()
+            && cached.proofs.len() < CACHED_PROOFS
+        {
+            cached.proofs.insert(index, proof.to_vec());
+        }
+    }
 }
 
 impl std::fmt::Debug for LicenseService {
@@ -218,7 +301,7 @@ impl LicenseService {
         self.notary
             .wait_for_tree_size(index + 1, std::time::Duration::from_secs(5))
             .await?;
-        // Checkpoints are signed in the same write as the apply, so this one covers `index`.
+        // The checkpoint is of the applied head (signed on demand), so it covers `index`.
         let cp = self.notary.checkpoint().await?;
         if cp.size <= index {
             return Err(ServiceError::Internal(format!(
@@ -242,6 +325,33 @@ impl LicenseService {
             },
             cp,
         ))
+    }
+
+    /// A cosigned checkpoint covering log index `index` and the inclusion proof of `index` in
+    /// it, from [`LicenseService::evidence_cache`] while it is recent.
+    async fn proof_of_issuance(
+        &self,
+        index: u64,
+    ) -> Result<(qianlian_raft_store::notary::CosignedCheckpoint, Vec<Hash>), ServiceError> {
+        let cp = match self.evidence_cache.get(index) {
+            Some((cp, Some(proof))) => return Ok((cp, proof)),
+            Some((cp, None)) => cp,
+            None => {
+                self.notary
+                    .wait_for_tree_size(index + 1, std::time::Duration::from_secs(5))
+                    .await?;
+                self.notary.checkpoint().await?
+            }
+        };
+        if cp.size <= index {
+            return Err(ServiceError::Internal(format!(
+                "checkpoint of size {} does not cover log index {index}",
+                cp.size
+            )));
+        }
+        let proof = self.notary.inclusion_proof(index, cp.size).await?;
+        self.evidence_cache.put(&cp, index, &proof);
+        Ok((cp, proof))
     }
 
     async fn issue(
@@ -428,7 +538,7 @@ impl LicenseService {
             v.license_hash = hash.to_vec();
             return Ok(v);
         };
-        let claims = match unverified.verify_signature(&key) {
+        let claims = match self.verified.verify(&unverified, &key) {
             Ok(c) => c,
             Err(e) => return Ok(verdict(VerdictStatus::Tampered, e.to_string())),
         };
@@ -468,14 +578,10 @@ impl LicenseService {
             );
             return Ok(out);
         };
-        let (evidence, cp) = self.evidence(view.issued_index).await?;
-        out.log_index = evidence.log_index;
-        out.tree_size = evidence.tree_size;
-        out.inclusion_proof = evidence
-            .inclusion_proof
-            .iter()
-            .map(|h| h.to_vec())
-            .collect();
+        let (cp, proof) = self.proof_of_issuance(view.issued_index).await?;
+        out.log_index = view.issued_index;
+        out.tree_size = cp.size;
+        out.inclusion_proof = proof.iter().map(|h| h.to_vec()).collect();
         out.checkpoint = Some(crate::notary::checkpoint_to_proto(cp));
         let now = now_unix();
         match view.status {

@@ -4,9 +4,15 @@
 //! its file and line. Each owner department gets its own enforcer holding only the rules of its
 //! domain: a decision scans that department's rules, not the whole province's. Enforcers are
 //! immutable after load; `decide` takes `&self` and never serialises concurrent requests.
+//!
+//! A policy never changes once loaded (a new version is a new `Policy`), and a decision depends
+//! only on the five fields asked, so each policy remembers the decisions it made: a repeated
+//! question (the same department reading the same dataset for the same purpose) is a hash lookup
+//! instead of a scan of the owner's rules.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::RwLock;
 
 use casbin::{CoreApi, DefaultModel, Enforcer, MemoryAdapter, MgmtApi};
 
@@ -107,10 +113,37 @@ pub struct AccessRequest<'a> {
     pub purpose: &'a str,
 }
 
+/// Most decisions a policy remembers; past this, further questions are decided each time.
+/// Distinct questions are departments × datasets × actions × purposes: a few thousand.
+const MEMO_CAPACITY: usize = 16_384;
+
 /// A loaded, immutable policy.
 pub struct Policy {
     version: u64,
     by_owner: HashMap<String, Enforcer>,
+    /// Decisions made so far, keyed by [`memo_key`].
+    memo: RwLock<HashMap<String, Decision>>,
+}
+
+/// The five fields of a question in one string, joined by U+001F; `None` (not remembered) if a
+/// field holds that separator, which checked departments, datasets and purposes never do.
+fn memo_key(req: &AccessRequest<'_>) -> Option<String> {
+    let parts = [
+        req.caller.department.as_str(),
+        req.owner,
+        req.dataset,
+        req.action,
+        req.purpose,
+    ];
+    if parts.iter().any(|p| p.contains('\u{1f}')) {
+        return None;
+    }
+    let mut key = String::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
+    for part in parts {
+        key.push_str(part);
+        key.push('\u{1f}');
+    }
+    Some(key)
 }
 
 impl std::fmt::Debug for Policy {
@@ -184,7 +217,11 @@ impl Policy {
                 })?;
             by_owner.insert(owner, e);
         }
-        Ok(Policy { version, by_owner })
+        Ok(Policy {
+            version,
+            by_owner,
+            memo: RwLock::new(HashMap::new()),
+        })
     }
 
     /// The policy version recorded with every decision: the number of policy records in the
@@ -198,6 +235,28 @@ impl Policy {
         caller = %req.caller.department, owner = req.owner, dataset = req.dataset,
         action = req.action, purpose = req.purpose, policy_version = self.version))]
     pub fn decide(&self, req: AccessRequest<'_>) -> Result<Decision, PolicyError> {
+        let Some(key) = memo_key(&req) else {
+            return self.evaluate(req);
+        };
+        // A poisoned lock only means a panic between two map operations: the map is whole.
+        if let Some(known) = self
+            .memo
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(known.clone());
+        }
+        let decision = self.evaluate(req)?;
+        let mut memo = self.memo.write().unwrap_or_else(|e| e.into_inner());
+        if memo.len() < MEMO_CAPACITY {
+            memo.insert(key, decision.clone());
+        }
+        Ok(decision)
+    }
+
+    /// Decide one access with the owner's Casbin enforcer.
+    fn evaluate(&self, req: AccessRequest<'_>) -> Result<Decision, PolicyError> {
         let missing = || Decision {
             fields: Fields::Only(Vec::new()),
             allowed: false,

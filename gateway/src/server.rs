@@ -485,6 +485,10 @@ fn license_service(
         subject_key,
         trust_node_keys,
         min_cosigners: l.min_cosigners,
+        verified: Arc::new(qianlian_verifier::license::VerifiedSignatures::new(
+            crate::license::VERIFIED_SIGNATURES,
+        )),
+        evidence_cache: Arc::default(),
     })
 }
 

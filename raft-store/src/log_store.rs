@@ -7,7 +7,11 @@
 //! - entries are stored under their Raft index and checked against it when read, so a value
 //!   moved or altered on disk is reported, not replayed;
 //! - writes are serialised: each method awaits its blocking write before returning, and openraft
-//!   calls them one at a time through `&mut self`.
+//!   calls them one at a time through `&mut self`;
+//! - synced writes (append, vote, truncate, purge) run on the blocking pool. Reading a few entries
+//!   back for apply and replication, and the unsynced `committed` marker, run on the calling thread:
+//!   they touch the memtable for microseconds, less than a hand-off to the blocking pool and
+//!   back, which openraft would otherwise pay on every commit.
 
 use std::fmt::Debug;
 use std::io;
@@ -24,6 +28,11 @@ use crate::db::{
 use crate::types::{Entry, LogId, NodeId, RaftStorageError, TypeConfig};
 
 const KEY_VOTE: &[u8] = b"vote";
+
+/// Reads of at most this many entries (what one apply or one replication message of a busy node
+/// usually asks for) run on the calling thread; longer ones, as in a follower's catch-up, on the
+/// blocking pool.
+const INLINE_READ_ENTRIES: u64 = 4;
 const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
@@ -106,6 +115,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if end.is_some_and(|end| end <= start) {
             return Ok(Vec::new());
         }
+        if end.is_some_and(|end| end - start <= INLINE_READ_ENTRIES) {
+            return self
+                .db
+                .with(|db| read_entries(db, start, end))
+                .map_err(read_err);
+        }
         self.db
             .run(move |db| read_entries(db, start, end))
             .await
@@ -159,7 +174,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
         let value = encode_value("committed log id", &committed).map_err(write_err)?;
         self.db
-            .run(move |db| {
+            .with(|db| {
                 Ok(db.put_cf_opt(
                     db::cf(db, CF_LOG_META)?,
                     KEY_COMMITTED,
@@ -167,7 +182,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     &db::unsynced(),
                 )?)
             })
-            .await
             .map_err(write_err)
     }
 

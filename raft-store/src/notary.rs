@@ -111,7 +111,10 @@ pub struct NotaryConfig {
     /// Most records per Raft entry. Default 1024.
     pub max_batch: usize,
     /// Most Raft writes in flight at once; requests arriving meanwhile form the next batch.
-    /// Default 4.
+    /// Default 1: openraft appends and fsyncs entries one after another anyway, so a second
+    /// write in flight only splits the waiting requests into smaller entries, each paying its
+    /// own append, fsync, replication and apply (measured: 20-30% fewer notarized reads per
+    /// second with 4 than with 1, on one node and on three, at 64 clients).
     pub max_in_flight: usize,
     /// Bound on waiting for a commit, and for a leader when opening. Default 10 s.
     pub commit_timeout: Duration,
@@ -151,7 +154,7 @@ impl NotaryConfig {
             bootstrap_single: false,
             peer_tls: None,
             max_batch: 1024,
-            max_in_flight: 4,
+            max_in_flight: 1,
             commit_timeout: Duration::from_secs(10),
             raft_timing: RaftTiming::default(),
             signer: None,
@@ -1005,6 +1008,9 @@ impl Notary {
             batcher.abort();
         }
         let stopped = self.inner.raft.shutdown().await;
+        if let Err(e) = self.inner.reader.seal().await {
+            tracing::warn!(error = %e, "storing the checkpoint of the last applied head");
+        }
         close(&self.inner.db).await;
         stopped.map_err(|e| NotaryError::Internal(format!("raft task: {e}")))
     }

@@ -6,8 +6,10 @@
 //! in the same `WriteBatch`, stores its canonical bytes, every tree node the record completes
 //! (`merkle`: the leaf, and a parent each time a left sibling waits; amortised two writes per
 //! record, at most `log2 n + 1`), its leaf hash in the leaf index if the hash is new, the new tree
-//! size and applied log id, and this node's signature over the new tree head (one per apply
-//! call, not per record). License records also update the license state (`licenses`: the
+//! size and applied log id, and, at most every [`SIGN_EVERY`], this node's signature over the
+//! new tree head (not one per record, nor one per apply: at one request at a time every apply
+//! would pay an Ed25519 signature). A reader that needs a checkpoint of the latest head
+//! ([`StateReader::checkpoint`]) gets one signed on demand and kept until the tree grows. License records also update the license state (`licenses`: the
 //! license index, its status changes and its holder's index; rules in [`crate::license`]) in
 //! that batch, so the state is always that of exactly the records applied. Access and config
 //! records also get their audit index entries (`audit`; see [`crate::audit`]) in that batch.
@@ -17,7 +19,8 @@
 //!   exactly for `0..tree_size` in the live generation (a database written before the audit
 //!   index existed gets it built on open, before anything reads it); a tree node is stored once complete and never changes, so every
 //!   past tree size can be proven. The stored checkpoint is never ahead of the stored tree: it
-//!   is written in the same batch as the tree it signs;
+//!   is written in the same batch as the tree it signs, and is at most [`SIGN_EVERY`] of applies
+//!   behind it;
 //! - applies are written without fsync. They share the write-ahead log with the Raft log, whose
 //!   every append is synced after them, and what a crash loses is re-applied from that durable
 //!   log (deterministically: the same records get the same indices). Snapshots and installs,
@@ -37,7 +40,7 @@ mod snapshot;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, Snapshot, SnapshotMeta};
@@ -72,6 +75,10 @@ pub(crate) const KEY_CHECKPOINT: &[u8] = b"checkpoint";
 const KEY_CONFIG: &[u8] = b"config";
 /// The tree size the audit index covers.
 const KEY_AUDIT_INDEXED: &[u8] = b"audit_indexed";
+
+/// An apply signs the new tree head if the stored signature is at least this old. The stored
+/// checkpoint anchors the integrity check on open; fresher heads are signed when asked for.
+pub const SIGN_EVERY: Duration = Duration::from_millis(200);
 
 /// The state machine storage layout this version writes (`sm_meta/layout`). Layout 1 (no
 /// generations, no tree) was the walking skeleton's and is refused.
@@ -145,8 +152,10 @@ struct Applied {
     generation: u32,
     /// The right edge of the tree at `tree_size`: what the next append builds on.
     edge: Edge,
-    /// The latest tree head this node signed (none without a key).
+    /// The latest tree head this node signed and stored (none without a key).
     checkpoint: Option<SignedCheckpoint>,
+    /// When `checkpoint` was signed by this process (`None`: before this process, or never).
+    signed_at: Option<Instant>,
     /// Where the current version of each kind of cluster configuration is.
     config: ConfigPointers,
 }
@@ -198,6 +207,8 @@ struct Shared {
     config_pointers: watch::Sender<ConfigPointers>,
     // Shared by every read of generation data, exclusive while an install switches generations.
     generation_lock: RwLock<()>,
+    // The newest head signed on a reader's demand, newer than the stored checkpoint.
+    on_demand: Mutex<Option<SignedCheckpoint>>,
     config: StateMachineConfig,
     files: snapshot::Files,
 }
@@ -379,6 +390,7 @@ fn load_applied(db: &DB) -> Result<Applied, StoreError> {
         generation,
         edge,
         checkpoint,
+        signed_at: None,
         config: config.unwrap_or_default(),
     })
 }
@@ -494,6 +506,7 @@ impl StateMachineStore {
                 tree_size,
                 config_pointers,
                 generation_lock: RwLock::new(()),
+                on_demand: Mutex::new(None),
                 config,
                 files: snapshot::Files::default(),
             }),
@@ -700,10 +713,15 @@ impl StateReader {
     /// The license `license_hash` as of the applied state, with its issuance, status and
     /// changes; `None` if no record applied so far issues it.
     pub async fn license(&self, license_hash: Hash) -> Result<Option<LicenseView>, StoreError> {
-        self.read_store(move |db, generation, size| {
-            licenses::view(db, generation, size, &license_hash)
-        })
-        .await
+        // A point read of two small column families, on the calling thread: cheaper than the
+        // hand-off to the blocking pool, and online verification asks it on every call.
+        let _live = self.shared.read_generation();
+        let (generation, size) = {
+            let applied = self.shared.applied();
+            (applied.generation, applied.tree_size)
+        };
+        self.db
+            .with(|db| licenses::view(db, generation, size, &license_hash))
     }
 
     /// Log indices, ascending, of every issuance record naming holder `holder_hash` and every
@@ -797,9 +815,68 @@ impl StateReader {
         self.shared.config.signer.cosign_status_list(&list)
     }
 
-    /// The latest tree head this node applied and signed; `None` without a signing key.
+    /// This node's signature over the head of the tree it applied (size and root); `None`
+    /// without a signing key. The stored checkpoint if it covers the applied tree, else the head
+    /// signed now (kept, so one signature serves every reader until the tree grows).
     pub fn checkpoint(&self) -> Option<SignedCheckpoint> {
-        self.shared.applied().checkpoint.clone()
+        let (size, root, stored) = {
+            let applied = self.shared.applied();
+            (
+                applied.tree_size,
+                applied.edge.root(),
+                applied.checkpoint.clone(),
+            )
+        };
+        if let Some(cp) = stored.filter(|cp| cp.size == size) {
+            return Some(cp);
+        }
+        // Poisoned only by a panic between two plain assignments: the value is still whole.
+        let mut on_demand = self
+            .shared
+            .on_demand
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(cp) = on_demand.as_ref().filter(|cp| cp.size == size) {
+            return Some(cp.clone());
+        }
+        match self.shared.config.signer.sign(size, root) {
+            Ok(Some(signed)) => {
+                *on_demand = Some(signed.clone());
+                Some(signed)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, size, "signing the tree head");
+                None
+            }
+        }
+    }
+
+    /// Store (synced) a checkpoint of the applied head if the stored one lags behind it, so that
+    /// a stopped node's files carry this node's signature over every record they hold. Call it
+    /// once nothing applies any more (the Raft node has stopped): an apply would store its own.
+    pub async fn seal(&self) -> Result<(), StoreError> {
+        let stored = {
+            let applied = self.shared.applied();
+            applied
+                .checkpoint
+                .as_ref()
+                .is_some_and(|cp| cp.size == applied.tree_size)
+        };
+        if stored {
+            return Ok(());
+        }
+        let Some(cp) = self.checkpoint() else {
+            return Ok(());
+        };
+        let note = encode_value("checkpoint", &cp.note)?;
+        self.db
+            .run(move |db| {
+                Ok(db.put_cf_opt(db::cf(db, CF_SM_META)?, KEY_CHECKPOINT, note, &db::synced())?)
+            })
+            .await?;
+        self.shared.applied().checkpoint = Some(cp);
+        Ok(())
     }
 
     /// This node's key and origin.
@@ -835,13 +912,17 @@ impl StateReader {
     }
 }
 
-/// Sign the tree head of `applied` unless its checkpoint already covers that size.
-fn sign_if_grown(signer: &CheckpointSigner, applied: &mut Applied) -> Result<(), StoreError> {
-    if applied
+/// Sign the tree head of `applied` unless its checkpoint already covers that size or was signed
+/// less than [`SIGN_EVERY`] ago.
+fn sign_if_due(signer: &CheckpointSigner, applied: &mut Applied) -> Result<(), StoreError> {
+    let covered = applied
         .checkpoint
         .as_ref()
-        .is_some_and(|cp| cp.size == applied.tree_size)
-    {
+        .is_some_and(|cp| cp.size == applied.tree_size);
+    let recent = applied
+        .signed_at
+        .is_some_and(|at| at.elapsed() < SIGN_EVERY);
+    if covered || (recent && applied.checkpoint.is_some()) {
         return Ok(());
     }
     if let Some(signed) = signer
@@ -849,6 +930,7 @@ fn sign_if_grown(signer: &CheckpointSigner, applied: &mut Applied) -> Result<(),
         .map_err(|e| StoreError::Task(e.to_string()))?
     {
         applied.checkpoint = Some(signed);
+        applied.signed_at = Some(Instant::now());
     }
     Ok(())
 }
@@ -897,8 +979,8 @@ fn apply_entries(
     }
     applied.tree_size = appender.edge.size();
     applied.edge = appender.edge;
-    // One signature per apply call, in the same batch as the tree it signs.
-    sign_if_grown(&shared.config.signer, &mut applied)?;
+    // In the same batch as the tree it signs, when one is due.
+    sign_if_due(&shared.config.signer, &mut applied)?;
     put_applied(db, &mut batch, &applied)?;
     db.write_opt(batch, &db::unsynced())?;
     Ok((applied, responses))

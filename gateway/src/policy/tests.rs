@@ -228,3 +228,56 @@ async fn broken_model_is_refused_with_its_path() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn remembered_decisions_equal_fresh_ones_for_every_field_changed() {
+    let remembering = default_policy().await;
+    let fresh = default_policy().await;
+    let departments = [
+        "housing",
+        "natural-resources",
+        "market-regulation",
+        "nobody",
+    ];
+    let owners = ["market-regulation", "housing", "natural-resources"];
+    let datasets = [
+        "enterprise-registration",
+        "construction-permit",
+        "land-parcel",
+    ];
+    let actions = ["read", "write", "issue"];
+    let purposes = ["permit-review", "marketing", "", "credit-check"];
+    let mut allowed = 0;
+    // Twice over the grid: the second pass answers from memory, and must answer the same as a
+    // policy that evaluates each question afresh.
+    for _ in 0..2 {
+        for d in departments {
+            let who = dept(d);
+            for o in owners {
+                for ds in datasets {
+                    for a in actions {
+                        for p in purposes {
+                            let want = fresh.evaluate(ask(&who, o, ds, a, p)).expect("evaluate");
+                            let got = remembering.decide(ask(&who, o, ds, a, p)).expect("decide");
+                            assert_eq!(got, want, "{d} {o} {ds} {a} {p}");
+                            allowed += usize::from(got.allowed);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(allowed > 0, "the grid must contain allowed questions");
+    // A field holding the memo's separator is decided afresh, never confused with another.
+    let odd = dept("housing\u{1f}market-regulation");
+    let d = remembering
+        .decide(ask(
+            &odd,
+            "enterprise-registration",
+            "read",
+            "permit-review",
+            "",
+        ))
+        .expect("decide");
+    assert!(!d.allowed);
+}

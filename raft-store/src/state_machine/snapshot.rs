@@ -751,6 +751,7 @@ fn persist_and_switch(
         generation,
         edge,
         checkpoint,
+        signed_at: Some(std::time::Instant::now()),
         config,
     };
     let mut batch = WriteBatch::default();
