@@ -189,10 +189,17 @@ impl Directory {
 
     /// The department and public key behind a license key id.
     pub fn key(&self, key_id: &str) -> Option<(&DirectoryEntry, VerifyingKey)> {
+        let (d, bytes) = self.key_bytes(key_id)?;
+        Some((d, VerifyingKey::from_bytes(&bytes).ok()?))
+    }
+
+    /// The department holding license key `key_id` and the key's 32 bytes, not decoded (a
+    /// comparison needs no curve point).
+    pub fn key_bytes(&self, key_id: &str) -> Option<(&DirectoryEntry, [u8; 32])> {
         self.department.iter().find_map(|d| {
             d.keys.iter().find(|k| k.key_id == key_id).and_then(|k| {
                 let bytes: [u8; 32] = k.public_key.as_slice().try_into().ok()?;
-                Some((d, VerifyingKey::from_bytes(&bytes).ok()?))
+                Some((d, bytes))
             })
         })
     }

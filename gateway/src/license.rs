@@ -32,7 +32,7 @@ use qianlian_raft_store::record::{
 use qianlian_verifier::Hash;
 use qianlian_verifier::license::{
     DepartmentEntry, HolderBundle, LicenseClaims, LicenseEvidence, LicenseType, TrustBundleFile,
-    VerdictStatus, VerifiedSignatures, from_qr_payload, license_hash, open_license, sign_license,
+    VerdictStatus, VerifiedLicenses, from_qr_payload, license_hash, open_license, sign_license,
     to_qr_payload,
 };
 use tonic::{Request, Response, Status};
@@ -57,14 +57,14 @@ pub struct LicenseService {
     /// Node checkpoint verifier keys (vkey strings) for exported trust bundles.
     pub trust_node_keys: Vec<String>,
     pub min_cosigners: usize,
-    /// Licenses whose signature this node already checked: verifying one again skips Ed25519.
-    pub verified: Arc<VerifiedSignatures>,
+    /// Licenses this node already verified: verifying one again skips parsing and Ed25519.
+    pub verified: Arc<VerifiedLicenses>,
     /// The cosigned checkpoint and inclusion proofs that verifications hand out.
     pub evidence_cache: Arc<EvidenceCache>,
 }
 
-/// Signatures remembered by [`LicenseService::verified`]: 64 bytes each, about 6 MiB at most.
-pub const VERIFIED_SIGNATURES: usize = 100_000;
+/// Licenses remembered by [`LicenseService::verified`] (their claims, about 1 KiB each).
+pub const VERIFIED_LICENSES: usize = 20_000;
 
 /// How long a verification may hand out the same cosigned checkpoint (if it covers the
 /// license's issuance). Collecting cosignatures asks every member; a checkpoint a second old is
@@ -123,15 +123,18 @@ impl EvidenceCache {
         proof: &[Hash],
     ) {
         let mut latest = self.lock();
-        let same = latest
-            .as_ref()
-            .is_some_and(|c| c.checkpoint.note == checkpoint.note);
-        if !same {
-            *latest = Some(CachedCheckpoint {
-                taken: std::time::Instant::now(),
-                checkpoint: checkpoint.clone(),
-                proofs: HashMap::new(),
-            });
+        match latest.as_mut() {
+            // Still the latest (the log did not grow): good for another while, proofs too.
+            Some(c) if c.checkpoint.note == checkpoint.note => {
+                c.taken = std::time::Instant::now();
+            }
+            _ => {
+                *latest = Some(CachedCheckpoint {
+                    taken: std::time::Instant::now(),
+                    checkpoint: checkpoint.clone(),
+                    proofs: HashMap::new(),
+                });
+            }
         }
         if let Some(cached) = latest.as_mut()
             && cached.proofs.len() < CACHED_PROOFS
@@ -520,27 +523,38 @@ impl LicenseService {
             Some(Document::License(b)) => b,
             None => return Err(invalid("give the license as `qr` or `license` bytes")),
         };
-        let unverified = match open_license(&bytes) {
-            Ok(u) => u,
-            Err(e) => return Ok(verdict(VerdictStatus::Tampered, e.to_string())),
-        };
-        let hash = unverified.license_hash();
+        let hash = license_hash(&bytes);
         let in_force = self.directory()?;
         let directory = &in_force.directory;
-        let Some((dept, key)) = directory.key(unverified.key_id()) else {
-            let mut v = verdict(
-                VerdictStatus::UnknownIssuer,
-                format!(
-                    "no department in the directory has key `{}`",
-                    unverified.key_id()
-                ),
-            );
-            v.license_hash = hash.to_vec();
-            return Ok(v);
-        };
-        let claims = match self.verified.verify(&unverified, &key) {
-            Ok(c) => c,
-            Err(e) => return Ok(verdict(VerdictStatus::Tampered, e.to_string())),
+        // A document verified before (same bytes, its key id still naming the same key) is not
+        // opened and checked again.
+        let remembered = self
+            .verified
+            .get(&hash, |kid| directory.key_bytes(kid).map(|(_, k)| k))
+            .and_then(|v| directory.key_bytes(&v.key_id).map(|(d, _)| (d, v.claims)));
+        let (dept, claims) = match remembered {
+            Some(found) => found,
+            None => {
+                let unverified = match open_license(&bytes) {
+                    Ok(u) => u,
+                    Err(e) => return Ok(verdict(VerdictStatus::Tampered, e.to_string())),
+                };
+                let Some((dept, key)) = directory.key(unverified.key_id()) else {
+                    let mut v = verdict(
+                        VerdictStatus::UnknownIssuer,
+                        format!(
+                            "no department in the directory has key `{}`",
+                            unverified.key_id()
+                        ),
+                    );
+                    v.license_hash = hash.to_vec();
+                    return Ok(v);
+                };
+                match self.verified.verify(&unverified, &key) {
+                    Ok(c) => (dept, c),
+                    Err(e) => return Ok(verdict(VerdictStatus::Tampered, e.to_string())),
+                }
+            }
         };
         let mut out = VerifyLicenseResponse {
             claims_json: claims.to_json().to_string(),

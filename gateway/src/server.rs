@@ -485,8 +485,8 @@ fn license_service(
         subject_key,
         trust_node_keys,
         min_cosigners: l.min_cosigners,
-        verified: Arc::new(qianlian_verifier::license::VerifiedSignatures::new(
-            crate::license::VERIFIED_SIGNATURES,
+        verified: Arc::new(qianlian_verifier::license::VerifiedLicenses::new(
+            crate::license::VERIFIED_LICENSES,
         )),
         evidence_cache: Arc::default(),
     })

@@ -80,6 +80,10 @@ const KEY_AUDIT_INDEXED: &[u8] = b"audit_indexed";
 /// checkpoint anchors the integrity check on open; fresher heads are signed when asked for.
 pub const SIGN_EVERY: Duration = Duration::from_millis(200);
 
+/// Applies of at most this many records run on the calling thread; larger ones on the blocking
+/// pool.
+const INLINE_APPLY_RECORDS: usize = 8;
+
 /// The state machine storage layout this version writes (`sm_meta/layout`). Layout 1 (no
 /// generations, no tree) was the walking skeleton's and is refused.
 const LAYOUT: u32 = 2;
@@ -445,6 +449,8 @@ struct Appender<'a> {
     edge: Edge,
     // Leaf hashes indexed in the batch not yet written, which the database cannot answer for.
     unwritten: HashSet<Hash>,
+    // Tree nodes completed so far, staged in key order by `stage_nodes` (see there).
+    nodes: Vec<([u8; 13], Hash)>,
 }
 
 impl<'a> Appender<'a> {
@@ -454,18 +460,32 @@ impl<'a> Appender<'a> {
             generation,
             edge,
             unwritten: HashSet::new(),
+            nodes: Vec::new(),
         }
     }
 
-    /// Stage record `bytes` as the next log index; returns its leaf hash.
+    /// Stage the tree nodes of the records appended so far, in key order: a memtable insert
+    /// starts from where the previous one ended, so nodes of one level that follow each other
+    /// cost a few comparisons instead of a search from the top of the skip list each.
+    fn stage_nodes(&mut self, batch: &mut WriteBatch) -> Result<(), StoreError> {
+        let tree = db::cf(self.db, CF_TREE)?;
+        self.nodes.sort_unstable_by_key(|(key, _)| *key);
+        for (key, node) in self.nodes.drain(..) {
+            batch.put_cf(tree, key, node);
+        }
+        Ok(())
+    }
+
+    /// Stage record `bytes` as the next log index; returns its leaf hash. Its tree nodes wait in
+    /// `nodes` for [`Appender::stage_nodes`].
     fn append(&mut self, batch: &mut WriteBatch, bytes: Vec<u8>) -> Result<Hash, StoreError> {
         let index = self.edge.size();
         let hash = leaf_hash(&bytes);
-        let tree = db::cf(self.db, CF_TREE)?;
         let generation = self.generation;
+        let nodes = &mut self.nodes;
         self.edge
             .append(hash, |id, node| {
-                batch.put_cf(tree, node_key(generation, id.level, id.index), node);
+                nodes.push((node_key(generation, id.level, id.index), node));
             })
             .ok_or_else(|| StoreError::Task("the tree is full (2^64 records)".into()))?;
         batch.put_cf(
@@ -945,6 +965,7 @@ fn apply_entries(
     let mut appender = Appender::new(db, applied.generation, applied.edge.clone());
     let mut licenses = licenses::LicenseStager::new(db, applied.generation);
     let audit = audit::AuditStager::new(db, applied.generation)?;
+    let mut audit_keys = Vec::new();
     let mut responses = Vec::with_capacity(entries.len());
     for entry in entries {
         applied.last_applied = Some(entry.log_id);
@@ -960,7 +981,7 @@ fn apply_entries(
                     let index = appender.edge.size();
                     hashes.push(appender.append(&mut batch, record.encode())?);
                     licenses.stage(&mut batch, index, record)?;
-                    audit.stage(&mut batch, index, record);
+                    audit.collect(&mut audit_keys, index, record);
                     applied.config.observe(index, record);
                 }
                 responses.push(Response {
@@ -977,6 +998,8 @@ fn apply_entries(
             }
         }
     }
+    audit.stage_sorted(&mut batch, &mut audit_keys);
+    appender.stage_nodes(&mut batch)?;
     applied.tree_size = appender.edge.size();
     applied.edge = appender.edge;
     // In the same batch as the tree it signs, when one is due.
@@ -1007,11 +1030,26 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }
         let current = self.shared.applied().clone();
         let shared = self.shared.clone();
-        let (applied, responses) = self
-            .db
-            .run(move |db| apply_entries(db, &shared, current, entries))
-            .await
-            .map_err(|e| e.into_raft(ErrorSubject::StateMachine, ErrorVerb::Write))?;
+        let records: usize = entries
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(Request::Append { records }) => records.len(),
+                _ => 0,
+            })
+            .sum();
+        let applied = if records <= INLINE_APPLY_RECORDS {
+            // A few records take tens of microseconds to stage and write (unsynced): less than
+            // the two thread wake-ups of a hand-off to the blocking pool, which a lone request
+            // would wait for.
+            self.db
+                .with(|db| apply_entries(db, &shared, current, entries))
+        } else {
+            self.db
+                .run(move |db| apply_entries(db, &shared, current, entries))
+                .await
+        };
+        let (applied, responses) =
+            applied.map_err(|e| e.into_raft(ErrorSubject::StateMachine, ErrorVerb::Write))?;
         self.shared.set(applied);
         Ok(responses)
     }

@@ -15,7 +15,7 @@
 //! - [`trust`]: the trust bundle a verifier works from offline (department keys, node keys, a
 //!   cosigned checkpoint, the status list).
 //! - [`evidence`]: the log evidence that travels with a license, and the holder's bundle.
-//! - [`memo`]: signatures already checked, so an online verifier checks each document once.
+//! - [`memo`]: licenses already verified, so an online verifier opens and checks each once.
 //! - [`verify`]: [`verify_offline`] and its [`Verdict`].
 //!
 //! Invariants: every parser takes outside input and refuses what the format does not allow with a
@@ -43,7 +43,7 @@ pub use claims::{ClaimsError, LicenseClaims, LicenseType, UnknownLicenseType};
 pub use cose::{MAX_LICENSE_BYTES, UnverifiedLicense, license_hash, open_license, sign_license};
 pub use error::LicenseError;
 pub use evidence::{HOLDER_BUNDLE_VERSION, HolderBundle, HolderBundleError, LicenseEvidence};
-pub use memo::VerifiedSignatures;
+pub use memo::{VerifiedLicense, VerifiedLicenses};
 pub use qr::{MAX_QR_CHARS, QR_PREFIX, from_qr_payload, to_qr_payload};
 pub use status::{
     LicenseState, StatusEntry, StatusList, StatusListError, VerifiedStatusList, open_status_list,

@@ -46,6 +46,26 @@ impl<'a> AuditStager<'a> {
         })
     }
 
+    /// Add the entries of `record`, appended at `log_index`, to `keys`, for [`Self::stage_sorted`].
+    pub(super) fn collect(
+        &self,
+        keys_out: &mut Vec<[u8; AUDIT_KEY_LEN]>,
+        log_index: u64,
+        record: &Record,
+    ) {
+        keys_out.extend(keys(self.generation, log_index, record));
+    }
+
+    /// Stage `keys` in key order. A memtable insert starts from where the previous one ended,
+    /// so entries that follow each other in key order (a batch's entries of one posting list)
+    /// cost a few comparisons instead of a search from the top of the skip list each.
+    pub(super) fn stage_sorted(&self, batch: &mut WriteBatch, keys: &mut [[u8; AUDIT_KEY_LEN]]) {
+        keys.sort_unstable();
+        for key in keys.iter() {
+            batch.put_cf(self.cf, key, []);
+        }
+    }
+
     /// Stage the entries of `record`, appended at `log_index`.
     pub(super) fn stage(&self, batch: &mut WriteBatch, log_index: u64, record: &Record) {
         for key in keys(self.generation, log_index, record) {

@@ -1,14 +1,15 @@
-//! Signatures already checked: a node answering many verifications of the same license (a
-//! counter scanning the same QR code all day, an app re-checking a wallet) checks each one's
-//! Ed25519 signature once.
+//! Licenses already verified: a node answering many verifications of the same license (a counter
+//! scanning the same QR code all day, an app re-checking a wallet) opens each document and checks
+//! its Ed25519 signature once.
 //!
-//! An entry is the license hash (SHA-256 of every byte of the COSE_Sign1: protected header,
-//! claims and signature) with the public key that verified it. Equal hashes mean equal bytes, so
-//! a document that hashes to an entry carries exactly the signature that verified under that
-//! key; any other document, or the same one under another key, is checked in full. The memo is
-//! bounded: when full it starts over, which costs only repeated checks.
+//! An entry is keyed by the license hash (SHA-256 of every byte of the COSE_Sign1: protected
+//! header, claims and signature) and holds the key id, the public key that verified it and the
+//! claims it vouches for. Equal hashes mean equal bytes, so a document that hashes to an entry is
+//! the document that was opened and verified under that key; the caller still checks that the
+//! key id names the same public key now ([`VerifiedLicenses::get`]). The memo is bounded: when
+//! full it starts over, which costs only repeated checks.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use ed25519_dalek::VerifyingKey;
@@ -16,68 +17,78 @@ use ed25519_dalek::VerifyingKey;
 use super::{LicenseClaims, LicenseError, UnverifiedLicense};
 use crate::Hash;
 
-/// A bounded set of (license hash, public key) pairs whose signature verified.
+/// A license whose signature verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedLicense {
+    /// The COSE `kid` it names.
+    pub key_id: String,
+    /// The public key its signature verified under.
+    pub key: [u8; 32],
+    /// What it says, now to be believed.
+    pub claims: LicenseClaims,
+}
+
+/// A bounded map from license hash to the verified license.
 #[derive(Debug)]
-pub struct VerifiedSignatures {
-    seen: Mutex<HashSet<[u8; 64]>>,
+pub struct VerifiedLicenses {
+    seen: Mutex<HashMap<Hash, VerifiedLicense>>,
     capacity: usize,
 }
 
-impl VerifiedSignatures {
-    /// A memo of at most `capacity` entries (at least 1).
-    pub fn new(capacity: usize) -> VerifiedSignatures {
-        VerifiedSignatures {
-            seen: Mutex::new(HashSet::new()),
+impl VerifiedLicenses {
+    /// A memo of at most `capacity` licenses (at least 1).
+    pub fn new(capacity: usize) -> VerifiedLicenses {
+        VerifiedLicenses {
+            seen: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
         }
     }
 
-    fn entry(hash: &Hash, key: &VerifyingKey) -> [u8; 64] {
-        let mut entry = [0u8; 64];
-        entry[..32].copy_from_slice(hash);
-        entry[32..].copy_from_slice(key.as_bytes());
-        entry
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Hash, VerifiedLicense>> {
+        // Poisoned only by a panic inside a map operation; the map is still a map.
+        self.seen.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Whether `license`'s signature verified under `key` before.
-    pub fn contains(&self, license: &UnverifiedLicense, key: &VerifyingKey) -> bool {
-        let entry = Self::entry(&license.license_hash(), key);
-        // Poisoned only by a panic inside a set operation; the set is still a set.
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&entry)
+    /// The license with hash `license_hash` if it verified before under the public key (its 32
+    /// bytes) that `key_of` gives for its key id now (`None` if that key changed or is gone).
+    pub fn get(
+        &self,
+        license_hash: &Hash,
+        key_of: impl FnOnce(&str) -> Option<[u8; 32]>,
+    ) -> Option<VerifiedLicense> {
+        let found = self.lock().get(license_hash).cloned()?;
+        (key_of(&found.key_id)? == found.key).then_some(found)
     }
 
-    /// [`UnverifiedLicense::verify_signature`], skipped for a document whose exact bytes
-    /// verified under `key` before.
+    /// [`UnverifiedLicense::verify_signature`], remembering the license when it verifies.
     ///
     /// # Errors
-    /// [`LicenseError::BadSignature`], as `verify_signature`.
+    /// [`LicenseError::BadSignature`], as `verify_signature`; failures are not remembered.
     pub fn verify(
         &self,
         license: &UnverifiedLicense,
         key: &VerifyingKey,
     ) -> Result<LicenseClaims, LicenseError> {
-        if self.contains(license, key) {
-            return Ok(license.unverified_claims().clone());
-        }
         let claims = license.verify_signature(key)?;
-        let entry = Self::entry(&license.license_hash(), key);
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let verified = VerifiedLicense {
+            key_id: license.key_id().to_owned(),
+            key: *key.as_bytes(),
+            claims: claims.clone(),
+        };
+        let mut seen = self.lock();
         if seen.len() >= self.capacity {
             seen.clear();
         }
-        seen.insert(entry);
+        seen.insert(license.license_hash(), verified);
         Ok(claims)
     }
 
-    /// Entries held now.
+    /// Licenses held now.
     pub fn len(&self) -> usize {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().len()
     }
 
-    /// Whether no entry is held.
+    /// Whether none is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -86,49 +97,63 @@ impl VerifiedSignatures {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::license::fixtures;
-    use crate::license::{open_license, sign_license};
+    use crate::license::{fixtures, license_hash, open_license, sign_license};
 
     #[test]
-    fn a_remembered_signature_is_not_a_pass_for_other_bytes_or_keys() {
+    fn a_remembered_license_is_not_a_pass_for_other_bytes_or_keys() {
         let key = fixtures::market_key();
-        let other = fixtures::rogue_key();
+        let rogue = fixtures::rogue_key();
         let claims = fixtures::business_license();
         let bytes = sign_license(&claims, &key).expect("sign");
-        let memo = VerifiedSignatures::new(4);
+        let hash = license_hash(&bytes);
+        let memo = VerifiedLicenses::new(4);
+        let same_key = |_: &str| Some(key.verifying_key().to_bytes());
+        assert!(
+            memo.get(&hash, same_key).is_none(),
+            "nothing before a check"
+        );
         let license = open_license(&bytes).expect("open");
+        // A failed check is not remembered.
+        assert!(matches!(
+            memo.verify(&license, &rogue.verifying_key()),
+            Err(LicenseError::BadSignature { .. })
+        ));
+        assert!(memo.is_empty());
         assert_eq!(
             memo.verify(&license, &key.verifying_key()).ok(),
             Some(claims.clone())
         );
-        assert!(memo.contains(&license, &key.verifying_key()));
-        // The same document under another key is checked, and fails.
-        assert!(!memo.contains(&license, &other.verifying_key()));
-        assert!(matches!(
-            memo.verify(&license, &other.verifying_key()),
-            Err(LicenseError::BadSignature { .. })
-        ));
-        // A document with another signature byte is another entry, checked and refused.
+        let found = memo.get(&hash, same_key).expect("remembered");
+        assert_eq!(found.claims, claims);
+        assert_eq!(found.key_id, claims.issuer_key_id);
+        // The key id now names another key, or none: not a pass.
+        assert!(
+            memo.get(&hash, |_| Some(rogue.verifying_key().to_bytes()))
+                .is_none()
+        );
+        assert!(memo.get(&hash, |_| None).is_none());
+        // One changed byte is another hash: not found.
         let mut forged = bytes.clone();
         let last = forged.len() - 1;
         forged[last] ^= 1;
-        let forged = open_license(&forged).expect("structure still opens");
-        assert!(!memo.contains(&forged, &key.verifying_key()));
-        assert!(memo.verify(&forged, &key.verifying_key()).is_err());
-        assert_eq!(memo.len(), 1, "failures are not remembered");
+        assert!(memo.get(&license_hash(&forged), same_key).is_none());
     }
 
     #[test]
     fn the_memo_stays_within_its_capacity() {
         let key = fixtures::market_key();
-        let memo = VerifiedSignatures::new(3);
+        let memo = VerifiedLicenses::new(3);
         for n in 0..10 {
             let mut claims = fixtures::business_license();
             claims.number = format!("GZ-2026-{n:04}");
-            let license = open_license(&sign_license(&claims, &key).expect("sign")).expect("open");
+            let bytes = sign_license(&claims, &key).expect("sign");
+            let license = open_license(&bytes).expect("open");
             assert!(memo.verify(&license, &key.verifying_key()).is_ok());
             assert!(memo.len() <= 3);
-            assert!(memo.contains(&license, &key.verifying_key()));
+            let again = memo.get(&license_hash(&bytes), |_| {
+                Some(key.verifying_key().to_bytes())
+            });
+            assert_eq!(again.map(|v| v.claims), Some(claims));
         }
     }
 }
