@@ -28,6 +28,9 @@ use qianlian_proto::v1::{
     QueryAccessesRequest, RecordRef, VerifyLicenseRequest,
 };
 use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 
 use self::etcd::EtcdClient;
 use self::report::CpuSample;
@@ -57,11 +60,14 @@ pub enum Workload {
     /// QueryAccesses as an inspector (`--as audit-office`): the newest 100 accesses by housing,
     /// through the audit indexes.
     AuditQuery,
+    /// `grpc.health.v1.Health/Check` over mutual TLS: one authenticated gRPC call with no work
+    /// behind it, the floor under every other workload.
+    Health,
 }
 
 impl Workload {
     /// Every workload, in the order the CLI lists them.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Read,
         Workload::DeniedRead,
         Workload::Put,
@@ -69,6 +75,7 @@ impl Workload {
         Workload::Verify,
         Workload::EtcdPut,
         Workload::AuditQuery,
+        Workload::Health,
     ];
 
     /// The workload's name on the command line and in reports.
@@ -81,6 +88,7 @@ impl Workload {
             Workload::Verify => "verify",
             Workload::EtcdPut => "etcd-put",
             Workload::AuditQuery => "audit-query",
+            Workload::Health => "health",
         }
     }
 
@@ -162,6 +170,7 @@ enum Conn {
         exchange: ExchangeClient<Channel>,
         licenses: LicensesClient<Channel>,
         audit: AuditClient<Channel>,
+        health: HealthClient<Channel>,
     },
     Etcd(EtcdClient),
 }
@@ -306,6 +315,16 @@ async fn call(conn: &mut Conn, cx: &CallContext<'_>, n: u64) -> Outcome {
                 Err(s) => failed(&s),
             }
         }
+        (Conn::Gateway { health, .. }, Workload::Health) => {
+            match health.check(HealthCheckRequest::default()).await {
+                Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => Outcome::Ok(None),
+                Ok(r) => Outcome::Failed(
+                    "NotServing".into(),
+                    format!("health status {}", r.get_ref().status),
+                ),
+                Err(s) => failed(&s),
+            }
+        }
         (Conn::Etcd(etcd), Workload::EtcdPut) => {
             let key = format!("qianlian-bench/{:05}/{n:012}", cx.client_no).into_bytes();
             match etcd.put(key, cx.value.to_vec()).await {
@@ -338,7 +357,8 @@ async fn connect_all(target: &Target, plan: &BenchPlan) -> anyhow::Result<Vec<Co
                 Conn::Gateway {
                     exchange: ExchangeClient::new(channel.clone()),
                     licenses: LicensesClient::new(channel.clone()),
-                    audit: AuditClient::new(channel),
+                    audit: AuditClient::new(channel.clone()),
+                    health: HealthClient::new(channel),
                 }
             }
             Target::Etcd(endpoints) => {

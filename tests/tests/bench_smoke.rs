@@ -174,6 +174,55 @@ fn bench_smoke_reports_served_denied_and_failed_calls_with_cpu_time() {
     assert!(v["requests"].as_u64().is_some_and(|r| r > 0), "{v}");
     assert_eq!(v["errors"], 0, "{v}");
 
+    // Online verification of three distinct licenses in turn (each issued first, every verdict
+    // genuine), and the health check that is the floor under every workload.
+    let owner = [
+        "--dev-dir",
+        dev.as_str(),
+        "--endpoint",
+        endpoint.as_str(),
+        "--as",
+        "market-regulation",
+    ];
+    let verify = tmp.path().join("verify.json");
+    let verify_s = verify.display().to_string();
+    bench(
+        &[
+            &owner[..],
+            &[
+                "--workload",
+                "verify",
+                "--licenses",
+                "3",
+                "--out",
+                &verify_s,
+            ],
+        ]
+        .concat(),
+    );
+    let health = tmp.path().join("health.json");
+    let health_s = health.display().to_string();
+    bench(&[&owner[..], &["--workload", "health", "--out", &health_s]].concat());
+    for (file, workload) in [(&verify, "verify"), (&health, "health")] {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(file).expect("json written"))
+                .expect("JSON parses");
+        assert_eq!(v["workload"], workload);
+        assert!(v["requests"].as_u64().is_some_and(|r| r > 0), "{v}");
+        assert_eq!(v["errors"], 0, "{v}");
+    }
+    let none = cli(&[
+        &["bench"][..],
+        &owner[..],
+        &["--workload", "verify", "--licenses", "0"],
+    ]
+    .concat());
+    assert!(!none.status.success());
+    assert!(
+        String::from_utf8_lossy(&none.stderr).contains("--licenses must be 1 to"),
+        "{none:?}"
+    );
+
     // A read the policy refuses is an error for the allowed-read workload; JSON output.
     let json = tmp.path().join("refused.json");
     let json_s = json.display().to_string();
