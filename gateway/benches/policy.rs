@@ -8,7 +8,9 @@
 //!   of the per-owner index, what a decision costs when nothing narrows the scan.
 //!
 //! Cases: `allow-first` (the first rule of the domain allows), `allow-last` (the last one does),
-//! `deny` (no rule does: every rule of the domain is evaluated). Elements are decisions.
+//! `deny` (no rule does: every rule of the domain is evaluated). Elements are decisions. Each
+//! case is measured as the gateway asks it (`decide`: a question asked before is answered from
+//! the policy's memory) and afresh (`<case>/fresh`: `evaluate`, Casbin every time).
 
 use std::hint::black_box;
 use std::path::Path;
@@ -84,6 +86,9 @@ fn decide(
         assert_eq!(d.allowed, expect, "{name}/{case}: {}", d.rule);
         group.bench_function(case, |b| {
             b.iter(|| black_box(policy.decide(black_box(req)).expect("decides")))
+        });
+        group.bench_function(format!("{case}/fresh"), |b| {
+            b.iter(|| black_box(policy.evaluate(black_box(req)).expect("decides")))
         });
     }
     group.finish();

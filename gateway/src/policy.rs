@@ -255,8 +255,10 @@ impl Policy {
         Ok(decision)
     }
 
-    /// Decide one access with the owner's Casbin enforcer.
-    fn evaluate(&self, req: AccessRequest<'_>) -> Result<Decision, PolicyError> {
+    /// Decide one access with the owner's Casbin enforcer, without the memory of past
+    /// decisions: what the first asking of a question costs. [`Policy::decide`] is the same
+    /// answer, remembered.
+    pub fn evaluate(&self, req: AccessRequest<'_>) -> Result<Decision, PolicyError> {
         let missing = || Decision {
             fields: Fields::Only(Vec::new()),
             allowed: false,
