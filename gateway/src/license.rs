@@ -299,20 +299,7 @@ impl LicenseService {
         ),
         ServiceError,
     > {
-        // A record forwarded to the leader may not be applied here yet: wait (bounded) so the
-        // checkpoint covers it.
-        self.notary
-            .wait_for_tree_size(index + 1, std::time::Duration::from_secs(5))
-            .await?;
-        // The checkpoint is of the applied head (signed on demand), so it covers `index`.
-        let cp = self.notary.checkpoint().await?;
-        if cp.size <= index {
-            return Err(ServiceError::Internal(format!(
-                "checkpoint of size {} does not cover log index {index}",
-                cp.size
-            )));
-        }
-        let proof = self.notary.inclusion_proof(index, cp.size).await?;
+        let (cp, proof) = self.proof_of_issuance(index).await?;
         let (record, _) = self
             .notary
             .entry(index)
@@ -331,7 +318,8 @@ impl LicenseService {
     }
 
     /// A cosigned checkpoint covering log index `index` and the inclusion proof of `index` in
-    /// it, from [`LicenseService::evidence_cache`] while it is recent.
+    /// it, from [`LicenseService::evidence_cache`] while it is recent. A record forwarded to the
+    /// leader may not be applied here yet: this waits (bounded) until the checkpoint covers it.
     async fn proof_of_issuance(
         &self,
         index: u64,
@@ -528,12 +516,9 @@ impl LicenseService {
         let directory = &in_force.directory;
         // A document verified before (same bytes, its key id still naming the same key) is not
         // opened and checked again.
-        let remembered = self
-            .verified
-            .get(&hash, |kid| directory.key_bytes(kid).map(|(_, k)| k))
-            .and_then(|v| directory.key_bytes(&v.key_id).map(|(d, _)| (d, v.claims)));
+        let remembered = self.verified.get(&hash, |kid| directory.key_bytes(kid));
         let (dept, claims) = match remembered {
-            Some(found) => found,
+            Some((dept, found)) => (dept, found.claims),
             None => {
                 let unverified = match open_license(&bytes) {
                     Ok(u) => u,
@@ -865,4 +850,46 @@ pub fn http_routes(service: LicenseService) -> axum::Router {
     axum::Router::new()
         .route("/v1/licenses:verify", axum::routing::post(http_verify))
         .with_state(service)
+}
+
+#[cfg(test)]
+mod evidence_cache_tests {
+    use super::*;
+    use qianlian_raft_store::notary::CosignedCheckpoint;
+
+    fn checkpoint(size: u64) -> CosignedCheckpoint {
+        CosignedCheckpoint {
+            note: format!("origin\n{size}\nroot\n"),
+            size,
+            root: [size as u8; 32],
+            signers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn proofs_are_kept_for_their_checkpoint_and_while_it_is_current() {
+        let cache = EvidenceCache::default();
+        assert!(cache.get(3).is_none(), "empty");
+        let proof = vec![[7u8; 32]];
+        cache.put(&checkpoint(10), 3, &proof);
+        assert_eq!(
+            cache.get(3).map(|(c, p)| (c.size, p)),
+            Some((10, Some(proof.clone())))
+        );
+        // Another index of the same checkpoint: the checkpoint without a proof yet.
+        assert_eq!(cache.get(4).map(|(c, p)| (c.size, p)), Some((10, None)));
+        // An index the checkpoint does not cover.
+        assert!(cache.get(10).is_none());
+        // Past its time the checkpoint is not handed out; confirming it as still the latest
+        // makes it current again, proofs included.
+        if let Some(c) = cache.lock().as_mut() {
+            c.taken = std::time::Instant::now() - CHECKPOINT_REUSE;
+        }
+        assert!(cache.get(3).is_none());
+        cache.put(&checkpoint(10), 4, &[]);
+        assert_eq!(cache.get(3).map(|(_, p)| p), Some(Some(proof)));
+        // A newer checkpoint replaces the old one and its proofs.
+        cache.put(&checkpoint(12), 11, &[]);
+        assert_eq!(cache.get(3).map(|(c, p)| (c.size, p)), Some((12, None)));
+    }
 }

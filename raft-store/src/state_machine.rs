@@ -9,9 +9,9 @@
 //! size and applied log id, and, at most every [`SIGN_EVERY`], this node's signature over the
 //! new tree head (not one per record, nor one per apply: at one request at a time every apply
 //! would pay an Ed25519 signature). A reader that needs a checkpoint of the latest head
-//! ([`StateReader::checkpoint`]) gets one signed on demand and kept until the tree grows. License records also update the license state (`licenses`: the
-//! license index, its status changes and its holder's index; rules in [`crate::license`]) in
-//! that batch, so the state is always that of exactly the records applied. Access and config
+//! ([`StateReader::checkpoint`]) gets one signed on demand and kept until the tree grows.
+//! License records also update the license state (`licenses`: the license index, its status
+//! changes and its holder's index; rules in [`crate::license`]) in that batch, so the state is always that of exactly the records applied. Access and config
 //! records also get their audit index entries (`audit`; see [`crate::audit`]) in that batch.
 //!
 //! Invariants:
@@ -839,17 +839,17 @@ impl StateReader {
     /// without a signing key. The stored checkpoint if it covers the applied tree, else the head
     /// signed now (kept, so one signature serves every reader until the tree grows).
     pub fn checkpoint(&self) -> Option<SignedCheckpoint> {
-        let (size, root, stored) = {
+        let (size, root) = {
             let applied = self.shared.applied();
-            (
-                applied.tree_size,
-                applied.edge.root(),
-                applied.checkpoint.clone(),
-            )
+            if let Some(cp) = applied
+                .checkpoint
+                .as_ref()
+                .filter(|cp| cp.size == applied.tree_size)
+            {
+                return Some(cp.clone());
+            }
+            (applied.tree_size, applied.edge.root())
         };
-        if let Some(cp) = stored.filter(|cp| cp.size == size) {
-            return Some(cp);
-        }
         // Poisoned only by a panic between two plain assignments: the value is still whole.
         let mut on_demand = self
             .shared

@@ -50,14 +50,16 @@ impl VerifiedLicenses {
     }
 
     /// The license with hash `license_hash` if it verified before under the public key (its 32
-    /// bytes) that `key_of` gives for its key id now (`None` if that key changed or is gone).
-    pub fn get(
+    /// bytes) that `key_of` gives for its key id now, with what `key_of` returned alongside the
+    /// key (`None` if that key changed or is gone).
+    pub fn get<T>(
         &self,
         license_hash: &Hash,
-        key_of: impl FnOnce(&str) -> Option<[u8; 32]>,
-    ) -> Option<VerifiedLicense> {
+        key_of: impl FnOnce(&str) -> Option<(T, [u8; 32])>,
+    ) -> Option<(T, VerifiedLicense)> {
         let found = self.lock().get(license_hash).cloned()?;
-        (key_of(&found.key_id)? == found.key).then_some(found)
+        let (with, key) = key_of(&found.key_id)?;
+        (key == found.key).then_some((with, found))
     }
 
     /// [`UnverifiedLicense::verify_signature`], remembering the license when it verifies.
@@ -107,7 +109,7 @@ mod tests {
         let bytes = sign_license(&claims, &key).expect("sign");
         let hash = license_hash(&bytes);
         let memo = VerifiedLicenses::new(4);
-        let same_key = |_: &str| Some(key.verifying_key().to_bytes());
+        let same_key = |_: &str| Some(((), key.verifying_key().to_bytes()));
         assert!(
             memo.get(&hash, same_key).is_none(),
             "nothing before a check"
@@ -123,15 +125,15 @@ mod tests {
             memo.verify(&license, &key.verifying_key()).ok(),
             Some(claims.clone())
         );
-        let found = memo.get(&hash, same_key).expect("remembered");
+        let (_, found) = memo.get(&hash, same_key).expect("remembered");
         assert_eq!(found.claims, claims);
         assert_eq!(found.key_id, claims.issuer_key_id);
         // The key id now names another key, or none: not a pass.
         assert!(
-            memo.get(&hash, |_| Some(rogue.verifying_key().to_bytes()))
+            memo.get(&hash, |_| Some(((), rogue.verifying_key().to_bytes())))
                 .is_none()
         );
-        assert!(memo.get(&hash, |_| None).is_none());
+        assert!(memo.get(&hash, |_| None::<((), [u8; 32])>).is_none());
         // One changed byte is another hash: not found.
         let mut forged = bytes.clone();
         let last = forged.len() - 1;
@@ -151,9 +153,9 @@ mod tests {
             assert!(memo.verify(&license, &key.verifying_key()).is_ok());
             assert!(memo.len() <= 3);
             let again = memo.get(&license_hash(&bytes), |_| {
-                Some(key.verifying_key().to_bytes())
+                Some(((), key.verifying_key().to_bytes()))
             });
-            assert_eq!(again.map(|v| v.claims), Some(claims));
+            assert_eq!(again.map(|(_, v)| v.claims), Some(claims));
         }
     }
 }
