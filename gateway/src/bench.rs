@@ -25,7 +25,7 @@ use qianlian_proto::v1::notary_client::NotaryClient;
 use qianlian_proto::v1::verify_license_request::Document;
 use qianlian_proto::v1::{
     AccessFilter, GetLogEntryRequest, GetRecordRequest, IssueLicenseRequest, PutRecordRequest,
-    QueryAccessesRequest, RecordRef, VerifyLicenseRequest,
+    QueryAccessesRequest, RecordRef, VerifyLicenseRequest, VerifyLicensesRequest,
 };
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -130,6 +130,9 @@ pub struct BenchPlan {
     /// verify: how many distinct licenses are issued before the clock starts and verified in
     /// turn (1: every call checks the same QR code, as at a busy counter).
     pub licenses: usize,
+    /// verify: documents per call. Above 1, each call is one `VerifyLicenses` with this many
+    /// documents, and each document counts as one request (latencies stay per call).
+    pub batch: usize,
     /// Processes whose CPU time is reported as the nodes' (e.g. the gateway or etcd members).
     pub node_pids: Vec<u32>,
     /// Free text naming the setup in reports.
@@ -179,6 +182,8 @@ enum Conn {
 enum Outcome {
     /// Answered as expected; the log index of its record when it has one.
     Ok(Option<u64>),
+    /// This many documents verified as expected in one call.
+    Verified(usize),
     /// Refused by policy, the refusal notarized at this log index.
     Denied(u64),
     /// Failed, or answered otherwise than the workload expects: `(kind, message)`.
@@ -274,6 +279,40 @@ async fn call(conn: &mut Conn, cx: &CallContext<'_>, n: u64) -> Outcome {
             let request = issue_request(((cx.client_no as u64) << 32) | n);
             match licenses.issue_license(request).await {
                 Ok(_) => Outcome::Ok(None),
+                Err(s) => failed(&s),
+            }
+        }
+        (Conn::Gateway { licenses, .. }, Workload::Verify) if plan.batch > 1 => {
+            // Clients start at different licenses and go through all of them in turn.
+            let first = (cx.client_no as u64).wrapping_add(n.wrapping_mul(plan.batch as u64));
+            let documents = (0..plan.batch as u64)
+                .map(|i| VerifyLicenseRequest {
+                    document: Some(Document::Qr(
+                        cx.qrs
+                            .get(first.wrapping_add(i) as usize % cx.qrs.len().max(1))
+                            .cloned()
+                            .unwrap_or_default(),
+                    )),
+                })
+                .collect();
+            match licenses
+                .verify_licenses(VerifyLicensesRequest { documents })
+                .await
+            {
+                Ok(r) => {
+                    let r = r.into_inner();
+                    match r.verdicts.iter().find(|v| v.verdict != "genuine") {
+                        None if r.verdicts.len() == plan.batch => Outcome::Verified(plan.batch),
+                        None => Outcome::Failed(
+                            "Unexpected".into(),
+                            format!("{} verdicts for {} documents", r.verdicts.len(), plan.batch),
+                        ),
+                        Some(v) => Outcome::Failed(
+                            "Unexpected".into(),
+                            format!("verdict {}: {}", v.verdict, v.reason),
+                        ),
+                    }
+                }
                 Err(s) => failed(&s),
             }
         }
@@ -379,6 +418,16 @@ fn check_plan(target: &Target, plan: &BenchPlan) -> anyhow::Result<()> {
         (1..=MAX_LICENSES).contains(&plan.licenses),
         "--licenses must be 1 to {MAX_LICENSES}: each is issued (and notarized) before the clock starts"
     );
+    anyhow::ensure!(
+        (1..=crate::license::MAX_VERIFY_BATCH).contains(&plan.batch),
+        "--batch must be 1 to {}: the documents one VerifyLicenses call takes",
+        crate::license::MAX_VERIFY_BATCH
+    );
+    anyhow::ensure!(
+        plan.batch == 1 || plan.workload == Workload::Verify,
+        "--batch is for --workload verify; {} sends one request per call",
+        plan.workload.name()
+    );
     match target {
         Target::Gateway(p) => {
             anyhow::ensure!(!p.is_empty(), "no gateway endpoint to measure");
@@ -464,6 +513,10 @@ pub async fn run(target: &Target, plan: &BenchPlan) -> anyhow::Result<BenchRepor
                         tally.latencies.push(t0.elapsed());
                         tally.ok += 1;
                         tally.last_index = index.or(tally.last_index);
+                    }
+                    Outcome::Verified(documents) => {
+                        tally.latencies.push(t0.elapsed());
+                        tally.ok += documents;
                     }
                     Outcome::Denied(index) => {
                         tally.latencies.push(t0.elapsed());
@@ -562,6 +615,7 @@ mod tests {
             purpose: String::new(),
             value_bytes,
             licenses: 1,
+            batch: 1,
             node_pids: Vec::new(),
             label: String::new(),
         }

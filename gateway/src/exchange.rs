@@ -119,7 +119,7 @@ fn request_id<T>(req: &Request<T>) -> String {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| uuid::Uuid::parse_str(v).ok())
         .map(|u| u.to_string())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+        .unwrap_or_else(crate::new_request_id)
 }
 
 /// Keep only the disclosed top-level fields of a JSON object. Returns the bytes to send and the
@@ -538,7 +538,7 @@ impl ExchangeService {
     ) -> Result<GetRecordResponse, ServiceError> {
         self.check_own_department(who, &checked)?;
         let (forwarder, url) = self.forwarder_for(&checked)?;
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = crate::new_request_id();
         let purpose = msg.purpose.clone();
         let answer = forwarder.get(&url, msg, &request_id).await;
         let (outcome, result) = match answer {
@@ -767,7 +767,7 @@ impl ExchangeService {
     ) -> Result<QueryRecordsResponse, ServiceError> {
         self.check_own_department(who, &checked)?;
         let (forwarder, url) = self.forwarder_for(&checked)?;
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let request_id = crate::new_request_id();
         let purpose = msg.purpose.clone();
         let answer = forwarder.query(&url, msg, &request_id).await;
         let (outcome, result) = match answer {

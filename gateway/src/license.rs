@@ -23,7 +23,8 @@ use qianlian_proto::v1::{
     ChangeLicenseStatusRequest, ChangeLicenseStatusResponse, GetTrustBundleRequest,
     GetTrustBundleResponse, IssueLicenseRequest, IssueLicenseResponse,
     LicenseStatusChange as WireChange, VerifyLicenseRequest, VerifyLicenseResponse,
-    WatchLicensesRequest, WatchLicensesResponse, WatchedRecord,
+    VerifyLicensesRequest, VerifyLicensesResponse, WatchLicensesRequest, WatchLicensesResponse,
+    WatchedRecord,
 };
 use qianlian_raft_store::notary::{LicenseCurrentStatus, Notary};
 use qianlian_raft_store::record::{
@@ -70,6 +71,9 @@ pub const VERIFIED_LICENSES: usize = 20_000;
 /// license's issuance). Collecting cosignatures asks every member; a checkpoint a second old is
 /// as good a proof of issuance as a new one, while revocation comes from the current state.
 const CHECKPOINT_REUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Most documents one `VerifyLicenses` call takes.
+pub const MAX_VERIFY_BATCH: usize = 1000;
 
 /// Inclusion proofs kept against the current cached checkpoint.
 const CACHED_PROOFS: usize = 4096;
@@ -398,7 +402,7 @@ impl LicenseService {
         let license = sign_license(&claims, key).map_err(|e| invalid(e.to_string()))?;
         let hash = license_hash(&license);
         let record = Record::LicenseIssued(LicenseIssuedRecord {
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: crate::new_request_id(),
             time_unix_ms: now as u64 * 1000,
             caller: caller_record(&who),
             license_hash: hash,
@@ -473,7 +477,7 @@ impl LicenseService {
         let receipt = self
             .notary
             .append(Record::LicenseStatus(LicenseStatusRecord {
-                request_id: uuid::Uuid::new_v4().to_string(),
+                request_id: crate::new_request_id(),
                 time_unix_ms: now_unix() as u64 * 1000,
                 caller: caller_record(&who),
                 license_hash: hash,
@@ -498,6 +502,65 @@ impl LicenseService {
         &self,
         doc: Option<Document>,
     ) -> Result<VerifyLicenseResponse, ServiceError> {
+        let (mut verdict, checkpoint) = self.verdict(doc).await?;
+        verdict.checkpoint = checkpoint.map(crate::notary::checkpoint_to_proto);
+        Ok(verdict)
+    }
+
+    /// The verdicts for many documents, in order, with the checkpoint most of them are proven
+    /// against given once. A document that is not one (no `qr` or `license`) fails the call
+    /// and names its position; a forged or unknown one gets its verdict like any other.
+    pub async fn verify_documents(
+        &self,
+        documents: Vec<VerifyLicenseRequest>,
+    ) -> Result<VerifyLicensesResponse, ServiceError> {
+        if documents.is_empty() {
+            return Err(invalid(
+                "give at least one document (`qr` or `license`) in `documents`",
+            ));
+        }
+        if documents.len() > MAX_VERIFY_BATCH {
+            return Err(invalid(format!(
+                "{} documents in one call; at most {MAX_VERIFY_BATCH}: split the batch",
+                documents.len()
+            )));
+        }
+        let mut verdicts = Vec::with_capacity(documents.len());
+        let mut shared: Option<qianlian_raft_store::notary::CosignedCheckpoint> = None;
+        for (i, d) in documents.into_iter().enumerate() {
+            let (mut verdict, checkpoint) =
+                self.verdict(d.document).await.map_err(|e| match e {
+                    ServiceError::InvalidArgument(m) => invalid(format!("document {i}: {m}")),
+                    other => other,
+                })?;
+            match (checkpoint, &shared) {
+                (Some(c), Some(s)) if c.note == s.note => {}
+                (Some(c), Some(_)) => {
+                    verdict.checkpoint = Some(crate::notary::checkpoint_to_proto(c))
+                }
+                (Some(c), None) => shared = Some(c),
+                (None, _) => {}
+            }
+            verdicts.push(verdict);
+        }
+        Ok(VerifyLicensesResponse {
+            verdicts,
+            checkpoint: shared.map(crate::notary::checkpoint_to_proto),
+        })
+    }
+
+    /// The verdict for one document, and the checkpoint its evidence (if any) is proven
+    /// against, for the caller to attach.
+    async fn verdict(
+        &self,
+        doc: Option<Document>,
+    ) -> Result<
+        (
+            VerifyLicenseResponse,
+            Option<qianlian_raft_store::notary::CosignedCheckpoint>,
+        ),
+        ServiceError,
+    > {
         let verdict = |status: VerdictStatus, reason: String| VerifyLicenseResponse {
             verdict: status.as_str().to_owned(),
             reason,
@@ -506,7 +569,12 @@ impl LicenseService {
         let bytes = match doc {
             Some(Document::Qr(q)) => match from_qr_payload(q.trim()) {
                 Ok(b) => b,
-                Err(e) => return Ok(verdict(VerdictStatus::Tampered, format!("QR payload: {e}"))),
+                Err(e) => {
+                    return Ok((
+                        verdict(VerdictStatus::Tampered, format!("QR payload: {e}")),
+                        None,
+                    ));
+                }
             },
             Some(Document::License(b)) => b,
             None => return Err(invalid("give the license as `qr` or `license` bytes")),
@@ -522,7 +590,7 @@ impl LicenseService {
             None => {
                 let unverified = match open_license(&bytes) {
                     Ok(u) => u,
-                    Err(e) => return Ok(verdict(VerdictStatus::Tampered, e.to_string())),
+                    Err(e) => return Ok((verdict(VerdictStatus::Tampered, e.to_string()), None)),
                 };
                 let Some((dept, key)) = directory.key(unverified.key_id()) else {
                     let mut v = verdict(
@@ -533,11 +601,11 @@ impl LicenseService {
                         ),
                     );
                     v.license_hash = hash.to_vec();
-                    return Ok(v);
+                    return Ok((v, None));
                 };
                 match self.verified.verify(&unverified, &key) {
                     Ok(c) => (dept, c),
-                    Err(e) => return Ok(verdict(VerdictStatus::Tampered, e.to_string())),
+                    Err(e) => return Ok((verdict(VerdictStatus::Tampered, e.to_string()), None)),
                 }
             }
         };
@@ -559,7 +627,7 @@ impl LicenseService {
                     dept.id, claims.department
                 ),
             );
-            return Ok(out);
+            return Ok((out, None));
         }
         if !self.may_issue(&dept.id, claims.license_type)? {
             set(
@@ -567,7 +635,7 @@ impl LicenseService {
                 VerdictStatus::IssuerNotAuthorised,
                 format!("`{}` may not issue {}", dept.id, claims.license_type.slug()),
             );
-            return Ok(out);
+            return Ok((out, None));
         }
         let Some(view) = self.notary.license(&hash).await? else {
             set(
@@ -575,13 +643,12 @@ impl LicenseService {
                 VerdictStatus::NotOnRecord,
                 "correctly signed, but its issuance is not on the record".into(),
             );
-            return Ok(out);
+            return Ok((out, None));
         };
         let (cp, proof) = self.proof_of_issuance(view.issued_index).await?;
         out.log_index = view.issued_index;
         out.tree_size = cp.size;
         out.inclusion_proof = proof.iter().map(|h| h.to_vec()).collect();
-        out.checkpoint = Some(crate::notary::checkpoint_to_proto(cp));
         let now = now_unix();
         match view.status {
             LicenseCurrentStatus::Revoked {
@@ -638,7 +705,7 @@ impl LicenseService {
                 );
             }
         }
-        Ok(out)
+        Ok((out, Some(cp)))
     }
 
     async fn watch(&self, r: WatchLicensesRequest) -> Result<WatchLicensesResponse, ServiceError> {
@@ -747,6 +814,16 @@ impl Licenses for LicenseService {
     ) -> Result<Response<VerifyLicenseResponse>, Status> {
         Ok(Response::new(
             self.verify_document(request.into_inner().document).await?,
+        ))
+    }
+
+    async fn verify_licenses(
+        &self,
+        request: Request<VerifyLicensesRequest>,
+    ) -> Result<Response<VerifyLicensesResponse>, Status> {
+        Ok(Response::new(
+            self.verify_documents(request.into_inner().documents)
+                .await?,
         ))
     }
 

@@ -110,6 +110,10 @@ enum Command {
         /// every call).
         #[arg(long, default_value_t = 1)]
         licenses: usize,
+        /// verify: documents per call; above 1, each call is one VerifyLicenses with this many
+        /// documents (up to 1000) and every document counts as one request.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
         /// A process whose CPU time is reported as the nodes' (the gateway or etcd); repeatable.
         #[arg(long = "node-pid")]
         node_pids: Vec<u32>,
@@ -1149,6 +1153,7 @@ async fn run(
             etcd,
             value_size,
             licenses,
+            batch,
             node_pids,
             label,
             out,
@@ -1211,6 +1216,7 @@ async fn run(
                 purpose,
                 value_bytes: value_size,
                 licenses,
+                batch,
                 node_pids,
                 label,
             };

@@ -164,7 +164,7 @@ pub async fn seed(
 /// A config record by `caller`, now.
 pub fn config_record(caller: Caller, change: ConfigChange) -> Record {
     Record::Config(ConfigRecord {
-        request_id: uuid::Uuid::new_v4().to_string(),
+        request_id: crate::new_request_id(),
         time_unix_ms: crate::exchange::now_ms(),
         caller,
         change,

@@ -8,10 +8,13 @@
 //!   moved or altered on disk is reported, not replayed;
 //! - writes are serialised: each method awaits its blocking write before returning, and openraft
 //!   calls them one at a time through `&mut self`;
-//! - synced writes (append, vote, truncate, purge) run on the blocking pool. Reading a few entries
-//!   back for apply and replication, and the unsynced `committed` marker, run on the calling thread:
-//!   they touch the memtable for microseconds, less than a hand-off to the blocking pool and
-//!   back, which openraft would otherwise pay on every commit.
+//! - synced writes (append, vote, truncate, purge) block the calling thread for their fsync, with
+//!   the runtime told so ([`Db::run_synced`]): the worker's other tasks move to another thread
+//!   and the write starts at once, without waking a blocking-pool thread and, after the fsync,
+//!   the core's worker again. Reading a few entries back for apply and replication runs on the
+//!   calling thread: it touches the memtable for microseconds;
+//! - the committed log id is not stored: the state machine stores what it applied with every
+//!   apply, so a restarted node starts from there, and one WAL write per commit is saved.
 
 use std::fmt::Debug;
 use std::io;
@@ -33,7 +36,6 @@ const KEY_VOTE: &[u8] = b"vote";
 /// usually asks for) run on the calling thread; longer ones, as in a follower's catch-up, on the
 /// blocking pool.
 const INLINE_READ_ENTRIES: u64 = 4;
-const KEY_COMMITTED: &[u8] = b"committed";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 
 /// The Raft log of one node. Cheap to clone: clones share the database (and serve as the log
@@ -155,7 +157,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let value = encode_value("vote", vote)
             .map_err(|e| e.into_raft(ErrorSubject::Vote, ErrorVerb::Write))?;
         self.db
-            .run(move |db| {
+            .run_synced(move |db| {
                 Ok(db.put_cf_opt(db::cf(db, CF_LOG_META)?, KEY_VOTE, value, &db::synced())?)
             })
             .await
@@ -167,31 +169,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .run(|db| get_value(db, CF_LOG_META, KEY_VOTE, "vote"))
             .await
             .map_err(|e| e.into_raft(ErrorSubject::Vote, ErrorVerb::Read))
-    }
-
-    /// Not synced: the committed id only lets a restarted node re-apply sooner. It becomes
-    /// durable with the next synced write, and losing it costs nothing but that head start.
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
-        let value = encode_value("committed log id", &committed).map_err(write_err)?;
-        self.db
-            .with(|db| {
-                Ok(db.put_cf_opt(
-                    db::cf(db, CF_LOG_META)?,
-                    KEY_COMMITTED,
-                    value,
-                    &db::unsynced(),
-                )?)
-            })
-            .map_err(write_err)
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, RaftStorageError> {
-        let stored: Option<Option<LogId>> = self
-            .db
-            .run(|db| get_value(db, CF_LOG_META, KEY_COMMITTED, "committed log id"))
-            .await
-            .map_err(read_err)?;
-        Ok(stored.flatten())
     }
 
     async fn append<I>(
@@ -206,7 +183,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let written = self
             .db
-            .run(move |db| {
+            .run_synced(move |db| {
                 let cf = db::cf(db, CF_LOG)?;
                 let mut batch = WriteBatch::default();
                 for entry in &entries {
@@ -234,7 +211,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         self.db
-            .run(move |db| {
+            .run_synced(move |db| {
                 let mut batch = WriteBatch::default();
                 batch.delete_range_cf(
                     db::cf(db, CF_LOG)?,
@@ -250,7 +227,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         let marker = encode_value("last purged log id", &log_id).map_err(write_err)?;
         self.db
-            .run(move |db| {
+            .run_synced(move |db| {
                 let end = match log_id.index.checked_add(1) {
                     Some(next) => index_key(next).to_vec(),
                     None => END_KEY.to_vec(),

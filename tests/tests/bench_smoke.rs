@@ -200,6 +200,33 @@ fn bench_smoke_reports_served_denied_and_failed_calls_with_cpu_time() {
         ]
         .concat(),
     );
+    // The same licenses, four per VerifyLicenses call: every document counts.
+    let batch = tmp.path().join("verify-batch.json");
+    let batch_s = batch.display().to_string();
+    bench(
+        &[
+            &owner[..],
+            &[
+                "--workload",
+                "verify",
+                "--licenses",
+                "3",
+                "--batch",
+                "4",
+                "--out",
+                &batch_s,
+            ],
+        ]
+        .concat(),
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&batch).expect("json written"))
+            .expect("JSON parses");
+    assert!(
+        v["requests"].as_u64().is_some_and(|r| r > 0 && r % 4 == 0),
+        "{v}"
+    );
+    assert_eq!(v["errors"], 0, "{v}");
     let health = tmp.path().join("health.json");
     let health_s = health.display().to_string();
     bench(&[&owner[..], &["--workload", "health", "--out", &health_s]].concat());
@@ -221,6 +248,17 @@ fn bench_smoke_reports_served_denied_and_failed_calls_with_cpu_time() {
     assert!(
         String::from_utf8_lossy(&none.stderr).contains("--licenses must be 1 to"),
         "{none:?}"
+    );
+    let reads = cli(&[
+        &["bench"][..],
+        &owner[..],
+        &["--workload", "read", "--batch", "8"],
+    ]
+    .concat());
+    assert!(!reads.status.success());
+    assert!(
+        String::from_utf8_lossy(&reads.stderr).contains("--batch is for --workload verify"),
+        "{reads:?}"
     );
 
     // A read the policy refuses is an error for the allowed-read workload; JSON output.

@@ -533,3 +533,135 @@ async fn a_revocation_is_visible_on_every_node_of_the_cluster() {
     ]);
     assert_eq!(verdict(&out), "revoked", "{}", stdout(&out));
 }
+
+/// The license bytes (COSE) of a holder bundle written by `license issue --out`.
+fn license_bytes(bundle: &Path) -> Vec<u8> {
+    use base64::Engine as _;
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle).expect("bundle")).expect("json");
+    base64::engine::general_purpose::STANDARD
+        .decode(json["license"].as_str().expect("license"))
+        .expect("base64")
+}
+
+#[tokio::test]
+async fn many_licenses_verify_in_one_call_each_with_its_own_verdict() {
+    use qianlian_proto::v1::licenses_client::LicensesClient;
+    use qianlian_proto::v1::notary_client::NotaryClient;
+    use qianlian_proto::v1::verify_license_request::Document;
+    use qianlian_proto::v1::{GetLogEntryRequest, VerifyLicenseRequest, VerifyLicensesRequest};
+
+    let env = Env::new();
+    let node = env.start();
+    let pki = env.pki();
+    let ep = node.endpoint();
+    let dir = env.path();
+    let t = now();
+    let (a, _) = issue(&pki, &ep, dir, "batch-a", &uscc(31), 0, t + 86_400);
+    let (b, _) = issue(&pki, &ep, dir, "batch-b", &uscc(32), 0, t + 86_400);
+    let forged = dir.join("batch-forged.json");
+    flip_license_byte(&a, 40, &forged);
+    let doc = |bytes: Vec<u8>| VerifyLicenseRequest {
+        document: Some(Document::License(bytes)),
+    };
+    let documents = vec![
+        doc(license_bytes(&a)),
+        doc(license_bytes(&forged)),
+        doc(license_bytes(&b)),
+        VerifyLicenseRequest {
+            document: Some(Document::Qr("QL1:not base45".into())),
+        },
+        doc(license_bytes(&a)),
+    ];
+
+    // Public, like single verification: no client certificate.
+    let ca = pki.join("ca.crt");
+    let mut licenses = LicensesClient::new(channel(&node, tls(&ca, None)).await.expect("connect"));
+    let r = licenses
+        .verify_licenses(VerifyLicensesRequest {
+            documents: documents.clone(),
+        })
+        .await
+        .expect("verify licenses")
+        .into_inner();
+    let verdicts: Vec<&str> = r.verdicts.iter().map(|v| v.verdict.as_str()).collect();
+    assert_eq!(
+        verdicts,
+        ["genuine", "tampered", "genuine", "tampered", "genuine"]
+    );
+    // Each verdict is the one VerifyLicense gives, but for the checkpoint given once.
+    for (d, v) in documents.iter().zip(&r.verdicts) {
+        let single = licenses
+            .verify_license(d.clone())
+            .await
+            .expect("verify license")
+            .into_inner();
+        assert_eq!(single.verdict, v.verdict);
+        assert_eq!(single.license_hash, v.license_hash);
+        assert_eq!(single.log_index, v.log_index);
+        assert_eq!(single.claims_json, v.claims_json);
+    }
+    let shared = r.checkpoint.as_ref().expect("the batch's checkpoint");
+    let (cert, key) = env.identity("audit-office");
+    let mut notary = NotaryClient::new(
+        channel(&node, tls(&ca, Some((&cert, &key))))
+            .await
+            .expect("connect"),
+    );
+    for v in r.verdicts.iter().filter(|v| v.verdict == "genuine") {
+        assert!(
+            v.checkpoint.is_none(),
+            "proven against the shared checkpoint"
+        );
+        assert_eq!(v.tree_size, shared.tree_size);
+        let entry = notary
+            .get_log_entry(GetLogEntryRequest {
+                log_index: v.log_index,
+            })
+            .await
+            .expect("log entry")
+            .into_inner();
+        let proof: Vec<[u8; 32]> = v
+            .inclusion_proof
+            .iter()
+            .map(|h| h.as_slice().try_into().expect("32 bytes"))
+            .collect();
+        let root: [u8; 32] = shared.root_hash.as_slice().try_into().expect("32 bytes");
+        qianlian_verifier::verify_inclusion(
+            &qianlian_verifier::leaf_hash(&entry.record),
+            v.log_index,
+            shared.tree_size,
+            &proof,
+            &root,
+        )
+        .expect("the issuance is proven against the shared checkpoint");
+    }
+
+    // Bad batches are refused whole, with what to change.
+    let refused = |documents: Vec<VerifyLicenseRequest>| {
+        let mut licenses = licenses.clone();
+        async move {
+            licenses
+                .verify_licenses(VerifyLicensesRequest { documents })
+                .await
+                .expect_err("refused")
+        }
+    };
+    let s = refused(Vec::new()).await;
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert!(
+        s.message().contains("at least one document"),
+        "{}",
+        s.message()
+    );
+    let s = refused(vec![
+        doc(license_bytes(&a)),
+        VerifyLicenseRequest { document: None },
+    ])
+    .await;
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert!(s.message().starts_with("document 1: "), "{}", s.message());
+    let s = refused(vec![doc(license_bytes(&b)); 1001]).await;
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert!(s.message().contains("at most 1000"), "{}", s.message());
+}
