@@ -139,7 +139,9 @@ echo "access record: $record_bytes bytes encoded; etcd values get as many" >&2
 run_etcd 1
 
 # 3 nodes: deploy/local-cluster.sh; the record stored on each node (each serves its own store).
-QIANLIAN_CLUSTER_DIR=$work/cluster QIANLIAN_BIN=$bin QIANLIAN_BASE_PORT=7621 \
+# Logging at warn, like the one-node run and etcd (--log-level warn): at the default level every
+# node also writes one log line per access, which etcd is not asked to do.
+RUST_LOG=warn QIANLIAN_CLUSTER_DIR=$work/cluster QIANLIAN_BIN=$bin QIANLIAN_BASE_PORT=7621 \
     "$here/deploy/local-cluster.sh" start >"$work/cluster.out"
 eps=""
 for n in 1 2 3; do

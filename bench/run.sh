@@ -55,7 +55,7 @@ run "1 node" "$work/dev" https://127.0.0.1:7610 market-regulation issue "" "1 16
 run "1 node" "$work/dev" https://127.0.0.1:7610 market-regulation verify "" "1 16 64"
 kill "$dev_pid"; wait "$dev_pid" 2>/dev/null || true; dev_pid=""
 
-QIANLIAN_CLUSTER_DIR=$work/cluster QIANLIAN_BIN=$bin QIANLIAN_BASE_PORT=7611 \
+RUST_LOG=warn QIANLIAN_CLUSTER_DIR=$work/cluster QIANLIAN_BIN=$bin QIANLIAN_BASE_PORT=7611 \
     "$here/deploy/local-cluster.sh" start >/dev/null
 sleep 2
 node_pids=$(cat "$work/cluster/node-1/pid" "$work/cluster/node-2/pid" "$work/cluster/node-3/pid")
