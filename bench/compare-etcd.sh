@@ -9,7 +9,8 @@
 # over mutual TLS: identity, policy decision, record store read, access record committed through
 # Raft and fsynced on a majority) or the workload QIANLIAN_WORKLOAD names (e.g. denied-read).
 # Setups: a 1-member etcd against `qianlian dev` (one node), a 3-member etcd against
-# deploy/local-cluster.sh (three nodes), all on 127.0.0.1; each pair runs back to back.
+# deploy/local-cluster.sh (three nodes), all on 127.0.0.1. Both systems of a setup run at once
+# (the idle one costs little), and each client count is measured Qianlian then etcd, back to back.
 #
 # etcd comes from the distribution's packages (etcd-server, 3.4), installed if missing. Ports:
 # Qianlian 7620-7623, etcd 23790-23799 (clients) and 23800-23809 (peers). Everything started
@@ -97,7 +98,7 @@ stop_etcd() {
     for p in $(etcd_pids "$1"); do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
 }
 
-run_etcd() { # members
+etcd_ready() { # members: start them and wait until a put commits
     start_etcd "$1"
     # Ready once a put commits (KV.Put through the bench client, which names an unreachable etcd).
     i=0
@@ -107,40 +108,46 @@ run_etcd() { # members
         [ $i -le 100 ] || { echo "etcd ($1 members) did not start; see $work/etcd$1/m1/log" >&2; exit 1; }
         sleep 0.2
     done
-    for c in $clients; do
-        bench "etcd-$1" "$(etcd_pids "$1")" --workload etcd-put --etcd "$urls" \
-            --value-size "$record_bytes" --clients "$c"
-    done
-    stop_etcd "$1"
 }
 
 # The record to read: one enterprise registration, stored on every node that serves reads.
 key=91520100000000000J
 payload='{"name":"贵州黔云数据科技有限公司","status":"存续"}'
+record_bytes=""
 
-# 1 node: qianlian dev.
+pairs() { # setup size (1 or 3), Qianlian node pids, endpoints, dev dir
+    # For each client count, Qianlian then etcd, back to back: the machine drifts over minutes
+    # (other tenants, the disk), and a pair taken together keeps that drift out of the ratio.
+    for c in $clients; do
+        bench "qianlian-$1" "$2" --dev-dir "$4" --endpoint "$3" \
+            --as housing --workload "$workload" --key "$key" --clients "$c"
+        if [ -z "$record_bytes" ]; then
+            # The size etcd's values get: one encoded access record of the run above.
+            record_bytes=$(awk -F, '$1 == "qianlian-1" && $16 != "" { print $16; exit }' "$out")
+            [ -n "$record_bytes" ] || { echo "no record size in $out: did the qianlian-1 run fail?" >&2; exit 1; }
+            echo "access record: $record_bytes bytes encoded; etcd values get as many" >&2
+        fi
+        bench "etcd-$1" "$(etcd_pids "$1")" --workload etcd-put --etcd "$urls" \
+            --value-size "$record_bytes" --clients "$c"
+    done
+}
+
+# 1 node: qianlian dev and a 1-member etcd, both running, measured in turns.
 RUST_LOG=warn "$bin" dev --dir "$work/dev" --listen 127.0.0.1:7620 >"$work/dev.out" 2>&1 &
 dev_pid=$!
 pids="$pids $dev_pid"
 wait_for "$work/dev.out" "ready on" "qianlian dev"
 RUST_LOG=warn "$bin" client --dev-dir "$work/dev" --endpoint https://127.0.0.1:7620 \
     --as market-regulation put enterprise-registration "$key" --json "$payload" >/dev/null
-for c in $clients; do
-    bench qianlian-1 "$dev_pid" --dev-dir "$work/dev" --endpoint https://127.0.0.1:7620 \
-        --as housing --workload "$workload" --key "$key" --clients "$c"
-done
+etcd_ready 1
+pairs 1 "$dev_pid" https://127.0.0.1:7620 "$work/dev"
 kill "$dev_pid"
 wait "$dev_pid" 2>/dev/null || true
-# The size etcd's values get: one encoded access record of the runs above.
-record_bytes=$(awk -F, '$1 == "qianlian-1" && $16 != "" { print $16; exit }' "$out")
-[ -n "$record_bytes" ] || { echo "no record size in $out: did the qianlian-1 runs fail?" >&2; exit 1; }
-echo "access record: $record_bytes bytes encoded; etcd values get as many" >&2
+stop_etcd 1
 
-run_etcd 1
-
-# 3 nodes: deploy/local-cluster.sh; the record stored on each node (each serves its own store).
-# Logging at warn, like the one-node run and etcd (--log-level warn): at the default level every
-# node also writes one log line per access, which etcd is not asked to do.
+# 3 nodes: deploy/local-cluster.sh and a 3-member etcd; the record stored on each node (each
+# serves its own store). Logging at warn, like the one-node run and etcd (--log-level warn): at
+# the default level every node also writes one log line per access, which etcd is not asked to do.
 RUST_LOG=warn QIANLIAN_CLUSTER_DIR=$work/cluster QIANLIAN_BIN=$bin QIANLIAN_BASE_PORT=7621 \
     "$here/deploy/local-cluster.sh" start >"$work/cluster.out"
 eps=""
@@ -151,14 +158,11 @@ for n in 1 2 3; do
         --as market-regulation put enterprise-registration "$key" --json "$payload" >/dev/null
 done
 node_pids=$(cat "$work/cluster/node-1/pid" "$work/cluster/node-2/pid" "$work/cluster/node-3/pid" | tr '\n' ' ')
-for c in $clients; do
-    bench qianlian-3 "$node_pids" --dev-dir "$work/cluster" --endpoint "$eps" \
-        --as housing --workload "$workload" --key "$key" --clients "$c"
-done
+etcd_ready 3
+pairs 3 "$node_pids" "$eps" "$work/cluster"
 QIANLIAN_CLUSTER_DIR=$work/cluster QIANLIAN_BIN=$bin QIANLIAN_BASE_PORT=7621 \
     "$here/deploy/local-cluster.sh" stop >/dev/null
-
-run_etcd 3
+stop_etcd 3
 
 # One table: per setup and client count, etcd and Qianlian side by side.
 echo
