@@ -566,20 +566,31 @@ impl LicenseService {
             reason,
             ..Default::default()
         };
-        let bytes = match doc {
-            Some(Document::Qr(q)) => match from_qr_payload(q.trim()) {
-                Ok(b) => b,
-                Err(e) => {
-                    return Ok((
-                        verdict(VerdictStatus::Tampered, format!("QR payload: {e}")),
-                        None,
-                    ));
+        // The license's hash, and its bytes when they had to be decoded for it: a QR payload
+        // seen before stands for its license without base45 and inflate.
+        let (hash, bytes, qr) = match doc {
+            Some(Document::Qr(q)) => {
+                let q = q.trim().to_owned();
+                match self.verified.qr_hash(&q) {
+                    Some(hash) => (hash, None, Some(q)),
+                    None => match from_qr_payload(&q) {
+                        Ok(b) => {
+                            let hash = license_hash(&b);
+                            self.verified.remember_qr(&q, hash);
+                            (hash, Some(b), None)
+                        }
+                        Err(e) => {
+                            return Ok((
+                                verdict(VerdictStatus::Tampered, format!("QR payload: {e}")),
+                                None,
+                            ));
+                        }
+                    },
                 }
-            },
-            Some(Document::License(b)) => b,
+            }
+            Some(Document::License(b)) => (license_hash(&b), Some(b), None),
             None => return Err(invalid("give the license as `qr` or `license` bytes")),
         };
-        let hash = license_hash(&bytes);
         let in_force = self.directory()?;
         let directory = &in_force.directory;
         // A document verified before (same bytes, its key id still naming the same key) is not
@@ -588,6 +599,24 @@ impl LicenseService {
         let (dept, claims) = match remembered {
             Some((dept, found)) => (dept, found.claims),
             None => {
+                let bytes = match (bytes, qr) {
+                    (Some(b), _) => b,
+                    // Remembered as a QR payload but no longer as a verified license.
+                    (None, Some(q)) => match from_qr_payload(&q) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            return Ok((
+                                verdict(VerdictStatus::Tampered, format!("QR payload: {e}")),
+                                None,
+                            ));
+                        }
+                    },
+                    (None, None) => {
+                        return Err(ServiceError::Internal(
+                            "a license without bytes or QR payload".into(),
+                        ));
+                    }
+                };
                 let unverified = match open_license(&bytes) {
                     Ok(u) => u,
                     Err(e) => return Ok((verdict(VerdictStatus::Tampered, e.to_string()), None)),

@@ -28,10 +28,13 @@ pub struct VerifiedLicense {
     pub claims: LicenseClaims,
 }
 
-/// A bounded map from license hash to the verified license.
+/// A bounded map from license hash to the verified license, and from QR payload to license
+/// hash.
 #[derive(Debug)]
 pub struct VerifiedLicenses {
     seen: Mutex<HashMap<Hash, VerifiedLicense>>,
+    /// SHA-256 of a QR payload's text → the hash of the license it decodes to.
+    qr: Mutex<HashMap<Hash, Hash>>,
     capacity: usize,
 }
 
@@ -40,6 +43,7 @@ impl VerifiedLicenses {
     pub fn new(capacity: usize) -> VerifiedLicenses {
         VerifiedLicenses {
             seen: Mutex::new(HashMap::new()),
+            qr: Mutex::new(HashMap::new()),
             capacity: capacity.max(1),
         }
     }
@@ -85,6 +89,29 @@ impl VerifiedLicenses {
         Ok(claims)
     }
 
+    /// The hash of the license that the QR payload `qr` decoded to when it was last given to
+    /// [`VerifiedLicenses::remember_qr`]. Decoding a payload (base45, then inflate) costs more
+    /// than the rest of a remembered license's check; the text's SHA-256 stands for it, so a
+    /// payload differing in one character is decoded afresh.
+    pub fn qr_hash(&self, qr: &str) -> Option<Hash> {
+        let key = qr_key(qr);
+        self.qr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .copied()
+    }
+
+    /// Remember that the QR payload `qr` decodes to the license with hash `license_hash`.
+    pub fn remember_qr(&self, qr: &str, license_hash: Hash) {
+        let key = qr_key(qr);
+        let mut qrs = self.qr.lock().unwrap_or_else(|e| e.into_inner());
+        if qrs.len() >= self.capacity {
+            qrs.clear();
+        }
+        qrs.insert(key, license_hash);
+    }
+
     /// Licenses held now.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -94,6 +121,11 @@ impl VerifiedLicenses {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn qr_key(qr: &str) -> Hash {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(qr.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -139,6 +171,24 @@ mod tests {
         let last = forged.len() - 1;
         forged[last] ^= 1;
         assert!(memo.get(&license_hash(&forged), same_key).is_none());
+    }
+
+    #[test]
+    fn a_qr_payload_is_remembered_by_its_exact_text() {
+        let memo = VerifiedLicenses::new(2);
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert_eq!(memo.qr_hash("QL1:ABC"), None);
+        memo.remember_qr("QL1:ABC", a);
+        assert_eq!(memo.qr_hash("QL1:ABC"), Some(a));
+        // Another character is another payload.
+        assert_eq!(memo.qr_hash("QL1:ABD"), None);
+        assert_eq!(memo.qr_hash("QL1:AB"), None);
+        memo.remember_qr("QL1:XYZ", b);
+        assert_eq!(memo.qr_hash("QL1:XYZ"), Some(b));
+        // Full: starts over, within its capacity.
+        memo.remember_qr("QL1:NEW", a);
+        assert_eq!(memo.qr_hash("QL1:NEW"), Some(a));
+        assert_eq!(memo.qr_hash("QL1:ABC"), None);
     }
 
     #[test]
