@@ -221,6 +221,20 @@ struct CallContext<'a> {
     value: &'a [u8],
 }
 
+impl CallContext<'_> {
+    /// The document of verification number `turn`: the licenses are verified in turn.
+    fn document(&self, turn: u64) -> VerifyLicenseRequest {
+        let qr = self
+            .qrs
+            .get(turn as usize % self.qrs.len().max(1))
+            .cloned()
+            .unwrap_or_default();
+        VerifyLicenseRequest {
+            document: Some(Document::Qr(qr)),
+        }
+    }
+}
+
 async fn call(conn: &mut Conn, cx: &CallContext<'_>, n: u64) -> Outcome {
     let plan = cx.plan;
     let read = || GetRecordRequest {
@@ -286,14 +300,7 @@ async fn call(conn: &mut Conn, cx: &CallContext<'_>, n: u64) -> Outcome {
             // Clients start at different licenses and go through all of them in turn.
             let first = (cx.client_no as u64).wrapping_add(n.wrapping_mul(plan.batch as u64));
             let documents = (0..plan.batch as u64)
-                .map(|i| VerifyLicenseRequest {
-                    document: Some(Document::Qr(
-                        cx.qrs
-                            .get(first.wrapping_add(i) as usize % cx.qrs.len().max(1))
-                            .cloned()
-                            .unwrap_or_default(),
-                    )),
-                })
+                .map(|i| cx.document(first.wrapping_add(i)))
                 .collect();
             match licenses
                 .verify_licenses(VerifyLicensesRequest { documents })
@@ -318,15 +325,7 @@ async fn call(conn: &mut Conn, cx: &CallContext<'_>, n: u64) -> Outcome {
         }
         (Conn::Gateway { licenses, .. }, Workload::Verify) => {
             // Clients start at different licenses and go through all of them in turn.
-            let turn = (cx.client_no as u64).wrapping_add(n) as usize;
-            let qr = cx
-                .qrs
-                .get(turn % cx.qrs.len().max(1))
-                .cloned()
-                .unwrap_or_default();
-            let request = VerifyLicenseRequest {
-                document: Some(Document::Qr(qr)),
-            };
+            let request = cx.document((cx.client_no as u64).wrapping_add(n));
             match licenses.verify_license(request).await {
                 Ok(r) if r.get_ref().verdict == "genuine" => Outcome::Ok(None),
                 Ok(r) => {

@@ -566,29 +566,34 @@ impl LicenseService {
             reason,
             ..Default::default()
         };
-        // The license's hash, and its bytes when they had to be decoded for it: a QR payload
-        // seen before stands for its license without base45 and inflate.
-        let (hash, bytes, qr) = match doc {
+        // Where the license's bytes come from when they are needed: a QR payload seen before
+        // stands for its license (by hash) without base45 and inflate.
+        enum Source {
+            Bytes(Vec<u8>),
+            Qr(String),
+        }
+        let qr_tampered = |e: String| {
+            (
+                verdict(VerdictStatus::Tampered, format!("QR payload: {e}")),
+                None,
+            )
+        };
+        let (hash, source) = match doc {
             Some(Document::Qr(q)) => {
-                let q = q.trim().to_owned();
-                match self.verified.qr_hash(&q) {
-                    Some(hash) => (hash, None, Some(q)),
-                    None => match from_qr_payload(&q) {
+                let q = q.trim();
+                match self.verified.qr_hash(q) {
+                    Some(hash) => (hash, Source::Qr(q.to_owned())),
+                    None => match from_qr_payload(q) {
                         Ok(b) => {
                             let hash = license_hash(&b);
-                            self.verified.remember_qr(&q, hash);
-                            (hash, Some(b), None)
+                            self.verified.remember_qr(q, hash);
+                            (hash, Source::Bytes(b))
                         }
-                        Err(e) => {
-                            return Ok((
-                                verdict(VerdictStatus::Tampered, format!("QR payload: {e}")),
-                                None,
-                            ));
-                        }
+                        Err(e) => return Ok(qr_tampered(e.to_string())),
                     },
                 }
             }
-            Some(Document::License(b)) => (license_hash(&b), Some(b), None),
+            Some(Document::License(b)) => (license_hash(&b), Source::Bytes(b)),
             None => return Err(invalid("give the license as `qr` or `license` bytes")),
         };
         let in_force = self.directory()?;
@@ -599,23 +604,13 @@ impl LicenseService {
         let (dept, claims) = match remembered {
             Some((dept, found)) => (dept, found.claims),
             None => {
-                let bytes = match (bytes, qr) {
-                    (Some(b), _) => b,
+                let bytes = match source {
+                    Source::Bytes(b) => b,
                     // Remembered as a QR payload but no longer as a verified license.
-                    (None, Some(q)) => match from_qr_payload(&q) {
+                    Source::Qr(q) => match from_qr_payload(&q) {
                         Ok(b) => b,
-                        Err(e) => {
-                            return Ok((
-                                verdict(VerdictStatus::Tampered, format!("QR payload: {e}")),
-                                None,
-                            ));
-                        }
+                        Err(e) => return Ok(qr_tampered(e.to_string())),
                     },
-                    (None, None) => {
-                        return Err(ServiceError::Internal(
-                            "a license without bytes or QR payload".into(),
-                        ));
-                    }
                 };
                 let unverified = match open_license(&bytes) {
                     Ok(u) => u,

@@ -184,58 +184,37 @@ fn bench_smoke_reports_served_denied_and_failed_calls_with_cpu_time() {
         "--as",
         "market-regulation",
     ];
-    let verify = tmp.path().join("verify.json");
-    let verify_s = verify.display().to_string();
-    bench(
-        &[
-            &owner[..],
-            &[
-                "--workload",
-                "verify",
-                "--licenses",
-                "3",
-                "--out",
-                &verify_s,
-            ],
-        ]
-        .concat(),
-    );
-    // The same licenses, four per VerifyLicenses call: every document counts.
-    let batch = tmp.path().join("verify-batch.json");
-    let batch_s = batch.display().to_string();
-    bench(
-        &[
-            &owner[..],
-            &[
-                "--workload",
-                "verify",
-                "--licenses",
-                "3",
-                "--batch",
-                "4",
-                "--out",
-                &batch_s,
-            ],
-        ]
-        .concat(),
-    );
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&batch).expect("json written"))
-            .expect("JSON parses");
-    assert!(
-        v["requests"].as_u64().is_some_and(|r| r > 0 && r % 4 == 0),
-        "{v}"
-    );
-    assert_eq!(v["errors"], 0, "{v}");
-    let health = tmp.path().join("health.json");
-    let health_s = health.display().to_string();
-    bench(&[&owner[..], &["--workload", "health", "--out", &health_s]].concat());
-    for (file, workload) in [(&verify, "verify"), (&health, "health")] {
+    // Each run: its extra arguments, the workload it reports, and what every call counts for.
+    let runs: [(&str, &[&str], &str, u64); 3] = [
+        (
+            "verify",
+            &["--workload", "verify", "--licenses", "3"],
+            "verify",
+            1,
+        ),
+        // The same licenses, four per VerifyLicenses call: every document counts.
+        (
+            "verify-batch",
+            &["--workload", "verify", "--licenses", "3", "--batch", "4"],
+            "verify",
+            4,
+        ),
+        ("health", &["--workload", "health"], "health", 1),
+    ];
+    for (name, args, workload, per_call) in runs {
+        let file = tmp.path().join(format!("{name}.json"));
+        let file_s = file.display().to_string();
+        bench(&[&owner[..], args, &["--out", &file_s]].concat());
         let v: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(file).expect("json written"))
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("json written"))
                 .expect("JSON parses");
         assert_eq!(v["workload"], workload);
-        assert!(v["requests"].as_u64().is_some_and(|r| r > 0), "{v}");
+        assert!(
+            v["requests"]
+                .as_u64()
+                .is_some_and(|r| r > 0 && r % per_call == 0),
+            "{v}"
+        );
         assert_eq!(v["errors"], 0, "{v}");
     }
     let none = cli(&[
