@@ -17,12 +17,17 @@
 //!   license, whether or not it changed the status
 //! - `holders`: generation ++ holder hash (32 bytes) ++ log index (u64 BE) → empty, for every
 //!   issuance record naming that holder and every status record of a license issued to it
-//! - `audit`: generation ++ field tag (u8) ++ value digest (16 bytes) ++ time (Unix ms, u64 BE)
-//!   ++ log index (u64 BE) → empty: the posting lists of the audit index (see [`crate::audit`]
-//!   for the fields and their values; the digest is the first 16 bytes of SHA-256(field tag ++
-//!   value)), one entry per access record and indexed field value, and one per config record
+//! - `audit`: generation ++ field tag (u8) ++ value digest (16 bytes) ++ time bucket (Unix ms
+//!   / [`AUDIT_BUCKET_MS`], u64 BE) ++ log index (u64 BE) → `[1] ++ positions`: the posting
+//!   lists of the audit index (see [`crate::audit`] for the fields and their values; the digest
+//!   is the first 16 bytes of SHA-256(field tag ++ value)), cut into buckets of record time and
+//!   written in chunks. A position is a record's time (Unix ms, u64 BE) ++ its log index (u64
+//!   BE); one apply writes one chunk per posting list and bucket it touches, holding the sorted
+//!   positions of its records there and keyed by the smallest log index among them. A bucket's
+//!   positions are those of all its chunks: one per access record with that field value in that
+//!   time bucket, and one per config record
 //! - `sm_meta`: `layout` | `generation` | `last_applied` | `last_membership` | `tree_size` |
-//!   `checkpoint` | `config` | `audit_indexed` → `[1] ++ postcard(..)`
+//!   `checkpoint` | `config` | `audit_indexed` | `audit_layout` → `[1] ++ postcard(..)`
 //! - `snapshot`: `current` → `[1] ++ postcard(..)`: the current snapshot's metadata and file name
 //!
 //! The state machine's data (`records`, `tree`, `leaf_index`, the license state and the audit
@@ -33,13 +38,11 @@
 //! crash mid-install leaves the old state whole; other generations are garbage, deleted on open.
 //!
 //! Invariants: every value but a record's canonical bytes, the fixed-width values of `tree`
-//! (32 bytes), `leaf_index` and `licenses` (8 bytes) and the empty values of `holders` and
-//! `audit` starts
-//! with [`VALUE_FORMAT_V1`], so a value written by
-//! a newer layout is refused with [`StoreError::UnknownFormat`] rather than misread; fixed-width
-//! values are checked by length. Log and state machine share one database and therefore one
-//! write-ahead log: a synced write makes every earlier write durable too, which `state_machine`
-//! relies on.
+//! (32 bytes), `leaf_index` and `licenses` (8 bytes) and the empty values of `holders` starts
+//! with [`VALUE_FORMAT_V1`], so a value written by a newer layout is refused with
+//! [`StoreError::UnknownFormat`] rather than misread; fixed-width values are checked by length.
+//! Log and state machine share one database and therefore one write-ahead log: a synced write
+//! makes every earlier write durable too, which `state_machine` relies on.
 //!
 //! RocksDB calls block; `Db::run` carries them to tokio's blocking pool. After [`Db::close`]
 //! every call fails with [`StoreError::Closed`] and the directory lock is released, so the same
@@ -147,6 +150,19 @@ impl StoreError {
     }
 }
 
+/// The options of column family `name`.
+pub(crate) fn cf_options(name: &str) -> Options {
+    let mut cf_opts = Options::default();
+    if name == CF_LEAF_INDEX || name == CF_LICENSES {
+        // Most hashes asked for (a new license at every issuance, a record's hash sent by a
+        // client) are not there: a Bloom filter answers that without reading blocks.
+        let mut table = BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        cf_opts.set_block_based_table_factory(&table);
+    }
+    cf_opts
+}
+
 /// The shared, closable handle to the database.
 #[derive(Clone)]
 pub struct Db {
@@ -170,18 +186,9 @@ impl Db {
         opts.create_missing_column_families(true);
         // The write-ahead log is the durability mechanism; keep a bounded number of info logs.
         opts.set_keep_log_file_num(10);
-        let cfs = COLUMN_FAMILIES.iter().map(|name| {
-            let mut cf_opts = Options::default();
-            if *name == CF_LEAF_INDEX || *name == CF_LICENSES {
-                // Every apply asks whether each new leaf hash (and each issued license) is
-                // already known, and the answer is almost always no: a Bloom filter answers that
-                // without reading blocks.
-                let mut table = BlockBasedOptions::default();
-                table.set_bloom_filter(10.0, false);
-                cf_opts.set_block_based_table_factory(&table);
-            }
-            ColumnFamilyDescriptor::new(*name, cf_opts)
-        });
+        let cfs = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
         let db = DB::open_cf_descriptors(&opts, path, cfs)?;
         Ok(Db {
             inner: Arc::new(RwLock::new(Some(db))),
@@ -379,39 +386,80 @@ pub(crate) fn hash_index_key_parts(what: &str, key: &[u8]) -> Result<(u32, Hash,
     ))
 }
 
+/// Width of one bucket of an audit posting list, in milliseconds of record time (about a
+/// tenth of a second). A busy list gets one key per bucket and apply instead of one per record;
+/// a query that hops through a busy list reads the chunks of one bucket per hop.
+pub const AUDIT_BUCKET_MS: u64 = 128;
+
 /// Length of an [`audit_key`].
 pub const AUDIT_KEY_LEN: usize = 37;
 
-/// Key of the audit index entry of record `log_index` (at `time_unix_ms`) in the posting list
-/// `(tag, digest)` of generation `generation`: a list's entries are adjacent and sorted by time,
-/// then log index.
+/// Length of one position in an audit chunk: time (u64 BE) ++ log index (u64 BE).
+pub const AUDIT_POSITION_LEN: usize = 16;
+
+/// The bucket of the audit index that holds positions at `time_unix_ms`.
+pub fn audit_bucket(time_unix_ms: u64) -> u64 {
+    time_unix_ms / AUDIT_BUCKET_MS
+}
+
+/// Key of the chunk of bucket `bucket` of the posting list `(tag, digest)` of generation
+/// `generation` whose smallest log index is `log_index`: a list's chunks are adjacent and
+/// sorted by bucket.
 pub fn audit_key(
     generation: u32,
     tag: u8,
     digest: &[u8; 16],
-    time_unix_ms: u64,
+    bucket: u64,
     log_index: u64,
 ) -> [u8; AUDIT_KEY_LEN] {
     let mut key = [0u8; AUDIT_KEY_LEN];
     key[..4].copy_from_slice(&generation.to_be_bytes());
     key[4] = tag;
     key[5..21].copy_from_slice(digest);
-    key[21..29].copy_from_slice(&time_unix_ms.to_be_bytes());
+    key[21..29].copy_from_slice(&bucket.to_be_bytes());
     key[29..].copy_from_slice(&log_index.to_be_bytes());
     key
 }
 
-/// The `(time, log index)` suffix of an [`audit_key`], as one number in key order.
-pub(crate) fn audit_key_position(key: &[u8]) -> Result<u128, StoreError> {
+/// The `(bucket, log index)` of an [`audit_key`].
+pub(crate) fn audit_key_parts(key: &[u8]) -> Result<(u64, u64), StoreError> {
     let bytes: [u8; AUDIT_KEY_LEN] = key.try_into().map_err(|_| {
         StoreError::corrupt(
             "audit index key",
             format!("{} bytes, expected {AUDIT_KEY_LEN}", key.len()),
         )
     })?;
-    let mut suffix = [0u8; 16];
-    suffix.copy_from_slice(&bytes[21..]);
-    Ok(u128::from_be_bytes(suffix))
+    let mut bucket = [0u8; 8];
+    bucket.copy_from_slice(&bytes[21..29]);
+    let mut index = [0u8; 8];
+    index.copy_from_slice(&bytes[29..]);
+    Ok((u64::from_be_bytes(bucket), u64::from_be_bytes(index)))
+}
+
+/// The value of an audit chunk holding `positions`, each the
+/// `(time, log index)` of a record as one number (time in the high 64 bits).
+pub fn encode_audit_positions(positions: impl IntoIterator<Item = u128>) -> Vec<u8> {
+    let mut value = vec![VALUE_FORMAT_V1];
+    for position in positions {
+        value.extend_from_slice(&position.to_be_bytes());
+    }
+    value
+}
+
+/// The positions of an audit chunk's value, as stored (`None` unless it is the format byte
+/// and whole positions).
+pub(crate) fn audit_positions(value: &[u8]) -> Option<&[u8]> {
+    match value.split_first() {
+        Some((&VALUE_FORMAT_V1, rest)) if rest.len() % AUDIT_POSITION_LEN == 0 => Some(rest),
+        _ => None,
+    }
+}
+
+/// Position `i` of the positions `raw` (see [`audit_positions`]).
+pub(crate) fn audit_position(raw: &[u8], i: usize) -> u128 {
+    let mut bytes = [0u8; AUDIT_POSITION_LEN];
+    bytes.copy_from_slice(&raw[i * AUDIT_POSITION_LEN..(i + 1) * AUDIT_POSITION_LEN]);
+    u128::from_be_bytes(bytes)
 }
 
 /// A stored tree node: exactly 32 bytes.

@@ -10,9 +10,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use qianlian_verifier::Hash;
-use rocksdb::{DB, Options};
+use rocksdb::{ColumnFamilyDescriptor, DB, Options};
 
-use crate::db::{CF_SM_META, StoreError, get_value};
+use crate::db::{self, CF_SM_META, StoreError, get_value};
 use crate::merkle::{self, Subtree};
 use crate::state_machine::{
     KEY_CHECKPOINT, KEY_GENERATION, KEY_TREE_SIZE, RangeError, ReadError, audit, read_node,
@@ -52,8 +52,11 @@ impl OfflineLog {
         }
         let opts = Options::default();
         // Whatever column families the node had: one written before a newer layout lacks some.
-        let cfs = DB::list_cf(&opts, &path)?;
-        let db = DB::open_cf_for_read_only(&opts, &path, cfs, false)?;
+        let cfs = DB::list_cf(&opts, &path)?.into_iter().map(|name| {
+            let cf_opts = db::cf_options(&name);
+            ColumnFamilyDescriptor::new(name, cf_opts)
+        });
+        let db = DB::open_cf_descriptors_read_only(&opts, &path, cfs, false)?;
         let generation: u32 =
             get_value(&db, CF_SM_META, KEY_GENERATION, "generation")?.unwrap_or(0);
         let tree_size: u64 = get_value(&db, CF_SM_META, KEY_TREE_SIZE, "tree size")?.unwrap_or(0);

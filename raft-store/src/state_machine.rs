@@ -75,6 +75,8 @@ pub(crate) const KEY_CHECKPOINT: &[u8] = b"checkpoint";
 const KEY_CONFIG: &[u8] = b"config";
 /// The tree size the audit index covers.
 const KEY_AUDIT_INDEXED: &[u8] = b"audit_indexed";
+/// The layout of the audit index (see `audit::upgrade_layout`).
+const KEY_AUDIT_LAYOUT: &[u8] = b"audit_layout";
 
 /// An apply signs the new tree head if the stored signature is at least this old. The stored
 /// checkpoint anchors the integrity check on open; fresher heads are signed when asked for.
@@ -514,8 +516,11 @@ impl StateMachineStore {
             .map_err(|e| StoreError::Io(format!("snapshot directory {}: {e}", dir.display())))?;
         let applied = db.run(load_applied).await?;
         let (generation, size) = (applied.generation, applied.tree_size);
-        db.run(move |db| audit::build_missing(db, generation, size))
-            .await?;
+        db.run(move |db| {
+            audit::upgrade_layout(db)?;
+            audit::build_missing(db, generation, size)
+        })
+        .await?;
         snapshot::clean_directory(&db, &dir).await?;
         let (tree_size, _) = watch::channel(applied.tree_size);
         let (config_pointers, _) = watch::channel(applied.config);
@@ -964,8 +969,7 @@ fn apply_entries(
     let mut batch = WriteBatch::default();
     let mut appender = Appender::new(db, applied.generation, applied.edge.clone());
     let mut licenses = licenses::LicenseStager::new(db, applied.generation);
-    let audit = audit::AuditStager::new(db, applied.generation)?;
-    let mut audit_keys = Vec::new();
+    let mut audit = audit::AuditStager::new(db)?;
     let mut responses = Vec::with_capacity(entries.len());
     for entry in entries {
         applied.last_applied = Some(entry.log_id);
@@ -981,7 +985,7 @@ fn apply_entries(
                     let index = appender.edge.size();
                     hashes.push(appender.append(&mut batch, record.encode())?);
                     licenses.stage(&mut batch, index, record)?;
-                    audit.collect(&mut audit_keys, index, record);
+                    audit.collect(index, record);
                     applied.config.observe(index, record);
                 }
                 responses.push(Response {
@@ -998,7 +1002,7 @@ fn apply_entries(
             }
         }
     }
-    audit.stage_sorted(&mut batch, &mut audit_keys);
+    audit.stage(&mut batch, applied.generation);
     appender.stage_nodes(&mut batch)?;
     applied.tree_size = appender.edge.size();
     applied.edge = appender.edge;

@@ -10,67 +10,88 @@ use rocksdb::{
 use sha2::{Digest, Sha256};
 
 use super::integrity::IntegrityError;
-use super::{ConfigPointer, KEY_AUDIT_INDEXED, RangeError, ReadError};
+use super::{ConfigPointer, KEY_AUDIT_INDEXED, KEY_AUDIT_LAYOUT, RangeError, ReadError};
 use crate::audit::{
     self, AuditCursor, AuditHit, AuditOrder, AuditPage, AuditQuery, DIGEST_LEN, MAX_PAGE,
 };
 use crate::db::{
-    self, AUDIT_KEY_LEN, CF_AUDIT, CF_RECORDS, CF_SM_META, StoreError, audit_key,
-    audit_key_position, encode_value, generation_prefix, get_value, record_key, record_key_parts,
+    self, AUDIT_KEY_LEN, AUDIT_POSITION_LEN, CF_AUDIT, CF_RECORDS, CF_SM_META, END_KEY, StoreError,
+    audit_bucket, audit_key, audit_key_parts, audit_position, audit_positions,
+    encode_audit_positions, encode_value, generation_prefix, get_value, record_key,
+    record_key_parts,
 };
 use crate::record::{ConfigKind, Record};
 
 /// Records indexed per write when building the index of records applied before it existed.
 const BUILD_BATCH_RECORDS: u64 = 20_000;
 
-/// The audit index keys of `record` at `log_index` in `generation`, without repeats.
-fn keys(generation: u32, log_index: u64, record: &Record) -> Vec<[u8; AUDIT_KEY_LEN]> {
-    let time = record.time_unix_ms();
-    audit::terms(record)
-        .into_iter()
-        .map(|(tag, digest)| audit_key(generation, tag, &digest, time, log_index))
-        .collect()
+/// The audit index layout this version writes (`sm_meta/audit_layout`): posting lists cut into
+/// time buckets, written in chunks. Layout 1 (one key per entry, no marker) is rebuilt on open.
+const AUDIT_LAYOUT: u32 = 2;
+
+/// One posting list.
+type Term = (u8, [u8; DIGEST_LEN]);
+
+/// The `(time, log index)` position as one number in key order.
+fn position(time_unix_ms: u64, log_index: u64) -> u128 {
+    (u128::from(time_unix_ms) << 64) | u128::from(log_index)
 }
 
-/// Stages the audit index entries of appended records into a write batch.
+fn position_parts(position: u128) -> (u64, u64) {
+    ((position >> 64) as u64, position as u64)
+}
+
+fn bucket_of(position: u128) -> u64 {
+    audit_bucket(position_parts(position).0)
+}
+
+/// Collects the audit index entries of appended records and stages them into a write batch:
+/// one chunk per posting list and time bucket, whatever the number of records in it.
 pub(super) struct AuditStager<'a> {
     cf: &'a ColumnFamily,
-    generation: u32,
+    pending: Vec<(Term, u128)>,
 }
 
 impl<'a> AuditStager<'a> {
-    pub(super) fn new(db: &'a DB, generation: u32) -> Result<AuditStager<'a>, StoreError> {
+    pub(super) fn new(db: &'a DB) -> Result<AuditStager<'a>, StoreError> {
         Ok(AuditStager {
             cf: db::cf(db, CF_AUDIT)?,
-            generation,
+            pending: Vec::new(),
         })
     }
 
-    /// Add the entries of `record`, appended at `log_index`, to `keys`, for [`Self::stage_sorted`].
-    pub(super) fn collect(
-        &self,
-        keys_out: &mut Vec<[u8; AUDIT_KEY_LEN]>,
-        log_index: u64,
-        record: &Record,
-    ) {
-        keys_out.extend(keys(self.generation, log_index, record));
+    /// Add the entries of `record`, appended at `log_index`, for [`Self::stage`].
+    pub(super) fn collect(&mut self, log_index: u64, record: &Record) {
+        let at = position(record.time_unix_ms(), log_index);
+        self.pending
+            .extend(audit::terms(record).into_iter().map(|term| (term, at)));
     }
 
-    /// Stage `keys` in key order. A memtable insert starts from where the previous one ended,
-    /// so entries that follow each other in key order (a batch's entries of one posting list)
-    /// cost a few comparisons instead of a search from the top of the skip list each.
-    pub(super) fn stage_sorted(&self, batch: &mut WriteBatch, keys: &mut [[u8; AUDIT_KEY_LEN]]) {
-        keys.sort_unstable();
-        for key in keys.iter() {
-            batch.put_cf(self.cf, key, []);
+    /// Stage the entries collected so far into `batch`, as chunks of `generation`.
+    pub(super) fn stage(&mut self, batch: &mut WriteBatch, generation: u32) {
+        self.pending.sort_unstable();
+        let mut rest = &self.pending[..];
+        while let Some(&((tag, digest), first)) = rest.first() {
+            let bucket = bucket_of(first);
+            let len = rest
+                .iter()
+                .take_while(|(term, at)| *term == (tag, digest) && bucket_of(*at) == bucket)
+                .count();
+            let (chunk, tail) = rest.split_at(len);
+            // Log indices are never reused: no other chunk has this one's smallest.
+            let smallest = chunk
+                .iter()
+                .map(|(_, at)| position_parts(*at).1)
+                .min()
+                .unwrap_or_default();
+            batch.put_cf(
+                self.cf,
+                audit_key(generation, tag, &digest, bucket, smallest),
+                encode_audit_positions(chunk.iter().map(|(_, at)| *at)),
+            );
+            rest = tail;
         }
-    }
-
-    /// Stage the entries of `record`, appended at `log_index`.
-    pub(super) fn stage(&self, batch: &mut WriteBatch, log_index: u64, record: &Record) {
-        for key in keys(self.generation, log_index, record) {
-            batch.put_cf(self.cf, key, []);
-        }
+        self.pending.clear();
     }
 }
 
@@ -78,6 +99,41 @@ impl<'a> AuditStager<'a> {
 /// before the index existed.
 fn indexed(db: &DB) -> Result<u64, StoreError> {
     Ok(get_value(db, CF_SM_META, KEY_AUDIT_INDEXED, "audit index size")?.unwrap_or(0))
+}
+
+/// Drop an index written in an older layout, so that [`build_missing`] builds it anew; mark
+/// the database as holding the current layout. Returns whether an old index was dropped.
+pub(super) fn upgrade_layout(db: &DB) -> Result<bool, StoreError> {
+    let layout: Option<u32> = get_value(db, CF_SM_META, KEY_AUDIT_LAYOUT, "audit index layout")?;
+    match layout {
+        Some(AUDIT_LAYOUT) => return Ok(false),
+        Some(other) if other > AUDIT_LAYOUT => {
+            return Err(StoreError::UnknownFormat {
+                what: "audit index layout".into(),
+                version: u8::try_from(other).unwrap_or(u8::MAX),
+            });
+        }
+        _ => {}
+    }
+    let dropped = indexed(db)? > 0;
+    if dropped {
+        tracing::info!("the audit index is in an older layout: rebuilding it");
+    }
+    let meta = db::cf(db, CF_SM_META)?;
+    let mut batch = WriteBatch::default();
+    batch.delete_range_cf(db::cf(db, CF_AUDIT)?, &[][..], &END_KEY[..]);
+    batch.put_cf(
+        meta,
+        KEY_AUDIT_INDEXED,
+        encode_value("audit index size", &0u64)?,
+    );
+    batch.put_cf(
+        meta,
+        KEY_AUDIT_LAYOUT,
+        encode_value("audit index layout", &AUDIT_LAYOUT)?,
+    );
+    db.write_opt(batch, &db::synced())?;
+    Ok(dropped)
 }
 
 /// Index the records of `generation` from `sm_meta/audit_indexed` up to `tree_size`, in
@@ -89,7 +145,7 @@ pub(super) fn build_missing(db: &DB, generation: u32, tree_size: u64) -> Result<
         return Ok(0);
     }
     tracing::info!(from, tree_size, "building the audit index");
-    let stager = AuditStager::new(db, generation)?;
+    let mut stager = AuditStager::new(db)?;
     let meta = db::cf(db, CF_SM_META)?;
     let iter = db.iterator_cf_opt(
         db::cf(db, CF_RECORDS)?,
@@ -111,9 +167,10 @@ pub(super) fn build_missing(db: &DB, generation: u32, tree_size: u64) -> Result<
         }
         let record =
             Record::decode(&bytes).map_err(|e| StoreError::corrupt(format!("record {next}"), e))?;
-        stager.stage(&mut batch, next, &record);
+        stager.collect(next, &record);
         next += 1;
         if (next - from).is_multiple_of(BUILD_BATCH_RECORDS) || next == tree_size {
+            stager.stage(&mut batch, generation);
             batch.put_cf(
                 meta,
                 KEY_AUDIT_INDEXED,
@@ -133,22 +190,27 @@ pub(super) fn build_missing(db: &DB, generation: u32, tree_size: u64) -> Result<
 }
 
 /// Checks that the stored audit index is exactly what the records give, in one pass and O(1)
-/// memory: an order-independent digest (a wrapping sum of the SHA-256 of every key) of the
-/// keys the records give, compared with the same over the keys stored.
+/// memory: an order-independent digest (a wrapping sum of the SHA-256 of every entry: posting
+/// list and position) of the entries the records give, compared with the same over the
+/// entries stored. Every stored position must also lie in its key's bucket, in order.
 #[derive(Debug, Default)]
 pub(super) struct AuditCheck {
-    expected: KeySum,
+    expected: EntrySum,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
-struct KeySum {
+struct EntrySum {
     sum: [u64; 4],
     count: u64,
 }
 
-impl KeySum {
-    fn add(&mut self, key: &[u8]) {
-        let hash = Sha256::digest(key);
+impl EntrySum {
+    fn add(&mut self, (tag, digest): Term, at: u128) {
+        let hash = Sha256::new()
+            .chain_update([tag])
+            .chain_update(digest)
+            .chain_update(at.to_be_bytes())
+            .finalize();
         for (lane, chunk) in self.sum.iter_mut().zip(hash.chunks_exact(8)) {
             let mut b = [0u8; 8];
             b.copy_from_slice(chunk);
@@ -160,9 +222,10 @@ impl KeySum {
 
 impl AuditCheck {
     /// Account for the entries of `record`, stored at `log_index`.
-    pub(super) fn record(&mut self, generation: u32, log_index: u64, record: &Record) {
-        for key in keys(generation, log_index, record) {
-            self.expected.add(&key);
+    pub(super) fn record(&mut self, log_index: u64, record: &Record) {
+        let at = position(record.time_unix_ms(), log_index);
+        for term in audit::terms(record) {
+            self.expected.add(term, at);
         }
     }
 
@@ -174,7 +237,11 @@ impl AuditCheck {
             db::scan_options(),
             IteratorMode::From(&prefix, Direction::Forward),
         );
-        let mut stored = KeySum::default();
+        let mut stored = EntrySum::default();
+        let mismatch = |stored: &EntrySum| IntegrityError::AuditIndex {
+            expected_entries: self.expected.count,
+            stored_entries: stored.count,
+        };
         for item in iter {
             let (key, value) = item.map_err(|e| IntegrityError::Damaged {
                 first_bad_index: None,
@@ -183,114 +250,199 @@ impl AuditCheck {
             if !key.starts_with(&prefix) {
                 break;
             }
-            if !value.is_empty() {
-                return Err(IntegrityError::AuditIndex {
-                    expected_entries: self.expected.count,
-                    stored_entries: stored.count + 1,
-                });
+            if key.len() != AUDIT_KEY_LEN {
+                return Err(mismatch(&stored));
             }
-            stored.add(&key);
+            let (bucket, smallest) = audit_key_parts(&key)?;
+            let mut digest = [0u8; DIGEST_LEN];
+            digest.copy_from_slice(&key[5..21]);
+            let term = (key[4], digest);
+            let raw = audit_positions(&value).ok_or_else(|| mismatch(&stored))?;
+            let mut last = None;
+            let mut least = u64::MAX;
+            for i in 0..raw.len() / AUDIT_POSITION_LEN {
+                let at = audit_position(raw, i);
+                if bucket_of(at) != bucket || last.is_some_and(|l| l >= at) {
+                    return Err(mismatch(&stored));
+                }
+                last = Some(at);
+                least = least.min(position_parts(at).1);
+                stored.add(term, at);
+            }
+            // An empty chunk, or one under another's key.
+            if last.is_none() || least != smallest {
+                return Err(mismatch(&stored));
+            }
         }
         if stored != self.expected {
-            return Err(IntegrityError::AuditIndex {
-                expected_entries: self.expected.count,
-                stored_entries: stored.count,
-            });
+            return Err(mismatch(&stored));
         }
         Ok(())
     }
 }
 
-/// The `(time, log index)` position as one number in key order.
-fn position(time_unix_ms: u64, log_index: u64) -> u128 {
-    (u128::from(time_unix_ms) << 64) | u128::from(log_index)
+/// One bucket of a posting list, read (all its chunks), and the buckets it answers for: every
+/// bucket in `span` (inclusive) but this one is empty. `positions` is `None` when no bucket is
+/// left in the direction read.
+struct Loaded {
+    span: (u64, u64),
+    bucket: u64,
+    positions: Option<Vec<u128>>,
 }
 
-fn position_parts(position: u128) -> (u64, u64) {
-    ((position >> 64) as u64, position as u64)
-}
-
-/// One posting list, read within the query's `[lo, hi]` positions.
+/// One posting list, read within the query's `[lo, hi]` positions. Its iterator stays at the
+/// first chunk of the bucket after the loaded one (before it, read backwards).
 struct Posting<'a> {
     iter: DBRawIteratorWithThreadMode<'a, DB>,
-    prefix: [u8; 4 + 1 + DIGEST_LEN],
+    generation: u32,
+    term: Term,
+    lo: u128,
+    hi: u128,
+    loaded: Option<Loaded>,
 }
 
 impl<'a> Posting<'a> {
     fn open(
         db: &'a DB,
         generation: u32,
-        (tag, digest): (u8, [u8; DIGEST_LEN]),
+        term: Term,
         lo: u128,
         hi: u128,
     ) -> Result<Posting<'a>, StoreError> {
-        let mut prefix = [0u8; 4 + 1 + DIGEST_LEN];
-        prefix[..4].copy_from_slice(&generation_prefix(generation));
-        prefix[4] = tag;
-        prefix[5..].copy_from_slice(&digest);
-        let (lo_time, lo_index) = position_parts(lo);
-        let (hi_time, hi_index) = position_parts(hi);
-        let lower = audit_key(generation, tag, &digest, lo_time, lo_index).to_vec();
-        // Exclusive: one byte longer than the largest key wanted, so that key is inside.
-        let mut upper = audit_key(generation, tag, &digest, hi_time, hi_index).to_vec();
+        let (tag, digest) = term;
+        let lower = audit_key(generation, tag, &digest, bucket_of(lo), 0).to_vec();
+        // Exclusive: one byte longer than the last key wanted, so that key is inside.
+        let mut upper = audit_key(generation, tag, &digest, bucket_of(hi), u64::MAX).to_vec();
         upper.push(0);
         let mut opts = ReadOptions::default();
         opts.set_iterate_lower_bound(lower);
         opts.set_iterate_upper_bound(upper);
         Ok(Posting {
             iter: db.raw_iterator_cf_opt(db::cf(db, CF_AUDIT)?, opts),
-            prefix,
+            generation,
+            term,
+            lo,
+            hi,
+            loaded: None,
         })
     }
 
-    fn key_at(&self, position: u128) -> Vec<u8> {
-        let mut key = self.prefix.to_vec();
-        key.extend_from_slice(&position.to_be_bytes());
-        key
+    fn key(&self, bucket: u64, log_index: u64) -> [u8; AUDIT_KEY_LEN] {
+        audit_key(
+            self.generation,
+            self.term.0,
+            &self.term.1,
+            bucket,
+            log_index,
+        )
     }
 
-    fn current(&self) -> Result<Option<u128>, StoreError> {
+    /// Read every chunk of the bucket the iterator is at, moving on in the direction read: the
+    /// first bucket at or after `asked` (`ascending`) or the last at or before it; none if the
+    /// iterator is past the end.
+    fn load(&mut self, asked: u64, ascending: bool, examined: &mut u64) -> Result<(), StoreError> {
         self.iter.status()?;
-        self.iter.key().map(audit_key_position).transpose()
+        let Some(key) = self.iter.key() else {
+            let span = if ascending {
+                (asked, u64::MAX)
+            } else {
+                (0, asked)
+            };
+            self.loaded = Some(Loaded {
+                span,
+                bucket: asked,
+                positions: None,
+            });
+            return Ok(());
+        };
+        let (bucket, _) = audit_key_parts(key)?;
+        let mut positions = Vec::new();
+        while let Some(key) = self.iter.key() {
+            if audit_key_parts(key)?.0 != bucket {
+                break;
+            }
+            let value = self.iter.value().unwrap_or_default();
+            let raw = audit_positions(value).ok_or_else(|| {
+                StoreError::corrupt(
+                    format!("audit index bucket {bucket}"),
+                    format!("a chunk of {} bytes, not a list of positions", value.len()),
+                )
+            })?;
+            positions.extend((0..raw.len() / AUDIT_POSITION_LEN).map(|i| audit_position(raw, i)));
+            *examined += 1;
+            if ascending {
+                self.iter.next();
+            } else {
+                self.iter.prev();
+            }
+        }
+        self.iter.status()?;
+        // Sorted runs, one per chunk: the stable sort merges them in about linear time.
+        positions.sort();
+        self.loaded = Some(Loaded {
+            span: (asked.min(bucket), asked.max(bucket)),
+            bucket,
+            positions: Some(positions),
+        });
+        Ok(())
+    }
+
+    fn covers(&self, bucket: u64) -> bool {
+        self.loaded
+            .as_ref()
+            .is_some_and(|l| l.span.0 <= bucket && bucket <= l.span.1)
     }
 
     /// The first entry at or after `target`; `None` past the end.
     fn seek_ge(&mut self, target: u128, examined: &mut u64) -> Result<Option<u128>, StoreError> {
-        if self.iter.valid() {
-            if let Some(at) = self.current()?.filter(|at| *at >= target) {
-                return Ok(Some(at));
-            }
-            // Usually the next entry: try it before seeking.
-            self.iter.next();
-            *examined += 1;
-            match self.current()? {
-                Some(at) if at >= target => return Ok(Some(at)),
-                None => return Ok(None),
-                Some(_) => {}
-            }
+        let wanted = bucket_of(target);
+        if !self.covers(wanted) {
+            self.iter.seek(self.key(wanted, 0));
+            self.load(wanted, true, examined)?;
         }
-        self.iter.seek(self.key_at(target));
-        *examined += 1;
-        self.current()
+        loop {
+            let Some(loaded) = &self.loaded else {
+                return Ok(None);
+            };
+            let Some(positions) = &loaded.positions else {
+                return Ok(None);
+            };
+            let i = positions.partition_point(|at| *at < target);
+            if let Some(&at) = positions.get(i) {
+                return Ok((at <= self.hi).then_some(at));
+            }
+            // Nothing from `target` on in this bucket: the next one's first entry.
+            let Some(next) = loaded.bucket.checked_add(1) else {
+                return Ok(None);
+            };
+            self.load(next, true, examined)?;
+        }
     }
 
     /// The last entry at or before `target`; `None` past the start.
     fn seek_le(&mut self, target: u128, examined: &mut u64) -> Result<Option<u128>, StoreError> {
-        if self.iter.valid() {
-            if let Some(at) = self.current()?.filter(|at| *at <= target) {
-                return Ok(Some(at));
-            }
-            self.iter.prev();
-            *examined += 1;
-            match self.current()? {
-                Some(at) if at <= target => return Ok(Some(at)),
-                None => return Ok(None),
-                Some(_) => {}
-            }
+        let wanted = bucket_of(target);
+        if !self.covers(wanted) {
+            self.iter.seek_for_prev(self.key(wanted, u64::MAX));
+            self.load(wanted, false, examined)?;
         }
-        self.iter.seek_for_prev(self.key_at(target));
-        *examined += 1;
-        self.current()
+        loop {
+            let Some(loaded) = &self.loaded else {
+                return Ok(None);
+            };
+            let Some(positions) = &loaded.positions else {
+                return Ok(None);
+            };
+            let i = positions.partition_point(|at| *at <= target);
+            if let Some(i) = i.checked_sub(1) {
+                let at = positions[i];
+                return Ok((at >= self.lo).then_some(at));
+            }
+            let Some(before) = loaded.bucket.checked_sub(1) else {
+                return Ok(None);
+            };
+            self.load(before, false, examined)?;
+        }
     }
 }
 
@@ -479,8 +631,10 @@ pub(super) fn config_history(
         if log_index < size {
             indices.push((log_index, position_parts(found).0));
         }
-        posting.iter.next();
-        at = posting.current()?;
+        at = match found.checked_add(1) {
+            Some(next) => posting.seek_ge(next, &mut examined)?,
+            None => None,
+        };
     }
     // Listed by time; versions count in log order.
     indices.sort_unstable();

@@ -288,7 +288,7 @@ fn check_records(db: &DB, generation: u32, size: u64) -> Result<AuditCheck, Inte
         }
         // After the tree: a record that does not match its leaf is named as such first.
         licenses.record(db, generation, index, &record)?;
-        audit.record(generation, index, &record);
+        audit.record(index, &record);
     }
     match records.next() {
         Some(Ok((key, _))) if key.starts_with(&generation_prefix(generation)) => {

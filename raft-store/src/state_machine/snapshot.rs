@@ -797,7 +797,7 @@ fn stream_into<R: Read, W: Write>(
     let tree_cf = db::cf(db, CF_TREE)?;
     let leaf_cf = db::cf(db, CF_LEAF_INDEX)?;
     // The audit index is not in the file: it is rebuilt from the records as they arrive.
-    let audit = audit::AuditStager::new(db, generation)?;
+    let mut audit = audit::AuditStager::new(db)?;
     let mut records = 0u64;
     let mut last_node: Option<(u8, u64)> = None;
     let mut last_leaf: Option<Hash> = None;
@@ -837,7 +837,8 @@ fn stream_into<R: Read, W: Write>(
                 let record = Record::decode(&bytes)
                     .map_err(|e| StoreError::corrupt(format!("snapshot record {records}"), e))?;
                 config.observe(records, &record);
-                audit.stage(batch, records, &record);
+                audit.collect(records, &record);
+                audit.stage(batch, generation);
                 batch.put_cf(records_cf, record_key(generation, records), bytes);
                 records += 1;
             }

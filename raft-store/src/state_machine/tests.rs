@@ -299,6 +299,38 @@ async fn damaged_storage_gives_typed_errors() -> TestResult {
 }
 
 #[tokio::test]
+async fn the_leaf_index_keeps_the_first_of_repeated_records() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (db, mut sm) = open(dir.path()).await?;
+    // Record 2 twice in one entry, record 5 twice in one apply: index 2 and index 5 stay.
+    sm.apply([voters(&[1]), append(3, [0, 1, 2, 2, 3]), append(4, [5, 5])])
+        .await?;
+    let reader = sm.reader();
+    assert_eq!(reader.index_of(record(2).hash()).await?, Some(2));
+    assert_eq!(reader.index_of(record(5).hash()).await?, Some(5));
+    // Written to a table file and compacted there, then repeated once more in the memtable.
+    db.with(|db| {
+        let cf = db::cf(db, CF_LEAF_INDEX)?;
+        db.flush_cf(cf)?;
+        db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        Ok(())
+    })?;
+    sm.apply([append(5, [2, 5, 0])]).await?;
+    assert_eq!(reader.index_of(record(2).hash()).await?, Some(2));
+    assert_eq!(reader.index_of(record(5).hash()).await?, Some(5));
+    assert_eq!(reader.index_of(record(0).hash()).await?, Some(0));
+    assert_eq!(reader.index_of(record(3).hash()).await?, Some(4));
+
+    // A damaged entry is reported, not read as some index, and not overwritten.
+    let damaged = leaf_key(0, &record(1).hash());
+    db.with(|db| Ok(db.put_cf(db::cf(db, CF_LEAF_INDEX)?, damaged, [1u8, 2, 3])?))?;
+    sm.apply([append(6, [1])]).await?;
+    let err = reader.index_of(record(1).hash()).await;
+    assert!(matches!(&err, Err(StoreError::Corrupt { .. })), "{err:?}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn the_stored_tree_answers_for_every_past_size() -> TestResult {
     use qianlian_verifier::{MemoryTree, open_checkpoint, verify_consistency, verify_inclusion};
     let dir = tempfile::tempdir()?;

@@ -7,12 +7,13 @@ use openraft::testing::log_id;
 use super::super::{StateMachineConfig, StateMachineStore, StateReader};
 use super::*;
 use crate::audit::{AuditFilter, field};
-use crate::db::{Db, END_KEY};
+use crate::db::{AUDIT_BUCKET_MS, Db, END_KEY};
 use crate::record::{
     AccessRecord, Action, Caller, ConfigChange, ConfigRecord, Decision, ExchangeRecord,
     LicenseIssuedRecord, Side, SubjectHash,
 };
 use crate::types::{Entry, Request};
+use rocksdb::Direction;
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
@@ -58,12 +59,14 @@ fn subject(n: u64) -> SubjectHash {
 }
 
 /// Varied records: mostly exchanges, some legacy accesses, config and license records between.
-/// Times grow with jitter, so equal and out-of-order times occur.
+/// Times grow with jitter, so equal and out-of-order times occur, also across buckets.
 fn generate(rng: &mut Rng, count: u64, clock: &mut u64) -> Vec<Record> {
     let mut out = Vec::new();
     for _ in 0..count {
-        *clock += rng.below(3);
-        let time = (*clock + rng.below(5)).saturating_sub(2);
+        // Steps of about a tenth of an audit bucket: a bucket holds a few records of a common
+        // value and records of one bucket land in the next.
+        *clock += rng.below(3) * 12;
+        let time = (*clock + rng.below(5) * 12).saturating_sub(2 * 12);
         let consumer = pick(rng, &CONSUMERS).to_string();
         let owner = pick(rng, &PROVIDERS).to_string();
         let dataset = pick(rng, &DATASETS).to_string();
@@ -411,7 +414,11 @@ async fn answers(reader: &StateReader) -> Result<Vec<AuditPage>, ReadError> {
     let mut out = Vec::new();
     for _ in 0..60 {
         let q = random_query(&mut rng, 3000);
-        out.push(reader.audit_query(q).await?);
+        // The answer, not its cost: how many chunks were read depends on how the index was
+        // written (applies or a build), which differs between the nodes compared.
+        let mut page = reader.audit_query(q).await?;
+        page.examined = 0;
+        out.push(page);
     }
     for kind in ConfigKind::ALL {
         let history = reader.config_history(kind).await?;
@@ -491,58 +498,138 @@ async fn the_integrity_check_finds_a_removed_or_added_entry() -> TestResult {
         .enumerate()
         .find(|(_, r)| matches!(r, Record::Exchange(_)))
         .ok_or("no exchange")?;
-    let removed = audit_key(
-        0,
+    let time = record.time_unix_ms();
+    let at = position(time, index as u64);
+    let consumer = match record {
+        Record::Exchange(r) => r.caller.department.clone(),
+        _ => String::new(),
+    };
+    let term = (
         field::CONSUMER,
-        &audit::value_digest(
-            field::CONSUMER,
-            match record {
-                Record::Exchange(r) => r.caller.department.as_bytes(),
-                _ => b"",
-            },
-        ),
-        record.time_unix_ms(),
-        index as u64,
+        audit::value_digest(field::CONSUMER, consumer.as_bytes()),
     );
-    let added = audit_key(
+    let positions = |value: &[u8]| -> Vec<u128> {
+        let raw = audit_positions(value).unwrap_or_default();
+        (0..raw.len() / AUDIT_POSITION_LEN)
+            .map(|i| audit_position(raw, i))
+            .collect()
+    };
+    // The chunk that lists the record under its consumer.
+    let (listed, listed_value) = db.with(move |db| {
+        let from = audit_key(0, term.0, &term.1, audit_bucket(time), 0);
+        for item in db.iterator_cf(
+            db::cf(db, CF_AUDIT)?,
+            IteratorMode::From(&from, Direction::Forward),
+        ) {
+            let (key, value) = item?;
+            if positions(&value).contains(&at) {
+                let key: [u8; AUDIT_KEY_LEN] = key
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::corrupt("audit key", "wrong length"))?;
+                return Ok((key, value.to_vec()));
+            }
+        }
+        Err(StoreError::corrupt(
+            "audit index",
+            "the record is not listed",
+        ))
+    })?;
+    let added = position(time, index as u64 + 100_000);
+    let deny = audit_key(
         0,
         field::DECISION,
         &audit::value_digest(field::DECISION, b"deny"),
-        record.time_unix_ms(),
+        audit_bucket(time),
         index as u64 + 100_000,
     );
-    let exists = |key: [u8; AUDIT_KEY_LEN]| {
-        db.with(move |db| Ok(db.get_cf(db::cf(db, CF_AUDIT)?, key)?.is_some()))
-    };
-    assert!(exists(removed)?);
-    assert!(!exists(added)?);
-    for (name, key, put) in [("removed", removed, false), ("added", added, true)] {
-        db.with(move |db| {
-            let cf = db::cf(db, CF_AUDIT)?;
-            if put {
-                db.put_cf(cf, key, [])?;
+    let without: Vec<u128> = positions(&listed_value)
+        .into_iter()
+        .filter(|p| *p != at)
+        .collect();
+    let moved: Vec<u128> = positions(&listed_value)
+        .into_iter()
+        .map(|p| {
+            if p == at {
+                position(time + AUDIT_BUCKET_MS, p as u64)
             } else {
-                db.delete_cf(cf, key)?;
+                p
             }
-            Ok(())
-        })?;
+        })
+        .collect();
+    // An entry removed, one added, one moved out of its bucket, a chunk that is not a list.
+    let damages: [(&str, [u8; AUDIT_KEY_LEN], Vec<u8>); 4] = [
+        ("removed", listed, encode_audit_positions(without)),
+        ("added", deny, encode_audit_positions([added])),
+        ("moved", listed, encode_audit_positions(moved)),
+        ("not a list", listed, vec![1, 2, 3]),
+    ];
+    for (name, key, value) in damages {
+        db.with(move |db| Ok(db.put_cf(db::cf(db, CF_AUDIT)?, key, value)?))?;
         let checked = sm.check_integrity().await;
         assert!(
             matches!(checked, Err(IntegrityError::AuditIndex { .. })),
             "{name}: {checked:?}"
         );
         // Undo, and the check passes again.
+        let before = (key == listed).then(|| listed_value.clone());
         db.with(move |db| {
             let cf = db::cf(db, CF_AUDIT)?;
-            if put {
-                db.delete_cf(cf, key)?;
-            } else {
-                db.put_cf(cf, key, [])?;
+            match before {
+                Some(value) => db.put_cf(cf, key, value)?,
+                None => db.delete_cf(cf, key)?,
             }
             Ok(())
         })?;
         sm.check_integrity().await?;
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_index_of_the_older_layout_is_rebuilt_on_open() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (db, sm, records) = filled(dir.path(), 1200).await?;
+    let want = answers(&sm.reader()).await?;
+    drop(sm);
+    // As a node of the version before buckets left it: one key per entry, empty values, no
+    // layout marker, the index covering the whole tree.
+    db.with(|db| {
+        let cf = db::cf(db, CF_AUDIT)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, vec![0u8], END_KEY.to_vec());
+        for (index, record) in records.iter().enumerate() {
+            for (tag, digest) in audit::terms(record) {
+                let mut key = generation_prefix(0).to_vec();
+                key.push(tag);
+                key.extend_from_slice(&digest);
+                key.extend_from_slice(&record.time_unix_ms().to_be_bytes());
+                key.extend_from_slice(&(index as u64).to_be_bytes());
+                batch.put_cf(cf, key, []);
+            }
+        }
+        batch.delete_cf(db::cf(db, CF_SM_META)?, KEY_AUDIT_LAYOUT);
+        db.write(batch)?;
+        Ok(())
+    })?;
+    db.close();
+    let (db, sm) = open(dir.path()).await?;
+    sm.check_integrity().await?;
+    assert_eq!(answers(&sm.reader()).await?, want);
+    let keys = db.with(|db| {
+        Ok(db
+            .iterator_cf(db::cf(db, CF_AUDIT)?, IteratorMode::Start)
+            .map(|item| item.map(|(key, _)| key.len()))
+            .collect::<Result<Vec<_>, _>>()?)
+    })?;
+    assert!(keys.iter().all(|len| *len == AUDIT_KEY_LEN), "{keys:?}");
+    // Far fewer keys than entries: a bucket holds every entry of its list.
+    let entries: usize = records.iter().map(|r| audit::terms(r).len()).sum();
+    assert!(
+        keys.len() * 2 < entries,
+        "{} keys for {entries} entries",
+        keys.len()
+    );
     Ok(())
 }
 
