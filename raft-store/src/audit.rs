@@ -3,10 +3,12 @@
 //!
 //! The state machine keeps a secondary index of every access record (`Record::Exchange` and
 //! `Record::Access`) in the `audit` column family (layout in [`crate::db`]): one posting list
-//! per field value, each sorted by `(time_unix_ms, log_index)`. A query walks one posting list
-//! per filter (the list of every access record when there is none), restricted to the time
-//! range by seek bounds, and intersects them with a leapfrog join on the `(time, index)`
-//! suffix, so its cost follows the smallest lists, not the log. Posting lists are keyed by a
+//! per field value, each sorted by `(time_unix_ms, log_index)`, cut into time buckets and
+//! written in chunks, one per apply that touched the bucket (so a busy list costs one write per
+//! apply, not one per record). A query walks one posting list per filter (the list of every
+//! access record when there is none), restricted to the time range by seek bounds, reading one
+//! bucket at a time, and intersects them with a leapfrog join on the `(time, index)` positions,
+//! so its cost follows the smallest lists, not the log. Posting lists are keyed by a
 //! 16-byte digest of the value, so every candidate's record is read and checked again with
 //! [`AuditFilter::matches`] before it is returned: a digest collision costs a read, never a
 //! wrong answer.
