@@ -351,7 +351,7 @@ pub struct AuditPage {
     pub next: Option<AuditCursor>,
     /// The tree size the page was read at: only records below it are answers.
     pub tree_size: u64,
-    /// Index entries read to answer (a measure of the query's cost).
+    /// Index chunks read to answer (a measure of the query's cost).
     pub examined: u64,
 }
 
