@@ -8,8 +8,9 @@
 //!   (self-versioned)
 //! - `tree`: generation ++ level (u8) ++ index at that level (u64 BE) → the 32-byte RFC 6962 hash
 //!   of that complete perfect subtree (see `merkle`)
-//! - `leaf_index`: generation ++ leaf hash (32 bytes) → log index (u64 BE) of the first record
-//!   with that leaf hash
+//! - `leaf_index`: generation ++ leaf hash (32 bytes) ++ log index (u64 BE) → empty, for every
+//!   record: the entries of one hash are adjacent and the first is the smallest log index, so
+//!   the apply writes without reading whether the hash is known
 //! - `licenses`: generation ++ license hash (32 bytes) → log index (u64 BE) of the license's
 //!   first issuance record
 //! - `license_changes`: generation ++ license hash ++ log index (u64 BE) → `[1] ++
@@ -27,7 +28,8 @@
 //!   positions are those of all its chunks: one per access record with that field value in that
 //!   time bucket, and one per config record
 //! - `sm_meta`: `layout` | `generation` | `last_applied` | `last_membership` | `tree_size` |
-//!   `checkpoint` | `config` | `audit_indexed` | `audit_layout` → `[1] ++ postcard(..)`
+//!   `checkpoint` | `config` | `audit_indexed` | `audit_layout` | `leaf_layout` → `[1] ++
+//!   postcard(..)`
 //! - `snapshot`: `current` → `[1] ++ postcard(..)`: the current snapshot's metadata and file name
 //!
 //! The state machine's data (`records`, `tree`, `leaf_index`, the license state and the audit
@@ -38,7 +40,7 @@
 //! crash mid-install leaves the old state whole; other generations are garbage, deleted on open.
 //!
 //! Invariants: every value but a record's canonical bytes, the fixed-width values of `tree`
-//! (32 bytes), `leaf_index` and `licenses` (8 bytes) and the empty values of `holders` starts
+//! (32 bytes), `licenses` (8 bytes) and the empty values of `leaf_index` and `holders` starts
 //! with [`VALUE_FORMAT_V1`], so a value written by a newer layout is refused with
 //! [`StoreError::UnknownFormat`] rather than misread; fixed-width values are checked by length.
 //! Log and state machine share one database and therefore one write-ahead log: a synced write
@@ -345,7 +347,8 @@ pub(crate) fn node_key_parts(key: &[u8]) -> Result<(u32, u8, u64), StoreError> {
     ))
 }
 
-/// Key of leaf hash `hash` in the leaf index of generation `generation`.
+/// Generation `generation` ++ `hash`: the key of a license in `licenses`, the prefix of a hash's
+/// entries in `leaf_index`, `license_changes` and `holders`.
 pub fn leaf_key(generation: u32, hash: &Hash) -> [u8; 36] {
     let mut key = [0u8; 36];
     key[..4].copy_from_slice(&generation.to_be_bytes());

@@ -37,7 +37,6 @@ pub mod integrity;
 mod licenses;
 mod snapshot;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
@@ -46,7 +45,7 @@ use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, Snapshot, SnapshotMeta};
 use qianlian_verifier::license::StatusList;
 use qianlian_verifier::{Hash, leaf_hash};
-use rocksdb::{DB, IteratorMode, WriteBatch};
+use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
 use tokio::sync::watch;
 
 pub use self::snapshot::SnapshotBuilder;
@@ -54,8 +53,8 @@ use crate::audit::{AuditPage, AuditQuery};
 use crate::checkpoint::{self, CheckpointSigner, SignedCheckpoint};
 use crate::db::{
     self, CF_LEAF_INDEX, CF_RECORDS, CF_SM_META, CF_TREE, Db, END_KEY, GENERATION_CFS, StoreError,
-    decode_hash, encode_value, generation_prefix, get_value, leaf_key, node_key, node_key_parts,
-    record_key, record_key_parts,
+    decode_hash, encode_value, generation_prefix, get_value, hash_index_key, hash_index_key_parts,
+    leaf_key, node_key, node_key_parts, record_key, record_key_parts,
 };
 use crate::license::LicenseView;
 use crate::merkle::{self, Edge, Subtree};
@@ -77,6 +76,13 @@ const KEY_CONFIG: &[u8] = b"config";
 const KEY_AUDIT_INDEXED: &[u8] = b"audit_indexed";
 /// The layout of the audit index (see `audit::upgrade_layout`).
 const KEY_AUDIT_LAYOUT: &[u8] = b"audit_layout";
+/// The layout of the leaf index (see `upgrade_leaf_index`).
+const KEY_LEAF_LAYOUT: &[u8] = b"leaf_layout";
+/// The leaf index layout this version writes: one entry per record (hash ++ log index). Layout 1
+/// (hash → first log index, no marker) is rebuilt on open.
+const LEAF_LAYOUT: u32 = 2;
+/// Leaves indexed per write when the leaf index is rebuilt.
+const LEAF_REBUILD_BATCH: u64 = 20_000;
 
 /// An apply signs the new tree head if the stored signature is at least this old. The stored
 /// checkpoint anchors the integrity check on open; fresher heads are signed when asked for.
@@ -449,8 +455,6 @@ struct Appender<'a> {
     db: &'a DB,
     generation: u32,
     edge: Edge,
-    // Leaf hashes indexed in the batch not yet written, which the database cannot answer for.
-    unwritten: HashSet<Hash>,
     // Tree nodes completed so far, staged in key order by `stage_nodes` (see there).
     nodes: Vec<([u8; 13], Hash)>,
 }
@@ -461,7 +465,6 @@ impl<'a> Appender<'a> {
             db,
             generation,
             edge,
-            unwritten: HashSet::new(),
             nodes: Vec::new(),
         }
     }
@@ -495,15 +498,93 @@ impl<'a> Appender<'a> {
             record_key(generation, index),
             bytes,
         );
-        // First occurrence wins: a record repeated later keeps pointing at the first.
-        let key = leaf_key(generation, &hash);
-        let leaf_cf = db::cf(self.db, CF_LEAF_INDEX)?;
-        if !self.unwritten.contains(&hash) && self.db.get_pinned_cf(leaf_cf, key)?.is_none() {
-            batch.put_cf(leaf_cf, key, index.to_be_bytes());
-            self.unwritten.insert(hash);
-        }
+        // A record repeated later gets an entry after the first one's: readers take the first.
+        batch.put_cf(
+            db::cf(self.db, CF_LEAF_INDEX)?,
+            hash_index_key(generation, &hash, index),
+            [],
+        );
         Ok(hash)
     }
+}
+
+/// The smallest log index the leaf index lists for `hash` in `generation`: its first record.
+fn first_leaf_entry(db: &DB, generation: u32, hash: &Hash) -> Result<Option<u64>, StoreError> {
+    let prefix = leaf_key(generation, hash);
+    let mut iter = db.raw_iterator_cf(db::cf(db, CF_LEAF_INDEX)?);
+    iter.seek(hash_index_key(generation, hash, 0));
+    iter.status()?;
+    let Some(key) = iter.key().filter(|k| k.starts_with(&prefix)) else {
+        return Ok(None);
+    };
+    let (_, _, index) = hash_index_key_parts("leaf index key", key)?;
+    if iter.value().is_some_and(|v| !v.is_empty()) {
+        return Err(StoreError::corrupt(
+            format!("leaf index entry of {}", hex::encode(hash)),
+            "a value where none is written",
+        ));
+    }
+    Ok(Some(index))
+}
+
+/// Bring a leaf index of the older layout (hash → first log index) to the current one (hash ++
+/// log index → empty) by rebuilding it from the stored leaves (level 0 of the tree), in batches;
+/// an interrupted rebuild starts again. Returns whether it rebuilt.
+fn upgrade_leaf_index(db: &DB, generation: u32, tree_size: u64) -> Result<bool, StoreError> {
+    let layout: Option<u32> = get_value(db, CF_SM_META, KEY_LEAF_LAYOUT, "leaf index layout")?;
+    match layout {
+        Some(LEAF_LAYOUT) => return Ok(false),
+        Some(other) if other > LEAF_LAYOUT => {
+            return Err(StoreError::UnknownFormat {
+                what: "leaf index layout".into(),
+                version: u8::try_from(other).unwrap_or(u8::MAX),
+            });
+        }
+        _ => {}
+    }
+    let leaf_cf = db::cf(db, CF_LEAF_INDEX)?;
+    let mut batch = WriteBatch::default();
+    batch.delete_range_cf(leaf_cf, &[][..], &END_KEY[..]);
+    if tree_size > 0 {
+        tracing::info!(tree_size, "rebuilding the leaf index in its current layout");
+    }
+    let iter = db.iterator_cf_opt(
+        db::cf(db, CF_TREE)?,
+        db::scan_options(),
+        IteratorMode::From(&node_key(generation, 0, 0), Direction::Forward),
+    );
+    let mut next = 0u64;
+    for item in iter {
+        if next >= tree_size {
+            break;
+        }
+        let (key, value) = item?;
+        if node_key_parts(&key)? != (generation, 0, next) {
+            return Err(StoreError::corrupt(
+                format!("leaf {next}"),
+                "missing below the tree size",
+            ));
+        }
+        let hash = decode_hash(|| format!("leaf {next}"), &value)?;
+        batch.put_cf(leaf_cf, hash_index_key(generation, &hash, next), []);
+        next += 1;
+        if next.is_multiple_of(LEAF_REBUILD_BATCH) {
+            db.write_opt(std::mem::take(&mut batch), &db::unsynced())?;
+        }
+    }
+    if next != tree_size {
+        return Err(StoreError::corrupt(
+            format!("leaf {next}"),
+            "missing below the tree size",
+        ));
+    }
+    batch.put_cf(
+        db::cf(db, CF_SM_META)?,
+        KEY_LEAF_LAYOUT,
+        encode_value("leaf index layout", &LEAF_LAYOUT)?,
+    );
+    db.write_opt(batch, &db::synced())?;
+    Ok(tree_size > 0)
 }
 
 impl StateMachineStore {
@@ -517,6 +598,7 @@ impl StateMachineStore {
         let applied = db.run(load_applied).await?;
         let (generation, size) = (applied.generation, applied.tree_size);
         db.run(move |db| {
+            upgrade_leaf_index(db, generation, size)?;
             audit::upgrade_layout(db)?;
             audit::build_missing(db, generation, size)
         })
@@ -709,15 +791,10 @@ impl StateReader {
     pub async fn index_of(&self, hash: Hash) -> Result<Option<u64>, StoreError> {
         let read = self
             .read(move |db, generation, size| {
-                let cf = db::cf(db, CF_LEAF_INDEX)?;
-                let Some(bytes) = db.get_pinned_cf(cf, leaf_key(generation, &hash))? else {
+                let Some(index) = first_leaf_entry(db, generation, &hash)? else {
                     return Ok(None);
                 };
                 let what = || format!("leaf index entry of {}", hex::encode(hash));
-                let index: [u8; 8] = bytes.as_ref().try_into().map_err(|_| {
-                    StoreError::corrupt(what(), format!("{} bytes, expected 8", bytes.len()))
-                })?;
-                let index = u64::from_be_bytes(index);
                 if index >= size || read_node(db, generation, Subtree::new(0, index))? != hash {
                     return Err(StoreError::corrupt(
                         what(),

@@ -51,8 +51,8 @@ use super::{
 use crate::db::{
     self, CF_HOLDERS, CF_LEAF_INDEX, CF_LICENSE_CHANGES, CF_LICENSES, CF_RECORDS, CF_SM_META,
     CF_SNAPSHOT, CF_TREE, Db, END_KEY, GENERATION_CFS, StoreError, decode_hash, decode_value,
-    encode_value, generation_prefix, get_value, hash_index_key, hash_index_key_parts, leaf_key,
-    license_key, node_key, node_key_parts, record_key, record_key_parts,
+    encode_value, generation_prefix, get_value, hash_index_key, hash_index_key_parts, license_key,
+    node_key, node_key_parts, record_key, record_key_parts,
 };
 use crate::record::Record;
 use crate::types::{LogId, NodeId, RaftStorageError, StoredMembership, TypeConfig};
@@ -396,17 +396,21 @@ fn write_snapshot(
         db::scan_options(),
         IteratorMode::From(&prefix, Direction::Forward),
     );
+    // One frame per hash: its first record (the smallest log index, listed first).
+    let mut last: Option<Hash> = None;
     for item in leaves {
-        let (key, value) = item?;
+        let (key, _) = item?;
         if !key.starts_with(&prefix) {
             break;
         }
-        let index: [u8; 8] = value.as_ref().try_into().map_err(|_| {
-            StoreError::corrupt("leaf index entry", format!("{} bytes", value.len()))
-        })?;
+        let (_, hash, index) = hash_index_key_parts("leaf index key", &key)?;
+        if last == Some(hash) {
+            continue;
+        }
+        last = Some(hash);
         out.write_all(&[TAG_LEAF]).map_err(w)?;
-        out.write_all(&key[4..]).map_err(w)?;
-        out.write_all(&index).map_err(w)?;
+        out.write_all(&hash).map_err(w)?;
+        out.write_all(&index.to_be_bytes()).map_err(w)?;
     }
 
     // The license state: every frame is the key without its generation, then the value.
@@ -864,7 +868,11 @@ fn stream_into<R: Read, W: Write>(
                     ));
                 }
                 last_leaf = Some(hash);
-                batch.put_cf(leaf_cf, leaf_key(generation, &hash), index);
+                batch.put_cf(
+                    leaf_cf,
+                    hash_index_key(generation, &hash, u64::from_be_bytes(index)),
+                    [],
+                );
             }
             TAG_LICENSE | TAG_CHANGE | TAG_HOLDER => {
                 let hash = input.exact::<32>()?;

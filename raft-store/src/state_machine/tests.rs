@@ -321,12 +321,54 @@ async fn the_leaf_index_keeps_the_first_of_repeated_records() -> TestResult {
     assert_eq!(reader.index_of(record(0).hash()).await?, Some(0));
     assert_eq!(reader.index_of(record(3).hash()).await?, Some(4));
 
-    // A damaged entry is reported, not read as some index, and not overwritten.
-    let damaged = leaf_key(0, &record(1).hash());
+    // A damaged entry is reported, not read as some index.
+    let damaged = hash_index_key(0, &record(1).hash(), 1);
     db.with(|db| Ok(db.put_cf(db::cf(db, CF_LEAF_INDEX)?, damaged, [1u8, 2, 3])?))?;
-    sm.apply([append(6, [1])]).await?;
     let err = reader.index_of(record(1).hash()).await;
     assert!(matches!(&err, Err(StoreError::Corrupt { .. })), "{err:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_leaf_index_of_the_older_layout_is_rebuilt_on_open() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (db, mut sm) = open(dir.path()).await?;
+    sm.apply([voters(&[1]), append(3, [0, 1, 2, 2, 3]), append(4, 5..40)])
+        .await?;
+    drop(sm);
+    // As the version before left it: hash → first log index, no layout marker.
+    db.with(|db| {
+        let cf = db::cf(db, CF_LEAF_INDEX)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, &[][..], &END_KEY[..]);
+        for (i, index) in [(0, 0), (1, 1), (2, 2), (3, 4)]
+            .into_iter()
+            .chain((5..40).map(|i| (i, i)))
+        {
+            batch.put_cf(cf, leaf_key(0, &record(i).hash()), index.to_be_bytes());
+        }
+        batch.delete_cf(db::cf(db, CF_SM_META)?, KEY_LEAF_LAYOUT);
+        db.write(batch)?;
+        Ok(())
+    })?;
+    db.close();
+    let (db, sm) = open(dir.path()).await?;
+    let reader = sm.reader();
+    assert_eq!(reader.index_of(record(2).hash()).await?, Some(2));
+    assert_eq!(reader.index_of(record(3).hash()).await?, Some(4));
+    assert_eq!(reader.index_of(record(39).hash()).await?, Some(39));
+    assert_eq!(reader.index_of(record(4).hash()).await?, None);
+    // One entry per record, each the hash and the log index, no value.
+    let entries = db.with(|db| {
+        let mut out = Vec::new();
+        for item in db.iterator_cf(db::cf(db, CF_LEAF_INDEX)?, IteratorMode::Start) {
+            let (key, value) = item?;
+            out.push((hash_index_key_parts("leaf", &key)?.2, value.is_empty()));
+        }
+        Ok(out)
+    })?;
+    assert_eq!(entries.len(), 40);
+    assert!(entries.iter().all(|(_, empty)| *empty));
     Ok(())
 }
 
