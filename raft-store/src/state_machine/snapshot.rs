@@ -9,7 +9,8 @@
 //! header   u32 length ++ postcard(Header)         tree size, last applied log id, membership
 //! frames   1 ++ u32 length ++ record bytes         records 0..tree_size, in order
 //!          2 ++ level u8 ++ index u64 ++ hash[32]   tree nodes, in key order
-//!          3 ++ hash[32] ++ log index u64           leaf index entries, in key order
+//!          3 ++ hash[32] ++ log index u64           leaf index: each hash once, with its first
+//!                                                  (smallest) log index, in hash order
 //!          4 ++ hash[32] ++ log index u64           license index entries, in key order
 //!          5 ++ hash[32] ++ log index u64 ++ u32 length ++ value
 //!                                                  license changes, in key order
