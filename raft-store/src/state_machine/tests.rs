@@ -148,6 +148,32 @@ async fn applied_state_survives_reopening() -> TestResult {
 }
 
 #[tokio::test]
+async fn a_snapshot_carries_the_first_index_of_repeated_records() -> TestResult {
+    let leader_dir = tempfile::tempdir()?;
+    let follower_dir = tempfile::tempdir()?;
+    let (_l, mut leader) = open(leader_dir.path()).await?;
+    let (_f, mut follower) = open(follower_dir.path()).await?;
+    // Record 2 at log indices 2, 5 and 7.
+    leader
+        .apply([
+            voters(&[1, 2]),
+            append(3, [0, 1, 2, 3, 4, 2]),
+            append(4, [6, 2]),
+        ])
+        .await?;
+    let snapshot = leader.get_snapshot_builder().await.build_snapshot().await?;
+    follower
+        .install_snapshot(&snapshot.meta, snapshot.snapshot)
+        .await?;
+    let reader = follower.reader();
+    assert_eq!(reader.tree_size(), 8);
+    assert_eq!(reader.index_of(record(2).hash()).await?, Some(2));
+    assert_eq!(reader.index_of(record(6).hash()).await?, Some(6));
+    assert_eq!(reader.index_of(record(5).hash()).await?, None);
+    Ok(())
+}
+
+#[tokio::test]
 async fn installing_a_snapshot_replaces_the_state() -> TestResult {
     let leader_dir = tempfile::tempdir()?;
     let follower_dir = tempfile::tempdir()?;
