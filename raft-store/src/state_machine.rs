@@ -527,20 +527,30 @@ fn first_leaf_entry(db: &DB, generation: u32, hash: &Hash) -> Result<Option<u64>
     Ok(Some(index))
 }
 
+/// Whether the index layout stored under `sm_meta/key` is `current`; a missing marker is an
+/// older layout, a larger one [`StoreError::UnknownFormat`] (written by a newer version).
+pub(super) fn layout_is_current(
+    db: &DB,
+    key: &[u8],
+    current: u32,
+    what: &str,
+) -> Result<bool, StoreError> {
+    match get_value::<u32>(db, CF_SM_META, key, what)? {
+        Some(layout) if layout == current => Ok(true),
+        Some(layout) if layout > current => Err(StoreError::UnknownFormat {
+            what: what.into(),
+            version: u8::try_from(layout).unwrap_or(u8::MAX),
+        }),
+        _ => Ok(false),
+    }
+}
+
 /// Bring a leaf index of the older layout (hash → first log index) to the current one (hash ++
 /// log index → empty) by rebuilding it from the stored leaves (level 0 of the tree), in batches;
-/// an interrupted rebuild starts again. Returns whether it rebuilt.
-fn upgrade_leaf_index(db: &DB, generation: u32, tree_size: u64) -> Result<bool, StoreError> {
-    let layout: Option<u32> = get_value(db, CF_SM_META, KEY_LEAF_LAYOUT, "leaf index layout")?;
-    match layout {
-        Some(LEAF_LAYOUT) => return Ok(false),
-        Some(other) if other > LEAF_LAYOUT => {
-            return Err(StoreError::UnknownFormat {
-                what: "leaf index layout".into(),
-                version: u8::try_from(other).unwrap_or(u8::MAX),
-            });
-        }
-        _ => {}
+/// an interrupted rebuild starts again.
+fn upgrade_leaf_index(db: &DB, generation: u32, tree_size: u64) -> Result<(), StoreError> {
+    if layout_is_current(db, KEY_LEAF_LAYOUT, LEAF_LAYOUT, "leaf index layout")? {
+        return Ok(());
     }
     let leaf_cf = db::cf(db, CF_LEAF_INDEX)?;
     let mut batch = WriteBatch::default();
@@ -584,7 +594,7 @@ fn upgrade_leaf_index(db: &DB, generation: u32, tree_size: u64) -> Result<bool, 
         encode_value("leaf index layout", &LEAF_LAYOUT)?,
     );
     db.write_opt(batch, &db::synced())?;
-    Ok(tree_size > 0)
+    Ok(())
 }
 
 impl StateMachineStore {

@@ -10,7 +10,9 @@ use rocksdb::{
 use sha2::{Digest, Sha256};
 
 use super::integrity::IntegrityError;
-use super::{ConfigPointer, KEY_AUDIT_INDEXED, KEY_AUDIT_LAYOUT, RangeError, ReadError};
+use super::{
+    ConfigPointer, KEY_AUDIT_INDEXED, KEY_AUDIT_LAYOUT, RangeError, ReadError, layout_is_current,
+};
 use crate::audit::{
     self, AuditCursor, AuditHit, AuditOrder, AuditPage, AuditQuery, DIGEST_LEN, MAX_PAGE,
 };
@@ -102,21 +104,12 @@ fn indexed(db: &DB) -> Result<u64, StoreError> {
 }
 
 /// Drop an index written in an older layout, so that [`build_missing`] builds it anew; mark
-/// the database as holding the current layout. Returns whether an old index was dropped.
-pub(super) fn upgrade_layout(db: &DB) -> Result<bool, StoreError> {
-    let layout: Option<u32> = get_value(db, CF_SM_META, KEY_AUDIT_LAYOUT, "audit index layout")?;
-    match layout {
-        Some(AUDIT_LAYOUT) => return Ok(false),
-        Some(other) if other > AUDIT_LAYOUT => {
-            return Err(StoreError::UnknownFormat {
-                what: "audit index layout".into(),
-                version: u8::try_from(other).unwrap_or(u8::MAX),
-            });
-        }
-        _ => {}
+/// the database as holding the current layout.
+pub(super) fn upgrade_layout(db: &DB) -> Result<(), StoreError> {
+    if layout_is_current(db, KEY_AUDIT_LAYOUT, AUDIT_LAYOUT, "audit index layout")? {
+        return Ok(());
     }
-    let dropped = indexed(db)? > 0;
-    if dropped {
+    if indexed(db)? > 0 {
         tracing::info!("the audit index is in an older layout: rebuilding it");
     }
     let meta = db::cf(db, CF_SM_META)?;
@@ -133,7 +126,7 @@ pub(super) fn upgrade_layout(db: &DB) -> Result<bool, StoreError> {
         encode_value("audit index layout", &AUDIT_LAYOUT)?,
     );
     db.write_opt(batch, &db::synced())?;
-    Ok(dropped)
+    Ok(())
 }
 
 /// Index the records of `generation` from `sm_meta/audit_indexed` up to `tree_size`, in
