@@ -8,11 +8,11 @@
 //!   moved or altered on disk is reported, not replayed;
 //! - writes are serialised: each method awaits its blocking write before returning, and openraft
 //!   calls them one at a time through `&mut self`;
-//! - synced writes (append, vote, truncate, purge) block the calling thread for their fsync, with
-//!   the runtime told so ([`Db::run_synced`]): the worker's other tasks move to another thread
-//!   and the write starts at once, without waking a blocking-pool thread and, after the fsync,
-//!   the core's worker again. Reading a few entries back for apply and replication runs on the
-//!   calling thread: it touches the memtable for microseconds;
+//! - synced writes (append, vote, truncate, purge) block the calling worker for their fsync
+//!   ([`Db::run_synced`]): the write starts at once, without waking another thread, and what
+//!   the Raft core wakes afterwards runs on the same thread. Reading a few entries back for
+//!   apply and replication runs on the calling thread: it touches the memtable for
+//!   microseconds;
 //! - the committed log id is not stored: the state machine stores what it applied with every
 //!   apply, so a restarted node starts from there, and one WAL write per commit is saved.
 

@@ -88,9 +88,12 @@ const LEAF_REBUILD_BATCH: u64 = 20_000;
 /// checkpoint anchors the integrity check on open; fresher heads are signed when asked for.
 pub const SIGN_EVERY: Duration = Duration::from_millis(200);
 
-/// Applies of at most this many records run on the calling thread; larger ones on the blocking
-/// pool.
-const INLINE_APPLY_RECORDS: usize = 8;
+/// Applies of at most this many records (one full group-commit entry at the default
+/// `max_batch`) run on the calling worker, blocking it for a few milliseconds at most; larger
+/// ones, as in a follower catching up, on the blocking pool. A hand-off costs two thread
+/// wake-ups per apply: side by side on two cores, applying entries of up to 1 024 records in
+/// place instead of above 8 raised throughput at 64 clients by 6–11 %.
+const INLINE_APPLY_RECORDS: usize = 1024;
 
 /// The state machine storage layout this version writes (`sm_meta/layout`). Layout 1 (no
 /// generations, no tree) was the walking skeleton's and is refused.
@@ -1129,9 +1132,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             })
             .sum();
         let applied = if records <= INLINE_APPLY_RECORDS {
-            // A few records take tens of microseconds to stage and write (unsynced): less than
-            // the two thread wake-ups of a hand-off to the blocking pool, which a lone request
-            // would wait for.
+            // One entry's records stage and write (unsynced) in tens of microseconds to a few
+            // milliseconds; a hand-off to the blocking pool would add two thread wake-ups to
+            // every apply, and every caller waits for them.
             self.db
                 .with(|db| apply_entries(db, &shared, current, entries))
         } else {
