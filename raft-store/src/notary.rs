@@ -68,6 +68,9 @@ use crate::types::{NodeId, TypeConfig};
 
 /// Extra time an append waits beyond `commit_timeout`, so that the batcher's own, more precise
 /// answer (which is bounded by `commit_timeout`) arrives before the caller gives up.
+/// Records per Raft entry unless configured otherwise ([`NotaryConfig::max_batch`]).
+pub const DEFAULT_MAX_BATCH: usize = 1024;
+
 const ANSWER_GRACE: Duration = Duration::from_millis(250);
 
 /// Pause before asking a member again that has not applied the tree size yet.
@@ -153,7 +156,7 @@ impl NotaryConfig {
             advertise_addr: advertise_addr.into(),
             bootstrap_single: false,
             peer_tls: None,
-            max_batch: 1024,
+            max_batch: DEFAULT_MAX_BATCH,
             max_in_flight: 1,
             commit_timeout: Duration::from_secs(10),
             raft_timing: RaftTiming::default(),
