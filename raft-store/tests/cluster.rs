@@ -5,7 +5,9 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use qianlian_raft_store::notary::{LicenseCurrentStatus, Notary, NotaryConfig, NotaryError};
+use qianlian_raft_store::notary::{
+    LicenseCurrentStatus, Notary, NotaryConfig, NotaryError, NotaryStatus,
+};
 use qianlian_raft_store::record::{LicenseStatusChange, Record};
 use qianlian_verifier::license::{LicenseState, open_status_list};
 use qianlian_verifier::{NoteSigner, SignedNote, open_checkpoint, verify_inclusion};
@@ -100,6 +102,29 @@ async fn three_nodes(
         .change_membership(BTreeSet::from([1, 2, 3]))
         .await?;
     Ok((n1, n2, n3))
+}
+
+/// Poll `node`'s status until `done` holds; fails the test with `what` and the last status
+/// after [`STEP`]. Raft's metrics trail the state machine: a learner's tree size reaches the
+/// snapshot's before the metrics name the snapshot, so tests that read both wait here.
+async fn wait_for_status(
+    node: &Node,
+    what: &str,
+    done: impl Fn(&NotaryStatus) -> bool,
+) -> NotaryStatus {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let status = node.notary.status();
+        if done(&status) {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {}: {what} within {STEP:?}: {status:?}",
+            node.id
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn check_all_have(
@@ -340,16 +365,7 @@ async fn a_new_node_catches_up_by_snapshot_after_the_log_was_purged() -> TestRes
         let records = (batch * 50..(batch + 1) * 50).map(record).collect();
         n1.notary.append_batch(records).await?;
     }
-    let deadline = Instant::now() + STEP;
-    while n1.notary.status().purged_raft_index.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "no purge: {:?}",
-            n1.notary.status()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let status = n1.notary.status();
+    let status = wait_for_status(&n1, "a purged log", |s| s.purged_raft_index.is_some()).await;
     eprintln!(
         "leader: snapshot at raft index {:?}, purged to {:?}",
         status.snapshot_raft_index, status.purged_raft_index
@@ -360,11 +376,10 @@ async fn a_new_node_catches_up_by_snapshot_after_the_log_was_purged() -> TestRes
     n1.notary.add_learner(2, n2.addr.clone()).await?;
     n2.notary.wait_for_tree_size(2000, STEP).await?;
     eprintln!("learner caught up 2000 records in {:?}", started.elapsed());
-    assert!(
-        n2.notary.status().snapshot_raft_index.is_some(),
-        "the learner installed a snapshot: {:?}",
-        n2.notary.status()
-    );
+    wait_for_status(&n2, "an installed snapshot", |s| {
+        s.snapshot_raft_index.is_some()
+    })
+    .await;
     assert_eq!(
         n2.notary.root_at(2000).await?,
         n1.notary.root_at(2000).await?
@@ -508,25 +523,16 @@ async fn a_node_caught_up_by_snapshot_knows_the_licenses() -> TestResult {
         }
         n1.notary.append_batch(records).await?;
     }
-    let deadline = Instant::now() + STEP;
-    while n1.notary.status().purged_raft_index.is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "no purge: {:?}",
-            n1.notary.status()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_status(&n1, "a purged log", |s| s.purged_raft_index.is_some()).await;
     let size = n1.notary.tree_size();
 
     let mut n2 = Node::start_with(2, false, small).await?;
     n1.notary.add_learner(2, n2.addr.clone()).await?;
     n2.notary.wait_for_tree_size(size, STEP).await?;
-    assert!(
-        n2.notary.status().snapshot_raft_index.is_some(),
-        "the learner installed a snapshot: {:?}",
-        n2.notary.status()
-    );
+    wait_for_status(&n2, "an installed snapshot", |s| {
+        s.snapshot_raft_index.is_some()
+    })
+    .await;
     for license in &licenses {
         let want = n1.notary.license(license).await?;
         assert!(want.is_some());

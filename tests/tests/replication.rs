@@ -241,13 +241,21 @@ async fn a_node_restarted_from_an_empty_data_folder_catches_up_by_snapshot() {
     cluster.start_node(victim);
     let max = acked.iter().map(|a| a.0).max().expect("acked") + 1;
     cluster.converge(max, Duration::from_secs(30)).await;
-    let s = cluster
-        .status(victim)
-        .await
-        .expect("status of the restarted node");
-    assert!(
-        s.snapshot_index > 0,
-        "the empty node caught up from a snapshot, not by replaying a purged log: {s:?}"
-    );
+    // Raft's metrics name the installed snapshot a moment after the tree reaches its size.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = cluster
+            .status(victim)
+            .await
+            .expect("status of the restarted node");
+        if s.snapshot_index > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the empty node caught up from a snapshot, not by replaying a purged log: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     check_acked_everywhere(&cluster, &acked).await;
 }

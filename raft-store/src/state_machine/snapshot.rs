@@ -46,8 +46,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncSeekExt;
 
 use super::{
-    Applied, ConfigPointers, KEY_GENERATION, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, KEY_TREE_SIZE,
-    Shared, audit, integrity, load_edge, put_applied,
+    Applied, Changed, ConfigPointers, KEY_GENERATION, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP,
+    KEY_TREE_SIZE, Shared, audit, integrity, load_edge, put_applied,
 };
 use crate::db::{
     self, CF_HOLDERS, CF_LEAF_INDEX, CF_LICENSE_CHANGES, CF_LICENSES, CF_RECORDS, CF_SM_META,
@@ -760,7 +760,7 @@ fn persist_and_switch(
         config,
     };
     let mut batch = WriteBatch::default();
-    put_applied(db, &mut batch, &applied)?;
+    put_applied(db, &mut batch, &applied, Changed::EVERYTHING)?;
     let current = Current {
         meta,
         file: name.clone(),

@@ -703,3 +703,68 @@ async fn config_in_force_follows_applies_snapshots_and_reopening() -> TestResult
     assert_eq!(reopened.reader().config_pointers(), expected);
     Ok(())
 }
+
+/// What of the applied state a reopened node would load, in comparable form.
+fn stored_view(applied: &Applied) -> impl PartialEq + std::fmt::Debug + use<> {
+    (
+        applied.last_applied,
+        applied.last_membership.clone(),
+        applied.tree_size,
+        applied.generation,
+        applied.checkpoint.as_ref().map(|cp| cp.note.clone()),
+        applied.config,
+    )
+}
+
+#[tokio::test]
+async fn the_stored_applied_state_follows_every_kind_of_apply() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (db, mut sm) = open_with(dir.path(), Some(key(1))).await?;
+    let membership = |index: u64, ids: &[u64]| {
+        let m = Membership::<NodeId, BasicNode>::new(
+            vec![ids.iter().copied().collect::<BTreeSet<_>>()],
+            None,
+        );
+        Entry::new_membership(log_id(1, 1, index), m)
+    };
+    let config = |index: u64| Entry {
+        log_id: log_id(1, 1, index),
+        payload: EntryPayload::Normal(Request::Append {
+            records: vec![config_record(crate::record::ConfigChange::Directory {
+                toml: format!("d{index}"),
+            })],
+        }),
+    };
+    let blank = |index: u64| Entry::new_blank(log_id(1, 1, index));
+    // Each apply changes a different part: the first write stores everything, later ones only
+    // what changed; the state read back from disk must equal the one in memory every time.
+    let applies: Vec<Vec<Entry>> = vec![
+        vec![blank(1)],
+        vec![membership(2, &[1])],
+        vec![append(3, 0..4)],
+        vec![blank(4)],
+        vec![membership(5, &[1, 2])],
+        vec![config(6)],
+        vec![append(7, 4..6), membership(8, &[1, 2, 3]), append(9, 6..7)],
+    ];
+    for (step, entries) in applies.into_iter().enumerate() {
+        sm.apply(entries).await?;
+        let in_memory = stored_view(&sm.shared.applied());
+        let on_disk = stored_view(&db.with(load_applied)?);
+        assert_eq!(on_disk, in_memory, "after apply {step}");
+    }
+    // A checkpoint signed by a later apply replaces the stored one.
+    sm.shared.applied().signed_at = None;
+    sm.apply([append(10, 7..8)]).await?;
+    let stored = db.with(load_applied)?;
+    assert_eq!(stored.checkpoint.as_ref().map(|cp| cp.size), Some(9));
+    assert_eq!(stored_view(&stored), stored_view(&sm.shared.applied()));
+    db.close();
+    let (_db, sm) = open_with(dir.path(), Some(key(1))).await?;
+    assert_eq!(sm.reader().tree_size(), 9);
+    assert_eq!(
+        sm.reader().config_pointers().directory.map(|p| p.log_index),
+        Some(4)
+    );
+    Ok(())
+}
