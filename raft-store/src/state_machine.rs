@@ -244,12 +244,14 @@ impl Shared {
         let size = applied.tree_size;
         let config = applied.config;
         *self.applied() = applied;
-        self.tree_size.send_replace(size);
+        // Configuration first: whoever wakes on the new tree size (an operator's config change
+        // waiting for this node to apply it) must find the configuration of that size in force.
         self.config_pointers.send_if_modified(|c| {
             let changed = *c != config;
             *c = config;
             changed
         });
+        self.tree_size.send_replace(size);
     }
 }
 

@@ -768,3 +768,48 @@ async fn the_stored_applied_state_follows_every_kind_of_apply() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoever_sees_a_tree_size_sees_the_configuration_of_that_size() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (_db, mut sm) = open(dir.path()).await?;
+    let reader = sm.reader();
+    sm.apply([voters(&[1])]).await?;
+    const APPLIES: u64 = 300;
+    // A thread watching the tree size as closely as it can, the way an operator's config change
+    // waits for its node: every size it sees must come with the configuration of that size.
+    let watcher = std::thread::spawn(move || {
+        let mut seen = 0;
+        let mut behind = Vec::new();
+        while seen < APPLIES {
+            let size = reader.tree_size();
+            if size > seen {
+                // The record at `size - 1` or a later one (the next apply may be under way).
+                let in_force = reader.config_pointers().directory.map(|p| p.log_index);
+                if !in_force.is_some_and(|index| index + 1 >= size) {
+                    behind.push((size, in_force));
+                }
+                seen = size;
+            }
+            std::hint::spin_loop();
+        }
+        behind
+    });
+    for i in 0..APPLIES {
+        sm.apply([Entry {
+            log_id: log_id(1, 1, i + 3),
+            payload: EntryPayload::Normal(Request::Append {
+                records: vec![config_record(crate::record::ConfigChange::Directory {
+                    toml: format!("d{i}"),
+                })],
+            }),
+        }])
+        .await?;
+    }
+    let behind = watcher.join().map_err(|_| "the watcher panicked")?;
+    assert!(
+        behind.is_empty(),
+        "tree sizes seen before their configuration: {behind:?}"
+    );
+    Ok(())
+}
