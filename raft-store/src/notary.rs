@@ -66,11 +66,11 @@ use crate::state_machine::{
 };
 use crate::types::{NodeId, TypeConfig};
 
-/// Extra time an append waits beyond `commit_timeout`, so that the batcher's own, more precise
-/// answer (which is bounded by `commit_timeout`) arrives before the caller gives up.
 /// Records per Raft entry unless configured otherwise ([`NotaryConfig::max_batch`]).
 pub const DEFAULT_MAX_BATCH: usize = 1024;
 
+/// Extra time an append waits beyond `commit_timeout`, so that the batcher's own, more precise
+/// answer (which is bounded by `commit_timeout`) arrives before the caller gives up.
 const ANSWER_GRACE: Duration = Duration::from_millis(250);
 
 /// Pause before asking a member again that has not applied the tree size yet.

@@ -412,14 +412,12 @@ fn load_applied(db: &DB) -> Result<Applied, StoreError> {
     })
 }
 
-/// Stage `applied`'s mirror in `sm_meta` into `batch`.
 /// The parts of the applied state a write stores besides the last applied log id, which
 /// every write stores.
 #[derive(Debug, Clone, Copy, Default)]
 struct Changed {
-    /// Everything, the layout and generation included: the first write to a database, and
-    /// the switch to an installed snapshot.
-    everything: bool,
+    /// The layout and the generation: set only by [`Changed::EVERYTHING`].
+    layout: bool,
     membership: bool,
     /// The tree size, and with it the size the audit index covers.
     tree: bool,
@@ -428,8 +426,9 @@ struct Changed {
 }
 
 impl Changed {
+    /// The first write to a database, and the switch to an installed snapshot.
     const EVERYTHING: Changed = Changed {
-        everything: true,
+        layout: true,
         membership: true,
         tree: true,
         checkpoint: true,
@@ -453,7 +452,7 @@ fn put_applied(
         KEY_LAST_APPLIED,
         encode_value("last applied log id", &applied.last_applied)?,
     );
-    if changed.everything {
+    if changed.layout {
         batch.put_cf(cf, KEY_LAYOUT, encode_value("layout", &LAYOUT)?);
         batch.put_cf(
             cf,
@@ -461,14 +460,14 @@ fn put_applied(
             encode_value("generation", &applied.generation)?,
         );
     }
-    if changed.everything || changed.membership {
+    if changed.membership {
         batch.put_cf(
             cf,
             KEY_LAST_MEMBERSHIP,
             encode_value("last membership", &applied.last_membership)?,
         );
     }
-    if changed.everything || changed.tree {
+    if changed.tree {
         batch.put_cf(
             cf,
             KEY_TREE_SIZE,
@@ -481,13 +480,13 @@ fn put_applied(
             encode_value("audit index size", &applied.tree_size)?,
         );
     }
-    if changed.everything || changed.checkpoint {
+    if changed.checkpoint {
         match &applied.checkpoint {
             Some(cp) => batch.put_cf(cf, KEY_CHECKPOINT, encode_value("checkpoint", &cp.note)?),
             None => batch.delete_cf(cf, KEY_CHECKPOINT),
         }
     }
-    if changed.everything || changed.config {
+    if changed.config {
         batch.put_cf(
             cf,
             KEY_CONFIG,
@@ -1108,9 +1107,10 @@ fn apply_entries(
     let mut audit = audit::AuditStager::new(db)?;
     let mut responses = Vec::with_capacity(entries.len());
     // Nothing applied yet: nothing of the applied state is stored yet either.
-    let mut changed = Changed {
-        everything: applied.last_applied.is_none(),
-        ..Changed::default()
+    let mut changed = if applied.last_applied.is_none() {
+        Changed::EVERYTHING
+    } else {
+        Changed::default()
     };
     let (size_before, config_before) = (applied.tree_size, applied.config);
     for entry in entries {
@@ -1150,9 +1150,9 @@ fn apply_entries(
     applied.tree_size = appender.edge.size();
     applied.edge = appender.edge;
     // In the same batch as the tree it signs, when one is due.
-    changed.checkpoint = sign_if_due(&shared.config.signer, &mut applied)?;
-    changed.tree = applied.tree_size != size_before;
-    changed.config = applied.config != config_before;
+    changed.checkpoint |= sign_if_due(&shared.config.signer, &mut applied)?;
+    changed.tree |= applied.tree_size != size_before;
+    changed.config |= applied.config != config_before;
     put_applied(db, &mut batch, &applied, changed)?;
     db.write_opt(batch, &db::unsynced())?;
     Ok((applied, responses))

@@ -786,7 +786,7 @@ async fn whoever_sees_a_tree_size_sees_the_configuration_of_that_size() -> TestR
             if size > seen {
                 // The record at `size - 1` or a later one (the next apply may be under way).
                 let in_force = reader.config_pointers().directory.map(|p| p.log_index);
-                if !in_force.is_some_and(|index| index + 1 >= size) {
+                if in_force.is_none_or(|index| index + 1 < size) {
                     behind.push((size, in_force));
                 }
                 seen = size;
