@@ -61,6 +61,7 @@ pub struct Metrics {
     replication_lag: Family<FollowerLabels, Gauge>,
     batches: Gauge,
     batched_records: Gauge,
+    answered_at_commit: Gauge,
     batch_size_le: Family<BatchBucket, Gauge>,
     data_bytes: Gauge,
     cert_expiry: Family<CertLabels, Gauge>,
@@ -113,6 +114,7 @@ impl Metrics {
             replication_lag: Family::default(),
             batches: Gauge::default(),
             batched_records: Gauge::default(),
+            answered_at_commit: Gauge::default(),
             batch_size_le: Family::default(),
             data_bytes: Gauge::default(),
             cert_expiry: Family::default(),
@@ -159,6 +161,11 @@ impl Metrics {
             m.batched_records.clone(),
         );
         r.register(
+            "group_commit_answered_at_commit",
+            "Batches whose callers got their receipts at commit, before this node applied them",
+            m.answered_at_commit.clone(),
+        );
+        r.register(
             "group_commit_batch_size",
             "Batches with at most `le` records (cumulative)",
             m.batch_size_le.clone(),
@@ -198,6 +205,8 @@ impl Metrics {
         let b = notary.batch_stats();
         self.batches.set(b.batches.load(Relaxed) as i64);
         self.batched_records.set(b.records.load(Relaxed) as i64);
+        self.answered_at_commit
+            .set(b.answered_at_commit.load(Relaxed) as i64);
         let mut cumulative = 0;
         for (i, bucket) in b.size_buckets.iter().enumerate() {
             cumulative += bucket.load(Relaxed);

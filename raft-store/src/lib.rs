@@ -33,6 +33,7 @@
 pub mod audit;
 pub mod checkpoint;
 pub mod db;
+pub mod early;
 pub mod license;
 pub mod log_store;
 pub mod merkle;

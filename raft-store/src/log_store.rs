@@ -15,10 +15,13 @@
 //!   microseconds;
 //! - the committed log id is not stored: the state machine stores what it applied with every
 //!   apply, so a restarted node starts from there, and one WAL write per commit is saved.
+//!   openraft still reports each commit here, before it applies the entries: the store passes
+//!   it on to [`EarlyReceipts`], with the log id of each durable append and each removal.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, OptionalSend, RaftLogReader, Vote};
@@ -28,6 +31,7 @@ use crate::db::{
     self, CF_LOG, CF_LOG_META, Db, END_KEY, StoreError, decode_value, encode_value, get_value,
     index_key, key_index,
 };
+use crate::early::EarlyReceipts;
 use crate::types::{Entry, LogId, NodeId, RaftStorageError, TypeConfig};
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -43,12 +47,27 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Debug, Clone)]
 pub struct LogStore {
     db: Db,
+    early: Option<Arc<EarlyReceipts>>,
 }
 
 impl LogStore {
     /// A log store on `db`.
     pub fn new(db: Db) -> LogStore {
-        LogStore { db }
+        LogStore { db, early: None }
+    }
+
+    /// A log store on `db` that tells `early` about appends, removals and commits.
+    pub fn with_early_receipts(db: Db, early: Arc<EarlyReceipts>) -> LogStore {
+        LogStore {
+            db,
+            early: Some(early),
+        }
+    }
+
+    fn removed(&self, from: u64, to: Option<u64>) {
+        if let Some(early) = &self.early {
+            early.removed(from, to);
+        }
     }
 }
 
@@ -150,7 +169,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn get_log_reader(&mut self) -> LogStore {
-        self.clone()
+        // Readers read; only this store reports appends and commits.
+        LogStore::new(self.db.clone())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
+        if let (Some(early), Some(committed)) = (&self.early, committed) {
+            early.committed(&committed);
+        }
+        Ok(())
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), RaftStorageError> {
@@ -181,6 +208,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let early = self.early.clone();
         let written = self
             .db
             .run_synced(move |db| {
@@ -194,7 +222,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     );
                 }
                 // One batch, one fsync: the whole append is durable or none of it is.
-                Ok(db.write_opt(batch, &db::synced())?)
+                db.write_opt(batch, &db::synced())?;
+                if let Some(early) = early {
+                    early.appended(&entries);
+                }
+                Ok(())
             })
             .await;
         match written {
@@ -210,6 +242,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        self.removed(log_id.index, None);
         self.db
             .run_synced(move |db| {
                 let mut batch = WriteBatch::default();
@@ -226,6 +259,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         let marker = encode_value("last purged log id", &log_id).map_err(write_err)?;
+        self.removed(0, Some(log_id.index));
         self.db
             .run_synced(move |db| {
                 let end = match log_id.index.checked_add(1) {

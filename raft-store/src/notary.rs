@@ -53,6 +53,7 @@ use crate::audit::{AuditPage, AuditQuery};
 pub use crate::checkpoint::CosignedCheckpoint;
 use crate::checkpoint::{self, CheckpointSigner};
 use crate::db::{Db, StoreError};
+use crate::early::EarlyReceipts;
 pub use crate::license::{CosignedStatusList, LicenseCurrentStatus, LicenseView};
 use crate::log_store::LogStore;
 use crate::network::{
@@ -379,13 +380,14 @@ impl Notary {
             }
         };
         let reader = state_machine.reader();
+        let early = EarlyReceipts::new(reader.clone());
         let peers = Peers::new(config.peer_tls.clone());
         let network = NetworkFactory::with_peers(config.node_id, peers.clone());
         let raft = match openraft::Raft::new(
             config.node_id,
             raft_config,
             network,
-            LogStore::new(db.clone()),
+            LogStore::with_early_receipts(db.clone(), early.clone()),
             state_machine,
         )
         .await
@@ -404,6 +406,7 @@ impl Notary {
             stats: batch_stats.clone(),
             node_id: config.node_id,
             raft: raft.clone(),
+            early,
             peers: peers.clone(),
             limits: Limits {
                 max_batch: config.max_batch,
@@ -473,9 +476,11 @@ impl Notary {
         Ok(())
     }
 
-    /// Append `record` to the notarization log. Returns once it is committed on a majority and
-    /// applied, with its log index and leaf hash. Any node takes appends: a follower forwards
-    /// them to the leader.
+    /// Append `record` to the notarization log. Returns once it is committed on a majority, with
+    /// its log index and leaf hash: a small batch as soon as the commit is known
+    /// ([`crate::early`]), a larger one once the leader applied it. Reads through this notary
+    /// wait until the node applied what it answered, so they see the record. Any node takes
+    /// appends: a follower forwards them to the leader.
     ///
     /// Errors: [`NotaryError::InvalidRecord`] for a record that breaks [`Record::check`]
     /// (nothing was recorded); [`NotaryError::Unavailable`] when there is no leader or it
@@ -567,6 +572,7 @@ impl Notary {
     /// `None` at or beyond the tree size. A stored value that is not a record is
     /// [`NotaryError::Storage`] ([`StoreError::Corrupt`]).
     pub async fn entry(&self, log_index: u64) -> Result<Option<(Vec<u8>, Hash)>, NotaryError> {
+        self.settled().await?;
         let bytes = self.inner.reader.record(log_index).await?;
         Ok(bytes.map(|bytes| {
             let hash = leaf_hash(&bytes);
@@ -580,6 +586,7 @@ impl Notary {
         &self,
         kind: ConfigKind,
     ) -> Result<Option<(ConfigPointer, ConfigRecord)>, NotaryError> {
+        self.settled().await?;
         let Some(pointer) = self.inner.reader.config_pointers().get(kind) else {
             return Ok(None);
         };
@@ -603,6 +610,7 @@ impl Notary {
         &self,
         kind: ConfigKind,
     ) -> Result<Vec<ConfigPointer>, NotaryError> {
+        self.settled().await?;
         Ok(self.inner.reader.config_history(kind).await?)
     }
 
@@ -613,6 +621,7 @@ impl Notary {
     /// ahead; retry once this one caught up), [`NotaryError::Storage`] if a record the index
     /// lists is missing or is not what the index says.
     pub async fn audit_query(&self, query: AuditQuery) -> Result<AuditPage, NotaryError> {
+        self.settled().await?;
         Ok(self.inner.reader.audit_query(query).await?)
     }
 
@@ -620,6 +629,7 @@ impl Notary {
     /// order (empty from the tree size on), read with one iterator: the log streamed to an
     /// integrity verifier page by page. `max` bounds the memory a call takes.
     pub async fn entries(&self, start: u64, max: usize) -> Result<Vec<Vec<u8>>, NotaryError> {
+        self.settled().await?;
         Ok(self.inner.reader.entries(start, max).await?)
     }
 
@@ -629,15 +639,30 @@ impl Notary {
         self.inner.reader.watch_config()
     }
 
-    /// Number of records applied on this node: the next record gets this log index.
+    /// Number of records on this node's log: those applied, and those a caller already holds a
+    /// receipt for while this node is applying them (see [`crate::early`]). The next record
+    /// gets at least this log index; every read here waits until these records are applied.
     pub fn tree_size(&self) -> u64 {
-        self.inner.reader.tree_size()
+        self.inner.reader.known_size()
+    }
+
+    /// Wait until every record this node answered at commit is applied here, so that reads
+    /// see a caller's own writes. Immediate unless an answer is only microseconds old.
+    async fn settled(&self) -> Result<(), NotaryError> {
+        let timeout = self.inner.commit_timeout;
+        self.inner.reader.settle(timeout).await.map_err(|applied| {
+            NotaryError::Internal(format!(
+                "this node committed records it has not applied within {timeout:?} \
+                 (applied: {applied}); its state machine is stuck, see its log"
+            ))
+        })
     }
 
     /// The RFC 6962 root `MTH(D[0:tree_size])` of this node's log, for any `tree_size` up to
     /// the applied size (the empty tree's root, `SHA-256()`, for 0). [`NotaryError::Range`]
     /// beyond it.
     pub async fn root_at(&self, tree_size: u64) -> Result<Hash, NotaryError> {
+        self.settled().await?;
         Ok(self.inner.reader.root_at(tree_size).await?)
     }
 
@@ -649,6 +674,7 @@ impl Notary {
         log_index: u64,
         tree_size: u64,
     ) -> Result<Vec<Hash>, NotaryError> {
+        self.settled().await?;
         Ok(self
             .inner
             .reader
@@ -665,6 +691,7 @@ impl Notary {
         old_size: u64,
         new_size: u64,
     ) -> Result<Vec<Hash>, NotaryError> {
+        self.settled().await?;
         Ok(self
             .inner
             .reader
@@ -675,6 +702,7 @@ impl Notary {
     /// The log index of the first record whose leaf hash (its [`Receipt::record_hash`]) is
     /// `record_hash`, or `None` if this node has applied no such record.
     pub async fn index_of(&self, record_hash: &Hash) -> Result<Option<u64>, NotaryError> {
+        self.settled().await?;
         Ok(self.inner.reader.index_of(*record_hash).await?)
     }
 
@@ -689,6 +717,7 @@ impl Notary {
     /// `Reinstated`. A stored state that contradicts the records is
     /// [`NotaryError::Storage`] ([`StoreError::Corrupt`]).
     pub async fn license(&self, license_hash: &Hash) -> Result<Option<LicenseView>, NotaryError> {
+        self.settled().await?;
         Ok(self.inner.reader.license(*license_hash).await?)
     }
 
@@ -697,6 +726,7 @@ impl Notary {
     /// repeated issuance too) and each status record of a license first issued to it, whether
     /// or not it changed the status. Empty for an unknown holder.
     pub async fn holder_records(&self, holder_hash: &Hash) -> Result<Vec<u64>, NotaryError> {
+        self.settled().await?;
         Ok(self.inner.reader.holder_records(*holder_hash).await?)
     }
 
@@ -704,6 +734,7 @@ impl Notary {
     /// [`Notary::status_list_at`]); the applied size on a node whose key came after its last
     /// apply. [`NotaryError::NoCheckpoint`] without a signing key.
     pub async fn status_list(&self) -> Result<CosignedStatusList, NotaryError> {
+        self.settled().await?;
         let size = match self.inner.reader.checkpoint() {
             Some(own) => own.size,
             None => self.tree_size(),
@@ -728,6 +759,7 @@ impl Notary {
     /// [`NotaryError::Range`] beyond the applied tree, [`NotaryError::NoCheckpoint`] without a
     /// signing key.
     pub async fn status_list_at(&self, tree_size: u64) -> Result<CosignedStatusList, NotaryError> {
+        self.settled().await?;
         let list = self.inner.reader.status_list(tree_size).await?;
         let own = self
             .inner
@@ -759,6 +791,7 @@ impl Notary {
     ///
     /// [`NotaryError::NoCheckpoint`] if this node has no signing key.
     pub async fn checkpoint(&self) -> Result<CosignedCheckpoint, NotaryError> {
+        self.settled().await?;
         match self.inner.reader.checkpoint() {
             Some(own) => {
                 let cosignatures = self.cosignatures(Cosigned::Checkpoint, own.size).await;

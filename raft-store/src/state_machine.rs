@@ -38,6 +38,7 @@ mod licenses;
 mod snapshot;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -220,6 +221,9 @@ struct Shared {
     tree_size: watch::Sender<u64>,
     // The configuration in force, for those who follow its changes.
     config_pointers: watch::Sender<ConfigPointers>,
+    // The largest tree size whose records callers were told are committed before this node
+    // applied them (see `crate::early`): readers wait until the tree has grown to it.
+    promised: AtomicU64,
     // Shared by every read of generation data, exclusive while an install switches generations.
     generation_lock: RwLock<()>,
     // The newest head signed on a reader's demand, newer than the stored checkpoint.
@@ -669,6 +673,7 @@ impl StateMachineStore {
                 applied: Mutex::new(applied),
                 tree_size,
                 config_pointers,
+                promised: AtomicU64::new(0),
                 generation_lock: RwLock::new(()),
                 on_demand: Mutex::new(None),
                 config,
@@ -700,6 +705,39 @@ impl StateReader {
     /// Number of records applied: the next record gets this log index.
     pub fn tree_size(&self) -> u64 {
         *self.shared.tree_size.borrow()
+    }
+
+    /// The Raft index of the next entry to apply and the tree size it will start from, read
+    /// together.
+    pub(crate) fn next_to_apply(&self) -> (u64, u64) {
+        let applied = self.shared.applied();
+        let next = applied.last_applied.map_or(0, |id| id.index + 1);
+        (next, applied.tree_size)
+    }
+
+    /// Callers have been told that the first `tree_size` records are committed; reads wait
+    /// until they are applied here ([`StateReader::settle`]).
+    pub(crate) fn promise(&self, tree_size: u64) {
+        self.shared.promised.fetch_max(tree_size, Ordering::SeqCst);
+    }
+
+    /// The larger of the applied tree size and the size promised to callers: every record
+    /// below it is committed, and the reads of the notary wait until it is applied.
+    pub fn known_size(&self) -> u64 {
+        self.tree_size()
+            .max(self.shared.promised.load(Ordering::SeqCst))
+    }
+
+    /// Wait (at most `timeout`) until every record a caller was told is committed is applied
+    /// here too, so that a caller reads its own writes. Returns at once when nothing is owed,
+    /// which is always the case on a node that did not answer early. `Err(size)` with the tree
+    /// size reached when the time ran out.
+    pub async fn settle(&self, timeout: Duration) -> Result<(), u64> {
+        let promised = self.shared.promised.load(Ordering::SeqCst);
+        if self.tree_size() >= promised {
+            return Ok(());
+        }
+        self.wait_for_tree_size(promised, timeout).await.map(|_| ())
     }
 
     /// Run `f` on the live generation and tree size, on the blocking pool.
@@ -1177,6 +1215,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
+        if self.shared.promised.load(Ordering::SeqCst) > *self.shared.tree_size.borrow() {
+            // Callers of these entries were answered at commit (`crate::early`), and the task
+            // taking them their receipts was woken just before this one: let it go first on
+            // this thread, and apply behind it (or on another worker that steals this task),
+            // rather than make the answer wait for another thread to wake up.
+            tokio::task::yield_now().await;
+        }
         let current = self.shared.applied().clone();
         let shared = self.shared.clone();
         let records: usize = entries
@@ -1229,4 +1274,4 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

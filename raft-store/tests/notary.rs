@@ -132,6 +132,58 @@ async fn a_state_machine_that_lost_its_writes_is_rebuilt_from_the_log() -> TestR
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lone_appends_are_answered_at_commit_and_read_back_at_once() -> TestResult {
+    use qianlian_raft_store::audit::{AuditOrder, AuditQuery};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    let dir = tempfile::tempdir()?;
+    let notary = open_single(dir.path()).await?;
+    // The leader's first (blank) entry may still be applying; once a record read back is
+    // applied, so is everything before it.
+    let warm_up = notary.append(record(0)).await?;
+    notary.entry(warm_up.log_index).await?;
+    let before = notary.batch_stats().answered_at_commit.load(Relaxed);
+    let mut receipts = Vec::new();
+    for i in 1..=200 {
+        let receipt = notary.append(record(i)).await?;
+        // What the caller was told is on the log, and every read sees it at once: the tree
+        // size, the record, the access trail, a proof.
+        assert!(notary.tree_size() > receipt.log_index);
+        let (bytes, hash) = notary
+            .entry(receipt.log_index)
+            .await?
+            .ok_or_else(|| format!("record {i} is not at {}", receipt.log_index))?;
+        assert_eq!(Record::decode(&bytes)?, record(i));
+        assert_eq!(hash, receipt.record_hash);
+        let newest = notary
+            .audit_query(AuditQuery {
+                order: AuditOrder::NewestFirst,
+                limit: 1,
+                ..AuditQuery::default()
+            })
+            .await?;
+        assert_eq!(
+            newest.hits.first().map(|h| h.log_index),
+            Some(receipt.log_index)
+        );
+        notary
+            .inclusion_proof(receipt.log_index, receipt.log_index + 1)
+            .await?;
+        receipts.push((i, receipt));
+    }
+    check_entries(&notary, &receipts).await?;
+    let indices: Vec<u64> = receipts.iter().map(|(_, r)| r.log_index).collect();
+    let first = indices[0];
+    assert_eq!(indices, (first..first + 200).collect::<Vec<_>>());
+    // One call at a time, and each read above waited for the apply: every entry came right
+    // after the applied state, so every call was answered at its commit.
+    let early = notary.batch_stats().answered_at_commit.load(Relaxed) - before;
+    assert_eq!(early, 200, "answered at commit");
+    notary.shutdown().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn heavy_load_forms_large_batches() -> TestResult {
     let dir = tempfile::tempdir()?;

@@ -162,6 +162,13 @@ async fn metrics_count_requests_decisions_commits_and_report_raft_and_storage() 
         value(&text, "qianlian_group_commit_batch_size", &["le=\"+Inf\""]),
         batches
     );
+    // One call at a time: each lone record is answered when its entry commits, ahead of the
+    // apply (unless the previous apply was still running, which a busy machine may cause).
+    let early = value(&text, "qianlian_group_commit_answered_at_commit", &[]);
+    assert!(
+        (1.0..=batches).contains(&early),
+        "answered at commit {early} of {batches}"
+    );
     assert!(value(&text, "qianlian_data_bytes", &[]) > 0.0);
     let expiry = value(
         &text,

@@ -22,16 +22,22 @@
 //! get `CommitTimedOut` (outcome unknown) rather than a second copy of their record.
 //!
 //! Each caller gets its own receipts: record `i` of an entry has log index `first_index + i` and
-//! the leaf hash the state machine computed when applying it.
+//! the leaf hash of its canonical bytes, as the state machine computes them when applying it.
+//! A small batch on the leader gets them as soon as its entry is committed ([`crate::early`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResult;
+use qianlian_verifier::Hash;
+use tokio::sync::oneshot::error::RecvError;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
+use tokio::time::error::Elapsed;
 
 use super::{LeaderHint, NotaryError, Receipt, Unavailability, UnavailableReason};
+use crate::early::EarlyReceipts;
 use crate::network::{ForwardRefusal, PeerCallError, Peers};
 use crate::record::Record;
 use crate::types::{NodeId, Request, TypeConfig};
@@ -58,12 +64,14 @@ pub(super) struct Limits {
 }
 
 /// Counters of the batches this node formed, for metrics: their number, the records in them,
-/// and a histogram of batch sizes (upper bounds 1, 2, 4, … 1024 records, then larger).
+/// a histogram of batch sizes (upper bounds 1, 2, 4, … 1024 records, then larger), and how many
+/// batches written here were answered at commit, before the apply ([`crate::early`]).
 #[derive(Debug, Default)]
 pub struct BatchStats {
     pub batches: std::sync::atomic::AtomicU64,
     pub records: std::sync::atomic::AtomicU64,
     pub size_buckets: [std::sync::atomic::AtomicU64; 12],
+    pub answered_at_commit: std::sync::atomic::AtomicU64,
 }
 
 /// The upper bounds of [`BatchStats::size_buckets`]; the last bucket takes everything larger.
@@ -89,6 +97,7 @@ pub(super) struct Committer {
     pub(super) stats: Arc<BatchStats>,
     pub(super) node_id: NodeId,
     pub(super) raft: openraft::Raft<TypeConfig>,
+    pub(super) early: Arc<EarlyReceipts>,
     pub(super) peers: Peers,
     pub(super) limits: Limits,
 }
@@ -302,38 +311,106 @@ impl Committer {
         }
     }
 
-    /// Write the batch as one Raft entry on this node, the leader.
+    /// Write the batch as one Raft entry on this node, the leader. A small batch is answered
+    /// when its entry is committed ([`crate::early`]); the apply's answer then only confirms it.
     async fn write_here(&self, batch: Vec<Pending>, deadline: Instant) -> Attempt {
         let timeout = self.limits.commit_timeout;
-        let request = Request::Append {
-            records: records_of(&batch),
+        let records = records_of(&batch);
+        let registration = self.early.register(&records);
+        let request = Request::Append { records };
+        let proposed = tokio::time::timeout_at(deadline, self.raft.client_write_ff(request)).await;
+        let mut applied = match proposed {
+            Err(_) => {
+                fail(batch, &NotaryError::commit_timed_out(timeout));
+                return Attempt::Done;
+            }
+            Ok(Err(fatal)) => {
+                fail(batch, &NotaryError::from(fatal));
+                return Attempt::Done;
+            }
+            Ok(Ok(applied)) => applied,
         };
-        let written = tokio::time::timeout_at(deadline, self.raft.client_write(request)).await;
+        let Some(mut registration) = registration else {
+            let written = tokio::time::timeout_at(deadline, applied).await;
+            return self.answer_applied(batch, written);
+        };
+        let first = tokio::time::timeout_at(deadline, async {
+            // The answer at commit, when there is one, is sent before openraft hands the entry
+            // to the state machine: prefer it, the apply's answer is the same.
+            tokio::select! {
+                biased;
+                Ok(first) = &mut registration.first_index => Ok(first),
+                written = &mut applied => Err(written),
+            }
+        })
+        .await;
+        match first {
+            Err(elapsed) => self.answer_applied(batch, Err(elapsed)),
+            Ok(Err(written)) => self.answer_applied(batch, Ok(written)),
+            Ok(Ok(first)) => {
+                self.stats
+                    .answered_at_commit
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                answer(batch, receipts_from(first, registration.record_hashes()));
+                drop(registration);
+                // The apply's answer follows. Wait for it, so that at most `max_in_flight`
+                // writes are under way, and check it. If leadership moved between the commit
+                // and the apply, openraft reports a failure for an entry that is committed all
+                // the same: the callers already hold its receipts.
+                match tokio::time::timeout_at(deadline, applied).await {
+                    Ok(Ok(Ok(response))) if response.data.first_index != first => {
+                        tracing::error!(
+                            early = first,
+                            applied = response.data.first_index,
+                            "a batch answered at commit was applied at another log index"
+                        );
+                    }
+                    _ => {}
+                }
+                Attempt::Done
+            }
+        }
+    }
+
+    /// Answer the batch from the apply's answer to its entry (or what came instead).
+    fn answer_applied(
+        &self,
+        batch: Vec<Pending>,
+        written: Result<Result<ClientWriteResult<TypeConfig>, RecvError>, Elapsed>,
+    ) -> Attempt {
+        let timeout = self.limits.commit_timeout;
         match written {
             Err(_) => {
                 fail(batch, &NotaryError::commit_timed_out(timeout));
                 Attempt::Done
             }
-            Ok(Ok(response)) => {
-                let first = response.data.first_index;
-                let receipts = (first..)
-                    .zip(response.data.hashes)
-                    .map(|(log_index, record_hash)| Receipt {
-                        log_index,
-                        record_hash,
-                    })
-                    .collect();
+            // The Raft core stopped before answering.
+            Ok(Err(_)) => {
+                fail(batch, &NotaryError::ShutDown);
+                Attempt::Done
+            }
+            Ok(Ok(Ok(response))) => {
+                let receipts = receipts_from(response.data.first_index, response.data.hashes);
                 answer(batch, receipts);
                 Attempt::Done
             }
             // Leadership moved before the entry was proposed: nothing was recorded.
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Attempt::Retry(batch, f.into())
-            }
-            Ok(Err(e)) => {
-                fail(batch, &e.into());
+            Ok(Ok(Err(ClientWriteError::ForwardToLeader(f)))) => Attempt::Retry(batch, f.into()),
+            Ok(Ok(Err(e))) => {
+                fail(batch, &RaftError::APIError(e).into());
                 Attempt::Done
             }
         }
     }
+}
+
+/// Receipts of consecutive records from `first` on, with their leaf hashes.
+fn receipts_from(first: u64, hashes: Vec<Hash>) -> Vec<Receipt> {
+    (first..)
+        .zip(hashes)
+        .map(|(log_index, record_hash)| Receipt {
+            log_index,
+            record_hash,
+        })
+        .collect()
 }

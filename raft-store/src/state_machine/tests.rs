@@ -11,7 +11,7 @@ use crate::record::{AccessRecord, Action, Caller, Decision};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-fn record(i: u64) -> Record {
+pub(crate) fn record(i: u64) -> Record {
     Record::Access(AccessRecord {
         request_id: format!("req-{i}"),
         time_unix_ms: 1_764_000_000_000 + i,
@@ -33,7 +33,7 @@ fn record(i: u64) -> Record {
     })
 }
 
-fn append(index: u64, records: impl IntoIterator<Item = u64>) -> Entry {
+pub(crate) fn append(index: u64, records: impl IntoIterator<Item = u64>) -> Entry {
     Entry {
         log_id: log_id(1, 1, index),
         payload: EntryPayload::Normal(Request::Append {
@@ -50,7 +50,7 @@ fn voters(ids: &[u64]) -> Entry {
     Entry::new_membership(log_id(1, 1, 2), m)
 }
 
-async fn open(dir: &std::path::Path) -> Result<(Db, StateMachineStore), StoreError> {
+pub(crate) async fn open(dir: &std::path::Path) -> Result<(Db, StateMachineStore), StoreError> {
     open_with(dir, None).await
 }
 
