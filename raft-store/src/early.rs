@@ -225,26 +225,28 @@ mod tests {
         ids.into_iter().map(record).collect()
     }
 
-    /// A state machine that applied Raft entries 1..=3 holding six records.
-    async fn applied_three(
-        dir: &std::path::Path,
-    ) -> Result<StateMachineStore, Box<dyn std::error::Error>> {
-        let (_db, mut sm) = open(dir).await?;
+    /// A state machine that applied Raft entries 1..=3 holding six records, and a registry on
+    /// it. Keep the directory while the store is in use.
+    async fn applied_three() -> Result<
+        (tempfile::TempDir, StateMachineStore, Arc<EarlyReceipts>),
+        Box<dyn std::error::Error>,
+    > {
+        let dir = tempfile::tempdir()?;
+        let (_db, mut sm) = open(dir.path()).await?;
         sm.apply(vec![
             append(1, [0, 1]),
             append(2, [2]),
             append(3, [3, 4, 5]),
         ])
         .await?;
-        Ok(sm)
+        let early = EarlyReceipts::new(sm.reader());
+        Ok((dir, sm, early))
     }
 
     #[tokio::test]
     async fn entries_right_after_the_applied_state_learn_their_index_at_commit() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let mut sm = applied_three(dir.path()).await?;
+        let (_dir, mut sm, early) = applied_three().await?;
         let reader = sm.reader();
-        let early = EarlyReceipts::new(reader.clone());
         let mut a = early.register(&records([6, 7])).ok_or("not registered")?;
         let mut b = early.register(&records([8])).ok_or("not registered")?;
         let mut c = early.register(&records([9, 10])).ok_or("not registered")?;
@@ -271,9 +273,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_entry_behind_an_unapplied_one_is_left_to_the_apply() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let sm = applied_three(dir.path()).await?;
-        let early = EarlyReceipts::new(sm.reader());
+        let (_dir, sm, early) = applied_three().await?;
         let mut r = early.register(&records([7])).ok_or("not registered")?;
         // Entry 4 (not registered: another caller's large batch, say) comes first.
         early.appended(&[append(4, [6]), append(5, [7])]);
@@ -285,9 +285,7 @@ mod tests {
 
     #[tokio::test]
     async fn entries_a_new_leader_replaced_are_not_answered() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let sm = applied_three(dir.path()).await?;
-        let early = EarlyReceipts::new(sm.reader());
+        let (_dir, _sm, early) = applied_three().await?;
         let mut r = early.register(&records([6])).ok_or("not registered")?;
         early.appended(&[append(4, [6])]);
         // Truncated, then the new leader's different entry lands at the same index.
@@ -307,9 +305,7 @@ mod tests {
 
     #[tokio::test]
     async fn equal_batches_each_get_an_entry() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let sm = applied_three(dir.path()).await?;
-        let early = EarlyReceipts::new(sm.reader());
+        let (_dir, _sm, early) = applied_three().await?;
         let mut a = early.register(&records([6])).ok_or("not registered")?;
         let mut b = early.register(&records([6])).ok_or("not registered")?;
         early.appended(&[append(4, [6]), append(5, [6])]);
@@ -322,9 +318,7 @@ mod tests {
 
     #[tokio::test]
     async fn only_small_batches_register_and_a_dropped_one_is_gone() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let sm = applied_three(dir.path()).await?;
-        let early = EarlyReceipts::new(sm.reader());
+        let (_dir, _sm, early) = applied_three().await?;
         assert!(early.register(&[]).is_none());
         let large = records(6..6 + EARLY_MAX_RECORDS as u64 + 1);
         assert!(early.register(&large).is_none());
@@ -340,10 +334,8 @@ mod tests {
 
     #[tokio::test]
     async fn reads_wait_until_what_was_answered_is_applied() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let mut sm = applied_three(dir.path()).await?;
+        let (_dir, mut sm, early) = applied_three().await?;
         let reader = sm.reader();
-        let early = EarlyReceipts::new(reader.clone());
         let mut r = early.register(&records([6, 7])).ok_or("not registered")?;
         early.appended(&[append(4, [6, 7])]);
         early.committed(&log_id(1, 1, 4));
