@@ -136,6 +136,14 @@ pub(super) async fn run(committer: Committer, mut queue: mpsc::Receiver<Pending>
             }
         }
         committer.stats.record(count);
+        if limits.max_in_flight == 1 {
+            // One write at a time: the next batch could not leave before this one is done
+            // anyway, so write it from here. A task of its own would cost every write two more
+            // wake-ups (starting it, and its permit waking this loop).
+            committer.commit(batch).await;
+            drop(permit);
+            continue;
+        }
         let committer = committer.clone();
         tokio::spawn(async move {
             committer.commit(batch).await;
