@@ -203,6 +203,28 @@ async fn heavy_load_forms_large_batches() -> TestResult {
     Ok(())
 }
 
+/// With more than one write in flight each batch is written by a task of its own (with one, the
+/// batcher writes it): receipts stay unique, dense and true to their records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_writes_in_flight_keep_receipts_dense_and_true() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut config = NotaryConfig::new(1, dir.path(), "http://127.0.0.1:7400");
+    config.bootstrap_single = true;
+    config.max_in_flight = 3;
+    let notary = Notary::open(config).await?;
+    let receipts = append_concurrently(&notary, 0, 600, 60).await?;
+    let indices: BTreeSet<u64> = receipts.iter().map(|(_, r)| r.log_index).collect();
+    assert_eq!(
+        indices,
+        (0..600).collect::<BTreeSet<_>>(),
+        "unique and dense"
+    );
+    assert_eq!(notary.tree_size(), 600);
+    check_entries(&notary, &receipts).await?;
+    notary.shutdown().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_node_that_is_not_initialised_refuses_appends_in_time() -> TestResult {
     let dir = tempfile::tempdir()?;
