@@ -12,7 +12,12 @@
 # deploy/local-cluster.sh (three nodes), all on 127.0.0.1. Both systems of a setup run at once
 # (the idle one costs little), and each client count is measured Qianlian then etcd, back to back.
 #
-# etcd comes from the distribution's packages (etcd-server, 3.4), installed if missing. Ports:
+# The one-client target is stated against the machine's fdatasync latency, measured here before
+# and after the runs with etcd's own disk check: fio writing 22 MiB in 2300-byte blocks to a new
+# file in the same folder as the data, fdatasync after each; the p50 of the two is the figure.
+#
+# etcd comes from the distribution's packages (etcd-server, 3.4), fio likewise; both are
+# installed if missing. Ports:
 # Qianlian 7620-7623, etcd 23790-23799 (clients) and 23800-23809 (peers). Everything started
 # here (processes, data folders) is removed on exit. Raw figures: $OUT (default
 # bench/compare-etcd.csv in the clone), one CSV row per run.
@@ -24,16 +29,20 @@ warmup=${WARMUP:-2}
 workload=${QIANLIAN_WORKLOAD:-read}
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$here/bench/compare-etcd.csv}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/qianlian/target}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/qianlian/target}"
 
-if ! command -v etcd >/dev/null 2>&1; then
-    # On a machine run by systemd the package also enables its own member on port 2379; this
-    # script leaves that service alone and uses other ports.
-    echo "installing etcd-server (Debian package) ..." >&2
+# On a machine run by systemd the etcd package also enables its own member on port 2379; this
+# script leaves that service alone and uses other ports.
+missing=""
+command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
+command -v fio >/dev/null 2>&1 || missing="$missing fio"
+if [ -n "$missing" ]; then
+    echo "installing$missing (Debian packages) ..." >&2
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends etcd-server >/dev/null
+    # shellcheck disable=SC2086
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 etcd --version | head -1 >&2
 
@@ -51,6 +60,16 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 rm -f "$out"
+
+fdatasync_ms() { # the p50 of fio's fdatasync latencies, in ms, for etcd's disk check
+    rm -rf "$work/fio"
+    mkdir -p "$work/fio"
+    fio --rw=write --ioengine=sync --fdatasync=1 --directory="$work/fio" --size=22m --bs=2300 \
+        --name=fdatasync 2>/dev/null |
+        sed -n '/sync percentiles/,/99.99th/p' | tr ',' '\n' |
+        awk -F'[][]' '/50.00th/ { printf "%.3f", $2 / 1000; exit }'
+    rm -rf "$work/fio"
+}
 
 bench() { # label, node pids, then bench arguments; prints the summary line to stderr
     label=$1 node_pids=$2
@@ -132,6 +151,10 @@ pairs() { # setup size (1 or 3), Qianlian node pids, endpoints, dev dir
     done
 }
 
+sync_before=$(fdatasync_ms)
+[ -n "$sync_before" ] || { echo "fio printed no fdatasync percentiles" >&2; exit 1; }
+echo "fdatasync p50 (fio, 2300-byte writes): $sync_before ms" >&2
+
 # 1 node: qianlian dev and a 1-member etcd, both running, measured in turns.
 RUST_LOG=warn "$bin" dev --dir "$work/dev" --listen 127.0.0.1:7620 >"$work/dev.out" 2>&1 &
 dev_pid=$!
@@ -164,12 +187,16 @@ QIANLIAN_CLUSTER_DIR=$work/cluster QIANLIAN_BIN=$bin QIANLIAN_BASE_PORT=7621 \
     "$here/deploy/local-cluster.sh" stop >/dev/null
 stop_etcd 3
 
+sync_after=$(fdatasync_ms)
+[ -n "$sync_after" ] || sync_after=$sync_before
+echo "fdatasync p50 (fio, 2300-byte writes): $sync_after ms" >&2
+
 # One table: per setup and client count, etcd and Qianlian side by side.
 echo
 echo "Qianlian $workload (notarized, mTLS) vs etcd put, $secs s per point after $warmup s warm-up; values of $record_bytes bytes"
 echo
 awk -F, '
-    NR > 1 { key = $1 SUBSEP $3; rps[key] = $9; p99[key] = $12; err[key] = $8
+    NR > 1 { key = $1 SUBSEP $3; rps[key] = $9; p50[key] = $10; p99[key] = $12; err[key] = $8
              cpu[key] = ($5 > 0 && $15 != "") ? sprintf("%.0f", $15 / $5 * 1e6) : "-"
              if ($8 > 0) bad = bad " " $1 "/" $3 " clients: " $8 " errors" }
     END {
@@ -185,6 +212,11 @@ awk -F, '
             }
         }
         if (bad != "") print "\nruns with errors (see the CSV):" bad
-    }' CLIENTS="$clients" "$out"
+        e = "etcd-1" SUBSEP 1; q = "qianlian-1" SUBSEP 1
+        if (q in p50) {
+            sync = (S1 + S2) / 2; target = 1.5 * sync + 0.2
+            printf "\none client, one node: p50 Qianlian %.2f ms, etcd %.2f ms; fdatasync p50 %.3f and %.3f ms (before, after), target 1.5 x %.3f + 0.2 = %.2f ms: %s\n", p50[q], p50[e], S1, S2, sync, target, (p50[q] <= target ? "met" : "not met")
+        }
+    }' CLIENTS="$clients" S1="$sync_before" S2="$sync_after" "$out"
 echo
 echo "raw figures: $out"
