@@ -7,6 +7,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 project=qianlian-compose-test-$$
 net=${project}_default
 out=$(mktemp -d)
+# The CLI in the image runs as user 65532 and writes the license it issues here.
+chmod 0777 "$out"
 compose() { docker-compose -p "$project" -f "$here/compose.yaml" "$@"; }
 cleanup() {
     compose down -v --remove-orphans >/dev/null 2>&1 || true
@@ -37,6 +39,12 @@ until [ "$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "${project}
         exit 1
     fi
     sleep 1
+done
+
+echo "the nodes run as user 65532, not root"
+for n in 1 2 3; do
+    uids=$(docker top "${project}_node-${n}_1" -eo pid,uid | awk 'NR > 1 { print $2 }' | sort -u)
+    [ "$uids" = 65532 ] || { echo "node-$n runs as uid(s) '$uids', not 65532" >&2; exit 1; }
 done
 
 key=91520100000000000J

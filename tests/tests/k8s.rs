@@ -385,3 +385,33 @@ fn cluster_init_job_command_initialises_once_and_then_does_nothing() {
     let plain = cluster_init(&env, &node, &[]);
     assert!(!plain.status.success(), "{}", stdout(&plain));
 }
+
+/// The pods run as the image's own non-root user (the Dockerfile's `USER`), their volumes get
+/// its group, and the secrets they mount are readable by that group.
+#[test]
+fn pods_run_as_the_images_non_root_user() {
+    let dockerfile = read(&k8s_dir().join("../Dockerfile"));
+    let user = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("the Dockerfile names a USER");
+    let (uid, gid) = user.trim().split_once(':').expect("USER uid:gid");
+    assert_ne!(uid, "0", "the image must not run as root");
+    for name in ["statefulset.yaml", "cluster-init-job.yaml"] {
+        let manifest = read(&k8s_dir().join(name));
+        for line in [
+            "runAsNonRoot: true".to_owned(),
+            format!("runAsUser: {uid}"),
+            format!("runAsGroup: {gid}"),
+            format!("fsGroup: {gid}"),
+        ] {
+            assert!(manifest.contains(&line), "{name} lacks `{line}`");
+        }
+        for mode in manifest
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("defaultMode: "))
+        {
+            assert_eq!(mode, "0440", "{name}: a secret the pod's group cannot read");
+        }
+    }
+}
