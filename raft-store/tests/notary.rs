@@ -40,6 +40,23 @@ async fn append_concurrently(
     Ok(all)
 }
 
+/// The receipts of records `0..count` are unique and dense, the tree holds exactly them, and
+/// each names its own record.
+async fn check_dense_and_true(
+    notary: &Notary,
+    receipts: &[(u64, qianlian_raft_store::Receipt)],
+    count: u64,
+) -> TestResult {
+    let indices: BTreeSet<u64> = receipts.iter().map(|(_, r)| r.log_index).collect();
+    assert_eq!(
+        indices,
+        (0..count).collect::<BTreeSet<_>>(),
+        "unique and dense"
+    );
+    assert_eq!(notary.tree_size(), count);
+    check_entries(notary, receipts).await
+}
+
 async fn check_entries(
     notary: &Notary,
     receipts: &[(u64, qianlian_raft_store::Receipt)],
@@ -67,14 +84,7 @@ async fn concurrent_appends_share_raft_entries_and_survive_a_restart() -> TestRe
     let started = Instant::now();
     let receipts = append_concurrently(&notary, 0, 200, 50).await?;
     let elapsed = started.elapsed();
-    let indices: BTreeSet<u64> = receipts.iter().map(|(_, r)| r.log_index).collect();
-    assert_eq!(
-        indices,
-        (0..200).collect::<BTreeSet<_>>(),
-        "unique and dense"
-    );
-    assert_eq!(notary.tree_size(), 200);
-    check_entries(&notary, &receipts).await?;
+    check_dense_and_true(&notary, &receipts, 200).await?;
     let status = notary.status();
     let raft_entries = status.last_raft_index.unwrap_or(0) - raft_before;
     eprintln!(
@@ -213,14 +223,7 @@ async fn several_writes_in_flight_keep_receipts_dense_and_true() -> TestResult {
     config.max_in_flight = 3;
     let notary = Notary::open(config).await?;
     let receipts = append_concurrently(&notary, 0, 600, 60).await?;
-    let indices: BTreeSet<u64> = receipts.iter().map(|(_, r)| r.log_index).collect();
-    assert_eq!(
-        indices,
-        (0..600).collect::<BTreeSet<_>>(),
-        "unique and dense"
-    );
-    assert_eq!(notary.tree_size(), 600);
-    check_entries(&notary, &receipts).await?;
+    check_dense_and_true(&notary, &receipts, 600).await?;
     notary.shutdown().await?;
     Ok(())
 }
