@@ -1,4 +1,5 @@
-//! Writes the seed corpus of `license_decode` from the sample world the target verifies against:
+//! Writes the seed corpora of `license_decode` and `audit_bundle` from the sample world the
+//! targets verify against:
 //!
 //!     cargo run --manifest-path fuzz/Cargo.toml --example seed_corpus
 //!
@@ -7,12 +8,29 @@
 use std::path::Path;
 
 use qianlian_fuzz::{NOW, Samples, names_license};
+use qianlian_verifier::audit::{EvidenceBundle, TrustedKeys, check_bundle};
 use qianlian_verifier::license::{open_license, verify_offline};
 
 fn main() -> std::io::Result<()> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/license_decode");
-    std::fs::create_dir_all(&dir)?;
     let samples = Samples::new();
+    license_decode(&samples)?;
+    audit_bundle(&samples)
+}
+
+fn write_seeds(target: &str, seeds: &[(&str, Vec<u8>)]) -> std::io::Result<()> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
+    std::fs::create_dir_all(&dir)?;
+    for (name, bytes) in seeds {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes)?;
+        println!("{} ({} bytes)", path.display(), bytes.len());
+    }
+    Ok(())
+}
+
+fn license_decode(samples: &Samples) -> std::io::Result<()> {
     // Seeds that fail early would keep the fuzzer away from the deeper checks.
     let verdict = verify_offline(
         &samples.holder.license,
@@ -47,10 +65,41 @@ fn main() -> std::io::Result<()> {
             samples.trust.to_json().into_bytes(),
         ),
     ];
-    for (name, bytes) in seeds {
-        let path = dir.join(name);
-        std::fs::write(&path, &bytes)?;
-        println!("{} ({} bytes)", path.display(), bytes.len());
+    write_seeds("license_decode", &seeds)
+}
+
+/// The sample evidence bundle, and two smaller ones cut from it that verify as well: the license
+/// records alone (no policy needed) and no records at all.
+fn audit_bundle(samples: &Samples) -> std::io::Result<()> {
+    let full = samples.audit.clone();
+    let mut licenses = full.clone();
+    licenses
+        .records
+        .retain(|r| r.log_index == 5 || r.log_index == 7);
+    licenses.policies.clear();
+    let mut empty = full.clone();
+    empty.records.clear();
+    empty.policies.clear();
+    let pinned = TrustedKeys::from(&samples.trust);
+    let mut seeds = Vec::new();
+    for (name, bundle) in [
+        ("seed-evidence-bundle.json", full),
+        ("seed-evidence-bundle.licenses.json", licenses),
+        ("seed-evidence-bundle.empty.json", empty),
+    ] {
+        // Seeds that fail early would keep the fuzzer away from the deeper checks.
+        for keys in [Some(&pinned), None] {
+            if let Err(e) = check_bundle(&bundle, keys) {
+                return Err(std::io::Error::other(format!(
+                    "{name} does not verify: {e}"
+                )));
+            }
+        }
+        let json = bundle.to_json_pretty();
+        if EvidenceBundle::from_json(&json).as_ref() != Ok(&bundle) {
+            return Err(std::io::Error::other(format!("{name} does not round-trip")));
+        }
+        seeds.push((name, json.into_bytes()));
     }
-    Ok(())
+    write_seeds("audit_bundle", &seeds)
 }

@@ -1,18 +1,26 @@
 //! What the fuzz targets and the seed corpus share: one sample world with fixed keys.
 //!
-//! A market-regulation department key, three node keys (k = 2), a small log holding one
-//! business license's issuance record, and from them a license, its QR payload, the holder's
-//! bundle and a trust bundle. The target verifies every input against this trust bundle, and the
-//! seeds are made from the same world, so mutations of a seed reach the deepest checks (known
-//! issuer, good signature, evidence that holds) instead of stopping at "unknown key".
+//! A market-regulation department key, three node keys (k = 2), a log of 8 typed records (two
+//! policy versions, the directory, data exchanges and one business license's issuance), and
+//! from them a license, its QR payload, the holder's bundle, a trust bundle and an inspector's
+//! evidence bundle. The targets verify every input against this trust bundle, and the seeds are
+//! made from the same world, so mutations of a seed reach the deepest checks (known issuer, good
+//! signature, evidence that holds) instead of stopping at "unknown key".
 
 #![forbid(unsafe_code)]
 
+use qianlian_verifier::audit::{
+    BundleDepartment, BundlePolicy, BundleRecord, EVIDENCE_BUNDLE_VERSION, EvidenceBundle,
+};
 use qianlian_verifier::ed25519_dalek::SigningKey;
 use qianlian_verifier::license::{
     DepartmentEntry, DepartmentKey, HolderBundle, LicenseClaims, LicenseEvidence, LicenseState,
     LicenseType, StatusEntry, StatusList, TRUST_BUNDLE_VERSION, TrustBundle, TrustBundleFile,
     license_hash, sign_license, to_qr_payload,
+};
+use qianlian_verifier::record::{
+    AccessRecord, Action, Caller, ConfigChange, ConfigRecord, Decision, ExchangeRecord,
+    LicenseIssuedRecord, LicenseStatusChange, LicenseStatusRecord, Record, Side, SubjectHash,
 };
 use qianlian_verifier::{Checkpoint, Hash, MemoryTree, NoteSigner, SignedNote};
 
@@ -23,7 +31,11 @@ pub const NOW: i64 = 1_780_000_000;
 const ISSUED: i64 = 1_768_435_200;
 const MARKET: &str = "market-regulation";
 const MARKET_KEY_ID: &str = "market-regulation-2026";
-const ISSUED_PREFIX: &[u8] = b"fuzz-record/license-issued/";
+const HOUSING: &str = "housing";
+const DATASET: &str = "enterprise-registration";
+const DAY_MS: u64 = 86_400_000;
+/// The policy model every logged policy version carries.
+const POLICY_MODEL: &str = "[request_definition]\nr = sub, dom, obj, act, purpose\n";
 
 /// The sample world, built by [`Samples::new`].
 #[derive(Debug)]
@@ -36,11 +48,148 @@ pub struct Samples {
     pub holder: HolderBundle,
     /// The trust bundle that makes the license genuine at [`NOW`].
     pub trust: TrustBundle,
+    /// The log's records, canonical bytes by log index; the trust bundle's checkpoint covers all.
+    pub log: Vec<Vec<u8>>,
+    /// An inspector's evidence bundle: every record that is not a policy, with policies 1 and 2,
+    /// against the trust bundle's checkpoint.
+    pub audit: EvidenceBundle,
 }
 
-/// The stand-in for raft-store's issuance record check: the record is a prefix and the hash.
+/// The issuance record check the command-line verifier uses: the record is a
+/// `LicenseIssued` record naming the hash.
 pub fn names_license(record: &[u8], hash: &Hash) -> bool {
-    record.strip_prefix(ISSUED_PREFIX) == Some(hash.as_slice())
+    matches!(Record::decode(record), Ok(Record::LicenseIssued(r)) if &r.license_hash == hash)
+}
+
+/// SHA-256 of `text` (the license hash is the SHA-256 of its bytes).
+fn digest(text: &str) -> Hash {
+    license_hash(text.as_bytes())
+}
+
+fn caller(department: &str, role: &str) -> Caller {
+    Caller {
+        department: department.into(),
+        role: role.into(),
+        cert_fingerprint: hex(&digest(department)),
+    }
+}
+
+fn hex(hash: &Hash) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn config(time_unix_ms: u64, change: ConfigChange) -> Record {
+    Record::Config(ConfigRecord {
+        request_id: format!("00000000-0000-4000-8000-{time_unix_ms:012}"),
+        time_unix_ms,
+        caller: caller("ops", "operator"),
+        change,
+    })
+}
+
+fn policy(time_unix_ms: u64, rules: &str) -> Record {
+    config(
+        time_unix_ms,
+        ConfigChange::Policy {
+            model: POLICY_MODEL.into(),
+            rules: rules.into(),
+        },
+    )
+}
+
+fn exchange(time_unix_ms: u64, policy_version: u64, decision: Decision) -> Record {
+    let key = "91520115MA6DKXQ43E";
+    Record::Exchange(ExchangeRecord {
+        request_id: format!("00000000-0000-4000-9000-{time_unix_ms:012}"),
+        time_unix_ms,
+        caller: caller(HOUSING, "department"),
+        side: Side::Provider,
+        gateway: MARKET.into(),
+        owner: MARKET.into(),
+        dataset: DATASET.into(),
+        action: Action::Read,
+        key: key.into(),
+        purpose: "permit-review".into(),
+        decision,
+        policy_version,
+        rule: match decision {
+            Decision::Allow => {
+                "p, housing, market-regulation, enterprise-registration, read, permit-review".into()
+            }
+            Decision::Deny => "no rule allows the purpose".into(),
+        },
+        disclosed_fields: match decision {
+            Decision::Allow => vec!["name".into(), "status".into()],
+            Decision::Deny => Vec::new(),
+        },
+        result_count: u32::from(decision == Decision::Allow),
+        subjects: vec![SubjectHash(digest(key))],
+        request_digest: digest("request"),
+        response_digest: (decision == Decision::Allow).then(|| digest("response")),
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+    })
+}
+
+/// The log: 0 policy v1, 1 directory, 2 exchange (v1), 3 access, 4 policy v2, 5 the license's
+/// issuance, 6 exchange (v2, denied), 7 another license revoked.
+fn log(claims: &LicenseClaims, hash: Hash) -> Vec<Record> {
+    let issued_ms = ISSUED as u64 * 1000;
+    let start = issued_ms - 30 * DAY_MS;
+    vec![
+        policy(
+            start,
+            "p, housing, market-regulation, enterprise-registration, read, permit-review\n",
+        ),
+        config(
+            start + DAY_MS,
+            ConfigChange::Directory {
+                toml: "[[department]]\nid = \"market-regulation\"\n".into(),
+            },
+        ),
+        exchange(start + 2 * DAY_MS, 1, Decision::Allow),
+        Record::Access(AccessRecord {
+            request_id: "00000000-0000-4000-a000-000000000003".into(),
+            time_unix_ms: start + 3 * DAY_MS,
+            caller: caller(HOUSING, "department"),
+            owner: MARKET.into(),
+            dataset: DATASET.into(),
+            key: "91520115MA6DKXQ43E".into(),
+            action: Action::Read,
+            purpose: "permit-review".into(),
+            decision: Decision::Allow,
+            policy_version: "1".into(),
+            rule: "p, housing, market-regulation, enterprise-registration, read, permit-review"
+                .into(),
+            request_digest: digest("access request"),
+            response_digest: None,
+        }),
+        policy(
+            issued_ms - DAY_MS,
+            "p, housing, market-regulation, enterprise-registration, read, permit-review\n\
+             p, natural-resources, market-regulation, enterprise-registration, read, land-use\n",
+        ),
+        Record::LicenseIssued(LicenseIssuedRecord {
+            request_id: "00000000-0000-4000-b000-000000000005".into(),
+            time_unix_ms: issued_ms,
+            caller: caller(MARKET, "department"),
+            license_hash: hash,
+            license_type: "business-license".into(),
+            number: claims.number.clone(),
+            department: MARKET.into(),
+            holder_hash: digest(&claims.holder_id),
+            valid_from: claims.valid_from,
+            valid_until: claims.valid_until,
+        }),
+        exchange(issued_ms + DAY_MS / 2, 2, Decision::Deny),
+        Record::LicenseStatus(LicenseStatusRecord {
+            request_id: "00000000-0000-4000-b000-000000000007".into(),
+            time_unix_ms: issued_ms + DAY_MS,
+            caller: caller(MARKET, "department"),
+            license_hash: license_hash(b"another license"),
+            change: LicenseStatusChange::Revoked,
+            reason: "fraud".into(),
+        }),
+    ]
 }
 
 fn cosign(body: String, signers: &[NoteSigner]) -> String {
@@ -79,16 +228,15 @@ impl Samples {
         };
         let license = sign_license(&claims, &key).expect("valid claims");
         let hash = license_hash(&license);
-        let record = [ISSUED_PREFIX, hash.as_slice()].concat();
+        let log: Vec<Vec<u8>> = log(&claims, hash).iter().map(Record::encode).collect();
 
         let mut tree = MemoryTree::new();
-        for i in 0..5u8 {
-            tree.push_entry(&[b'x', i]);
+        for record in &log {
+            tree.push_entry(record);
         }
-        let index = tree.push_entry(&record);
-        tree.push_entry(b"later");
-        tree.push_entry(b"records");
+        let index = 5;
         let (size, root) = (tree.size(), tree.root());
+        let proof = |i: u64| tree.inclusion_proof(i, size).expect("index in tree");
 
         let nodes = ["node-a", "node-b", "node-c"].map(|name| {
             let seed = [name.as_bytes()[5]; 32];
@@ -117,19 +265,69 @@ impl Samples {
             status_list: cosign(status.to_body(), &nodes[1..]),
         })
         .expect("sample trust bundle is valid");
+        let audit = EvidenceBundle {
+            version: EVIDENCE_BUNDLE_VERSION,
+            created_unix_ms: NOW as u64 * 1000,
+            query: "every record of market-regulation/enterprise-registration".into(),
+            origin: ORIGIN.into(),
+            checkpoint: checkpoint.clone(),
+            node_keys: trust.file().node_keys.clone(),
+            min_cosigners: 2,
+            departments: vec![BundleDepartment {
+                id: MARKET.into(),
+                name: "贵州省市场监督管理局".into(),
+                keys: vec![DepartmentKey::new(MARKET_KEY_ID, &key.verifying_key())],
+            }],
+            records: [1, 2, 3, 5, 6, 7]
+                .into_iter()
+                .map(|i| BundleRecord::new(i, log[i as usize].clone(), proof(i)).expect("a record"))
+                .collect(),
+            policies: [(1, 0), (2, 4)]
+                .into_iter()
+                .map(|(version, i)| BundlePolicy {
+                    version,
+                    log_index: i,
+                    record: log[i as usize].clone(),
+                    proof: proof(i),
+                })
+                .collect(),
+        };
         let evidence = LicenseEvidence {
             log_index: index,
             tree_size: size,
-            inclusion_proof: tree.inclusion_proof(index, size).expect("index in tree"),
+            inclusion_proof: proof(index),
             checkpoint,
-            record,
+            record: log[index as usize].clone(),
         };
         Self {
             qr: to_qr_payload(&license),
             holder: HolderBundle::new(license.clone(), Some(evidence)),
             license,
             trust,
+            log,
+            audit,
         }
+    }
+}
+
+impl Samples {
+    /// The version of the policy logged at `log_index` (the number of policy records up to and
+    /// including it); `None` when no policy is logged there.
+    pub fn policy_version_at(&self, log_index: u64) -> Option<u64> {
+        let is_policy = |bytes: &Vec<u8>| {
+            matches!(
+                Record::decode(bytes),
+                Ok(Record::Config(ConfigRecord {
+                    change: ConfigChange::Policy { .. },
+                    ..
+                }))
+            )
+        };
+        let index = usize::try_from(log_index).ok()?;
+        if !is_policy(self.log.get(index)?) {
+            return None;
+        }
+        Some(self.log[..=index].iter().filter(|b| is_policy(b)).count() as u64)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod bundle;
 pub mod log;
 
 mod hex_hashes;
+mod unique_keys;
 
 pub use bundle::{
     BundleDepartment, BundleError, BundlePolicy, BundleRecord, BundleReport,

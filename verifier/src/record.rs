@@ -285,7 +285,9 @@ impl Record {
         out
     }
 
-    /// Decode canonical bytes. Trailing bytes are refused so that one record has one encoding.
+    /// Decode canonical bytes. Trailing bytes, and any other spelling of a record than its
+    /// [`Record::encode`] (a varint padded with continuation bytes, say), are refused, so that
+    /// one record has one encoding.
     pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
         if version != FORMAT_V1 {
@@ -298,6 +300,11 @@ impl Record {
                 "{} trailing bytes",
                 rest.len()
             )));
+        }
+        if record.encode().get(1..) != Some(body) {
+            return Err(DecodeError::Malformed(
+                "not the canonical encoding of the record it decodes to".into(),
+            ));
         }
         Ok(record)
     }

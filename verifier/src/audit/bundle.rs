@@ -101,7 +101,9 @@ pub struct BundleRecord {
     /// The canonical bytes the log committed to.
     #[serde(with = "serde_bytes::bytes")]
     pub record: Vec<u8>,
-    /// The decoded record as JSON, for people; must equal what `record` decodes to.
+    /// The decoded record as JSON, for people; must equal what `record` decodes to. An object
+    /// that repeats a key is refused when read.
+    #[serde(with = "super::unique_keys")]
     pub record_json: serde_json::Value,
     /// Inclusion proof of the record's leaf against the checkpoint.
     #[serde(with = "super::hex_hashes")]
@@ -113,6 +115,11 @@ pub struct BundleRecord {
 #[serde(deny_unknown_fields)]
 pub struct BundlePolicy {
     /// The policy version: the number of policy records up to and including this one.
+    ///
+    /// [`check_bundle`] checks that the versions run 1, 2, … in log order and that each entry
+    /// is a policy record of the log at its index. It cannot check the number itself: a policy
+    /// record does not carry it, and a proof of inclusion says nothing of the policy records
+    /// left out, so a bundle that omits version 1 can show version 2's record as version 1.
     pub version: u64,
     /// Its 0-based position in the log.
     pub log_index: u64,

@@ -210,6 +210,19 @@ fn refuses_unknown_format_trailing_bytes_and_garbage() {
 }
 
 #[test]
+fn refuses_a_second_spelling_of_the_same_record() {
+    // The variant index is a one-byte varint; with a continuation byte it reads the same.
+    let canonical = sample().encode();
+    let mut padded = vec![canonical[0], canonical[1] | 0x80, 0];
+    padded.extend_from_slice(&canonical[2..]);
+    match Record::decode(&padded) {
+        Err(DecodeError::Malformed(reason)) => assert!(reason.contains("canonical"), "{reason}"),
+        other => panic!("a padded varint decoded: {other:?}"),
+    }
+    assert_eq!(Record::decode(&canonical), Ok(sample()));
+}
+
+#[test]
 fn json_view_uses_hex_digests() {
     let json = serde_json::to_value(sample()).unwrap_or_default();
     assert_eq!(json["Access"]["request_digest"], "07".repeat(32));

@@ -19,7 +19,8 @@ use crate::record::{ConfigChange, Record};
 /// for the bundle's origin (the pinned `trust`, or else the bundle's own keys); department
 /// entries; every record and policy included in the checkpoint's tree at its log index,
 /// decodable, without repeated indices, with an unedited JSON view; policy versions 1, 2, …
-/// in log order, up to the highest version a record was decided under.
+/// in log order, up to the highest version a record was decided under. Which policy record
+/// bears which number is the exporter's word (see [`super::BundlePolicy::version`]).
 ///
 /// # Errors
 /// The first failure, as a [`BundleError`] naming the log index where there is one;

@@ -208,6 +208,29 @@ fn an_edited_json_view_is_refused() {
 }
 
 #[test]
+fn a_json_view_repeating_a_key_is_refused_when_read() {
+    // An edited copy of a field ahead of the genuine one: serde_json alone keeps the last, so
+    // the view would compare equal to the record while a reader sees the edit first.
+    let json = bundle(2).to_json_pretty();
+    let genuine = "\"department\": \"housing\"";
+    assert!(json.contains(genuine), "{json}");
+    let doubled = json.replacen(
+        genuine,
+        &format!("\"department\": \"audit-office\", {genuine}"),
+        1,
+    );
+    let error = EvidenceBundle::from_json(&doubled).expect_err("a repeated key was accepted");
+    assert!(
+        matches!(&error, BundleError::Json { reason }
+            if reason.contains("\"department\" appears twice")),
+        "{error}"
+    );
+    // The same text without the repeat still reads, so the refusal is the repeat's.
+    let once = json.replacen(genuine, "\"department\": \"audit-office\"", 1);
+    assert!(EvidenceBundle::from_json(&once).is_ok());
+}
+
+#[test]
 fn wrong_or_missing_proofs_are_refused() {
     let mut b = bundle(2);
     b.records[0].proof = b.records[1].proof.clone();
