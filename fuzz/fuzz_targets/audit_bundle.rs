@@ -143,7 +143,7 @@ fn assert_genuine(bundle: &EvidenceBundle, report: &BundleReport, pinned: bool, 
         }
         // The number a policy bears is the exporter's word (`BundlePolicy::version`): the log
         // binds a policy's bytes to its index, not to a version, so only the order is checked.
-        if samples.policy_version_at(p.log_index).is_none() {
+        if !samples.is_policy_at(p.log_index) {
             forged(format!(
                 "policy at log index {}: the log holds no policy there",
                 p.log_index

@@ -308,13 +308,13 @@ impl Samples {
             audit,
         }
     }
-}
 
-impl Samples {
-    /// The version of the policy logged at `log_index` (the number of policy records up to and
-    /// including it); `None` when no policy is logged there.
-    pub fn policy_version_at(&self, log_index: u64) -> Option<u64> {
-        let is_policy = |bytes: &Vec<u8>| {
+    /// Whether the record logged at `log_index` is a policy version.
+    pub fn is_policy_at(&self, log_index: u64) -> bool {
+        let logged = usize::try_from(log_index)
+            .ok()
+            .and_then(|i| self.log.get(i));
+        logged.is_some_and(|bytes| {
             matches!(
                 Record::decode(bytes),
                 Ok(Record::Config(ConfigRecord {
@@ -322,12 +322,7 @@ impl Samples {
                     ..
                 }))
             )
-        };
-        let index = usize::try_from(log_index).ok()?;
-        if !is_policy(self.log.get(index)?) {
-            return None;
-        }
-        Some(self.log[..=index].iter().filter(|b| is_policy(b)).count() as u64)
+        })
     }
 }
 

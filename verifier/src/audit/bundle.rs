@@ -103,7 +103,7 @@ pub struct BundleRecord {
     pub record: Vec<u8>,
     /// The decoded record as JSON, for people; must equal what `record` decodes to. An object
     /// that repeats a key is refused when read.
-    #[serde(with = "super::unique_keys")]
+    #[serde(deserialize_with = "super::unique_keys::deserialize")]
     pub record_json: serde_json::Value,
     /// Inclusion proof of the record's leaf against the checkpoint.
     #[serde(with = "super::hex_hashes")]

@@ -7,13 +7,9 @@
 
 use std::fmt;
 
+use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::{Deserialize, Serializer};
 use serde_json::{Map, Number, Value};
-
-pub(crate) fn serialize<S: Serializer>(value: &Value, s: S) -> Result<S::Ok, S::Error> {
-    serde::Serialize::serialize(value, s)
-}
 
 pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
     Unique::deserialize(d).map(|u| u.0)
