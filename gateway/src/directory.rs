@@ -37,7 +37,10 @@ pub struct DirectoryEntry {
     /// there by other departments' gateways.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<String>,
-    /// SHA-256 (lowercase hex) of the gateway's certificate, for inspectors and operators.
+    /// SHA-256 (lowercase hex) of the gateway's TLS certificate (DER). When set, other
+    /// departments' gateways forward to it only if the server at `gateway` presents exactly
+    /// this certificate (`openssl x509 -in node.crt -outform der | sha256sum`); renew the
+    /// certificate, update this pin.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cert_fingerprint: Option<String>,
     /// The datasets the department owns.

@@ -33,7 +33,7 @@ use tonic::{Code, Request, Response, Status};
 use crate::config::Limits;
 use crate::dataset::Dataset;
 use crate::error::{ServiceError, caller};
-use crate::forward::{Forwarder, HttpAdapter, REQUEST_ID_HEADER};
+use crate::forward::{ForwardError, Forwarder, HttpAdapter, OwnerGateway, REQUEST_ID_HEADER};
 use crate::identity::{PeerIdentity, Role};
 use crate::policy::{AccessRequest, Fields};
 use crate::replicated::InForce;
@@ -66,6 +66,8 @@ struct Checked {
     key: String,
     /// The owner's gateway, if the directory names one.
     gateway: Option<String>,
+    /// The SHA-256 the directory pins for the owner gateway's certificate, if any.
+    gateway_pin: Option<[u8; 32]>,
 }
 
 /// A validated query: its conditions, the query as the log records it, and the data subjects
@@ -80,6 +82,16 @@ struct Outcome {
     result_count: u32,
     subjects: BTreeSet<SubjectHash>,
     response_digest: Option<[u8; 32]>,
+}
+
+/// The owner's answer, or the transport's status; a gateway that is not the one the directory
+/// pins was sent nothing, so there is nothing to record: the caller learns why at once.
+fn forwarded<T>(answer: Result<T, ForwardError>) -> Result<Result<T, Status>, ServiceError> {
+    match answer {
+        Ok(t) => Ok(Ok(t)),
+        Err(ForwardError::Status(status)) => Ok(Err(status)),
+        Err(ForwardError::WrongGateway(why)) => Err(ServiceError::FailedPrecondition(why)),
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.
@@ -195,6 +207,11 @@ impl ExchangeService {
             dataset: dataset.clone(),
             key: String::new(),
             gateway: directory.department(owner).and_then(|d| d.gateway.clone()),
+            gateway_pin: directory
+                .department(owner)
+                .and_then(|d| d.cert_fingerprint.as_deref())
+                .and_then(|f| hex::decode(f).ok())
+                .and_then(|f| <[u8; 32]>::try_from(f).ok()),
         })
     }
 
@@ -242,7 +259,7 @@ impl ExchangeService {
         Ok(())
     }
 
-    fn forwarder_for(&self, checked: &Checked) -> Result<(&Forwarder, String), ServiceError> {
+    fn forwarder_for(&self, checked: &Checked) -> Result<(&Forwarder, OwnerGateway), ServiceError> {
         let forwarder = self.forwarder.as_deref().ok_or_else(|| {
             ServiceError::Unavailable(
                 "this gateway has no client certificate for forwarding; set gateway.client_cert and gateway.client_key".into(),
@@ -254,7 +271,12 @@ impl ExchangeService {
                 checked.owner
             ))
         })?;
-        Ok((forwarder, url))
+        let owner = OwnerGateway {
+            department: checked.owner.clone(),
+            url,
+            cert_fingerprint: checked.gateway_pin,
+        };
+        Ok((forwarder, owner))
     }
 
     /// The answer of an owner's gateway that did not decide: unreachable, too slow, or broken.
@@ -537,10 +559,11 @@ impl ExchangeService {
         request_digest: [u8; 32],
     ) -> Result<GetRecordResponse, ServiceError> {
         self.check_own_department(who, &checked)?;
-        let (forwarder, url) = self.forwarder_for(&checked)?;
+        let (forwarder, owner) = self.forwarder_for(&checked)?;
+        let url = owner.url.clone();
         let request_id = crate::new_request_id();
         let purpose = msg.purpose.clone();
-        let answer = forwarder.get(&url, msg, &request_id).await;
+        let answer = forwarded(forwarder.get(&owner, msg, &request_id).await)?;
         let (outcome, result) = match answer {
             Ok(resp) => {
                 if sha256(&resp.payload).as_slice() != resp.payload_digest.as_slice() {
@@ -766,10 +789,11 @@ impl ExchangeService {
         request_digest: [u8; 32],
     ) -> Result<QueryRecordsResponse, ServiceError> {
         self.check_own_department(who, &checked)?;
-        let (forwarder, url) = self.forwarder_for(&checked)?;
+        let (forwarder, owner) = self.forwarder_for(&checked)?;
+        let url = owner.url.clone();
         let request_id = crate::new_request_id();
         let purpose = msg.purpose.clone();
-        let answer = forwarder.query(&url, msg, &request_id).await;
+        let answer = forwarded(forwarder.query(&owner, msg, &request_id).await)?;
         let (outcome, result) = match answer {
             Ok(resp) => {
                 if query_digest(&resp.records).as_slice() != resp.payload_digest.as_slice() {

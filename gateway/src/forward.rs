@@ -1,48 +1,98 @@
 //! Reaching other systems: the owner department's gateway (over mutual TLS, with this
 //! department's client certificate) and HTTP/JSON backends that serve a dataset.
 //!
+//! The owner's server must hold a certificate from the CA for the directory's address and,
+//! where the directory pins one, be exactly the pinned certificate; the pin is checked after
+//! the handshake and before any request is written.
+//!
 //! Every call is bounded by the gateway's forward timeout, connection included, so an owner
 //! that does not answer costs the caller at most that long.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::Uri;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use qianlian_proto::v1::exchange_client::ExchangeClient;
 use qianlian_proto::v1::{
     GetRecordRequest, GetRecordResponse, QueryRecordsRequest, QueryRecordsResponse,
 };
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 use tracing::Instrument;
+
+use crate::tls::TlsError;
 
 /// Metadata key carrying the exchange's request id from the consumer's gateway to the owner's.
 pub const REQUEST_ID_HEADER: &str = "x-qianlian-request-id";
 
-/// Channels to other departments' gateways, one per address, opened on first use.
+/// An owner department's gateway, as the replicated directory names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerGateway {
+    /// The owner department's id.
+    pub department: String,
+    /// `https://host:port`.
+    pub url: String,
+    /// SHA-256 of the gateway's TLS certificate (DER), when the directory pins one: then only
+    /// a gateway presenting exactly that certificate is sent a request.
+    pub cert_fingerprint: Option<[u8; 32]>,
+}
+
+/// Why a request was not forwarded, or what the owner's gateway answered.
+#[derive(Debug)]
+pub enum ForwardError {
+    /// The call was made: the owner's status, or the transport's (unreachable, too slow).
+    Status(Status),
+    /// The server at the owner's address is not the gateway the directory pins for it; the
+    /// connection was closed after the handshake and no request was sent.
+    WrongGateway(String),
+}
+
+type ChannelKey = (String, Option<[u8; 32]>);
+
+/// One channel and the last pin refusal of its connector, if the latest connection had one.
+#[derive(Debug, Clone)]
+struct Pinned {
+    channel: Channel,
+    refused: Arc<Mutex<Option<String>>>,
+}
+
+/// Channels to other departments' gateways, one per address and pin, opened on first use.
 #[derive(Debug)]
 pub struct Forwarder {
-    tls: ClientTlsConfig,
+    tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<ChannelKey, Pinned>>,
 }
 
 impl Forwarder {
-    /// A forwarder presenting `identity` (PEM certificate and key) and trusting `ca` (PEM).
-    pub fn new(ca: Vec<u8>, cert: Vec<u8>, key: Vec<u8>, timeout: Duration) -> Forwarder {
-        Forwarder {
-            tls: ClientTlsConfig::new()
-                .ca_certificate(Certificate::from_pem(ca))
-                .identity(Identity::from_pem(cert, key)),
+    /// A forwarder presenting `cert_chain` and `key` and trusting the CA certificates `ca`
+    /// (TLS 1.3, ALPN h2, like the gateways' servers).
+    pub fn new(
+        ca: &[CertificateDer<'static>],
+        cert_chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        timeout: Duration,
+    ) -> Result<Forwarder, TlsError> {
+        let config = crate::tls::client_config(ca, cert_chain, key)?;
+        Ok(Forwarder {
+            tls: Arc::new(config),
             timeout,
             channels: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// The forward timeout.
@@ -50,19 +100,41 @@ impl Forwarder {
         self.timeout
     }
 
-    fn channel(&self, url: &str) -> Result<Channel, Status> {
+    fn channel(&self, owner: &OwnerGateway) -> Result<Pinned, ForwardError> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = channels.get(url) {
+        let key = (owner.url.clone(), owner.cert_fingerprint);
+        if let Some(c) = channels.get(&key) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(url.to_owned())
-            .and_then(|e| e.tls_config(self.tls.clone()))
-            .map_err(|e| Status::failed_precondition(format!("gateway address `{url}`: {e}")))?
+        let bad = |e: String| {
+            ForwardError::Status(Status::failed_precondition(format!(
+                "gateway address `{}` of `{}`: {e}",
+                owner.url, owner.department
+            )))
+        };
+        // The connector does TCP and TLS itself (to check the pin), so the endpoint's own
+        // address is plain `http://`; the origin keeps `https` in each request's `:scheme`.
+        let origin: Uri = owner.url.parse().map_err(|e| bad(format!("{e}")))?;
+        let authority = origin
+            .authority()
+            .ok_or_else(|| bad("no host:port".into()))?
+            .clone();
+        let refused = Arc::new(Mutex::new(None));
+        let connector = PinnedTls {
+            tls: self.tls.clone(),
+            department: owner.department.clone(),
+            pin: owner.cert_fingerprint,
+            refused: refused.clone(),
+        };
+        let channel = Endpoint::from_shared(format!("http://{authority}"))
+            .map_err(|e| bad(e.to_string()))?
+            .origin(origin)
             .connect_timeout(self.timeout)
             .timeout(self.timeout)
-            .connect_lazy();
-        channels.insert(url.to_owned(), channel.clone());
-        Ok(channel)
+            .connect_with_connector_lazy(connector);
+        let pinned = Pinned { channel, refused };
+        channels.insert(key, pinned.clone());
+        Ok(pinned)
     }
 
     /// A request carrying the exchange's request id and the current trace context.
@@ -76,38 +148,146 @@ impl Forwarder {
         req
     }
 
-    /// Forward a read to the gateway at `url`.
-    pub async fn get(
+    /// The outcome of a call on `pinned`: a failure to connect that the pin caused is a
+    /// [`ForwardError::WrongGateway`], whatever status the transport turned it into.
+    async fn finish<T>(
         &self,
-        url: &str,
-        msg: GetRecordRequest,
-        request_id: &str,
-    ) -> Result<GetRecordResponse, Status> {
-        let mut client = ExchangeClient::new(self.channel(url)?);
-        let span = forward_span(url, "GetRecord");
-        let call =
-            async { client.get_record(self.request(msg, request_id)).await }.instrument(span);
-        match tokio::time::timeout(self.timeout, call).await {
+        pinned: &Pinned,
+        call: impl Future<Output = Result<tonic::Response<T>, Status>>,
+    ) -> Result<T, ForwardError> {
+        let result = match tokio::time::timeout(self.timeout, call).await {
             Ok(r) => r.map(tonic::Response::into_inner),
             Err(_) => Err(Status::deadline_exceeded("no answer in time")),
-        }
+        };
+        result.map_err(|status| {
+            let refused = pinned
+                .refused
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            match refused {
+                Some(why) if status.code() == tonic::Code::Unavailable => {
+                    ForwardError::WrongGateway(why)
+                }
+                _ => ForwardError::Status(status),
+            }
+        })
     }
 
-    /// Forward a query to the gateway at `url`.
+    /// Forward a read to the owner's gateway.
+    pub async fn get(
+        &self,
+        owner: &OwnerGateway,
+        msg: GetRecordRequest,
+        request_id: &str,
+    ) -> Result<GetRecordResponse, ForwardError> {
+        let pinned = self.channel(owner)?;
+        let mut client = ExchangeClient::new(pinned.channel.clone());
+        let span = forward_span(&owner.url, "GetRecord");
+        let call =
+            async { client.get_record(self.request(msg, request_id)).await }.instrument(span);
+        self.finish(&pinned, call).await
+    }
+
+    /// Forward a query to the owner's gateway.
     pub async fn query(
         &self,
-        url: &str,
+        owner: &OwnerGateway,
         msg: QueryRecordsRequest,
         request_id: &str,
-    ) -> Result<QueryRecordsResponse, Status> {
-        let mut client = ExchangeClient::new(self.channel(url)?);
-        let span = forward_span(url, "QueryRecords");
+    ) -> Result<QueryRecordsResponse, ForwardError> {
+        let pinned = self.channel(owner)?;
+        let mut client = ExchangeClient::new(pinned.channel.clone());
+        let span = forward_span(&owner.url, "QueryRecords");
         let call =
             async { client.query_records(self.request(msg, request_id)).await }.instrument(span);
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(r) => r.map(tonic::Response::into_inner),
-            Err(_) => Err(Status::deadline_exceeded("no answer in time")),
+        self.finish(&pinned, call).await
+    }
+}
+
+/// Opens a connection to an owner's gateway: TCP, then TLS with this department's client
+/// certificate, the server's chain checked against the CA and its name against the address,
+/// then, when the directory pins one, the server's certificate against the pin.
+#[derive(Debug, Clone)]
+struct PinnedTls {
+    tls: Arc<rustls::ClientConfig>,
+    department: String,
+    pin: Option<[u8; 32]>,
+    refused: Arc<Mutex<Option<String>>>,
+}
+
+type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl tower::Service<Uri> for PinnedTls {
+    type Response = TlsIo;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsIo, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+            let host = uri
+                .host()
+                .ok_or_else(|| invalid(format!("`{uri}` names no host")))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let port = uri
+                .port_u16()
+                .ok_or_else(|| invalid(format!("`{uri}` names no port")))?;
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = ServerName::try_from(host.clone())
+                .map_err(|e| invalid(format!("`{host}` is not a server name: {e}")))?;
+            let tls = TlsConnector::from(this.tls.clone())
+                .connect(name, tcp)
+                .await?;
+            let verdict = this.check_pin(&host, port, &tls);
+            *this.refused.lock().unwrap_or_else(|e| e.into_inner()) = verdict.clone().err();
+            match verdict {
+                Ok(()) => Ok(TokioIo::new(tls)),
+                Err(why) => {
+                    tracing::warn!(department = %this.department, "{why}");
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        why,
+                    ))
+                }
+            }
+        })
+    }
+}
+
+impl PinnedTls {
+    fn check_pin(
+        &self,
+        host: &str,
+        port: u16,
+        tls: &tokio_rustls::client::TlsStream<TcpStream>,
+    ) -> Result<(), String> {
+        let Some(want) = self.pin else {
+            return Ok(());
+        };
+        let got = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| <[u8; 32]>::from(Sha256::digest(c)));
+        if got == Some(want) {
+            return Ok(());
         }
+        Err(format!(
+            "the server at {host}:{port} presented a certificate with SHA-256 {} but the directory pins {} for the gateway of `{}`; nothing was sent to it. If that gateway's certificate was renewed, an operator must update its cert_fingerprint with `qianlian directory apply`",
+            got.map(hex::encode).unwrap_or_else(|| "(none)".into()),
+            hex::encode(want),
+            self.department
+        ))
     }
 }
 

@@ -209,11 +209,11 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
     )?;
     let forwarder = match (&config.gateway.client_cert, &config.gateway.client_key) {
         (Some(cert), Some(key)) => Some(Arc::new(crate::forward::Forwarder::new(
-            read(&config.tls.ca)?,
-            read(cert)?,
-            read(key)?,
+            &crate::tls::load_certs(&config.tls.ca)?,
+            crate::tls::load_certs(cert)?,
+            crate::tls::load_key(key)?,
             config.gateway.forward_timeout,
-        ))),
+        )?)),
         _ => None,
     };
     let adapters = config

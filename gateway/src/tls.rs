@@ -106,13 +106,7 @@ pub fn server_config(
     crls: Vec<CertificateRevocationListDer<'static>>,
 ) -> Result<rustls::ServerConfig, TlsError> {
     install_crypto_provider();
-    let mut roots = RootCertStore::empty();
-    for c in ca {
-        roots
-            .add(c.clone())
-            .map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
-    }
-    let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+    let verifier = WebPkiClientVerifier::builder(Arc::new(root_store(ca)?))
         .with_crls(crls)
         .allow_unauthenticated()
         .build()
@@ -124,6 +118,33 @@ pub fn server_config(
             .map_err(|e| TlsError::Config(format!("server certificate and key: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// Client-side TLS, to other gateways: TLS 1.3 only, ALPN h2, presenting `cert_chain` and
+/// trusting the CA certificates `ca`.
+pub fn client_config(
+    ca: &[CertificateDer<'static>],
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<rustls::ClientConfig, TlsError> {
+    install_crypto_provider();
+    let mut config =
+        rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .with_root_certificates(root_store(ca)?)
+            .with_client_auth_cert(cert_chain, key)
+            .map_err(|e| TlsError::Config(format!("client certificate and key: {e}")))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+fn root_store(ca: &[CertificateDer<'static>]) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for c in ca {
+        roots
+            .add(c.clone())
+            .map_err(|e| TlsError::Config(format!("CA certificate: {e}")))?;
+    }
+    Ok(roots)
 }
 
 /// What tonic learns about a connection; available in every request's extensions.

@@ -517,3 +517,135 @@ async fn a_policy_change_switches_every_read_at_one_version_and_a_bad_one_change
         .expect_err("not an operator");
     assert_eq!(s.code(), Code::PermissionDenied);
 }
+
+/// Accesses of market-regulation's registrations by housing, as node `node` holds them.
+async fn housing_reads(c: &Cluster, node: usize) -> usize {
+    let mut audit = AuditClient::new(c.channel(node, "audit-office").await.expect("connect"));
+    audit
+        .query_accesses(QueryAccessesRequest {
+            filter: Some(AccessFilter {
+                consumer: "housing".into(),
+                dataset: "market-regulation/enterprise-registration".into(),
+                ..Default::default()
+            }),
+            oldest_first: true,
+            limit: 1000,
+            cursor: String::new(),
+        })
+        .await
+        .expect("audit query")
+        .into_inner()
+        .entries
+        .len()
+}
+
+/// A directory that pins an owner gateway's certificate: a consumer's gateway forwards only to
+/// a server presenting exactly that certificate, and sends nothing to any other server at the
+/// owner's address, even one the CA vouches for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_goes_only_to_the_gateway_certificate_the_directory_pins() {
+    let c = Cluster::start(3, GATEWAY_CONFIG);
+    c.leader(Duration::from_secs(20)).await;
+    // Market regulation's gateway is node 1, pinned to node 1's certificate.
+    let out = c.apply_directory(&[("market-regulation", MARKET)]);
+    assert!(out.status.success(), "directory apply: {}", stderr(&out));
+    let code = uscc(11);
+    exchange(&c, MARKET, "market-regulation")
+        .await
+        .put_record(PutRecordRequest {
+            record: enterprise(&code),
+            payload: serde_json::json!({"name": "n", "status": "存续"})
+                .to_string()
+                .into_bytes(),
+        })
+        .await
+        .expect("put");
+    let mut housing = exchange(&c, HOUSING, "housing").await;
+    let get = GetRecordRequest {
+        record: enterprise(&code),
+        purpose: "permit-review".into(),
+    };
+    // Until housing's node has the directory, the gateway is unknown there.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let resp = loop {
+        match housing.get_record(get.clone()).await {
+            Ok(r) => break r.into_inner(),
+            Err(s) if Instant::now() < deadline => {
+                let _ = s;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => panic!("read through a correctly pinned gateway: {s:?}"),
+        }
+    };
+    assert!(resp.consumer_receipt.is_some(), "forwarded");
+    assert!(resp.receipt.is_some(), "answered by the owner's gateway");
+
+    // The directory now pins node 2's certificate (issued by the same CA) for market
+    // regulation, while node 1 still answers at its address.
+    let out = c.apply_directory(&[("market-regulation", LAND)]);
+    assert!(out.status.success(), "directory apply: {}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let refused = loop {
+        match housing.get_record(get.clone()).await {
+            Err(s) if s.code() == Code::FailedPrecondition => break s,
+            other if Instant::now() < deadline => {
+                let _ = other;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("a read through a wrongly pinned gateway: {other:?}"),
+        }
+    };
+    let m = refused.message();
+    assert!(m.contains(&c.cert_fingerprint(MARKET)), "{m}");
+    assert!(m.contains(&c.cert_fingerprint(LAND)), "{m}");
+    assert!(
+        m.contains("the directory pins") && m.contains("`market-regulation`"),
+        "{m}"
+    );
+    assert!(m.contains("qianlian directory apply"), "names the fix: {m}");
+    let q = housing
+        .query_records(QueryRecordsRequest {
+            department: "market-regulation".into(),
+            dataset: "enterprise-registration".into(),
+            r#match: vec![FieldMatch {
+                field: "name".into(),
+                value: "n".into(),
+            }],
+            purpose: "permit-review".into(),
+            limit: 10,
+        })
+        .await
+        .expect_err("a query through a wrongly pinned gateway");
+    assert_eq!(q.code(), Code::FailedPrecondition, "{}", q.message());
+
+    // Nothing reached the owner and nothing was recorded on either side.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = housing_reads(&c, MARKET).await;
+    for _ in 0..3 {
+        let s = housing
+            .get_record(get.clone())
+            .await
+            .expect_err("pinned away");
+        assert_eq!(s.code(), Code::FailedPrecondition, "{}", s.message());
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(housing_reads(&c, MARKET).await, before);
+
+    // The right pin again: forwarding resumes.
+    let out = c.apply_directory(&[("market-regulation", MARKET)]);
+    assert!(out.status.success(), "directory apply: {}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match housing.get_record(get.clone()).await {
+            Ok(r) => {
+                assert!(r.into_inner().consumer_receipt.is_some());
+                break;
+            }
+            Err(s) if s.code() == Code::FailedPrecondition && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => panic!("a read after the pin was corrected: {s:?}"),
+        }
+    }
+    assert!(housing_reads(&c, MARKET).await > before);
+}

@@ -292,6 +292,33 @@ min_cosigners = 2
     /// `GATEWAYS[i - 1]`; returns once node 1 has switched to it (version 2, after the one
     /// seeded by `cluster init`).
     pub fn apply_gateways(&self) {
+        let out = self.apply_directory(&[]);
+        assert!(out.status.success(), "directory apply: {}", stderr(&out));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("directory version 2"), "{said}");
+    }
+
+    /// SHA-256 (lowercase hex) of node i's TLS certificate, as a directory pins it.
+    pub fn cert_fingerprint(&self, i: usize) -> String {
+        use base64::Engine;
+        use sha2::Digest;
+        let pem = std::fs::read_to_string(self.env.pki().join(format!("nodes/node-{i}.crt")))
+            .expect("node certificate");
+        let b64: String = pem
+            .lines()
+            .skip_while(|l| !l.starts_with("-----BEGIN CERTIFICATE"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("-----END"))
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .expect("PEM base64");
+        hex::encode(sha2::Sha256::digest(der))
+    }
+
+    /// Apply the PKI's directory with node i as the gateway of `GATEWAYS[i - 1]`, and
+    /// `cert_fingerprint` set as `pins` say: (department, node whose certificate is pinned).
+    pub fn apply_directory(&self, pins: &[(&str, usize)]) -> std::process::Output {
         let path = self.env.pki().join("departments.toml");
         let mut doc: toml::Table = std::fs::read_to_string(&path)
             .expect("directory")
@@ -303,12 +330,15 @@ min_cosigners = 2
             d.as_table_mut()
                 .expect("table")
                 .insert("gateway".into(), self.endpoint(node).into());
+            if let Some((_, pinned)) = pins.iter().find(|(d, _)| *d == id) {
+                d.as_table_mut().expect("table").insert(
+                    "cert_fingerprint".into(),
+                    self.cert_fingerprint(*pinned).into(),
+                );
+            }
         }
         let file = self.env.path().join("directory.toml");
         std::fs::write(&file, toml::to_string(&doc).expect("toml")).expect("write");
-        let out = self.operator(1, "directory", &["apply", &file.display().to_string()]);
-        assert!(out.status.success(), "directory apply: {}", stderr(&out));
-        let said = String::from_utf8_lossy(&out.stdout);
-        assert!(said.contains("directory version 2"), "{said}");
+        self.operator(1, "directory", &["apply", &file.display().to_string()])
     }
 }
