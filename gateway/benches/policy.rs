@@ -17,8 +17,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use qianlian_gateway::identity::{PeerIdentity, Role};
-use qianlian_gateway::policy::{AccessRequest, Policy};
+use qianlian_gateway::domain::identity::{PeerIdentity, Role};
+use qianlian_gateway::domain::policy::{AccessRequest, Policy};
 
 const MODEL: &str = include_str!("../../policies/model.conf");
 const DEFAULT_RULES: &str = include_str!("../../policies/policy.csv");

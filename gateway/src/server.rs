@@ -19,18 +19,18 @@ use tokio::net::TcpListener;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 use tonic::{Request, Status};
 
-use crate::admin::AdminService;
-use crate::audit::AuditService;
-use crate::config::NodeConfig;
-use crate::exchange::ExchangeService;
-use crate::identity::Role;
-use crate::license::LicenseService;
-use crate::notary::NotaryService;
-use crate::policy::{Policy, PolicyError};
-use crate::replicated::{DirectoryInForce, InForce};
-use crate::store::{RecordStore, StoreError};
-use crate::subject::SubjectKey;
-use crate::tls::{self, ConnInfo, TlsError};
+use crate::domain::identity::Role;
+use crate::domain::policy::{Policy, PolicyError};
+use crate::domain::subject::SubjectKey;
+use crate::node::cluster_config::{DirectoryInForce, InForce};
+use crate::node::config::NodeConfig;
+use crate::node::records::{RecordStore, StoreError};
+use crate::node::tls::{self, ConnInfo, TlsError};
+use crate::services::admin::AdminService;
+use crate::services::audit::AuditService;
+use crate::services::exchange::ExchangeService;
+use crate::services::license::LicenseService;
+use crate::services::notary::NotaryService;
 
 /// The node could not start. Each variant names the part at fault; the message says how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +51,7 @@ pub enum StartError {
     #[error("licenses: {0}")]
     License(String),
     #[error("audit: {0}")]
-    Audit(#[from] crate::audit::token::TokenKeyError),
+    Audit(#[from] crate::services::audit::token::TokenKeyError),
     #[error("gRPC reflection: {0}")]
     Reflection(String),
     #[error("opening the record store: {0}")]
@@ -96,7 +96,7 @@ pub async fn run(
 /// A node whose storage, log and policy are open, ready to serve.
 #[derive(Debug)]
 pub struct Node {
-    metrics: Option<(Arc<crate::metrics::Metrics>, TcpListener)>,
+    metrics: Option<(Arc<crate::node::metrics::Metrics>, TcpListener)>,
     config: NodeConfig,
     listener: TcpListener,
     server_tls: rustls::ServerConfig,
@@ -123,11 +123,11 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
     let (local_directory, directory) = match &config.licenses.directory {
         Some(p) => {
             let text = String::from_utf8_lossy(&read(p)?).into_owned();
-            let d = crate::directory::Directory::from_toml(&text, &p.display().to_string())
+            let d = crate::domain::directory::Directory::from_toml(&text, &p.display().to_string())
                 .map_err(|e| StartError::License(e.to_string()))?;
             (Some(text), d)
         }
-        None => (None, crate::directory::Directory::default()),
+        None => (None, crate::domain::directory::Directory::default()),
     };
 
     std::fs::create_dir_all(&config.data_dir).map_err(|source| StartError::Io {
@@ -181,12 +181,12 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
                 })?;
             let mut certs = Vec::new();
             for (name, path) in [("node", &config.tls.cert), ("ca", &config.tls.ca)] {
-                if let Some(t) = crate::metrics::not_after(path) {
+                if let Some(t) = crate::node::tls::not_after(path) {
                     certs.push((name.to_owned(), t));
                 }
             }
             Some((
-                Arc::new(crate::metrics::Metrics::new(&config.data_dir, certs)),
+                Arc::new(crate::node::metrics::Metrics::new(&config.data_dir, certs)),
                 listener,
             ))
         }
@@ -208,10 +208,10 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
         in_force.directory.clone(),
     )?;
     let forwarder = match (&config.gateway.client_cert, &config.gateway.client_key) {
-        (Some(cert), Some(key)) => Some(Arc::new(crate::forward::Forwarder::new(
-            &crate::tls::load_certs(&config.tls.ca)?,
-            crate::tls::load_certs(cert)?,
-            crate::tls::load_key(key)?,
+        (Some(cert), Some(key)) => Some(Arc::new(crate::node::forward::Forwarder::new(
+            &crate::node::tls::load_certs(&config.tls.ca)?,
+            crate::node::tls::load_certs(cert)?,
+            crate::node::tls::load_key(key)?,
             config.gateway.forward_timeout,
         )?)),
         _ => None,
@@ -223,7 +223,7 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
         .map(|a| {
             (
                 a.dataset.clone(),
-                crate::forward::HttpAdapter::new(&a.url, config.gateway.forward_timeout),
+                crate::node::forward::HttpAdapter::new(&a.url, config.gateway.forward_timeout),
             )
         })
         .collect();
@@ -242,7 +242,8 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
         notary: notary.clone(),
         in_force: in_force.clone(),
         subject_key: exchange.subject_key.clone(),
-        tokens: crate::audit::token::TokenVerifier::from_settings(&config.audit)?.map(Arc::new),
+        tokens: crate::services::audit::token::TokenVerifier::from_settings(&config.audit)?
+            .map(Arc::new),
         trust_node_keys: licenses.trust_node_keys.clone(),
         min_cosigners: licenses.min_cosigners,
     };
@@ -265,7 +266,7 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
                 role: Role::Node.as_str().to_owned(),
                 cert_fingerprint: String::new(),
             };
-            crate::replicated::seed(
+            crate::node::cluster_config::seed(
                 &notary,
                 caller,
                 admin.local_policy.clone(),
@@ -321,7 +322,7 @@ impl Node {
             audit,
             notary,
         } = self;
-        let follow_task = tokio::spawn(crate::replicated::follow(
+        let follow_task = tokio::spawn(crate::node::cluster_config::follow(
             notary.clone(),
             admin.in_force.clone(),
         ));
@@ -346,7 +347,7 @@ impl Node {
         };
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let health_task = tokio::spawn(crate::health::watch(
+        let health_task = tokio::spawn(crate::node::health::watch(
             notary.clone(),
             health_reporter,
             ready.clone(),
@@ -357,9 +358,9 @@ impl Node {
             .build_v1()
             .map_err(|e| StartError::Reflection(e.to_string()))?;
         // gRPC services and the HTTP/JSON routes share one port.
-        let http = crate::license::http_routes(licenses.clone())
-            .merge(crate::audit::http_routes(audit.clone()))
-            .merge(crate::health::http_routes(ready));
+        let http = crate::services::license::http_routes(licenses.clone())
+            .merge(crate::services::audit::http_routes(audit.clone()))
+            .merge(crate::node::health::http_routes(ready));
         let routes = tonic::service::Routes::from(http)
             .add_service(health_service)
             .add_service(reflection)
@@ -374,20 +375,24 @@ impl Node {
             .add_service(AdminServer::new(admin))
             .add_service(
                 AuditServer::new(audit)
-                    .max_encoding_message_size(crate::audit::evidence::MAX_BUNDLE_BYTES),
+                    .max_encoding_message_size(crate::services::audit::evidence::MAX_BUNDLE_BYTES),
             )
             .add_service(LicensesServer::new(licenses))
             .add_service(tonic::service::interceptor::InterceptedService::new(
                 raft, nodes_only,
             ));
         let metrics = metrics.map(|(m, listener)| {
-            tokio::spawn(crate::metrics::serve(listener, m.clone(), notary.clone()));
+            tokio::spawn(crate::node::metrics::serve(
+                listener,
+                m.clone(),
+                notary.clone(),
+            ));
             m
         });
         let server = tonic::transport::Server::builder()
             .accept_http1(true)
-            .layer(crate::telemetry::RequestTraceLayer)
-            .layer(crate::metrics::RequestMetricsLayer { metrics })
+            .layer(crate::node::telemetry::RequestTraceLayer)
+            .layer(crate::node::metrics::RequestMetricsLayer { metrics })
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, signal);
         let result = tokio::select! {
@@ -422,14 +427,15 @@ fn license_service(
     let l = &config.licenses;
     let directory = match &l.directory {
         Some(p) => Some(Arc::new(
-            crate::directory::Directory::load(p).map_err(|e| StartError::License(e.to_string()))?,
+            crate::domain::directory::Directory::load(p)
+                .map_err(|e| StartError::License(e.to_string()))?,
         )),
         None => None,
     };
     let mut signing_keys = std::collections::HashMap::new();
     for p in &l.signing_keys {
-        let key =
-            crate::pki::read_license_key(p).map_err(|e| StartError::License(e.to_string()))?;
+        let key = crate::node::pki::read_license_key(p)
+            .map_err(|e| StartError::License(e.to_string()))?;
         let public = key.verifying_key();
         let dept = directory
             .as_ref()
@@ -444,7 +450,7 @@ fn license_service(
                     p.display()
                 ))
             })?;
-        let key_id = crate::pki::license_key_id(&dept.id, &public);
+        let key_id = crate::node::pki::license_key_id(&dept.id, &public);
         signing_keys.insert(dept.id.clone(), (key, key_id));
     }
     let subject_key = match &l.subject_key {
@@ -486,7 +492,7 @@ fn license_service(
         trust_node_keys,
         min_cosigners: l.min_cosigners,
         verified: Arc::new(qianlian_verifier::license::VerifiedLicenses::new(
-            crate::license::VERIFIED_LICENSES,
+            crate::services::license::VERIFIED_LICENSES,
         )),
         evidence_cache: Arc::default(),
     })
@@ -497,4 +503,20 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, StartError> {
         path: path.display().to_string(),
         source,
     })
+}
+
+/// Completes on Ctrl-C or SIGTERM (what `docker stop` and systemd send).
+pub async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
 }

@@ -5,6 +5,8 @@
 
 #![allow(missing_debug_implementations)]
 
+pub mod contract;
+
 /// Generated messages and services of package `qianlian.v1`.
 pub mod v1 {
     tonic::include_proto!("qianlian.v1");

@@ -8,8 +8,8 @@ mod support;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use qianlian_gateway::identifier::ResidentId;
-use qianlian_gateway::subject::SubjectKey;
+use qianlian_gateway::domain::identifier::ResidentId;
+use qianlian_gateway::domain::subject::SubjectKey;
 use qianlian_proto::v1::audit_client::AuditClient;
 use qianlian_proto::v1::{
     AccessFilter, FieldMatch, GetRecordRequest, MyAccessesRequest, PutRecordRequest,

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use qianlian_gateway::bench::report::CSV_HEADER;
+use qianlian_cli::bench::report::CSV_HEADER;
 use support::*;
 
 /// `qianlian dev` on a free port: the child and its endpoint.

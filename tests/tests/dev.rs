@@ -68,7 +68,7 @@ fn dev_serves_sample_data_to_the_cli_and_reuses_it_after_ctrl_c() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("dev");
     let (child, _endpoint) = start_dev(&dir);
-    let samples = qianlian_gateway::dev::samples();
+    let samples = qianlian_gateway::domain::samples::samples();
     let key = &samples[0].2;
 
     let out = client(

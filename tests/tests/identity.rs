@@ -5,8 +5,8 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use qianlian_gateway::identity::Role;
-use qianlian_gateway::pki::leaf_params;
+use qianlian_gateway::domain::identity::Role;
+use qianlian_gateway::node::pki::leaf_params;
 use qianlian_proto::v1::exchange_client::ExchangeClient;
 use qianlian_proto::v1::{GetRecordRequest, RecordRef};
 use rcgen::{Issuer, KeyPair, SanType};

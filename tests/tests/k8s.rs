@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use qianlian_gateway::config::NodeConfig;
+use qianlian_gateway::node::config::NodeConfig;
 use support::*;
 
 /// Pinned so a new schema release cannot change the verdict under us.

@@ -275,7 +275,7 @@ impl Drop for Node {
 
 /// TLS settings for a client: the CA to trust and an optional client identity (PEM files).
 pub fn tls(ca: &Path, identity: Option<(&Path, &Path)>) -> ClientTlsConfig {
-    qianlian_gateway::tls::install_crypto_provider();
+    qianlian_gateway::node::tls::install_crypto_provider();
     let mut t = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(std::fs::read(ca).expect("ca")))
         .domain_name("localhost");
@@ -322,7 +322,7 @@ pub async fn notary(env: &Env, node: &Node, who: &str) -> NotaryClient<Channel> 
 
 /// A valid unified social credit code for test data.
 pub fn uscc(i: u64) -> String {
-    qianlian_gateway::identifier::UnifiedSocialCreditCode::generate(i)
+    qianlian_gateway::domain::identifier::UnifiedSocialCreditCode::generate(i)
         .as_str()
         .to_owned()
 }

@@ -1,0 +1,448 @@
+//! The development PKI: a root CA, one server certificate per gateway node and one client
+//! certificate per department, inspector and operator, written as PEM files.
+//!
+//! Layout under the output folder:
+//! `ca.crt`, `ca.key`, `nodes/<id>.crt|key`, `nodes/<id>.note.key|note.pub` (checkpoint signing),
+//! `clients/<id>.crt|key`.
+//! Identity lives in one SAN URI (`spiffe://<trust-domain>/dept/<id>` or `.../node/<id>`) and the
+//! role in the subject OU, which is what [`crate::domain::identity::parse_peer`] reads back.
+//! Existing files are never overwritten unless `force` is set: re-running adds what is missing
+//! (a new department) with the existing CA.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use qianlian_verifier::NoteSigner;
+use qianlian_verifier::license::DepartmentKey;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::domain::identity::{Role, validate_id};
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct PkiPlan {
+    pub out: PathBuf,
+    pub trust_domain: String,
+    pub departments: Vec<String>,
+    pub inspectors: Vec<String>,
+    pub operators: Vec<String>,
+    /// Gateway nodes; defaults to one per department when empty.
+    pub nodes: Vec<String>,
+    /// Extra DNS names or IP addresses for node certificates (besides localhost and the id).
+    pub node_hosts: Vec<String>,
+    /// Display names of departments (id, name), e.g. Chinese names; default: the id.
+    pub names: Vec<(String, String)>,
+    /// Validity of leaf certificates, in days.
+    pub leaf_days: i64,
+    pub force: bool,
+}
+
+/// What [`init`] did.
+#[derive(Debug, Default)]
+pub struct PkiReport {
+    pub written: Vec<PathBuf>,
+    pub kept: Vec<PathBuf>,
+}
+
+/// The PKI could not be generated. Input errors name the offending value; IO errors the path.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error("invalid {what}: {reason}")]
+    Invalid { what: &'static str, reason: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error(
+        "{0} exists but its key does not: restore it, or pass --force to generate a new CA (every certificate must then be reissued)"
+    )]
+    Incomplete(String),
+}
+
+const CA_DAYS: i64 = 3650;
+
+/// Generate (or complete) the PKI described by `plan`.
+pub fn init(plan: &PkiPlan) -> Result<PkiReport, PkiError> {
+    validate_trust_domain(&plan.trust_domain)?;
+    let mut ids = Vec::new();
+    for (list, what) in [
+        (&plan.departments, "department id"),
+        (&plan.inspectors, "inspector id"),
+        (&plan.operators, "operator id"),
+        (&plan.nodes, "node id"),
+    ] {
+        for id in list {
+            validate_id(id).map_err(|reason| PkiError::Invalid { what, reason })?;
+        }
+        if what != "node id" {
+            ids.extend(list.iter().cloned());
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = ids.iter().find(|id| !seen.insert(id.as_str())) {
+        return Err(PkiError::Invalid {
+            what: "client id",
+            reason: format!(
+                "`{dup}` is named twice; every department, inspector and operator needs its own id"
+            ),
+        });
+    }
+
+    let mut report = PkiReport::default();
+    mkdir(&plan.out)?;
+    mkdir(&plan.out.join("nodes"))?;
+    mkdir(&plan.out.join("clients"))?;
+
+    let issuer = ca(plan, &mut report)?;
+
+    let nodes = if plan.nodes.is_empty() {
+        &plan.departments
+    } else {
+        &plan.nodes
+    };
+    for id in nodes {
+        let base = plan.out.join("nodes").join(id);
+        leaf(plan, &base, id, Role::Node, &issuer, &mut report)?;
+        note_key(plan, &base, id, &mut report)?;
+    }
+    for id in &plan.departments {
+        license_key(plan, id, &mut report)?;
+    }
+    write_registry(plan, &mut report)?;
+    subject_key(plan, &mut report)?;
+    for (list, role) in [
+        (&plan.departments, Role::Department),
+        (&plan.inspectors, Role::Inspector),
+        (&plan.operators, Role::Operator),
+    ] {
+        for id in list {
+            let base = plan.out.join("clients").join(id);
+            leaf(plan, &base, id, role, &issuer, &mut report)?;
+        }
+    }
+    Ok(report)
+}
+
+fn validate_trust_domain(td: &str) -> Result<(), PkiError> {
+    let ok = !td.is_empty()
+        && td.len() <= 255
+        && td
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(PkiError::Invalid {
+            what: "trust domain",
+            reason: format!(
+                "`{td}` must be a lowercase DNS-style name such as gov.example (letters, digits, `-`, `.`)"
+            ),
+        })
+    }
+}
+
+/// Load the existing CA, or create one.
+fn ca(plan: &PkiPlan, report: &mut PkiReport) -> Result<Issuer<'static, KeyPair>, PkiError> {
+    let crt = plan.out.join("ca.crt");
+    let key = plan.out.join("ca.key");
+    if crt.exists() && !plan.force {
+        if !key.exists() {
+            return Err(PkiError::Incomplete(crt.display().to_string()));
+        }
+        let key_pem = read(&key)?;
+        let crt_pem = read(&crt)?;
+        let key_pair = KeyPair::from_pem(&key_pem)?;
+        report.kept.push(crt);
+        return Ok(Issuer::from_ca_cert_pem(&crt_pem, key_pair)?);
+    }
+    let key_pair = KeyPair::generate()?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Qianlian");
+    // A distinct name per CA: a certificate from another Qianlian PKI then fails as an
+    // unknown issuer instead of as a bad signature under a look-alike name.
+    let tag: u32 = rand::random();
+    dn.push(
+        DnType::CommonName,
+        format!("Qianlian root CA {} {tag:08x}", plan.trust_domain),
+    );
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(CA_DAYS);
+    let cert = params.self_signed(&key_pair)?;
+    write(&key, &key_pair.serialize_pem(), true)?;
+    write(&crt, &cert.pem(), false)?;
+    report.written.extend([crt, key]);
+    Ok(Issuer::new(params, key_pair))
+}
+
+/// Parameters of a leaf certificate for `id` with `role`, valid from `not_before` to `not_after`.
+pub fn leaf_params(
+    trust_domain: &str,
+    id: &str,
+    role: Role,
+    hosts: &[String],
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "Qianlian");
+    dn.push(DnType::OrganizationalUnitName, role.as_str());
+    dn.push(DnType::CommonName, id);
+    params.distinguished_name = dn;
+    let uri = format!("spiffe://{trust_domain}/{}/{id}", role.uri_kind());
+    let mut sans = vec![SanType::URI(uri.try_into()?)];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    if role == Role::Node {
+        // Node certificates serve gRPC and also authenticate the node to its peers.
+        let mut names = vec!["localhost".to_owned(), id.to_owned()];
+        names.extend(hosts.iter().cloned());
+        for name in names {
+            match name.parse::<IpAddr>() {
+                Ok(ip) => sans.push(SanType::IpAddress(ip)),
+                Err(_) => sans.push(SanType::DnsName(name.try_into()?)),
+            }
+        }
+        sans.push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        sans.push(SanType::IpAddress(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+    } else {
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    }
+    params.subject_alt_names = sans;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    Ok(params)
+}
+
+fn leaf(
+    plan: &PkiPlan,
+    base: &Path,
+    id: &str,
+    role: Role,
+    issuer: &Issuer<'_, KeyPair>,
+    report: &mut PkiReport,
+) -> Result<(), PkiError> {
+    let crt = base.with_extension("crt");
+    let key = base.with_extension("key");
+    if crt.exists() && key.exists() && !plan.force {
+        report.kept.push(crt);
+        return Ok(());
+    }
+    let now = OffsetDateTime::now_utc();
+    let params = leaf_params(
+        &plan.trust_domain,
+        id,
+        role,
+        &plan.node_hosts,
+        now - Duration::hours(1),
+        now + Duration::days(plan.leaf_days),
+    )?;
+    let key_pair = KeyPair::generate()?;
+    let cert = params.signed_by(&key_pair, issuer)?;
+    write(&key, &key_pair.serialize_pem(), true)?;
+    write(&crt, &cert.pem(), false)?;
+    report.written.extend([crt, key]);
+    Ok(())
+}
+
+/// The key id of a department's license signing key: `<department>:<8 hex of SHA-256(key)>`.
+pub fn license_key_id(department: &str, key: &ed25519_dalek::VerifyingKey) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    format!("{department}:{}", hex::encode(&digest[..4]))
+}
+
+/// A department's Ed25519 license signing key, `departments/<id>.license.key` (PKCS#8 PEM).
+fn license_key(plan: &PkiPlan, id: &str, report: &mut PkiReport) -> Result<(), PkiError> {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let dir = plan.out.join("departments");
+    mkdir(&dir)?;
+    let path = dir.join(format!("{id}.license.key"));
+    if path.exists() && !plan.force {
+        report.kept.push(path);
+        return Ok(());
+    }
+    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let pem = key
+        .to_pkcs8_pem(Default::default())
+        .map_err(|e| PkiError::Invalid {
+            what: "license key",
+            reason: e.to_string(),
+        })?;
+    write(&path, &pem, true)?;
+    report.written.push(path);
+    Ok(())
+}
+
+/// Read a department's license signing key (PKCS#8 PEM).
+pub fn read_license_key(path: &Path) -> Result<ed25519_dalek::SigningKey, PkiError> {
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    let pem = read(path)?;
+    ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).map_err(|e| PkiError::Invalid {
+        what: "license key",
+        reason: format!("{}: not an Ed25519 PKCS#8 PEM key ({e})", path.display()),
+    })
+}
+
+/// `departments.toml`: every department with a license key under `departments/`, with its
+/// public key. Every node loads it to check license signatures; rewritten on each run.
+fn write_registry(plan: &PkiPlan, report: &mut PkiReport) -> Result<(), PkiError> {
+    let dir = plan.out.join("departments");
+    let mut ids: Vec<String> = std::fs::read_dir(&dir)
+        .map_err(|source| PkiError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_suffix(".license.key"))
+                .map(str::to_owned)
+        })
+        .collect();
+    ids.sort();
+    let path = plan.out.join("departments.toml");
+    // Keep names given on earlier runs.
+    let old = crate::domain::directory::Directory::load(&path).unwrap_or_default();
+    let mut directory = crate::domain::directory::Directory::default();
+    for id in ids {
+        let key = read_license_key(&dir.join(format!("{id}.license.key")))?;
+        let public = key.verifying_key();
+        let name = plan
+            .names
+            .iter()
+            .find(|(d, _)| *d == id)
+            .map(|(_, n)| n.clone())
+            .or_else(|| old.department(&id).map(|d| d.name.clone()))
+            .unwrap_or_else(|| id.clone());
+        // Keep gateways and datasets set by the operator; the sample departments get their
+        // built-in datasets.
+        let kept = old.department(&id);
+        let datasets = match kept {
+            Some(d) if !d.datasets.is_empty() => d.datasets.clone(),
+            _ => crate::domain::dataset::CATALOG
+                .iter()
+                .filter(|(owner, _)| *owner == id)
+                .map(|(_, d)| d.clone())
+                .collect(),
+        };
+        directory
+            .department
+            .push(crate::domain::directory::DirectoryEntry {
+                keys: vec![DepartmentKey::new(license_key_id(&id, &public), &public)],
+                gateway: kept.and_then(|d| d.gateway.clone()),
+                cert_fingerprint: kept.and_then(|d| d.cert_fingerprint.clone()),
+                datasets,
+                id,
+                name,
+            });
+    }
+    let text = format!(
+        "# The department directory: departments, their license public keys, gateways and datasets.\n# Written by `qianlian pki init`; apply it to a cluster with `qianlian directory apply`.\n\n{}",
+        directory.to_toml()
+    );
+    write(&path, &text, false)?;
+    report.written.push(path);
+    Ok(())
+}
+
+/// `subject.key`: the cluster's key for hashing personal identifiers (HMAC-SHA256), 32 random
+/// bytes in hex. Every node of a cluster needs the same one; it never leaves the cluster.
+fn subject_key(plan: &PkiPlan, report: &mut PkiReport) -> Result<(), PkiError> {
+    let path = plan.out.join("subject.key");
+    if path.exists() && !plan.force {
+        report.kept.push(path);
+        return Ok(());
+    }
+    write(
+        &path,
+        &format!("{}\n", hex::encode(rand::random::<[u8; 32]>())),
+        true,
+    )?;
+    report.written.push(path);
+    Ok(())
+}
+
+/// The name a node's checkpoint signatures carry: `<node id>.<trust domain>`.
+pub fn note_key_name(trust_domain: &str, node: &str) -> String {
+    format!("{node}.{trust_domain}")
+}
+
+/// A node's Ed25519 checkpoint-signing key (`<id>.note.key`, signed-note private key form) and
+/// its public verifier key (`<id>.note.pub`, `name+keyid+key`), which clients pin.
+fn note_key(plan: &PkiPlan, base: &Path, id: &str, report: &mut PkiReport) -> Result<(), PkiError> {
+    let key = base.with_extension("note.key");
+    let public = base.with_extension("note.pub");
+    if key.exists() && public.exists() && !plan.force {
+        report.kept.push(key);
+        return Ok(());
+    }
+    let seed: [u8; 32] = rand::random();
+    let signer =
+        NoteSigner::from_seed(note_key_name(&plan.trust_domain, id), &seed).map_err(|e| {
+            PkiError::Invalid {
+                what: "node id",
+                reason: e.to_string(),
+            }
+        })?;
+    write(&key, &format!("{}\n", signer.to_skey()), true)?;
+    write(
+        &public,
+        &format!("{}\n", signer.verifier().to_vkey()),
+        false,
+    )?;
+    report.written.extend([key, public]);
+    Ok(())
+}
+
+fn mkdir(path: &Path) -> Result<(), PkiError> {
+    std::fs::create_dir_all(path).map_err(|source| PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn read(path: &Path) -> Result<String, PkiError> {
+    std::fs::read_to_string(path).map_err(|source| PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+fn write(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
+    use std::io::Write;
+    let io = |source| PkiError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(if secret { 0o600 } else { 0o644 });
+    }
+    let mut f = opts.open(path).map_err(io)?;
+    f.write_all(contents.as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)
+}

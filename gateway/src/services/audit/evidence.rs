@@ -1,0 +1,176 @@
+//! Evidence bundles: every record a query matches, proven against one cosigned checkpoint, with
+//! the policy versions that decided them and the keys needed to check it all, in one JSON file
+//! (`qianlian_verifier::audit::bundle`) that `qianlian audit check` verifies with no node.
+//!
+//! The checkpoint is fixed first and the query is bounded at its tree size, so every record in
+//! the bundle is provable against it even while the log grows.
+
+use qianlian_proto::v1::{ExportEvidenceRequest, ExportEvidenceResponse};
+use qianlian_raft_store::audit::{AuditCursor, AuditFilter, AuditOrder};
+use qianlian_raft_store::record::{ConfigKind, Record};
+use qianlian_verifier::audit::{
+    BundleDepartment, BundlePolicy, BundleRecord, EVIDENCE_BUNDLE_VERSION, EvidenceBundle,
+};
+
+use qianlian_proto::contract::MAX_PAGE;
+
+use super::{AuditService, Filters};
+use crate::services::error::ServiceError;
+
+/// Records in a bundle when the request says 0.
+pub const DEFAULT_MAX_RECORDS: usize = 10_000;
+/// Most records one bundle may hold.
+pub const MAX_RECORDS: usize = 100_000;
+/// Largest bundle sent or received over gRPC.
+pub const MAX_BUNDLE_BYTES: usize = 512 * 1024 * 1024;
+
+/// A query in words, for the bundle's reader; identifiers appear only as their keyed hash.
+fn describe(f: &Filters) -> String {
+    let mut parts: Vec<String> = f
+        .filters
+        .iter()
+        .map(|c| match c {
+            AuditFilter::Consumer(d) => format!("consumer={d}"),
+            AuditFilter::Provider(d) => format!("provider={d}"),
+            AuditFilter::Dataset { owner, dataset } => format!("dataset={owner}/{dataset}"),
+            AuditFilter::Key(k) => format!("key={k}"),
+            AuditFilter::Action(a) => format!("action={}", a.as_str()),
+            AuditFilter::Decision(d) => format!("decision={d:?}").to_lowercase(),
+            AuditFilter::Purpose(p) => format!("purpose={p}"),
+            AuditFilter::PolicyVersion(v) => format!("policy_version={v}"),
+            AuditFilter::Subject(s) => format!("subject_hash={}", hex::encode(s.0)),
+            AuditFilter::Side(s) => format!("side={s:?}").to_lowercase(),
+        })
+        .collect();
+    if let Some(s) = f.since_unix_ms {
+        parts.push(format!("since_unix_ms={s}"));
+    }
+    if let Some(u) = f.until_unix_ms {
+        parts.push(format!("until_unix_ms={u}"));
+    }
+    if parts.is_empty() {
+        "every access record".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ServiceError {
+    ServiceError::Internal(e.to_string())
+}
+
+/// Build the bundle for a request (the caller's role is checked by the service).
+pub async fn export(
+    service: &AuditService,
+    request: ExportEvidenceRequest,
+) -> Result<ExportEvidenceResponse, ServiceError> {
+    let max = match request.max_records as usize {
+        0 => DEFAULT_MAX_RECORDS,
+        n if n <= MAX_RECORDS => n,
+        n => {
+            return Err(ServiceError::InvalidArgument(format!(
+                "max_records {n} is above {MAX_RECORDS}: split the query by time range"
+            )));
+        }
+    };
+    if service.trust_node_keys.is_empty() {
+        return Err(ServiceError::FailedPrecondition(
+            "this node exports no evidence: its operator must set licenses.trust_node_keys (the node keys a bundle is checked with)".into(),
+        ));
+    }
+    let filters = service.filters(request.filter)?;
+    let query = describe(&filters);
+    let notary = &service.notary;
+    let checkpoint = notary.checkpoint().await?;
+    let size = checkpoint.size;
+
+    // Every match below the checkpoint's size, oldest first.
+    let mut hits = Vec::new();
+    let mut after = Some(AuditCursor {
+        tree_size: size,
+        time_unix_ms: 0,
+        log_index: 0,
+    });
+    while let Some(cursor) = after {
+        let page = service
+            .page(
+                filters.clone(),
+                AuditOrder::OldestFirst,
+                MAX_PAGE,
+                Some(cursor),
+            )
+            .await?;
+        hits.extend(page.hits);
+        if hits.len() > max {
+            return Err(ServiceError::InvalidArgument(format!(
+                "the query matches more than {max} records: narrow it (e.g. with a time range) or raise max_records (at most {MAX_RECORDS})"
+            )));
+        }
+        after = page.next;
+    }
+
+    let mut records = Vec::with_capacity(hits.len());
+    let mut highest_policy = 0;
+    for h in hits {
+        if let Record::Exchange(x) = &h.record {
+            highest_policy = highest_policy.max(x.policy_version);
+        }
+        let proof = notary.inclusion_proof(h.log_index, size).await?;
+        records.push(BundleRecord::new(h.log_index, h.bytes, proof).map_err(internal)?);
+    }
+    let mut policies = Vec::new();
+    for p in notary.config_history(ConfigKind::Policy).await? {
+        if p.version > highest_policy || p.log_index >= size {
+            continue;
+        }
+        let (bytes, _) = notary.entry(p.log_index).await?.ok_or_else(|| {
+            internal(format!(
+                "policy record at log index {} is missing",
+                p.log_index
+            ))
+        })?;
+        policies.push(BundlePolicy {
+            version: p.version,
+            log_index: p.log_index,
+            record: bytes,
+            proof: notary.inclusion_proof(p.log_index, size).await?,
+        });
+    }
+    let directory = service.in_force.directory.load();
+    let departments = directory
+        .directory
+        .department
+        .iter()
+        .map(|d| BundleDepartment {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            keys: d.keys.clone(),
+        })
+        .collect();
+    let bundle = EvidenceBundle {
+        version: EVIDENCE_BUNDLE_VERSION,
+        created_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default(),
+        query,
+        origin: checkpoint
+            .note
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        checkpoint: checkpoint.note,
+        node_keys: service.trust_node_keys.clone(),
+        min_cosigners: service.min_cosigners,
+        departments,
+        records,
+        policies,
+    };
+    let count = bundle.records.len() as u32;
+    Ok(ExportEvidenceResponse {
+        bundle_json: bundle.to_json_pretty(),
+        records: count,
+        tree_size: size,
+    })
+}

@@ -1,0 +1,142 @@
+//! Service errors and their mapping to gRPC statuses, in one place.
+//!
+//! Callers from other departments get a precise reason (which rule is missing, which key rule
+//! was broken) and, for notarized refusals, the receipt in the status metadata; never internal
+//! details, which go to the node's log instead.
+
+use qianlian_proto::contract::{LOG_INDEX_HEADER, POLICY_VERSION_HEADER, RECORD_HASH_HEADER};
+use qianlian_raft_store::notary::{NotaryError, Receipt, UnavailableReason};
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Request, Status};
+
+use crate::domain::identity::PeerIdentity;
+use crate::node::tls::ConnInfo;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No usable client certificate. The caller must present a valid one.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The request breaks a rule; the message says which. Retrying unchanged cannot help.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Refused by policy or role; the refusal is on the record when `receipt` is set.
+    #[error("{message}")]
+    PermissionDenied {
+        message: String,
+        receipt: Option<Receipt>,
+    },
+    /// Allowed, but no such record; the access is on the record.
+    #[error("{message}")]
+    NotFound {
+        message: String,
+        receipt: Option<Receipt>,
+    },
+    /// The log could not commit in time (no leader, no quorum). Retrying later may help.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request is valid but cannot be served by this node in its present set-up; the
+    /// message says where or how it can be.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A fault inside this node; details are in its log.
+    #[error("{0}")]
+    Internal(String),
+    /// A status from another department's gateway, passed on as it came.
+    #[error("{0}")]
+    Forwarded(Status),
+    /// A notarized refusal with the version of the policy that decided.
+    #[error("{message}")]
+    Refused {
+        message: String,
+        receipt: Receipt,
+        policy_version: u64,
+    },
+}
+
+impl From<NotaryError> for ServiceError {
+    fn from(e: NotaryError) -> Self {
+        match e {
+            NotaryError::Unavailable(m) => {
+                let outcome = match m.reason {
+                    // The record may still commit: the caller must not assume either way.
+                    UnavailableReason::CommitTimedOut(_) => {
+                        "the record may still be committed; check the log before retrying"
+                    }
+                    _ => "nothing was recorded or changed; retry later",
+                };
+                ServiceError::Unavailable(format!(
+                    "the notarization log cannot commit right now ({m}); {outcome}"
+                ))
+            }
+            // A proof or checkpoint asked for a size or index the log does not have.
+            NotaryError::Range(r) => ServiceError::InvalidArgument(r.to_string()),
+            NotaryError::InvalidRecord(m) => ServiceError::InvalidArgument(m),
+            NotaryError::NoCheckpoint(m) => ServiceError::Unavailable(format!(
+                "no signed checkpoint yet ({m}); retry once the log has records"
+            )),
+            other => ServiceError::Internal(format!("notarization log: {other}")),
+        }
+    }
+}
+
+fn with_receipt(mut status: Status, receipt: Option<Receipt>) -> Status {
+    if let Some(r) = receipt {
+        let md = status.metadata_mut();
+        if let Ok(v) = MetadataValue::try_from(r.log_index.to_string()) {
+            md.insert(LOG_INDEX_HEADER, v);
+        }
+        if let Ok(v) = MetadataValue::try_from(hex::encode(r.record_hash)) {
+            md.insert(RECORD_HASH_HEADER, v);
+        }
+    }
+    status
+}
+
+impl From<ServiceError> for Status {
+    fn from(e: ServiceError) -> Status {
+        match e {
+            ServiceError::Unauthenticated(m) => Status::unauthenticated(m),
+            ServiceError::InvalidArgument(m) => Status::invalid_argument(m),
+            ServiceError::PermissionDenied { message, receipt } => {
+                with_receipt(Status::permission_denied(message), receipt)
+            }
+            ServiceError::NotFound { message, receipt } => {
+                with_receipt(Status::not_found(message), receipt)
+            }
+            ServiceError::Unavailable(m) => Status::unavailable(m),
+            ServiceError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ServiceError::Forwarded(s) => s,
+            ServiceError::Refused {
+                message,
+                receipt,
+                policy_version,
+            } => {
+                let mut s = with_receipt(Status::permission_denied(message), Some(receipt));
+                if let Ok(v) = MetadataValue::try_from(policy_version.to_string()) {
+                    s.metadata_mut().insert(POLICY_VERSION_HEADER, v);
+                }
+                s
+            }
+            ServiceError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                Status::new(
+                    Code::Internal,
+                    "internal error in the gateway; the operator can find details in its log",
+                )
+            }
+        }
+    }
+}
+
+/// The authenticated caller of a request, or UNAUTHENTICATED saying what is wrong.
+pub fn caller<T>(req: &Request<T>) -> Result<PeerIdentity, ServiceError> {
+    match req.extensions().get::<ConnInfo>().map(|c| &c.peer) {
+        Some(Some(Ok(id))) => Ok(id.clone()),
+        Some(Some(Err(e))) => Err(ServiceError::Unauthenticated(e.to_string())),
+        Some(None) | None => Err(ServiceError::Unauthenticated(
+            "this service needs a client certificate: connect with your department's certificate and key".into(),
+        )),
+    }
+}

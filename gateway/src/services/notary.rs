@@ -1,0 +1,211 @@
+//! The Notary service: read the notarization log back, record by record, with the checkpoints
+//! and proofs that let anyone check it was not rewritten.
+//!
+//! Records: inspectors, operators and nodes may read any record; a department may read the
+//! records it is a party to (as caller or as owner), so one department cannot watch another's
+//! traffic. Checkpoints and proofs hold only hashes: they are public, no certificate needed.
+
+use qianlian_proto::v1::get_inclusion_proof_request::Record as ProofTarget;
+use qianlian_proto::v1::notary_server::Notary as NotaryApi;
+use qianlian_proto::v1::{
+    Checkpoint, GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest,
+    GetConsistencyProofResponse, GetInclusionProofRequest, GetInclusionProofResponse,
+    GetLogEntryRequest, GetLogEntryResponse, Receipt,
+};
+use qianlian_raft_store::notary::{CosignedCheckpoint, Notary};
+use qianlian_raft_store::record::Record;
+use tonic::{Request, Response, Status};
+
+use crate::domain::identity::Role;
+use crate::services::error::{ServiceError, caller};
+
+/// gRPC face of the notarization log.
+#[derive(Debug, Clone)]
+pub struct NotaryService {
+    pub notary: Notary,
+}
+
+impl NotaryService {
+    async fn get(
+        &self,
+        req: Request<GetLogEntryRequest>,
+    ) -> Result<GetLogEntryResponse, ServiceError> {
+        let who = caller(&req)?;
+        let index = req.get_ref().log_index;
+        let Some((bytes, hash)) = self.notary.entry(index).await? else {
+            return Err(ServiceError::NotFound {
+                message: format!(
+                    "log index {index} is beyond the end of the log (size {})",
+                    self.notary.tree_size()
+                ),
+                receipt: None,
+            });
+        };
+        let record = Record::decode(&bytes)
+            .map_err(|e| ServiceError::Internal(format!("log index {index}: {e}")))?;
+        let party = match &record {
+            Record::Access(a) => a.caller.department == who.department || a.owner == who.department,
+            Record::LicenseIssued(l) => l.department == who.department,
+            Record::LicenseStatus(l) => l.caller.department == who.department,
+            Record::Exchange(x) => {
+                x.caller.department == who.department
+                    || x.owner == who.department
+                    || x.gateway == who.department
+            }
+            // Policy and directory govern every department: all may read them.
+            Record::Config(_) => true,
+        };
+        if who.role == Role::Department && !party {
+            return Err(ServiceError::PermissionDenied {
+                message: format!(
+                    "department `{}` is not a party to log index {index}; only inspectors read other departments' records",
+                    who.department
+                ),
+                receipt: None,
+            });
+        }
+        let record_json = serde_json::to_string_pretty(&record)
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        Ok(GetLogEntryResponse {
+            receipt: Some(Receipt {
+                log_index: index,
+                record_hash: hash.to_vec(),
+            }),
+            record: bytes,
+            record_json,
+        })
+    }
+}
+
+/// The wire form of a cosigned checkpoint.
+pub fn checkpoint_to_proto(c: CosignedCheckpoint) -> Checkpoint {
+    Checkpoint {
+        note: c.note,
+        tree_size: c.size,
+        root_hash: c.root.to_vec(),
+        signers: c.signers,
+    }
+}
+
+fn hashes(v: Vec<[u8; 32]>) -> Vec<Vec<u8>> {
+    v.into_iter().map(|h| h.to_vec()).collect()
+}
+
+impl NotaryService {
+    /// The tree size to prove against: the one asked for, or the latest checkpoint's.
+    async fn size_or_latest(&self, size: u64) -> Result<(u64, Option<Checkpoint>), ServiceError> {
+        if size != 0 {
+            return Ok((size, None));
+        }
+        let c = self.notary.checkpoint().await?;
+        Ok((c.size, Some(checkpoint_to_proto(c))))
+    }
+
+    async fn inclusion(
+        &self,
+        req: GetInclusionProofRequest,
+    ) -> Result<GetInclusionProofResponse, ServiceError> {
+        let index = match req.record {
+            Some(ProofTarget::LogIndex(i)) => i,
+            Some(ProofTarget::RecordHash(h)) => {
+                let h: [u8; 32] = h.as_slice().try_into().map_err(|_| {
+                    ServiceError::InvalidArgument(format!(
+                        "record_hash must be 32 bytes (SHA-256), got {}",
+                        h.len()
+                    ))
+                })?;
+                self.notary
+                    .index_of(&h)
+                    .await?
+                    .ok_or_else(|| ServiceError::NotFound {
+                        message: format!("no record with hash {} in the log", hex::encode(h)),
+                        receipt: None,
+                    })?
+            }
+            None => {
+                return Err(ServiceError::InvalidArgument(
+                    "name the record by `log_index` or `record_hash`".into(),
+                ));
+            }
+        };
+        let (size, checkpoint) = self.size_or_latest(req.tree_size).await?;
+        if index >= size {
+            return Err(ServiceError::InvalidArgument(format!(
+                "log index {index} is not in a tree of size {size}; ask for a tree size above {index}"
+            )));
+        }
+        let (_, hash) = self
+            .notary
+            .entry(index)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound {
+                message: format!("log index {index} is beyond the end of the log"),
+                receipt: None,
+            })?;
+        let proof = self.notary.inclusion_proof(index, size).await?;
+        Ok(GetInclusionProofResponse {
+            log_index: index,
+            record_hash: hash.to_vec(),
+            tree_size: size,
+            proof: hashes(proof),
+            checkpoint,
+        })
+    }
+
+    async fn consistency(
+        &self,
+        req: GetConsistencyProofRequest,
+    ) -> Result<GetConsistencyProofResponse, ServiceError> {
+        let (new_size, checkpoint) = self.size_or_latest(req.new_size).await?;
+        if req.old_size > new_size {
+            return Err(ServiceError::InvalidArgument(format!(
+                "old_size {} is larger than new_size {new_size}",
+                req.old_size
+            )));
+        }
+        let proof = self
+            .notary
+            .consistency_proof(req.old_size, new_size)
+            .await?;
+        Ok(GetConsistencyProofResponse {
+            old_size: req.old_size,
+            new_size,
+            proof: hashes(proof),
+            checkpoint,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl NotaryApi for NotaryService {
+    async fn get_checkpoint(
+        &self,
+        _request: Request<GetCheckpointRequest>,
+    ) -> Result<Response<GetCheckpointResponse>, Status> {
+        let c = self.notary.checkpoint().await.map_err(ServiceError::from)?;
+        Ok(Response::new(GetCheckpointResponse {
+            checkpoint: Some(checkpoint_to_proto(c)),
+        }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<GetInclusionProofRequest>,
+    ) -> Result<Response<GetInclusionProofResponse>, Status> {
+        Ok(Response::new(self.inclusion(request.into_inner()).await?))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<GetConsistencyProofRequest>,
+    ) -> Result<Response<GetConsistencyProofResponse>, Status> {
+        Ok(Response::new(self.consistency(request.into_inner()).await?))
+    }
+
+    async fn get_log_entry(
+        &self,
+        request: Request<GetLogEntryRequest>,
+    ) -> Result<Response<GetLogEntryResponse>, Status> {
+        Ok(Response::new(self.get(request).await?))
+    }
+}
