@@ -25,9 +25,18 @@ BEGIN {
 NR == 1 {
     for (i = 1; i <= NF; i++) col[$i] = i
     split("repeat label clients requests errors throughput p50_ms p99_ms nodes_cpu_s", need, " ")
-    for (i = 1; i in need; i++)
-        if (!(need[i] in col)) { print "no column " need[i] " in " FILENAME > "/dev/stderr"; bad_header = 1; exit 1 }
+    for (i = 1; i in need; i++) {
+        if (need[i] in col) continue
+        print "no column " need[i] " in " FILENAME > "/dev/stderr"
+        bad_header = 1
+        exit 1
+    }
     next
+}
+
+# "1 node, 1 client", "3 nodes, 64 clients".
+function point_name(setup, c) {
+    return sprintf("%s node%s, %s client%s", setup, setup + 0 > 1 ? "s" : "", c, c + 0 > 1 ? "s" : "")
 }
 
 {
@@ -44,13 +53,13 @@ NR == 1 {
     if (r + 0 > maxrepeat) maxrepeat = r + 0
     k = sys SUBSEP setup SUBSEP c SUBSEP r
     have[k] = 1
-    rps[k] = $col["throughput"]; p50[k] = $col["p50_ms"]; p99[k] = $col["p99_ms"]
-    req = $col["requests"]; cpu = $col["nodes_cpu_s"]
+    rps[k] = $col["throughput"] + 0; p50[k] = $col["p50_ms"] + 0; p99[k] = $col["p99_ms"] + 0
+    req = $col["requests"] + 0; cpu = $col["nodes_cpu_s"]
     if (req > 0 && cpu != "") cpureq[k] = cpu / req * 1e6
-    if ($col["errors"] > 0) errs = errs sprintf("\n- %s #%s, %s client%s: %s errors", label, r, c, (c + 0 > 1 ? "s" : ""), $col["errors"])
-    if ("steal_pct" in col && $col["steal_pct"] != "" && (maxsteal == "" || $col["steal_pct"] + 0 > maxsteal + 0)) {
-        maxsteal = $col["steal_pct"]; maxsteal_run = sprintf("%s #%s, %s client%s", label, r, c, (c + 0 > 1 ? "s" : ""))
-    }
+    run = sprintf("%s #%s, %s", label, r, point_name(setup, c))
+    if ($col["errors"] + 0 > 0) errs = errs sprintf("\n- %s: %s errors", run, $col["errors"])
+    steal = ("steal_pct" in col) ? $col["steal_pct"] : ""
+    if (steal != "" && (maxsteal == "" || steal + 0 > maxsteal + 0)) { maxsteal = steal; maxsteal_run = run }
 }
 
 # Sorts a[1..n] in place (a few values: insertion sort).
@@ -79,7 +88,8 @@ function inconclusive(lo, hi, med) {
     if (lo < 1 && hi > 1) return sprintf("%.2f to %.2f: on both sides of 1.0", lo, hi)
     if (med <= 0) return "median 0"
     if ((hi - lo) / med > spread)
-        return sprintf("%.2f to %.2f: (highest - lowest) / median = %.2f > %s", lo, hi, (hi - lo) / med, spread)
+        return sprintf("%.2f to %.2f: (highest - lowest) / median = %.2f > %s",
+                       lo, hi, (hi - lo) / med, spread)
     return ""
 }
 
@@ -93,6 +103,11 @@ function ratio_cell(a, n, what, where,    why) {
     return sprintf("%.2f (%.2f–%.2f)%s", st["med"], st["lo"], st["hi"], why != "" ? " ⚠" : "")
 }
 
+# Whether both runs of repeat r of a point left a row.
+function paired(setup, c, r) {
+    return (("qianlian" SUBSEP setup SUBSEP c SUBSEP r) in have) && (("etcd" SUBSEP setup SUBSEP c SUBSEP r) in have)
+}
+
 # "Q / etcd" of the medians of one figure over the pairs of a point.
 function pair_cell(fig, setup, c, fmt,    r, n, a, out, s, k) {
     out = ""
@@ -100,7 +115,7 @@ function pair_cell(fig, setup, c, fmt,    r, n, a, out, s, k) {
     for (s = 1; s <= 2; s++) {
         n = 0; delete a
         for (r = 1; r <= maxrepeat; r++) {
-            if (!(("qianlian" SUBSEP setup SUBSEP c SUBSEP r) in have) || !(("etcd" SUBSEP setup SUBSEP c SUBSEP r) in have)) continue
+            if (!paired(setup, c, r)) continue
             k = syss[s] SUBSEP setup SUBSEP c SUBSEP r
             if (fig == "rps" && k in rps) a[++n] = rps[k]
             if (fig == "p99" && k in p99) a[++n] = p99[k]
@@ -114,7 +129,8 @@ function pair_cell(fig, setup, c, fmt,    r, n, a, out, s, k) {
 END {
     if (bad_header) exit 1
     if (npoints == 0) { print "no runs in the CSV"; exit 1 }
-    print "| setup | clients | pairs | req/s Q / etcd | throughput Q/etcd | p99 ms Q / etcd | p99 Q/etcd | node CPU µs/req Q / etcd | CPU per request Q/etcd |"
+    printf "| setup | clients | pairs | req/s Q / etcd | throughput Q/etcd | p99 ms Q / etcd | p99 Q/etcd"
+    print " | node CPU µs/req Q / etcd | CPU per request Q/etcd |"
     print "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for (s = 1; s <= nsetups; s++) {
         for (p = 1; p <= npoints; p++) {
@@ -122,29 +138,34 @@ END {
             setup = pt_setup[p]; c = pt_clients[p]
             nt = nl = nc = np = 0; delete t; delete l; delete u
             for (r = 1; r <= maxrepeat; r++) {
+                if (!paired(setup, c, r)) continue
                 q = "qianlian" SUBSEP setup SUBSEP c SUBSEP r; e = "etcd" SUBSEP setup SUBSEP c SUBSEP r
-                if (!(q in have) || !(e in have)) continue
                 np++
                 if (rps[e] > 0) t[++nt] = rps[q] / rps[e]
                 if (p99[e] > 0) l[++nl] = p99[q] / p99[e]
                 if ((q in cpureq) && (e in cpureq) && cpureq[e] > 0) u[++nc] = cpureq[q] / cpureq[e]
             }
-            where = sprintf("%s node%s, %s client%s", setup, (setup + 0 > 1 ? "s" : ""), c, (c + 0 > 1 ? "s" : ""))
+            where = point_name(setup, c)
             if (np < maxrepeat)
-                notes = notes sprintf("\n- %s: %d of %d pairs (a run failed or left no row)%s", where, np, maxrepeat, np == 1 ? ", no spread" : "")
-            printf "| %s node%s | %s | %d | %s | %s | %s | %s | %s | %s |\n", setup, (setup + 0 > 1 ? "s" : ""), c, np,
+                notes = notes sprintf("\n- %s: %d of %d pairs (a run failed or left no row)%s",
+                                      where, np, maxrepeat, np == 1 ? ", no spread" : "")
+            printf "| %s node%s | %s | %d | %s | %s | %s | %s | %s | %s |\n",
+                setup, (setup + 0 > 1 ? "s" : ""), c, np,
                 pair_cell("rps", setup, c, "%.0f"), ratio_cell(t, nt, "throughput Q/etcd", where),
                 pair_cell("p99", setup, c, "%.2f"), ratio_cell(l, nl, "p99 Q/etcd", where),
                 pair_cell("cpu", setup, c, "%.0f"), ratio_cell(u, nc, "CPU per request Q/etcd", where)
         }
     }
     print ""
-    print "Ratios: median over the pairs (lowest–highest). Throughput above 1.0, p99 and CPU below 1.0 favour Qianlian."
-    if (maxrepeat == 1) print "\nOne repeat: the ratios have no spread, and nothing here says how far they would move on another run."
+    print "Ratios: median over the pairs (lowest–highest). Throughput above 1.0, p99 and CPU below 1.0"
+    print "favour Qianlian. Figures: medians over the same pairs' runs."
+    if (maxrepeat == 1)
+        print "\nOne repeat: the ratios have no spread; nothing here says how far they would move on another run."
+    rule = "lowest and highest on both sides of 1.0, or (highest - lowest) / median > " spread
     if (nwarn > 0)
-        print "\n⚠ spread too wide to conclude (lowest and highest on both sides of 1.0, or (highest - lowest) / median > " spread "): " nwarn " of " nratios " ratios:" warnings
+        print "\n⚠ spread too wide to conclude (" rule "): " nwarn " of " nratios " ratios:" warnings
     else if (maxrepeat > 1)
-        print "\nEvery ratio's spread is within the rule (lowest and highest on the same side of 1.0, (highest - lowest) / median <= " spread ")."
+        print "\nNo ratio's spread is too wide to conclude (" rule ")."
     if (notes != "") print "\nincomplete points:" notes
     if (errs != "") print "\nruns with errors (see the CSV):" errs
     if (maxsteal != "") printf "\nhighest CPU steal in one run: %.1f%% (%s)\n", maxsteal, maxsteal_run
@@ -159,10 +180,14 @@ END {
     if (nq > 0) {
         stats(a, nq); qm = st["med"]; ql = st["lo"]; qh = st["hi"]
         line = sprintf("one client, one node: p50 Qianlian %.2f ms (%.2f–%.2f)", qm, ql, qh)
-        if (ne > 0) { stats(b, ne); line = line sprintf(", etcd %.2f ms (%.2f–%.2f)", st["med"], st["lo"], st["hi"]) }
+        if (ne > 0) {
+            stats(b, ne)
+            line = line sprintf(", etcd %.2f ms (%.2f–%.2f)", st["med"], st["lo"], st["hi"])
+        }
         if (s1 != "" && s2 != "") {
             sync = (s1 + s2) / 2; target = 1.5 * sync + 0.2
-            line = line sprintf("; fdatasync p50 %.3f and %.3f ms (before, after), target 1.5 x %.3f + 0.2 = %.2f ms: %s", s1, s2, sync, target, qm <= target ? "met" : "not met")
+            line = line sprintf("; fdatasync p50 %.3f and %.3f ms (before, after), target 1.5 x %.3f + 0.2 = %.2f ms: %s",
+                                s1, s2, sync, target, qm <= target ? "met" : "not met")
             if (ql <= target && qh > target) line = line " (the repeats fall on both sides of it)"
         }
         print "\n" line
