@@ -88,7 +88,7 @@ function inconclusive(lo, hi, med) {
     if (lo < 1 && hi > 1) return sprintf("%.2f to %.2f: on both sides of 1.0", lo, hi)
     if (med <= 0) return "median 0"
     if ((hi - lo) / med > spread)
-        return sprintf("%.2f to %.2f: (highest - lowest) / median = %.2f > %s",
+        return sprintf("%.2f to %.2f: (highest - lowest) / median = %.3f > %s",
                        lo, hi, (hi - lo) / med, spread)
     return ""
 }
