@@ -1,31 +1,62 @@
 #!/bin/sh
 # Qianlian notarized reads side by side with etcd puts, on the same machine, same load shape:
 #
-#   bench/compare-etcd.sh [SECONDS] [CLIENTS...]     (default: 10 s measured, clients 1 16 64 256)
+#   bench/compare-etcd.sh [SECONDS] [CLIENTS...]     (default: 10 s measured, clients 1 64 256)
+#   REPEATS=5 SPREAD_LIMIT=0.2 WARMUP=1 bench/compare-etcd.sh 8 64 256
 #
-# Every point is a closed-loop run of `qianlian bench` (WARMUP seconds of warm-up first, default
+# Every run is a closed-loop run of `qianlian bench` (WARMUP seconds of warm-up first, default
 # 2). etcd: `--workload etcd-put` (etcd v3 KV.Put, plain gRPC, fsynced on a majority) with values
 # as large as one of our encoded access records; Qianlian: `--workload read` (allowed GetRecord
 # over mutual TLS: identity, policy decision, record store read, access record committed through
 # Raft and fsynced on a majority) or the workload QIANLIAN_WORKLOAD names (e.g. denied-read).
 # Setups: a 1-member etcd against `qianlian dev` (one node), a 3-member etcd against
 # deploy/local-cluster.sh (three nodes), all on 127.0.0.1. Both systems of a setup run at once
-# (the idle one costs little), and each client count is measured Qianlian then etcd, back to back.
+# (the idle one costs little).
 #
-# The one-client target is stated against the machine's fdatasync latency, measured here before
-# and after the runs with etcd's own disk check: fio writing 22 MiB in 2300-byte blocks to a new
-# file in the same folder as the data, fdatasync after each; the p50 of the two is the figure.
+# Repeats: on a shared machine one run of a point (a setup and a client count) says little: the
+# ratio Q/etcd of one point (3 nodes, 256 clients) has been seen at 1.57 and at 0.69 minutes
+# apart. So each point is measured REPEATS times (default 3), interleaved: Qianlian, etcd,
+# Qianlian, etcd, ...; each Qianlian run and the etcd run right after it form a pair, and the
+# CSV row of each run carries its repeat number. Per point the summary gives, for throughput,
+# p99 latency and node CPU per request (CPU seconds of the node processes, from `--node-pid`,
+# over requests), the median ratio Q/etcd over the pairs with the lowest and the highest, and
+# the one-node one-client p50 of both (medians, with lowest and highest).
+#
+# When a ratio cannot be concluded from: it is marked ⚠ and listed when its lowest and highest
+# values fall on different sides of 1.0 (the pairs disagree on which system is ahead), or when
+# (highest - lowest) / median exceeds SPREAD_LIMIT (default 0.25). One repeat gives no spread.
+#
+# Defaults: 10 s measured + 2 s warm-up per run, clients 1 64 256, 3 repeats: 2 setups x 3 client
+# counts x 3 repeats x 2 systems = 36 runs of about 12.5 s, 7.5 minutes, plus one to two minutes
+# for fio (two passes of 10,000 fdatasyncs: over a minute where one takes 3 ms) and starting the
+# nodes: 9 to 10 minutes after the release build. The script prints its estimate first and the
+# time taken with the results. Each extra client count adds 2.5 minutes, each extra repeat 2.5.
+#
+# The machine's state is printed with the results: the load average before and after, CPU steal
+# over the whole run (from /proc/stat, as a percentage of all CPU time, where the kernel reports
+# steal) and the fdatasync latency. The one-client target is stated against that fdatasync
+# latency, measured before and after the runs with etcd's own disk check: fio writing 22 MiB in
+# 2300-byte blocks to a new file in the same folder as the data, fdatasync after each; the mean
+# of the two p50s is the figure.
 #
 # etcd comes from the distribution's packages (etcd-server, 3.4), fio likewise; both are
-# installed if missing. Ports:
+# installed if missing. QIANLIAN_BIN=path uses that qianlian binary instead of building the
+# release one (a debug build's figures are not comparable). Ports:
 # Qianlian 7620-7623, etcd 23790-23799 (clients) and 23800-23809 (peers). Everything started
 # here (processes, data folders) is removed on exit. Raw figures: $OUT (default
-# bench/compare-etcd.csv in the clone), one CSV row per run.
+# bench/compare-etcd.csv in the clone), one CSV row per run: its repeat number, the CPU steal
+# during it (%, empty where not reported), then the columns of `qianlian bench --out x.csv`.
+# bench/compare-etcd-summary.awk writes the summary from that file, and can be run on it again.
 set -eu
 secs=${1:-10}
 [ $# -gt 0 ] && shift
-clients=${*:-1 16 64 256}
+clients=${*:-1 64 256}
 warmup=${WARMUP:-2}
+repeats=${REPEATS:-3}
+spread_limit=${SPREAD_LIMIT:-0.25}
+case $repeats in
+    '' | *[!0-9]* | 0*) echo "REPEATS must be a whole number from 1: $repeats" >&2; exit 2 ;;
+esac
 workload=${QIANLIAN_WORKLOAD:-read}
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$here/bench/compare-etcd.csv}
@@ -46,8 +77,13 @@ if [ -n "$missing" ]; then
 fi
 etcd --version | head -1 >&2
 
-(cd "$here" && cargo build --release --locked --bin qianlian >/dev/null)
-bin=$CARGO_TARGET_DIR/release/qianlian
+if [ -n "${QIANLIAN_BIN:-}" ]; then
+    bin=$(cd "$(dirname "$QIANLIAN_BIN")" 2>/dev/null && pwd)/$(basename "$QIANLIAN_BIN")
+    [ -x "$bin" ] || { echo "QIANLIAN_BIN=$QIANLIAN_BIN is not an executable file" >&2; exit 1; }
+else
+    (cd "$here" && cargo build --release --locked --bin qianlian >/dev/null)
+    bin=$CARGO_TARGET_DIR/release/qianlian
+fi
 work=$(mktemp -d)
 pids=""
 cleanup() {
@@ -71,14 +107,34 @@ fdatasync_ms() { # the p50 of fio's fdatasync latencies, in ms, for etcd's disk 
     rm -rf "$work/fio"
 }
 
-bench() { # label, node pids, then bench arguments; prints the summary line to stderr
-    label=$1 node_pids=$2
-    shift 2
+cpu_ticks() { # "steal total" of /proc/stat's cpu line (USER_HZ ticks); steal is - where not reported
+    awk '$1 == "cpu" { t = 0; for (i = 2; i <= 9 && i <= NF; i++) t += $i
+                       print (NF >= 9 ? $9 : "-"), t; exit }' /proc/stat 2>/dev/null || echo "- 0"
+}
+
+steal_pct() { # two cpu_ticks samples: the steal between them as % of all CPU time, or nothing
+    echo "$1 $2" | awk '$1 != "-" && $3 != "-" && $4 > $2 { printf "%.1f", 100 * ($3 - $1) / ($4 - $2) }'
+}
+
+bench() { # label, repeat, node pids, then bench arguments; appends the run's row to $out and
+    # prints its summary line to stderr. A failed run is reported and leaves no row.
+    label=$1 repeat=$2 node_pids=$3
+    shift 3
     pid_args=""
     for p in $node_pids; do pid_args="$pid_args --node-pid $p"; done
+    rm -f "$work/run.csv"
+    ticks=$(cpu_ticks)
     # shellcheck disable=SC2086
-    RUST_LOG=warn "$bin" bench --label "$label" --seconds "$secs" --warmup "$warmup" \
-        --out "$out" $pid_args "$@" | sed "s/^/$label /" >&2
+    if RUST_LOG=warn "$bin" bench --label "$label" --seconds "$secs" --warmup "$warmup" \
+        --out "$work/run.csv" $pid_args "$@" >"$work/run.out"; then
+        run_steal=$(steal_pct "$ticks" "$(cpu_ticks)")
+        sed "s/^/$label #$repeat /" "$work/run.out" >&2
+        [ -s "$out" ] || echo "repeat,steal_pct,$(head -1 "$work/run.csv")" >"$out"
+        tail -n +2 "$work/run.csv" | sed "s/^/$repeat,$run_steal,/" >>"$out"
+    else
+        sed "s/^/$label #$repeat /" "$work/run.out" >&2
+        echo "$label #$repeat: qianlian bench failed, no row for this run" >&2
+    fi
 }
 
 wait_for() { # file, text, what
@@ -135,21 +191,36 @@ payload='{"name":"贵州黔云数据科技有限公司","status":"存续"}'
 record_bytes=""
 
 pairs() { # setup size (1 or 3), Qianlian node pids, endpoints, dev dir
-    # For each client count, Qianlian then etcd, back to back: the machine drifts over minutes
-    # (other tenants, the disk), and a pair taken together keeps that drift out of the ratio.
+    # For each client count, REPEATS pairs: Qianlian then etcd, back to back. The machine drifts
+    # over minutes (other tenants, the disk); a pair taken together keeps most of that drift out
+    # of its ratio, and the spread of the ratios over the pairs shows what is left.
     for c in $clients; do
-        bench "qianlian-$1" "$2" --dev-dir "$4" --endpoint "$3" \
-            --as housing --workload "$workload" --key "$key" --clients "$c"
-        if [ -z "$record_bytes" ]; then
-            # The size etcd's values get: one encoded access record of the run above.
-            record_bytes=$(awk -F, '$1 == "qianlian-1" && $16 != "" { print $16; exit }' "$out")
-            [ -n "$record_bytes" ] || { echo "no record size in $out: did the qianlian-1 run fail?" >&2; exit 1; }
-            echo "access record: $record_bytes bytes encoded; etcd values get as many" >&2
-        fi
-        bench "etcd-$1" "$(etcd_pids "$1")" --workload etcd-put --etcd "$urls" \
-            --value-size "$record_bytes" --clients "$c"
+        r=1
+        while [ "$r" -le "$repeats" ]; do
+            bench "qianlian-$1" "$r" "$2" --dev-dir "$4" --endpoint "$3" \
+                --as housing --workload "$workload" --key "$key" --clients "$c"
+            if [ -z "$record_bytes" ]; then
+                # The size etcd's values get: one encoded access record of the run above.
+                record_bytes=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "record_bytes") k = i }
+                                        NR == 2 && k { print $k }' "$work/run.csv" 2>/dev/null || true)
+                [ -n "$record_bytes" ] || { echo "no record size: did the first qianlian-1 run fail?" >&2; exit 1; }
+                echo "access record: $record_bytes bytes encoded; etcd values get as many" >&2
+            fi
+            bench "etcd-$1" "$r" "$(etcd_pids "$1")" --workload etcd-put --etcd "$urls" \
+                --value-size "$record_bytes" --clients "$c"
+            r=$((r + 1))
+        done
     done
 }
+
+# The machine before the runs, and what the runs will take.
+started=$(date +%s)
+load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+ticks_before=$(cpu_ticks)
+runs=$((4 * $(echo "$clients" | wc -w) * repeats))
+echo "$runs runs (2 setups x client counts $clients x $repeats repeats x 2 systems):" \
+    "$(awk -v n="$runs" -v s="$secs" -v w="$warmup" 'BEGIN { printf "%.1f", n * (s + w + 0.5) / 60 }')" \
+    "minutes, plus one to two for fio and start-up" >&2
 
 sync_before=$(fdatasync_ms)
 [ -n "$sync_before" ] || { echo "fio printed no fdatasync percentiles" >&2; exit 1; }
@@ -190,33 +261,22 @@ stop_etcd 3
 sync_after=$(fdatasync_ms)
 [ -n "$sync_after" ] || sync_after=$sync_before
 echo "fdatasync p50 (fio, 2300-byte writes): $sync_after ms" >&2
+steal=$(steal_pct "$ticks_before" "$(cpu_ticks)")
+if [ -n "$steal" ]; then steal="$steal% of CPU time over the run"; else steal="not reported by this kernel"; fi
+load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo "?")
+took=$(($(date +%s) - started))
 
-# One table: per setup and client count, etcd and Qianlian side by side.
+# The summary: per setup and client count, medians and spreads of the pairs' ratios.
 echo
-echo "Qianlian $workload (notarized, mTLS) vs etcd put, $secs s per point after $warmup s warm-up; values of $record_bytes bytes"
+echo "Qianlian $workload (notarized, mTLS) vs etcd put, $secs s per run after $warmup s warm-up, $repeats repeats (Q, etcd, Q, etcd, ...); values of $record_bytes bytes"
+[ -z "${QIANLIAN_BIN:-}" ] || echo "binary: $bin (QIANLIAN_BIN)"
 echo
-awk -F, '
-    NR > 1 { key = $1 SUBSEP $3; rps[key] = $9; p50[key] = $10; p99[key] = $12; err[key] = $8
-             cpu[key] = ($5 > 0 && $15 != "") ? sprintf("%.0f", $15 / $5 * 1e6) : "-"
-             if ($8 > 0) bad = bad " " $1 "/" $3 " clients: " $8 " errors" }
-    END {
-        print "| setup | clients | etcd req/s | etcd p99 ms | Qianlian req/s | Qianlian p99 ms | throughput Q/etcd | p99 Q/etcd | node CPU µs/req etcd | node CPU µs/req Q |"
-        print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-        n = split(CLIENTS, cs, " ")
-        for (s = 1; s <= 3; s += 2) {
-            for (i = 1; i <= n; i++) {
-                c = cs[i]; e = "etcd-" s SUBSEP c; q = "qianlian-" s SUBSEP c
-                tr = (rps[e] > 0) ? sprintf("%.2f", rps[q] / rps[e]) : "-"
-                lr = (p99[e] > 0) ? sprintf("%.2f", p99[q] / p99[e]) : "-"
-                printf "| %d node%s | %s | %.0f | %.2f | %.0f | %.2f | %s | %s | %s | %s |\n", s, (s > 1 ? "s" : ""), c, rps[e], p99[e], rps[q], p99[q], tr, lr, cpu[e], cpu[q]
-            }
-        }
-        if (bad != "") print "\nruns with errors (see the CSV):" bad
-        e = "etcd-1" SUBSEP 1; q = "qianlian-1" SUBSEP 1
-        if (q in p50) {
-            sync = (S1 + S2) / 2; target = 1.5 * sync + 0.2
-            printf "\none client, one node: p50 Qianlian %.2f ms, etcd %.2f ms; fdatasync p50 %.3f and %.3f ms (before, after), target 1.5 x %.3f + 0.2 = %.2f ms: %s\n", p50[q], p50[e], S1, S2, sync, target, (p50[q] <= target ? "met" : "not met")
-        }
-    }' CLIENTS="$clients" S1="$sync_before" S2="$sync_after" "$out"
+echo "Machine: $(nproc 2>/dev/null || echo "?") CPUs; load average (1, 5, 15 min) $load_before before, $load_after after;" \
+    "fdatasync p50 $sync_before ms before, $sync_after ms after;" \
+    "CPU steal $steal;" \
+    "took $((took / 60)) min $((took % 60)) s"
+echo
+awk -F, -f "$here/bench/compare-etcd-summary.awk" -v spread="$spread_limit" \
+    -v s1="$sync_before" -v s2="$sync_after" "$out"
 echo
 echo "raw figures: $out"
