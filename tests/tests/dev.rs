@@ -27,7 +27,10 @@ fn start_dev(dir: &std::path::Path) -> (std::process::Child, String) {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut pki_written = 0;
     while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        pki_written += usize::from(line.starts_with("dev PKI written to"));
+        assert!(pki_written <= 1, "the dev PKI is reported once: {line}");
         if let Some(rest) = line.split("ready on ").nth(1) {
             let endpoint = rest.split_whitespace().next().expect("endpoint").to_owned();
             return (child, endpoint);

@@ -201,16 +201,20 @@ async fn a_license_lives_its_whole_life_on_the_record() {
     // A business license forged outside the system with housing's real key: not authorised.
     let forged = {
         use qianlian_verifier::license::{LicenseClaims, LicenseType, sign_license, to_qr_payload};
-        let key =
-            qianlian_gateway::node::pki::read_license_key(&pki.join("departments/housing.license.key"))
-                .expect("key");
+        let key = qianlian_gateway::node::pki::read_license_key(
+            &pki.join("departments/housing.license.key"),
+        )
+        .expect("key");
         let claims = LicenseClaims {
             license_type: LicenseType::BusinessLicense,
             number: "FORGED-1".into(),
             holder_name: "伪造公司".into(),
             holder_id: uscc(22),
             department: "housing".into(),
-            issuer_key_id: qianlian_gateway::node::pki::license_key_id("housing", &key.verifying_key()),
+            issuer_key_id: qianlian_gateway::node::pki::license_key_id(
+                "housing",
+                &key.verifying_key(),
+            ),
             issued_at: t,
             valid_from: t,
             valid_until: Some(t + 86_400),
