@@ -503,250 +503,336 @@ impl NodeConfig {
         path: &Path,
         env: &[(String, String)],
     ) -> Result<NodeConfig, ConfigError> {
-        let p = || path.display().to_string();
-        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: p(),
-            message: e.to_string(),
-        })?;
-        apply_env(&mut table, env).map_err(|message| ConfigError::Parse { path: p(), message })?;
-        let raw: RawConfig =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    path: p(),
-                    message: e.to_string(),
-                })?;
-        let invalid = |key, message: String| ConfigError::Invalid {
-            path: p(),
-            key,
+        let raw = raw_config(text, env).map_err(|message| ConfigError::Parse {
+            path: path.display().to_string(),
             message,
-        };
-        let host = env
-            .iter()
-            .find(|(k, _)| k == HOSTNAME_VAR)
-            .map(|(_, v)| v.as_str())
-            .filter(|h| !h.is_empty());
-        let identity = node_identity(&raw.node_id, host).map_err(|m| invalid("node_id", m))?;
-        let listen: SocketAddr = raw.listen.parse().map_err(|_| {
-            invalid(
-                "listen",
-                format!("`{}` is not an address like 127.0.0.1:7400", raw.listen),
-            )
         })?;
-        let advertise = match &raw.advertise {
-            Some(a) => identity.expand(a).map_err(|m| invalid("advertise", m))?,
-            None => format!("https://{listen}"),
+        let at = |e: Invalid| e.in_file(path);
+        // Values section by section, then every path: the first mistake found is reported.
+        let node = node_keys(&raw, env_hostname(env)).map_err(at)?;
+        let limits = limits(raw.limits).map_err(at)?;
+        let checkpoint = checkpoint(raw.checkpoint, &raw.trust_domain).map_err(at)?;
+        let raft = raft(raw.raft).map_err(at)?;
+        let licenses = licenses(raw.licenses).map_err(at)?;
+        let tls = tls(raw.tls).map_err(at)?;
+        let metrics_listen = metrics(raw.metrics).map_err(at)?;
+        let gateway = gateway(raw.gateway).map_err(at)?;
+        let audit = audit(raw.audit).map_err(at)?;
+        let mut config = NodeConfig {
+            node_id: node.identity.node_id,
+            listen: node.listen,
+            advertise: node.advertise,
+            data_dir: raw.data_dir,
+            trust_domain: raw.trust_domain,
+            bootstrap: raw.bootstrap,
+            tls,
+            policy: PolicyFiles {
+                model: raw.policy.model,
+                rules: raw.policy.rules,
+            },
+            limits,
+            checkpoint,
+            raft,
+            licenses,
+            metrics_listen,
+            gateway,
+            audit,
         };
-        if !advertise.starts_with("https://") {
-            return Err(invalid(
-                "advertise",
-                format!("`{advertise}` must be an https:// URL peers can reach"),
-            ));
+        config.resolve_paths(&node.identity, base).map_err(at)?;
+        Ok(config)
+    }
+
+    /// Per-node placeholders first, then relative paths against the config's folder (`base`).
+    fn resolve_paths(&mut self, identity: &NodeIdentity, base: &Path) -> Result<(), Invalid> {
+        let resolve = |key: &'static str, path: &mut PathBuf| -> Result<(), Invalid> {
+            let p = identity
+                .expand_path(std::mem::take(path))
+                .map_err(|m| invalid(key, m))?;
+            *path = if p.is_absolute() { p } else { base.join(p) };
+            Ok(())
+        };
+        let resolve_all = |key: &'static str, paths: &mut Vec<PathBuf>| {
+            paths.iter_mut().try_for_each(|p| resolve(key, p))
+        };
+        if let Some(p) = &mut self.gateway.client_cert {
+            resolve("gateway.client_cert", p)?;
         }
-        if raw.trust_domain.is_empty() || raw.trust_domain.contains('/') {
-            return Err(invalid(
-                "trust_domain",
-                "must be a DNS-style name such as gov.example".into(),
-            ));
+        if let Some(p) = &mut self.gateway.client_key {
+            resolve("gateway.client_key", p)?;
         }
-        let max_payload_bytes = raw
-            .limits
-            .max_payload_bytes
-            .unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES);
-        if max_payload_bytes == 0 || max_payload_bytes > MAX_PAYLOAD_CEILING {
-            return Err(invalid(
-                "limits.max_payload_bytes",
-                format!("must be between 1 and {MAX_PAYLOAD_CEILING}, got {max_payload_bytes}"),
-            ));
+        resolve_all("audit.token_keys", &mut self.audit.token_keys)?;
+        resolve("data_dir", &mut self.data_dir)?;
+        resolve("tls.ca", &mut self.tls.ca)?;
+        resolve("tls.cert", &mut self.tls.cert)?;
+        resolve("tls.key", &mut self.tls.key)?;
+        if let Some(p) = &mut self.tls.crl {
+            resolve("tls.crl", p)?;
         }
-        let origin = raw
-            .checkpoint
-            .origin
-            .unwrap_or_else(|| format!("{}/qianlian", raw.trust_domain));
-        if origin.is_empty() || origin.chars().any(char::is_whitespace) {
-            return Err(invalid(
-                "checkpoint.origin",
-                format!("`{origin}` must be one word without spaces, e.g. gov.example/qianlian"),
-            ));
+        resolve("policy.model", &mut self.policy.model)?;
+        resolve("policy.rules", &mut self.policy.rules)?;
+        resolve("checkpoint.signing_key", &mut self.checkpoint.signing_key)?;
+        let l = &mut self.licenses;
+        if let Some(p) = &mut l.directory {
+            resolve("licenses.directory", p)?;
         }
-        let commit_timeout_ms = raw.raft.commit_timeout_ms.unwrap_or(10_000);
-        if !(100..=600_000).contains(&commit_timeout_ms) {
-            return Err(invalid(
-                "raft.commit_timeout_ms",
-                format!("must be between 100 and 600000, got {commit_timeout_ms}"),
-            ));
+        resolve_all("licenses.signing_keys", &mut l.signing_keys)?;
+        if let Some(p) = &mut l.subject_key {
+            resolve("licenses.subject_key", p)?;
         }
-        let snapshot_every = raw.raft.snapshot_every.unwrap_or(5000);
-        if snapshot_every < 10 {
-            return Err(invalid(
-                "raft.snapshot_every",
-                format!("must be at least 10 Raft entries, got {snapshot_every}"),
-            ));
+        resolve_all("licenses.trust_node_keys", &mut l.trust_node_keys)
+    }
+}
+
+/// A key's value cannot be used: which key, and why.
+struct Invalid {
+    key: &'static str,
+    message: String,
+}
+
+fn invalid(key: &'static str, message: String) -> Invalid {
+    Invalid { key, message }
+}
+
+impl Invalid {
+    fn in_file(self, path: &Path) -> ConfigError {
+        ConfigError::Invalid {
+            path: path.display().to_string(),
+            key: self.key,
+            message: self.message,
         }
-        let log_kept_after_snapshot = raw.raft.log_kept_after_snapshot.unwrap_or(1000);
-        let min_cosigners = raw.licenses.min_cosigners.unwrap_or(1);
-        if min_cosigners == 0
-            || (!raw.licenses.trust_node_keys.is_empty()
-                && min_cosigners > raw.licenses.trust_node_keys.len())
-        {
-            return Err(invalid(
-                "licenses.min_cosigners",
-                format!(
-                    "must be between 1 and the number of licenses.trust_node_keys ({}), got {min_cosigners}",
-                    raw.licenses.trust_node_keys.len()
-                ),
-            ));
-        }
-        let reload_every_ms = raw.tls.reload_every_ms.unwrap_or(10_000);
-        if !(100..=3_600_000).contains(&reload_every_ms) {
-            return Err(invalid(
-                "tls.reload_every_ms",
-                format!("must be between 100 and 3600000, got {reload_every_ms}"),
-            ));
-        }
-        let metrics_listen = match &raw.metrics.listen {
-            Some(l) => Some(l.parse::<SocketAddr>().map_err(|_| {
+    }
+}
+
+/// The file's text with the environment's overrides applied, checked against the known keys.
+fn raw_config(text: &str, env: &[(String, String)]) -> Result<RawConfig, String> {
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    apply_env(&mut table, env)?;
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| e.to_string())
+}
+
+/// `HOSTNAME` as `env` gives it, if set and not empty.
+fn env_hostname(env: &[(String, String)]) -> Option<&str> {
+    env.iter()
+        .find(|(k, _)| k == HOSTNAME_VAR)
+        .map(|(_, v)| v.as_str())
+        .filter(|h| !h.is_empty())
+}
+
+/// The top-level keys that need checking: who the node is, where it listens, how peers reach
+/// it, and the trust domain.
+struct NodeKeys {
+    identity: NodeIdentity,
+    listen: SocketAddr,
+    advertise: String,
+}
+
+fn node_keys(raw: &RawConfig, hostname: Option<&str>) -> Result<NodeKeys, Invalid> {
+    let identity = node_identity(&raw.node_id, hostname).map_err(|m| invalid("node_id", m))?;
+    let listen: SocketAddr = raw.listen.parse().map_err(|_| {
+        invalid(
+            "listen",
+            format!("`{}` is not an address like 127.0.0.1:7400", raw.listen),
+        )
+    })?;
+    let advertise = match &raw.advertise {
+        Some(a) => identity.expand(a).map_err(|m| invalid("advertise", m))?,
+        None => format!("https://{listen}"),
+    };
+    if !advertise.starts_with("https://") {
+        return Err(invalid(
+            "advertise",
+            format!("`{advertise}` must be an https:// URL peers can reach"),
+        ));
+    }
+    if raw.trust_domain.is_empty() || raw.trust_domain.contains('/') {
+        return Err(invalid(
+            "trust_domain",
+            "must be a DNS-style name such as gov.example".into(),
+        ));
+    }
+    Ok(NodeKeys {
+        identity,
+        listen,
+        advertise,
+    })
+}
+
+fn limits(raw: RawLimits) -> Result<Limits, Invalid> {
+    let max_payload_bytes = raw.max_payload_bytes.unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES);
+    if max_payload_bytes == 0 || max_payload_bytes > MAX_PAYLOAD_CEILING {
+        return Err(invalid(
+            "limits.max_payload_bytes",
+            format!("must be between 1 and {MAX_PAYLOAD_CEILING}, got {max_payload_bytes}"),
+        ));
+    }
+    Ok(Limits { max_payload_bytes })
+}
+
+/// `[checkpoint]`; the origin defaults to `<trust_domain>/qianlian`.
+fn checkpoint(raw: RawCheckpoint, trust_domain: &str) -> Result<CheckpointSettings, Invalid> {
+    let origin = raw
+        .origin
+        .unwrap_or_else(|| format!("{trust_domain}/qianlian"));
+    if origin.is_empty() || origin.chars().any(char::is_whitespace) {
+        return Err(invalid(
+            "checkpoint.origin",
+            format!("`{origin}` must be one word without spaces, e.g. gov.example/qianlian"),
+        ));
+    }
+    Ok(CheckpointSettings {
+        signing_key: raw.signing_key,
+        origin,
+    })
+}
+
+fn raft(raw: RawRaft) -> Result<RaftSettings, Invalid> {
+    let commit_timeout_ms = raw.commit_timeout_ms.unwrap_or(10_000);
+    if !(100..=600_000).contains(&commit_timeout_ms) {
+        return Err(invalid(
+            "raft.commit_timeout_ms",
+            format!("must be between 100 and 600000, got {commit_timeout_ms}"),
+        ));
+    }
+    let snapshot_every = raw.snapshot_every.unwrap_or(5000);
+    if snapshot_every < 10 {
+        return Err(invalid(
+            "raft.snapshot_every",
+            format!("must be at least 10 Raft entries, got {snapshot_every}"),
+        ));
+    }
+    Ok(RaftSettings {
+        commit_timeout: std::time::Duration::from_millis(commit_timeout_ms),
+        snapshot_every,
+        log_kept_after_snapshot: raw.log_kept_after_snapshot.unwrap_or(1000),
+    })
+}
+
+fn licenses(raw: RawLicenses) -> Result<LicenseSettings, Invalid> {
+    let min_cosigners = raw.min_cosigners.unwrap_or(1);
+    if min_cosigners == 0
+        || (!raw.trust_node_keys.is_empty() && min_cosigners > raw.trust_node_keys.len())
+    {
+        return Err(invalid(
+            "licenses.min_cosigners",
+            format!(
+                "must be between 1 and the number of licenses.trust_node_keys ({}), got {min_cosigners}",
+                raw.trust_node_keys.len()
+            ),
+        ));
+    }
+    Ok(LicenseSettings {
+        directory: raw.directory,
+        signing_keys: raw.signing_keys,
+        subject_key: raw.subject_key,
+        trust_node_keys: raw.trust_node_keys,
+        min_cosigners,
+    })
+}
+
+fn tls(raw: RawTls) -> Result<TlsFiles, Invalid> {
+    let reload_every_ms = raw.reload_every_ms.unwrap_or(10_000);
+    if !(100..=3_600_000).contains(&reload_every_ms) {
+        return Err(invalid(
+            "tls.reload_every_ms",
+            format!("must be between 100 and 3600000, got {reload_every_ms}"),
+        ));
+    }
+    Ok(TlsFiles {
+        ca: raw.ca,
+        cert: raw.cert,
+        key: raw.key,
+        crl: raw.crl,
+        reload_every: std::time::Duration::from_millis(reload_every_ms),
+    })
+}
+
+/// `[metrics] listen`, the address metrics are served on, if any.
+fn metrics(raw: RawMetrics) -> Result<Option<SocketAddr>, Invalid> {
+    raw.listen
+        .map(|l| {
+            l.parse::<SocketAddr>().map_err(|_| {
                 invalid(
                     "metrics.listen",
                     format!("`{l}` is not an address like 127.0.0.1:9464"),
                 )
-            })?),
-            None => None,
-        };
-        let g = raw.gateway;
-        if let Some(d) = &g.department
-            && (d.is_empty()
-                || !d
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-        {
-            return Err(invalid(
-                "gateway.department",
-                format!("`{d}` must be a department id: lowercase letters, digits and `-`"),
-            ));
-        }
-        if g.department.is_some() != g.client_cert.is_some()
-            || g.client_cert.is_some() != g.client_key.is_some()
-        {
-            return Err(invalid(
-                "gateway.client_cert",
-                "a gateway's department, client_cert and client_key go together: set all three (the department's client certificate from `qianlian pki init`, clients/<department>.crt and .key) or none".into(),
-            ));
-        }
-        let forward_timeout_ms = g.forward_timeout_ms.unwrap_or(5_000);
-        if !(100..=120_000).contains(&forward_timeout_ms) {
-            return Err(invalid(
-                "gateway.forward_timeout_ms",
-                format!("must be between 100 and 120000, got {forward_timeout_ms}"),
-            ));
-        }
-        for a in &g.adapter {
-            if !a.url.starts_with("http://") || a.url.parse::<http::Uri>().is_err() {
-                return Err(invalid(
-                    "gateway.adapter.url",
-                    format!(
-                        "`{}` (dataset {}) must be an http:// URL such as http://10.0.0.9:8080/permits",
-                        a.url, a.dataset
-                    ),
-                ));
-            }
-        }
-        let a = raw.audit;
-        if !a.token_keys.is_empty()
-            && (a.token_issuer.as_deref().unwrap_or("").is_empty()
-                || a.token_audience.as_deref().unwrap_or("").is_empty())
-        {
-            return Err(invalid(
-                "audit.token_issuer",
-                "audit.token_keys needs audit.token_issuer and audit.token_audience: the `iss` and `aud` the identity provider puts in its tokens".into(),
-            ));
-        }
-        // Per-node placeholders first, then relative paths against the config's folder.
-        let path = |key: &'static str, p: PathBuf| {
-            identity
-                .expand_path(p)
-                .map(|p| if p.is_absolute() { p } else { base.join(p) })
-                .map_err(|m| invalid(key, m))
-        };
-        let paths = |key: &'static str, ps: Vec<PathBuf>| {
-            ps.into_iter()
-                .map(|p| path(key, p))
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let gateway = GatewaySettings {
-            department: g.department,
-            client_cert: g
-                .client_cert
-                .map(|p| path("gateway.client_cert", p))
-                .transpose()?,
-            client_key: g
-                .client_key
-                .map(|p| path("gateway.client_key", p))
-                .transpose()?,
-            forward_timeout: std::time::Duration::from_millis(forward_timeout_ms),
-            adapters: g
-                .adapter
-                .into_iter()
-                .map(|a| AdapterSettings {
-                    dataset: a.dataset,
-                    url: a.url.trim_end_matches('/').to_owned(),
-                })
-                .collect(),
-        };
-        let audit = AuditSettings {
-            token_issuer: a.token_issuer.unwrap_or_default(),
-            token_audience: a.token_audience.unwrap_or_default(),
-            token_keys: paths("audit.token_keys", a.token_keys)?,
-            token_subject_claim: a.token_subject_claim.unwrap_or_else(|| "sub".to_owned()),
-        };
-        Ok(NodeConfig {
-            audit,
-            gateway,
-            node_id: identity.node_id,
-            listen,
-            advertise,
-            data_dir: path("data_dir", raw.data_dir)?,
-            trust_domain: raw.trust_domain,
-            bootstrap: raw.bootstrap,
-            tls: TlsFiles {
-                ca: path("tls.ca", raw.tls.ca)?,
-                cert: path("tls.cert", raw.tls.cert)?,
-                key: path("tls.key", raw.tls.key)?,
-                crl: raw.tls.crl.map(|p| path("tls.crl", p)).transpose()?,
-                reload_every: std::time::Duration::from_millis(reload_every_ms),
-            },
-            policy: PolicyFiles {
-                model: path("policy.model", raw.policy.model)?,
-                rules: path("policy.rules", raw.policy.rules)?,
-            },
-            limits: Limits { max_payload_bytes },
-            checkpoint: CheckpointSettings {
-                signing_key: path("checkpoint.signing_key", raw.checkpoint.signing_key)?,
-                origin,
-            },
-            metrics_listen,
-            licenses: LicenseSettings {
-                directory: raw
-                    .licenses
-                    .directory
-                    .map(|p| path("licenses.directory", p))
-                    .transpose()?,
-                signing_keys: paths("licenses.signing_keys", raw.licenses.signing_keys)?,
-                subject_key: raw
-                    .licenses
-                    .subject_key
-                    .map(|p| path("licenses.subject_key", p))
-                    .transpose()?,
-                trust_node_keys: paths("licenses.trust_node_keys", raw.licenses.trust_node_keys)?,
-                min_cosigners,
-            },
-            raft: RaftSettings {
-                commit_timeout: std::time::Duration::from_millis(commit_timeout_ms),
-                snapshot_every,
-                log_kept_after_snapshot,
-            },
+            })
         })
+        .transpose()
+}
+
+fn gateway(raw: RawGateway) -> Result<GatewaySettings, Invalid> {
+    if let Some(d) = &raw.department
+        && (d.is_empty()
+            || !d
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+    {
+        return Err(invalid(
+            "gateway.department",
+            format!("`{d}` must be a department id: lowercase letters, digits and `-`"),
+        ));
     }
+    if raw.department.is_some() != raw.client_cert.is_some()
+        || raw.client_cert.is_some() != raw.client_key.is_some()
+    {
+        return Err(invalid(
+            "gateway.client_cert",
+            "a gateway's department, client_cert and client_key go together: set all three (the department's client certificate from `qianlian pki init`, clients/<department>.crt and .key) or none".into(),
+        ));
+    }
+    let forward_timeout_ms = raw.forward_timeout_ms.unwrap_or(5_000);
+    if !(100..=120_000).contains(&forward_timeout_ms) {
+        return Err(invalid(
+            "gateway.forward_timeout_ms",
+            format!("must be between 100 and 120000, got {forward_timeout_ms}"),
+        ));
+    }
+    for a in &raw.adapter {
+        if !a.url.starts_with("http://") || a.url.parse::<http::Uri>().is_err() {
+            return Err(invalid(
+                "gateway.adapter.url",
+                format!(
+                    "`{}` (dataset {}) must be an http:// URL such as http://10.0.0.9:8080/permits",
+                    a.url, a.dataset
+                ),
+            ));
+        }
+    }
+    Ok(GatewaySettings {
+        department: raw.department,
+        client_cert: raw.client_cert,
+        client_key: raw.client_key,
+        forward_timeout: std::time::Duration::from_millis(forward_timeout_ms),
+        adapters: raw
+            .adapter
+            .into_iter()
+            .map(|a| AdapterSettings {
+                dataset: a.dataset,
+                url: a.url.trim_end_matches('/').to_owned(),
+            })
+            .collect(),
+    })
+}
+
+/// `[audit]`; the subject claim defaults to `sub`.
+fn audit(raw: RawAudit) -> Result<AuditSettings, Invalid> {
+    if !raw.token_keys.is_empty()
+        && (raw.token_issuer.as_deref().unwrap_or("").is_empty()
+            || raw.token_audience.as_deref().unwrap_or("").is_empty())
+    {
+        return Err(invalid(
+            "audit.token_issuer",
+            "audit.token_keys needs audit.token_issuer and audit.token_audience: the `iss` and `aud` the identity provider puts in its tokens".into(),
+        ));
+    }
+    Ok(AuditSettings {
+        token_issuer: raw.token_issuer.unwrap_or_default(),
+        token_audience: raw.token_audience.unwrap_or_default(),
+        token_keys: raw.token_keys,
+        token_subject_claim: raw.token_subject_claim.unwrap_or_else(|| "sub".to_owned()),
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,88 @@
+//! What the node's one port serves: the gRPC services, health, reflection and the HTTP/JSON
+//! routes, and who may reach the Raft RPCs.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use qianlian_proto::v1::admin_server::AdminServer;
+use qianlian_proto::v1::audit_server::AuditServer;
+use qianlian_proto::v1::exchange_server::ExchangeServer;
+use qianlian_proto::v1::licenses_server::LicensesServer;
+use qianlian_proto::v1::notary_server::NotaryServer;
+use qianlian_raft_store::notary::Notary;
+use tonic::service::Routes;
+use tonic::{Request, Status};
+use tonic_health::pb::health_server::{Health, HealthServer};
+
+use super::assembly::Services;
+use super::error::StartError;
+use crate::domain::identity::Role;
+use crate::node::config::Limits;
+use crate::node::tls::ConnInfo;
+use crate::services::notary::NotaryService;
+
+/// Largest gRPC message accepted: the payload limit plus room for the envelope.
+fn max_message(limits: &Limits) -> usize {
+    limits.max_payload_bytes + 64 * 1024
+}
+
+/// Raft RPCs are for gateway nodes only.
+#[allow(clippy::result_large_err)]
+fn nodes_only(req: Request<()>) -> Result<Request<()>, Status> {
+    match req.extensions().get::<ConnInfo>().map(|c| &c.peer) {
+        Some(Some(Ok(id))) if id.role == Role::Node => Ok(req),
+        Some(Some(Ok(id))) => Err(Status::permission_denied(format!(
+            "Raft traffic is for gateway nodes; {id} is not a node certificate"
+        ))),
+        _ => Err(Status::unauthenticated(
+            "Raft traffic needs a node client certificate",
+        )),
+    }
+}
+
+/// Every service on one port; `ready` answers the HTTP readiness probe.
+pub(super) fn routes(
+    services: Services,
+    notary: &Notary,
+    health: HealthServer<impl Health>,
+    ready: Arc<AtomicBool>,
+    limits: &Limits,
+) -> Result<Routes, StartError> {
+    let Services {
+        exchange,
+        licenses,
+        admin,
+        audit,
+    } = services;
+    let max = max_message(limits);
+    let raft = notary.raft_service();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(qianlian_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    // gRPC services and the HTTP/JSON routes share one port.
+    let http = crate::services::license::http_routes(licenses.clone())
+        .merge(crate::services::audit::http_routes(audit.clone()))
+        .merge(crate::node::health::http_routes(ready));
+    Ok(Routes::from(http)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(
+            ExchangeServer::new(exchange)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(NotaryServer::new(NotaryService {
+            notary: notary.clone(),
+        }))
+        .add_service(AdminServer::new(admin))
+        .add_service(
+            AuditServer::new(audit)
+                .max_encoding_message_size(crate::services::audit::evidence::MAX_BUNDLE_BYTES),
+        )
+        .add_service(LicensesServer::new(licenses))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            raft, nodes_only,
+        )))
+}
