@@ -296,6 +296,22 @@ min_cosigners = 2
         assert!(out.status.success(), "directory apply: {}", stderr(&out));
         let said = String::from_utf8_lossy(&out.stdout);
         assert!(said.contains("directory version 2"), "{said}");
+        // The apply waits for node 1 only; a test may next call through any other node.
+        for i in self.running() {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            loop {
+                let shown = self.operator(i, "directory", &["show"]);
+                if String::from_utf8_lossy(&shown.stdout).contains("directory version 2 ") {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "node {i} did not apply directory version 2: {}",
+                    stderr(&shown)
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
     }
 
     /// SHA-256 (lowercase hex) of node i's TLS certificate, as a directory pins it.
