@@ -213,6 +213,44 @@ struct ClientTally {
     last_index: Option<u64>,
 }
 
+impl ClientTally {
+    /// Counts a measured call that started at `t0` and has just ended with `outcome`.
+    fn record(&mut self, outcome: Outcome, t0: Instant) {
+        match outcome {
+            Outcome::Ok(index) => {
+                self.latencies.push(t0.elapsed());
+                self.ok += 1;
+                self.last_index = index.or(self.last_index);
+            }
+            Outcome::Verified(documents) => {
+                self.latencies.push(t0.elapsed());
+                self.ok += documents;
+            }
+            Outcome::Denied(index) => {
+                self.latencies.push(t0.elapsed());
+                self.denied += 1;
+                self.last_index = Some(index);
+            }
+            Outcome::Failed(kind, message) => {
+                self.first_error
+                    .get_or_insert_with(|| format!("{kind}: {message}"));
+                *self.error_kinds.entry(kind).or_default() += 1;
+            }
+        }
+    }
+
+    /// Adds this client's counts to `report` and its latencies to `latencies`.
+    fn add_to(self, report: &mut BenchReport, latencies: &mut Vec<Duration>) {
+        latencies.extend(self.latencies);
+        report.ok += self.ok;
+        report.denied += self.denied;
+        for (kind, n) in self.error_kinds {
+            *report.error_kinds.entry(kind).or_default() += n;
+        }
+        report.first_error = report.first_error.take().or(self.first_error);
+    }
+}
+
 /// Per-client state the calls need.
 struct CallContext<'a> {
     plan: &'a BenchPlan,
@@ -237,58 +275,15 @@ impl CallContext<'_> {
 
 async fn call(conn: &mut Conn, cx: &CallContext<'_>, n: u64) -> Outcome {
     let plan = cx.plan;
-    let read = || GetRecordRequest {
-        record: Some(RecordRef {
-            department: plan.owner.clone(),
-            dataset: plan.dataset.clone(),
-            key: plan.key.clone(),
-        }),
-        purpose: plan.purpose.clone(),
-    };
     match (conn, plan.workload) {
         (Conn::Gateway { exchange, .. }, Workload::Read) => {
-            match exchange.get_record(read()).await {
+            match exchange.get_record(read_request(plan)).await {
                 Ok(r) => Outcome::Ok(r.into_inner().receipt.map(|r| r.log_index)),
                 Err(s) => failed(&s),
             }
         }
-        (Conn::Gateway { exchange, .. }, Workload::DeniedRead) => {
-            match exchange.get_record(read()).await {
-                Ok(_) => Outcome::Failed(
-                    "Unexpected".into(),
-                    format!(
-                        "the policy allowed the read for purpose `{}`; declare a --purpose no rule grants",
-                        plan.purpose
-                    ),
-                ),
-                Err(s) if s.code() == tonic::Code::PermissionDenied => match refusal_index(&s) {
-                    Some(index) => Outcome::Denied(index),
-                    None => Outcome::Failed(
-                        "PermissionDenied".into(),
-                        format!("refused without a notarized record: {}", s.message()),
-                    ),
-                },
-                Err(s) => failed(&s),
-            }
-        }
-        (Conn::Gateway { exchange, .. }, Workload::Put) => {
-            // Distinct keys per client and call: 2^20 calls per client before reuse.
-            let i = ((cx.client_no as u64) << 20) | (n & 0xF_FFFF);
-            let put = PutRecordRequest {
-                record: Some(RecordRef {
-                    department: "market-regulation".into(),
-                    dataset: "enterprise-registration".into(),
-                    key: UnifiedSocialCreditCode::generate(1_000_000 + i)
-                        .as_str()
-                        .to_owned(),
-                }),
-                payload: format!(r#"{{"name":"bench {i}","status":"存续"}}"#).into_bytes(),
-            };
-            match exchange.put_record(put).await {
-                Ok(r) => Outcome::Ok(r.into_inner().receipt.map(|r| r.log_index)),
-                Err(s) => failed(&s),
-            }
-        }
+        (Conn::Gateway { exchange, .. }, Workload::DeniedRead) => denied_read(exchange, plan).await,
+        (Conn::Gateway { exchange, .. }, Workload::Put) => put(exchange, cx.client_no, n).await,
         (Conn::Gateway { licenses, .. }, Workload::Issue) => {
             let request = issue_request(((cx.client_no as u64) << 32) | n);
             match licenses.issue_license(request).await {
@@ -297,62 +292,10 @@ async fn call(conn: &mut Conn, cx: &CallContext<'_>, n: u64) -> Outcome {
             }
         }
         (Conn::Gateway { licenses, .. }, Workload::Verify) if plan.batch > 1 => {
-            // Clients start at different licenses and go through all of them in turn.
-            let first = (cx.client_no as u64).wrapping_add(n.wrapping_mul(plan.batch as u64));
-            let documents = (0..plan.batch as u64)
-                .map(|i| cx.document(first.wrapping_add(i)))
-                .collect();
-            match licenses
-                .verify_licenses(VerifyLicensesRequest { documents })
-                .await
-            {
-                Ok(r) => {
-                    let r = r.into_inner();
-                    match r.verdicts.iter().find(|v| v.verdict != "genuine") {
-                        None if r.verdicts.len() == plan.batch => Outcome::Verified(plan.batch),
-                        None => Outcome::Failed(
-                            "Unexpected".into(),
-                            format!("{} verdicts for {} documents", r.verdicts.len(), plan.batch),
-                        ),
-                        Some(v) => Outcome::Failed(
-                            "Unexpected".into(),
-                            format!("verdict {}: {}", v.verdict, v.reason),
-                        ),
-                    }
-                }
-                Err(s) => failed(&s),
-            }
+            verify_batch(licenses, cx, n).await
         }
-        (Conn::Gateway { licenses, .. }, Workload::Verify) => {
-            // Clients start at different licenses and go through all of them in turn.
-            let request = cx.document((cx.client_no as u64).wrapping_add(n));
-            match licenses.verify_license(request).await {
-                Ok(r) if r.get_ref().verdict == "genuine" => Outcome::Ok(None),
-                Ok(r) => {
-                    let r = r.into_inner();
-                    Outcome::Failed(
-                        "Unexpected".into(),
-                        format!("verdict {}: {}", r.verdict, r.reason),
-                    )
-                }
-                Err(s) => failed(&s),
-            }
-        }
-        (Conn::Gateway { audit, .. }, Workload::AuditQuery) => {
-            let request = QueryAccessesRequest {
-                filter: Some(AccessFilter {
-                    consumer: "housing".into(),
-                    ..AccessFilter::default()
-                }),
-                oldest_first: false,
-                limit: 100,
-                cursor: String::new(),
-            };
-            match audit.query_accesses(request).await {
-                Ok(_) => Outcome::Ok(None),
-                Err(s) => failed(&s),
-            }
-        }
+        (Conn::Gateway { licenses, .. }, Workload::Verify) => verify(licenses, cx, n).await,
+        (Conn::Gateway { audit, .. }, Workload::AuditQuery) => audit_query(audit).await,
         (Conn::Gateway { health, .. }, Workload::Health) => {
             match health.check(HealthCheckRequest::default()).await {
                 Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => Outcome::Ok(None),
@@ -382,6 +325,127 @@ async fn call(conn: &mut Conn, cx: &CallContext<'_>, n: u64) -> Outcome {
             "Unexpected".into(),
             "workload etcd-put needs --etcd URLS".into(),
         ),
+    }
+}
+
+/// The read and denied-read workloads' GetRecord.
+fn read_request(plan: &BenchPlan) -> GetRecordRequest {
+    GetRecordRequest {
+        record: Some(RecordRef {
+            department: plan.owner.clone(),
+            dataset: plan.dataset.clone(),
+            key: plan.key.clone(),
+        }),
+        purpose: plan.purpose.clone(),
+    }
+}
+
+/// A read the policy must refuse, and notarize the refusal of.
+async fn denied_read(exchange: &mut ExchangeClient<Channel>, plan: &BenchPlan) -> Outcome {
+    match exchange.get_record(read_request(plan)).await {
+        Ok(_) => Outcome::Failed(
+            "Unexpected".into(),
+            format!(
+                "the policy allowed the read for purpose `{}`; declare a --purpose no rule grants",
+                plan.purpose
+            ),
+        ),
+        Err(s) if s.code() == tonic::Code::PermissionDenied => match refusal_index(&s) {
+            Some(index) => Outcome::Denied(index),
+            None => Outcome::Failed(
+                "PermissionDenied".into(),
+                format!("refused without a notarized record: {}", s.message()),
+            ),
+        },
+        Err(s) => failed(&s),
+    }
+}
+
+/// Call `n` of client `client_no` writes a record of its own.
+async fn put(exchange: &mut ExchangeClient<Channel>, client_no: usize, n: u64) -> Outcome {
+    // Distinct keys per client and call: 2^20 calls per client before reuse.
+    let i = ((client_no as u64) << 20) | (n & 0xF_FFFF);
+    let put = PutRecordRequest {
+        record: Some(RecordRef {
+            department: "market-regulation".into(),
+            dataset: "enterprise-registration".into(),
+            key: UnifiedSocialCreditCode::generate(1_000_000 + i)
+                .as_str()
+                .to_owned(),
+        }),
+        payload: format!(r#"{{"name":"bench {i}","status":"存续"}}"#).into_bytes(),
+    };
+    match exchange.put_record(put).await {
+        Ok(r) => Outcome::Ok(r.into_inner().receipt.map(|r| r.log_index)),
+        Err(s) => failed(&s),
+    }
+}
+
+/// One VerifyLicense; the license must be genuine.
+async fn verify(licenses: &mut LicensesClient<Channel>, cx: &CallContext<'_>, n: u64) -> Outcome {
+    // Clients start at different licenses and go through all of them in turn.
+    let request = cx.document((cx.client_no as u64).wrapping_add(n));
+    match licenses.verify_license(request).await {
+        Ok(r) if r.get_ref().verdict == "genuine" => Outcome::Ok(None),
+        Ok(r) => {
+            let r = r.into_inner();
+            Outcome::Failed(
+                "Unexpected".into(),
+                format!("verdict {}: {}", r.verdict, r.reason),
+            )
+        }
+        Err(s) => failed(&s),
+    }
+}
+
+/// One VerifyLicenses of `plan.batch` documents; every one must be genuine.
+async fn verify_batch(
+    licenses: &mut LicensesClient<Channel>,
+    cx: &CallContext<'_>,
+    n: u64,
+) -> Outcome {
+    let batch = cx.plan.batch;
+    // Clients start at different licenses and go through all of them in turn.
+    let first = (cx.client_no as u64).wrapping_add(n.wrapping_mul(batch as u64));
+    let documents = (0..batch as u64)
+        .map(|i| cx.document(first.wrapping_add(i)))
+        .collect();
+    match licenses
+        .verify_licenses(VerifyLicensesRequest { documents })
+        .await
+    {
+        Ok(r) => {
+            let r = r.into_inner();
+            match r.verdicts.iter().find(|v| v.verdict != "genuine") {
+                None if r.verdicts.len() == batch => Outcome::Verified(batch),
+                None => Outcome::Failed(
+                    "Unexpected".into(),
+                    format!("{} verdicts for {} documents", r.verdicts.len(), batch),
+                ),
+                Some(v) => Outcome::Failed(
+                    "Unexpected".into(),
+                    format!("verdict {}: {}", v.verdict, v.reason),
+                ),
+            }
+        }
+        Err(s) => failed(&s),
+    }
+}
+
+/// The newest 100 accesses by housing.
+async fn audit_query(audit: &mut AuditClient<Channel>) -> Outcome {
+    let request = QueryAccessesRequest {
+        filter: Some(AccessFilter {
+            consumer: "housing".into(),
+            ..AccessFilter::default()
+        }),
+        oldest_first: false,
+        limit: 100,
+        cursor: String::new(),
+    };
+    match audit.query_accesses(request).await {
+        Ok(_) => Outcome::Ok(None),
+        Err(s) => failed(&s),
     }
 }
 
@@ -456,19 +520,7 @@ pub async fn run(target: &Target, plan: &BenchPlan) -> anyhow::Result<BenchRepor
     check_plan(target, plan)?;
     // Fail on a wrong --node-pid before any load is sent.
     CpuSample::take(&plan.node_pids)?;
-    // The licenses verify calls check, issued before the clock starts.
-    let mut qrs = Vec::new();
-    if let (Target::Gateway(profiles), Workload::Verify) = (target, plan.workload) {
-        let mut c = LicensesClient::new(profiles[0].connect().await?);
-        for i in 0..plan.licenses.max(1) as u64 {
-            let r = c
-                .issue_license(issue_request(u64::MAX - i))
-                .await
-                .map_err(|s| anyhow::anyhow!("issuing the license to verify: {}", s.message()))?;
-            qrs.push(r.into_inner().qr_payload);
-        }
-    }
-    let qrs = std::sync::Arc::new(qrs);
+    let qrs = std::sync::Arc::new(issue_licenses(target, plan).await?);
     let conns = connect_all(target, plan).await?;
 
     let start = Instant::now();
@@ -495,42 +547,7 @@ pub async fn run(target: &Target, plan: &BenchPlan) -> anyhow::Result<BenchRepor
                 qrs: &qrs,
                 value: &value,
             };
-            let mut tally = ClientTally::default();
-            let mut n: u64 = 0;
-            loop {
-                let t0 = Instant::now();
-                if t0 >= end {
-                    break;
-                }
-                n += 1;
-                let outcome = call(&mut conn, &cx, n).await;
-                if t0 < measure_from {
-                    continue;
-                }
-                match outcome {
-                    Outcome::Ok(index) => {
-                        tally.latencies.push(t0.elapsed());
-                        tally.ok += 1;
-                        tally.last_index = index.or(tally.last_index);
-                    }
-                    Outcome::Verified(documents) => {
-                        tally.latencies.push(t0.elapsed());
-                        tally.ok += documents;
-                    }
-                    Outcome::Denied(index) => {
-                        tally.latencies.push(t0.elapsed());
-                        tally.denied += 1;
-                        tally.last_index = Some(index);
-                    }
-                    Outcome::Failed(kind, message) => {
-                        tally
-                            .first_error
-                            .get_or_insert_with(|| format!("{kind}: {message}"));
-                        *tally.error_kinds.entry(kind).or_default() += 1;
-                    }
-                }
-            }
-            (client_no, tally)
+            (client_no, drive(&mut conn, &cx, measure_from, end).await)
         }));
     }
 
@@ -546,16 +563,10 @@ pub async fn run(target: &Target, plan: &BenchPlan) -> anyhow::Result<BenchRepor
     let mut last_record: Option<(usize, u64)> = None;
     for t in tasks {
         let (client_no, tally) = t.await?;
-        latencies.extend(tally.latencies);
-        report.ok += tally.ok;
-        report.denied += tally.denied;
-        for (kind, n) in tally.error_kinds {
-            *report.error_kinds.entry(kind).or_default() += n;
-        }
-        report.first_error = report.first_error.or(tally.first_error);
         if let Some(index) = tally.last_index {
             last_record = Some((client_no, index));
         }
+        tally.add_to(&mut report, &mut latencies);
     }
     let (generator_cpu, nodes_cpu) = cpu.await??;
     report.generator_cpu_s = generator_cpu;
@@ -568,6 +579,47 @@ pub async fn run(target: &Target, plan: &BenchPlan) -> anyhow::Result<BenchRepor
         report.record_bytes = record_size(&profiles[client_no % profiles.len()], index).await;
     }
     Ok(report)
+}
+
+/// The licenses verify calls check, issued before the clock starts (none for other workloads).
+async fn issue_licenses(target: &Target, plan: &BenchPlan) -> anyhow::Result<Vec<String>> {
+    let mut qrs = Vec::new();
+    if let (Target::Gateway(profiles), Workload::Verify) = (target, plan.workload) {
+        let mut c = LicensesClient::new(profiles[0].connect().await?);
+        for i in 0..plan.licenses.max(1) as u64 {
+            let r = c
+                .issue_license(issue_request(u64::MAX - i))
+                .await
+                .map_err(|s| anyhow::anyhow!("issuing the license to verify: {}", s.message()))?;
+            qrs.push(r.into_inner().qr_payload);
+        }
+    }
+    Ok(qrs)
+}
+
+/// One client's closed loop: call after call until `end`, tallying the calls that start from
+/// `measure_from` on (the earlier ones are the warm-up).
+async fn drive(
+    conn: &mut Conn,
+    cx: &CallContext<'_>,
+    measure_from: Instant,
+    end: Instant,
+) -> ClientTally {
+    let mut tally = ClientTally::default();
+    let mut n: u64 = 0;
+    loop {
+        let t0 = Instant::now();
+        if t0 >= end {
+            break;
+        }
+        n += 1;
+        let outcome = call(conn, cx, n).await;
+        if t0 < measure_from {
+            continue;
+        }
+        tally.record(outcome, t0);
+    }
+    tally
 }
 
 /// Size of the canonical bytes of the record at `index`, read back from the node that

@@ -200,6 +200,100 @@ fn cosign(body: String, signers: &[NoteSigner]) -> String {
     note.to_string()
 }
 
+/// The sample business license's claims.
+fn license_claims() -> LicenseClaims {
+    LicenseClaims {
+        license_type: LicenseType::BusinessLicense,
+        number: "52011500012345".into(),
+        holder_name: "贵州黔链数据服务有限公司".into(),
+        holder_id: "91520115MA6DKXQ43E".into(),
+        department: MARKET.into(),
+        issuer_key_id: MARKET_KEY_ID.into(),
+        issued_at: ISSUED,
+        valid_from: ISSUED,
+        valid_until: Some(ISSUED + 5 * 365 * 86_400),
+        fields: [
+            ("legal-representative", "张明"),
+            ("registered-capital", "500万元人民币"),
+            ("address", "贵州省贵阳市观山湖区长岭北路55号"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+    }
+}
+
+/// The trust bundle: market-regulation's key, the three node keys (k = 2), the `checkpoint` of
+/// the log of `size` and `root`, and a status list of that log that revokes another license.
+fn trust_bundle(
+    key: &SigningKey,
+    nodes: &[NoteSigner],
+    checkpoint: String,
+    size: u64,
+    root: Hash,
+) -> TrustBundle {
+    let revoked = StatusEntry {
+        license_hash: license_hash(b"another license"),
+        state: LicenseState::Revoked,
+        since: ISSUED + 86_400,
+        reason: "fraud".into(),
+    };
+    let status = StatusList::new(ORIGIN, size, root, NOW - 3600, vec![revoked]);
+    TrustBundle::open(TrustBundleFile {
+        version: TRUST_BUNDLE_VERSION,
+        origin: ORIGIN.into(),
+        departments: vec![DepartmentEntry {
+            id: MARKET.into(),
+            name: "贵州省市场监督管理局".into(),
+            keys: vec![DepartmentKey::new(MARKET_KEY_ID, &key.verifying_key())],
+            may_issue: vec![LicenseType::BusinessLicense],
+        }],
+        node_keys: nodes.iter().map(|n| n.verifier().to_vkey()).collect(),
+        min_cosigners: 2,
+        checkpoint,
+        status_list: cosign(status.to_body(), &nodes[1..]),
+    })
+    .expect("sample trust bundle is valid")
+}
+
+/// The inspector's evidence bundle: every record of `log` that is not a policy, with policies 1
+/// and 2, each with its inclusion `proof` against `checkpoint`.
+fn evidence_bundle(
+    key: &SigningKey,
+    trust: &TrustBundle,
+    checkpoint: String,
+    log: &[Vec<u8>],
+    proof: impl Fn(u64) -> Vec<Hash>,
+) -> EvidenceBundle {
+    EvidenceBundle {
+        version: EVIDENCE_BUNDLE_VERSION,
+        created_unix_ms: NOW as u64 * 1000,
+        query: "every record of market-regulation/enterprise-registration".into(),
+        origin: ORIGIN.into(),
+        checkpoint,
+        node_keys: trust.file().node_keys.clone(),
+        min_cosigners: 2,
+        departments: vec![BundleDepartment {
+            id: MARKET.into(),
+            name: "贵州省市场监督管理局".into(),
+            keys: vec![DepartmentKey::new(MARKET_KEY_ID, &key.verifying_key())],
+        }],
+        records: [1, 2, 3, 5, 6, 7]
+            .into_iter()
+            .map(|i| BundleRecord::new(i, log[i as usize].clone(), proof(i)).expect("a record"))
+            .collect(),
+        policies: [(1, 0), (2, 4)]
+            .into_iter()
+            .map(|(version, i)| BundlePolicy {
+                version,
+                log_index: i,
+                record: log[i as usize].clone(),
+                proof: proof(i),
+            })
+            .collect(),
+    }
+}
+
 impl Samples {
     /// Builds the world; deterministic (Ed25519 signing is), so the seeds are reproducible.
     ///
@@ -207,25 +301,7 @@ impl Samples {
     /// Never with the fixed inputs here: every `expect` guards a constant.
     pub fn new() -> Self {
         let key = SigningKey::from_bytes(&[0x11; 32]);
-        let claims = LicenseClaims {
-            license_type: LicenseType::BusinessLicense,
-            number: "52011500012345".into(),
-            holder_name: "贵州黔链数据服务有限公司".into(),
-            holder_id: "91520115MA6DKXQ43E".into(),
-            department: MARKET.into(),
-            issuer_key_id: MARKET_KEY_ID.into(),
-            issued_at: ISSUED,
-            valid_from: ISSUED,
-            valid_until: Some(ISSUED + 5 * 365 * 86_400),
-            fields: [
-                ("legal-representative", "张明"),
-                ("registered-capital", "500万元人民币"),
-                ("address", "贵州省贵阳市观山湖区长岭北路55号"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-        };
+        let claims = license_claims();
         let license = sign_license(&claims, &key).expect("valid claims");
         let hash = license_hash(&license);
         let log: Vec<Vec<u8>> = log(&claims, hash).iter().map(Record::encode).collect();
@@ -243,55 +319,8 @@ impl Samples {
             NoteSigner::from_seed(name, &seed).expect("valid key name")
         });
         let checkpoint = cosign(Checkpoint::new(ORIGIN, size, root).to_body(), &nodes[..2]);
-        let revoked = StatusEntry {
-            license_hash: license_hash(b"another license"),
-            state: LicenseState::Revoked,
-            since: ISSUED + 86_400,
-            reason: "fraud".into(),
-        };
-        let status = StatusList::new(ORIGIN, size, root, NOW - 3600, vec![revoked]);
-        let trust = TrustBundle::open(TrustBundleFile {
-            version: TRUST_BUNDLE_VERSION,
-            origin: ORIGIN.into(),
-            departments: vec![DepartmentEntry {
-                id: MARKET.into(),
-                name: "贵州省市场监督管理局".into(),
-                keys: vec![DepartmentKey::new(MARKET_KEY_ID, &key.verifying_key())],
-                may_issue: vec![LicenseType::BusinessLicense],
-            }],
-            node_keys: nodes.iter().map(|n| n.verifier().to_vkey()).collect(),
-            min_cosigners: 2,
-            checkpoint: checkpoint.clone(),
-            status_list: cosign(status.to_body(), &nodes[1..]),
-        })
-        .expect("sample trust bundle is valid");
-        let audit = EvidenceBundle {
-            version: EVIDENCE_BUNDLE_VERSION,
-            created_unix_ms: NOW as u64 * 1000,
-            query: "every record of market-regulation/enterprise-registration".into(),
-            origin: ORIGIN.into(),
-            checkpoint: checkpoint.clone(),
-            node_keys: trust.file().node_keys.clone(),
-            min_cosigners: 2,
-            departments: vec![BundleDepartment {
-                id: MARKET.into(),
-                name: "贵州省市场监督管理局".into(),
-                keys: vec![DepartmentKey::new(MARKET_KEY_ID, &key.verifying_key())],
-            }],
-            records: [1, 2, 3, 5, 6, 7]
-                .into_iter()
-                .map(|i| BundleRecord::new(i, log[i as usize].clone(), proof(i)).expect("a record"))
-                .collect(),
-            policies: [(1, 0), (2, 4)]
-                .into_iter()
-                .map(|(version, i)| BundlePolicy {
-                    version,
-                    log_index: i,
-                    record: log[i as usize].clone(),
-                    proof: proof(i),
-                })
-                .collect(),
-        };
+        let trust = trust_bundle(&key, &nodes, checkpoint.clone(), size, root);
+        let audit = evidence_bundle(&key, &trust, checkpoint.clone(), &log, proof);
         let evidence = LicenseEvidence {
             log_index: index,
             tree_size: size,

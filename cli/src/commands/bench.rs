@@ -78,57 +78,66 @@ pub struct Who {
     pub endpoint: Option<String>,
 }
 
-pub async fn exec(args: BenchArgs) -> anyhow::Result<()> {
-    let BenchArgs {
-        who,
-        clients,
-        seconds,
-        warmup,
-        dataset,
-        key,
-        purpose,
-        workload,
-        etcd,
-        value_size,
-        licenses,
-        batch,
-        node_pids,
-        label,
-        out,
-        format,
-    } = args;
-    let workload = Workload::parse(&workload).map_err(anyhow::Error::msg)?;
-    let secs = |name: &str, v: f64| {
-        if v.is_finite() && v >= 0.0 {
-            Ok(std::time::Duration::from_secs_f64(v))
-        } else {
-            Err(anyhow::anyhow!(
-                "--{name} must be a number of seconds ≥ 0, not {v}"
-            ))
-        }
+pub async fn exec(mut args: BenchArgs) -> anyhow::Result<()> {
+    let workload = Workload::parse(&args.workload).map_err(anyhow::Error::msg)?;
+    let out = output(args.out.take(), args.format.as_deref())?;
+    let target = target(args.etcd.as_deref(), &args.who)?;
+    let plan = plan(args, workload)?;
+    let report = bench::run(&target, &plan).await?;
+    println!("{} client(s): {report}", plan.clients);
+    if let Some((path, format)) = out {
+        report.write_to(&path, format)?;
+    }
+    Ok(())
+}
+
+/// Where `--out` goes and in which format: `--format`, else the file's extension.
+fn output(
+    out: Option<PathBuf>,
+    format: Option<&str>,
+) -> anyhow::Result<Option<(PathBuf, OutFormat)>> {
+    let Some(path) = out else {
+        return Ok(None);
     };
-    let out = match out {
-        Some(path) => {
-            let f = match format {
-                Some(f) => OutFormat::parse(&f),
-                None => OutFormat::from_path(&path),
-            }
-            .map_err(anyhow::Error::msg)?;
-            Some((path, f))
-        }
-        None => None,
-    };
-    let target = match etcd {
-        Some(list) => Target::Etcd(bench::etcd::parse_endpoints(&list)?),
+    let f = match format {
+        Some(f) => OutFormat::parse(f),
+        None => OutFormat::from_path(&path),
+    }
+    .map_err(anyhow::Error::msg)?;
+    Ok(Some((path, f)))
+}
+
+/// etcd members with `--etcd`, else the gateway nodes of `--endpoint` (the dev node by default).
+fn target(etcd: Option<&str>, who: &Who) -> anyhow::Result<Target> {
+    Ok(match etcd {
+        Some(list) => Target::Etcd(bench::etcd::parse_endpoints(list)?),
         // Several nodes: --endpoint https://a,https://b (clients spread over them).
-        None => Target::Gateway(match who.endpoint {
+        None => Target::Gateway(match &who.endpoint {
             Some(list) => list
                 .split(',')
                 .map(|e| Profile::dev(&who.dev_dir, &who.as_name, Some(e.trim().to_owned())))
                 .collect::<anyhow::Result<Vec<_>>>()?,
             None => vec![Profile::dev(&who.dev_dir, &who.as_name, None)?],
         }),
-    };
+    })
+}
+
+/// The plan from the remaining arguments, with the defaults the workload implies.
+fn plan(args: BenchArgs, workload: Workload) -> anyhow::Result<bench::BenchPlan> {
+    let BenchArgs {
+        clients,
+        seconds,
+        warmup,
+        dataset,
+        key,
+        purpose,
+        value_size,
+        licenses,
+        batch,
+        node_pids,
+        label,
+        ..
+    } = args;
     let owner = qianlian_gateway::domain::dataset::builtin(&dataset)
         .map(|(owner, _)| owner)
         .ok_or_else(|| anyhow::anyhow!("unknown dataset `{dataset}`"))?;
@@ -140,11 +149,11 @@ pub async fn exec(args: BenchArgs) -> anyhow::Result<()> {
             "permit-review".into()
         }
     });
-    let plan = bench::BenchPlan {
+    Ok(bench::BenchPlan {
         workload,
         clients,
-        warmup: secs("warmup", warmup)?,
-        duration: secs("seconds", seconds)?,
+        warmup: duration("warmup", warmup)?,
+        duration: duration("seconds", seconds)?,
         dataset,
         owner: owner.to_owned(),
         key,
@@ -154,11 +163,16 @@ pub async fn exec(args: BenchArgs) -> anyhow::Result<()> {
         batch,
         node_pids,
         label,
-    };
-    let report = bench::run(&target, &plan).await?;
-    println!("{clients} client(s): {report}");
-    if let Some((path, format)) = out {
-        report.write_to(&path, format)?;
+    })
+}
+
+/// The duration of `--NAME SECONDS`.
+fn duration(name: &str, seconds: f64) -> anyhow::Result<std::time::Duration> {
+    if seconds.is_finite() && seconds >= 0.0 {
+        Ok(std::time::Duration::from_secs_f64(seconds))
+    } else {
+        Err(anyhow::anyhow!(
+            "--{name} must be a number of seconds ≥ 0, not {seconds}"
+        ))
     }
-    Ok(())
 }

@@ -117,26 +117,17 @@ pub async fn exec(args: LicenseArgs) -> anyhow::Result<bool> {
             out,
         } => {
             let now = qianlian_gateway::node::time::now_unix();
-            let valid_until = match valid_days {
-                Some(d) => now + d * 86_400,
-                None => valid_until,
-            };
-            let fields = fields
-                .iter()
-                .map(|f| {
-                    f.split_once('=')
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .ok_or_else(|| anyhow::anyhow!("--field `{f}`: write key=value"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
             let args = lc::IssueArgs {
                 license_type,
                 number,
                 holder_name,
                 holder_id,
                 valid_from,
-                valid_until,
-                fields,
+                valid_until: match valid_days {
+                    Some(d) => now + d * 86_400,
+                    None => valid_until,
+                },
+                fields: parse_fields(&fields)?,
             };
             lc::issue(&conn.profile()?, args, &out).await?;
             Ok(true)
@@ -144,45 +135,28 @@ pub async fn exec(args: LicenseArgs) -> anyhow::Result<bool> {
         LicenseCommand::Suspend {
             license_hash,
             reason,
-        } => {
-            lc::change(&conn.profile()?, &license_hash, C::Suspend, &reason).await?;
-            Ok(true)
-        }
+        } => change(conn, &license_hash, C::Suspend, &reason).await,
         LicenseCommand::Reinstate {
             license_hash,
             reason,
-        } => {
-            lc::change(&conn.profile()?, &license_hash, C::Reinstate, &reason).await?;
-            Ok(true)
-        }
+        } => change(conn, &license_hash, C::Reinstate, &reason).await,
         LicenseCommand::Revoke {
             license_hash,
             reason,
-        } => {
-            lc::change(&conn.profile()?, &license_hash, C::Revoke, &reason).await?;
-            Ok(true)
-        }
+        } => change(conn, &license_hash, C::Revoke, &reason).await,
         LicenseCommand::Verify {
             file,
             qr,
-            offline,
+            offline: false,
+            ..
+        } => lc::verify_online(&conn.profile_or_public()?, file.as_deref(), qr.as_deref()).await,
+        LicenseCommand::Verify {
+            file,
+            qr,
+            offline: true,
             trust_bundle,
         } => {
-            if !offline {
-                return lc::verify_online(
-                    &conn.profile_or_public()?,
-                    file.as_deref(),
-                    qr.as_deref(),
-                )
-                .await;
-            }
-            let bundle = match (trust_bundle, conn.trust.as_slice()) {
-                (Some(t), _) => t,
-                (None, [t]) => t.clone(),
-                _ => anyhow::bail!(
-                    "--offline needs the trust bundle: --trust BUNDLE (from `qianlian license trust-bundle`)"
-                ),
-            };
+            let bundle = offline_trust_bundle(trust_bundle, &conn.trust)?;
             lc::verify_offline_cli(file.as_deref(), qr.as_deref(), &bundle)
         }
         LicenseCommand::TrustBundle { out } => {
@@ -206,5 +180,42 @@ pub async fn exec(args: LicenseArgs) -> anyhow::Result<bool> {
             lc::watch(&conn.profile_or_public()?, &holder).await?;
             Ok(true)
         }
+    }
+}
+
+/// The `--field key=value` arguments as pairs.
+fn parse_fields(fields: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    fields
+        .iter()
+        .map(|f| {
+            f.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("--field `{f}`: write key=value"))
+        })
+        .collect()
+}
+
+/// Suspend, reinstate or revoke a license as the caller's department.
+async fn change(
+    conn: &ConnArgs,
+    license_hash: &str,
+    change: C,
+    reason: &str,
+) -> anyhow::Result<bool> {
+    lc::change(&conn.profile()?, license_hash, change, reason).await?;
+    Ok(true)
+}
+
+/// The trust bundle an offline verification needs: `--trust-bundle`, or a single `--trust`.
+fn offline_trust_bundle(
+    trust_bundle: Option<PathBuf>,
+    trust: &[PathBuf],
+) -> anyhow::Result<PathBuf> {
+    match (trust_bundle, trust) {
+        (Some(t), _) => Ok(t),
+        (None, [t]) => Ok(t.clone()),
+        _ => anyhow::bail!(
+            "--offline needs the trust bundle: --trust BUNDLE (from `qianlian license trust-bundle`)"
+        ),
     }
 }

@@ -23,11 +23,11 @@
 use serde_json::json;
 
 use super::claims::{LicenseClaims, rfc3339};
-use super::cose::{license_hash, open_license};
+use super::cose::{UnverifiedLicense, license_hash, open_license};
 use super::evidence::LicenseEvidence;
 use super::qr::from_qr_payload;
-use super::status::LicenseState;
-use super::trust::TrustBundle;
+use super::status::{LicenseState, StatusList};
+use super::trust::{DepartmentEntry, TrustBundle};
 use crate::hash::{Hash, leaf_hash};
 use crate::proof::verify_inclusion;
 
@@ -149,103 +149,28 @@ pub fn verify_offline(
         status_list_age_seconds: age,
     };
 
-    let unverified = match open_license(license) {
-        Ok(license) => license,
-        Err(e) => {
-            return verdict(
-                VerdictStatus::Tampered,
-                format!("the license is malformed: {e}"),
-                None,
-            );
-        }
+    let signed = match authenticate(license, bundle) {
+        Ok(signed) => signed,
+        Err((status, reason)) => return verdict(status, reason, None),
     };
-    let key_id = unverified.key_id();
-    let Some((department, key)) = bundle.issuer_key(key_id) else {
-        return verdict(
-            VerdictStatus::UnknownIssuer,
-            format!(
-                "the license is signed with key {key_id:?}, which the trust bundle does not know (it claims to come from department {:?})",
-                unverified.unverified_claims().department
-            ),
-            None,
-        );
-    };
-    let claims = match unverified.verify_signature(key) {
-        Ok(claims) => claims,
-        Err(e) => {
-            return verdict(
-                VerdictStatus::Tampered,
-                format!("{e}: the document was altered after it was signed"),
-                None,
-            );
-        }
-    };
-    if claims.department != department.id {
-        return verdict(
-            VerdictStatus::IssuerNotAuthorised,
-            format!(
-                "key {key_id:?} belongs to {} ({}), which signed a license in the name of department {:?}",
-                department.name, department.id, claims.department
-            ),
-            Some(&claims),
-        );
-    }
-    if !department.may_issue.contains(&claims.license_type) {
-        return verdict(
-            VerdictStatus::IssuerNotAuthorised,
-            format!(
-                "{} ({}) may not issue {} ({})",
-                department.name,
-                department.id,
-                claims.license_type.name_zh(),
-                claims.license_type.slug()
-            ),
-            Some(&claims),
-        );
+    let claims = &signed.claims;
+    if let Err(reason) = authorised(&signed) {
+        return verdict(VerdictStatus::IssuerNotAuthorised, reason, Some(claims));
     }
     let on_record = match on_record(&hash, evidence, bundle, records) {
         Ok(on_record) => on_record,
-        Err(reason) => return verdict(VerdictStatus::NotOnRecord, reason, Some(&claims)),
+        Err(reason) => return verdict(VerdictStatus::NotOnRecord, reason, Some(claims)),
     };
     let status = &bundle.status_list().list;
     let as_of = format!(
         "the status list as of {} ({age} s ago)",
         rfc3339(status.time).unwrap_or_else(|| status.time.to_string())
     );
-    if let Some(entry) = status.lookup(&hash) {
-        let state = match entry.state {
-            LicenseState::Revoked => VerdictStatus::Revoked,
-            LicenseState::Suspended => VerdictStatus::Suspended,
-        };
-        return verdict(
-            state,
-            format!(
-                "{} since {} (reason: {}), per {as_of}",
-                entry.state.as_str(),
-                rfc3339(entry.since).unwrap_or_else(|| entry.since.to_string()),
-                entry.reason
-            ),
-            Some(&claims),
-        );
+    if let Some((state, reason)) = standing(status, &hash, &as_of) {
+        return verdict(state, reason, Some(claims));
     }
-    if now_unix < claims.valid_from {
-        return verdict(
-            VerdictStatus::NotYetValid,
-            format!(
-                "valid only from {}",
-                rfc3339(claims.valid_from).unwrap_or_default()
-            ),
-            Some(&claims),
-        );
-    }
-    if let Some(until) = claims.valid_until
-        && now_unix >= until
-    {
-        return verdict(
-            VerdictStatus::Expired,
-            format!("expired at {}", rfc3339(until).unwrap_or_default()),
-            Some(&claims),
-        );
+    if let Some((state, reason)) = validity(claims, now_unix) {
+        return verdict(state, reason, Some(claims));
     }
     let caveat = if on_record.log_index >= status.tree_size {
         format!(
@@ -255,17 +180,19 @@ pub fn verify_offline(
     } else {
         String::new()
     };
+    let department = signed.department;
     verdict(
         VerdictStatus::Genuine,
         format!(
-            "signed by {} ({}) with key {key_id:?}, on the record at index {} of a tree of {} cosigned by {}, and neither suspended nor revoked per {as_of}{caveat}",
+            "signed by {} ({}) with key {:?}, on the record at index {} of a tree of {} cosigned by {}, and neither suspended nor revoked per {as_of}{caveat}",
             department.name,
             department.id,
+            signed.license.key_id(),
             on_record.log_index,
             on_record.tree_size,
             on_record.signers.join(", ")
         ),
-        Some(&claims),
+        Some(claims),
     )
 }
 
@@ -337,6 +264,109 @@ fn on_record(
         tree_size: evidence.tree_size,
         signers: checkpoint.signers,
     })
+}
+
+/// A license whose signature verified with a key of the trust bundle.
+struct Signed<'b> {
+    department: &'b DepartmentEntry,
+    /// The license as opened; its key id names the department's key.
+    license: UnverifiedLicense,
+    /// The claims the signature covers.
+    claims: LicenseClaims,
+}
+
+/// Steps 1 to 3: the license parses, names a key the bundle knows, and verifies with it.
+fn authenticate<'b>(
+    license: &[u8],
+    bundle: &'b TrustBundle,
+) -> Result<Signed<'b>, (VerdictStatus, String)> {
+    let unverified = open_license(license).map_err(|e| {
+        (
+            VerdictStatus::Tampered,
+            format!("the license is malformed: {e}"),
+        )
+    })?;
+    let key_id = unverified.key_id();
+    let Some((department, key)) = bundle.issuer_key(key_id) else {
+        return Err((
+            VerdictStatus::UnknownIssuer,
+            format!(
+                "the license is signed with key {key_id:?}, which the trust bundle does not know (it claims to come from department {:?})",
+                unverified.unverified_claims().department
+            ),
+        ));
+    };
+    let claims = unverified.verify_signature(key).map_err(|e| {
+        (
+            VerdictStatus::Tampered,
+            format!("{e}: the document was altered after it was signed"),
+        )
+    })?;
+    Ok(Signed {
+        department,
+        license: unverified,
+        claims,
+    })
+}
+
+/// Step 4: the signing key's department is the one the claims name, and may issue this type.
+fn authorised(signed: &Signed<'_>) -> Result<(), String> {
+    let (department, claims) = (signed.department, &signed.claims);
+    let key_id = signed.license.key_id();
+    if claims.department != department.id {
+        return Err(format!(
+            "key {key_id:?} belongs to {} ({}), which signed a license in the name of department {:?}",
+            department.name, department.id, claims.department
+        ));
+    }
+    if !department.may_issue.contains(&claims.license_type) {
+        return Err(format!(
+            "{} ({}) may not issue {} ({})",
+            department.name,
+            department.id,
+            claims.license_type.name_zh(),
+            claims.license_type.slug()
+        ));
+    }
+    Ok(())
+}
+
+/// Step 6: revoked or suspended, per the status list (`as_of` names it).
+fn standing(status: &StatusList, hash: &Hash, as_of: &str) -> Option<(VerdictStatus, String)> {
+    let entry = status.lookup(hash)?;
+    let state = match entry.state {
+        LicenseState::Revoked => VerdictStatus::Revoked,
+        LicenseState::Suspended => VerdictStatus::Suspended,
+    };
+    Some((
+        state,
+        format!(
+            "{} since {} (reason: {}), per {as_of}",
+            entry.state.as_str(),
+            rfc3339(entry.since).unwrap_or_else(|| entry.since.to_string()),
+            entry.reason
+        ),
+    ))
+}
+
+/// Step 7: not yet valid or expired at `now_unix`.
+fn validity(claims: &LicenseClaims, now_unix: i64) -> Option<(VerdictStatus, String)> {
+    if now_unix < claims.valid_from {
+        return Some((
+            VerdictStatus::NotYetValid,
+            format!(
+                "valid only from {}",
+                rfc3339(claims.valid_from).unwrap_or_default()
+            ),
+        ));
+    }
+    match claims.valid_until {
+        Some(until) if now_unix >= until => Some((
+            VerdictStatus::Expired,
+            format!("expired at {}", rfc3339(until).unwrap_or_default()),
+        )),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
