@@ -387,9 +387,10 @@ impl AuditService {
                     },
                     Ok(_) => {
                         let _ = tx
-                            .send(Err(Status::internal(format!(
+                            .send(Err(ServiceError::Inconsistent(format!(
                                 "log index {next} is missing below the log size"
-                            ))))
+                            ))
+                            .into()))
                             .await;
                         return;
                     }
