@@ -10,13 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use qianlian_proto::v1::admin_server::Admin;
 use qianlian_proto::v1::{
     AddLearnerRequest, ApplyDirectoryRequest, ApplyPolicyRequest, ClusterStatus, ConfigDocument,
-    ConfigVersion, GetConfigRequest, InitClusterRequest, Member, NodeRequest, StatusRequest,
+    ConfigVersion, GetConfigRequest, InitClusterRequest, NodeRequest, StatusRequest,
 };
 use qianlian_raft_store::notary::{Notary, NotaryError, UnavailableReason};
 use qianlian_raft_store::record::{Caller, ConfigChange, ConfigKind};
 use tonic::{Request, Response, Status};
 
 use crate::domain::identity::{PeerIdentity, Role};
+use crate::services::convert;
 use crate::services::error::{ServiceError, caller};
 
 /// gRPC face of cluster membership and configuration.
@@ -100,28 +101,8 @@ fn membership_error(e: NotaryError) -> ServiceError {
 }
 
 impl AdminService {
-    fn status(&self) -> ClusterStatus {
-        let s = self.notary.status();
-        let members = |m: &BTreeMap<u64, String>| {
-            m.iter()
-                .map(|(id, a)| Member {
-                    node_id: *id,
-                    address: a.clone(),
-                })
-                .collect()
-        };
-        ClusterStatus {
-            node_id: s.node_id,
-            leader_id: s.leader.unwrap_or(0),
-            term: s.term,
-            voters: members(&s.voters),
-            learners: members(&s.learners),
-            tree_size: s.tree_size,
-            last_log_index: s.last_raft_index.unwrap_or(0),
-            applied_index: s.applied_raft_index.unwrap_or(0),
-            snapshot_index: s.snapshot_raft_index.unwrap_or(0),
-            purged_index: s.purged_raft_index.unwrap_or(0),
-        }
+    fn cluster_status(&self) -> ClusterStatus {
+        convert::cluster_status(&self.notary.status())
     }
 
     /// Refuse on a follower before trying, so the caller gets the leader's address at once.
@@ -193,7 +174,7 @@ impl AdminService {
             self.local_directory.clone(),
         )
         .await?;
-        Ok(self.status())
+        Ok(self.cluster_status())
     }
 
     async fn add(
@@ -213,7 +194,7 @@ impl AdminService {
             .await
             .map_err(membership_error)?;
         tracing::info!(node_id = m.node_id, address = %m.address, "learner added");
-        Ok(self.status())
+        Ok(self.cluster_status())
     }
 
     async fn make_voter(
@@ -241,7 +222,7 @@ impl AdminService {
             .await
             .map_err(membership_error)?;
         tracing::info!(node_id = id, "learner promoted to voter");
-        Ok(self.status())
+        Ok(self.cluster_status())
     }
 
     async fn remove_member(
@@ -268,7 +249,7 @@ impl AdminService {
             .await
             .map_err(membership_error)?;
         tracing::info!(node_id = id, "node removed");
-        Ok(self.status())
+        Ok(self.cluster_status())
     }
 
     /// A new policy, validated exactly as every node will build it; an empty model keeps the
@@ -331,19 +312,10 @@ impl AdminService {
                 receipt: None,
             });
         };
-        let (model, text) = match record.change {
-            ConfigChange::Policy { model, rules } => (model, rules),
-            ConfigChange::Directory { toml } => (String::new(), toml),
-        };
-        Ok(ConfigDocument {
-            version: Some(ConfigVersion {
-                kind: kind.as_str().into(),
-                version: p.version,
-                log_index: p.log_index,
-            }),
-            model,
-            text,
-        })
+        Ok(convert::config_document(
+            convert::config_version(kind, p.version, p.log_index),
+            record.change,
+        ))
     }
 
     /// Append a validated config change and wait until this node has switched to it.
@@ -383,11 +355,7 @@ impl AdminService {
             )));
         }
         tracing::info!(kind = kind.as_str(), version, log_index = receipt.log_index, operator = %who, "configuration applied");
-        Ok(ConfigVersion {
-            kind: kind.as_str().into(),
-            version,
-            log_index: receipt.log_index,
-        })
+        Ok(convert::config_version(kind, version, receipt.log_index))
     }
 }
 
@@ -426,7 +394,7 @@ impl Admin for AdminService {
         request: Request<StatusRequest>,
     ) -> Result<Response<ClusterStatus>, Status> {
         operator(&request)?;
-        Ok(Response::new(AdminService::status(self)))
+        Ok(Response::new(self.cluster_status()))
     }
 
     async fn apply_policy(

@@ -38,6 +38,7 @@ use crate::node::config::Limits;
 use crate::node::forward::{ForwardError, Forwarder, HttpAdapter, OwnerGateway};
 use crate::node::records::RecordStore;
 use crate::node::time::now_ms;
+use crate::services::convert;
 use crate::services::error::{ServiceError, caller};
 use qianlian_proto::contract::{MAX_PAGE, POLICY_VERSION_HEADER, REQUEST_ID_HEADER};
 
@@ -533,7 +534,7 @@ impl ExchangeService {
                 key: checked.key.clone(),
             }),
             payload,
-            receipt: Some(to_proto(&receipt)),
+            receipt: Some(convert::receipt(&receipt)),
             payload_digest: digest.to_vec(),
             disclosed_fields: outcome.disclosed,
             policy_version,
@@ -600,7 +601,7 @@ impl ExchangeService {
             .await?;
         match result {
             Ok(mut resp) => {
-                resp.consumer_receipt = Some(to_proto(&receipt));
+                resp.consumer_receipt = Some(convert::receipt(&receipt));
                 Ok(resp)
             }
             Err(status) if status.code() == Code::PermissionDenied => {
@@ -764,7 +765,7 @@ impl ExchangeService {
         }
         Ok(QueryRecordsResponse {
             records,
-            receipt: Some(to_proto(&receipt)),
+            receipt: Some(convert::receipt(&receipt)),
             payload_digest: outcome.response_digest.unwrap_or_default().to_vec(),
             disclosed_fields: outcome.disclosed,
             policy_version,
@@ -831,7 +832,7 @@ impl ExchangeService {
             .await?;
         match result {
             Ok(mut resp) => {
-                resp.consumer_receipt = Some(to_proto(&receipt));
+                resp.consumer_receipt = Some(convert::receipt(&receipt));
                 Ok(resp)
             }
             Err(status) => Err(ServiceError::PermissionDenied {
@@ -947,7 +948,7 @@ impl ExchangeService {
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         Ok(PutRecordResponse {
-            receipt: Some(to_proto(&receipt)),
+            receipt: Some(convert::receipt(&receipt)),
             payload_digest: digest.to_vec(),
         })
     }
@@ -985,14 +986,6 @@ pub fn query_digest(records: &[QueriedRecord]) -> [u8; 32] {
         h.update([0]);
     }
     h.finalize().into()
-}
-
-/// The wire form of a receipt.
-pub fn to_proto(r: &Receipt) -> qianlian_proto::v1::Receipt {
-    qianlian_proto::v1::Receipt {
-        log_index: r.log_index,
-        record_hash: r.record_hash.to_vec(),
-    }
 }
 
 #[tonic::async_trait]

@@ -20,10 +20,9 @@ use qianlian_proto::v1::licenses_server::Licenses;
 use qianlian_proto::v1::verify_license_request::Document;
 use qianlian_proto::v1::{
     ChangeLicenseStatusRequest, ChangeLicenseStatusResponse, GetTrustBundleRequest,
-    GetTrustBundleResponse, IssueLicenseRequest, IssueLicenseResponse,
-    LicenseStatusChange as WireChange, VerifyLicenseRequest, VerifyLicenseResponse,
-    VerifyLicensesRequest, VerifyLicensesResponse, WatchLicensesRequest, WatchLicensesResponse,
-    WatchedRecord,
+    GetTrustBundleResponse, IssueLicenseRequest, IssueLicenseResponse, VerifyLicenseRequest,
+    VerifyLicenseResponse, VerifyLicensesRequest, VerifyLicensesResponse, WatchLicensesRequest,
+    WatchLicensesResponse, WatchedRecord,
 };
 use qianlian_raft_store::notary::{LicenseCurrentStatus, Notary};
 use qianlian_raft_store::record::{
@@ -41,8 +40,8 @@ use crate::domain::identifier::{ResidentId, UnifiedSocialCreditCode};
 use crate::domain::identity::{PeerIdentity, Role};
 use crate::domain::policy::{AccessRequest, Policy};
 use crate::node::time::now_unix;
+use crate::services::convert;
 use crate::services::error::{ServiceError, caller};
-use crate::services::exchange::to_proto as receipt_to_proto;
 
 /// Everything the license service needs; built once at start.
 #[derive(Clone)]
@@ -414,7 +413,7 @@ impl LicenseService {
         Ok(IssueLicenseResponse {
             qr_payload: to_qr_payload(&license),
             license_hash: hash.to_vec(),
-            receipt: Some(receipt_to_proto(&receipt)),
+            receipt: Some(convert::receipt(&receipt)),
             holder_bundle_json: bundle.to_json(),
             claims_json: claims.to_json().to_string(),
             license,
@@ -428,12 +427,8 @@ impl LicenseService {
         let who = caller(&req)?;
         let r = req.into_inner();
         let hash = hash32(&r.license_hash, "license_hash")?;
-        let change = match WireChange::try_from(r.change) {
-            Ok(WireChange::Suspend) => LicenseStatusChange::Suspended,
-            Ok(WireChange::Reinstate) => LicenseStatusChange::Reinstated,
-            Ok(WireChange::Revoke) => LicenseStatusChange::Revoked,
-            _ => return Err(invalid("`change` must be suspend, reinstate or revoke")),
-        };
+        let change = convert::license_status_change(r.change)
+            .ok_or_else(|| invalid("`change` must be suspend, reinstate or revoke"))?;
         check_reason(&r.reason)?;
         let view = self
             .notary
@@ -486,7 +481,7 @@ impl LicenseService {
         };
         tracing::info!(department = %who.department, status, log_index = receipt.log_index, "license status changed");
         Ok(ChangeLicenseStatusResponse {
-            receipt: Some(receipt_to_proto(&receipt)),
+            receipt: Some(convert::receipt(&receipt)),
             status: status.into(),
         })
     }
@@ -497,7 +492,7 @@ impl LicenseService {
         doc: Option<Document>,
     ) -> Result<VerifyLicenseResponse, ServiceError> {
         let (mut verdict, checkpoint) = self.verdict(doc).await?;
-        verdict.checkpoint = checkpoint.map(crate::services::notary::checkpoint_to_proto);
+        verdict.checkpoint = checkpoint.map(convert::checkpoint);
         Ok(verdict)
     }
 
@@ -529,9 +524,7 @@ impl LicenseService {
                 })?;
             match (checkpoint, &shared) {
                 (Some(c), Some(s)) if c.note == s.note => {}
-                (Some(c), Some(_)) => {
-                    verdict.checkpoint = Some(crate::services::notary::checkpoint_to_proto(c))
-                }
+                (Some(c), Some(_)) => verdict.checkpoint = Some(convert::checkpoint(c)),
                 (Some(c), None) => shared = Some(c),
                 (None, _) => {}
             }
@@ -539,7 +532,7 @@ impl LicenseService {
         }
         Ok(VerifyLicensesResponse {
             verdicts,
-            checkpoint: shared.map(crate::services::notary::checkpoint_to_proto),
+            checkpoint: shared.map(convert::checkpoint),
         })
     }
 
@@ -666,7 +659,7 @@ impl LicenseService {
         let (cp, proof) = self.proof_of_issuance(view.issued_index).await?;
         out.log_index = view.issued_index;
         out.tree_size = cp.size;
-        out.inclusion_proof = proof.iter().map(|h| h.to_vec()).collect();
+        out.inclusion_proof = convert::proof(&proof);
         let now = now_unix();
         match view.status {
             LicenseCurrentStatus::Revoked {
@@ -744,18 +737,14 @@ impl LicenseService {
                 log_index: index,
                 record_json: serde_json::to_string(&record)
                     .map_err(|e| ServiceError::Internal(e.to_string()))?,
-                inclusion_proof: self
-                    .notary
-                    .inclusion_proof(index, cp.size)
-                    .await?
-                    .iter()
-                    .map(|h| h.to_vec())
-                    .collect(),
+                inclusion_proof: convert::proof(
+                    &self.notary.inclusion_proof(index, cp.size).await?,
+                ),
             });
         }
         Ok(WatchLicensesResponse {
             records,
-            checkpoint: Some(crate::services::notary::checkpoint_to_proto(cp)),
+            checkpoint: Some(convert::checkpoint(cp)),
         })
     }
 
