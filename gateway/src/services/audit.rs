@@ -429,7 +429,7 @@ impl Audit for AuditService {
     ) -> Result<Response<ExportEvidenceResponse>, Status> {
         require(&request, &[Role::Inspector], "exporting evidence")?;
         Ok(Response::new(
-            evidence::export(self, request.into_inner()).await?,
+            self.evidence_bundle(request.into_inner()).await?,
         ))
     }
 
