@@ -36,6 +36,7 @@ use qianlian_verifier::license::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::domain::directory::{Directory, DirectoryEntry};
 use crate::domain::identifier::{ResidentId, UnifiedSocialCreditCode};
 use crate::domain::identity::{PeerIdentity, Role};
 use crate::domain::policy::{AccessRequest, Policy};
@@ -226,6 +227,79 @@ fn check_reason(reason: &str) -> Result<(), ServiceError> {
         Err(invalid(format!(
             "reason `{reason}` must be a code of 1 to 32 lowercase letters, digits and `-`, e.g. business-closed"
         )))
+    }
+}
+
+/// A verdict and the checkpoint its evidence is proven against, if it has evidence.
+type Verdict = (
+    VerifyLicenseResponse,
+    Option<qianlian_raft_store::notary::CosignedCheckpoint>,
+);
+
+/// Where a license's bytes come from when they are needed: a QR payload seen before stands
+/// for its license (by hash) without base45 and inflate.
+enum Source {
+    Bytes(Vec<u8>),
+    Qr(String),
+}
+
+/// A verdict on a document that holds no readable claims: only the status and its reason.
+fn bare_verdict(status: VerdictStatus, reason: String) -> VerifyLicenseResponse {
+    VerifyLicenseResponse {
+        verdict: status.as_str().to_owned(),
+        reason,
+        ..Default::default()
+    }
+}
+
+fn qr_tampered(e: String) -> VerifyLicenseResponse {
+    bare_verdict(VerdictStatus::Tampered, format!("QR payload: {e}"))
+}
+
+/// The verdict on a correctly signed license on the record, issued at `issued_index`: its
+/// status first, then its dates at `now` (unix seconds).
+fn status_verdict(
+    status: LicenseCurrentStatus,
+    claims: &LicenseClaims,
+    issuer: &DirectoryEntry,
+    issued_index: u64,
+    now: i64,
+) -> (VerdictStatus, String) {
+    match status {
+        LicenseCurrentStatus::Revoked {
+            index,
+            since_unix,
+            reason,
+        } => (
+            VerdictStatus::Revoked,
+            format!("revoked since {since_unix} (unix), reason {reason}, log index {index}"),
+        ),
+        LicenseCurrentStatus::Suspended {
+            index,
+            since_unix,
+            reason,
+        } => (
+            VerdictStatus::Suspended,
+            format!("suspended since {since_unix} (unix), reason {reason}, log index {index}"),
+        ),
+        LicenseCurrentStatus::Valid if now < claims.valid_from => (
+            VerdictStatus::NotYetValid,
+            format!("valid from {} (unix)", claims.valid_from),
+        ),
+        LicenseCurrentStatus::Valid if claims.valid_until.is_some_and(|u| now >= u) => (
+            VerdictStatus::Expired,
+            format!(
+                "expired at {} (unix)",
+                claims.valid_until.unwrap_or_default()
+            ),
+        ),
+        LicenseCurrentStatus::Valid => (
+            VerdictStatus::Genuine,
+            format!(
+                "signed by {} ({}) and on the record at log index {issued_index}",
+                issuer.name, issuer.id
+            ),
+        ),
     }
 }
 
@@ -537,88 +611,16 @@ impl LicenseService {
     }
 
     /// The verdict for one document, and the checkpoint its evidence (if any) is proven
-    /// against, for the caller to attach.
-    async fn verdict(
-        &self,
-        doc: Option<Document>,
-    ) -> Result<
-        (
-            VerifyLicenseResponse,
-            Option<qianlian_raft_store::notary::CosignedCheckpoint>,
-        ),
-        ServiceError,
-    > {
-        let verdict = |status: VerdictStatus, reason: String| VerifyLicenseResponse {
-            verdict: status.as_str().to_owned(),
-            reason,
-            ..Default::default()
-        };
-        // Where the license's bytes come from when they are needed: a QR payload seen before
-        // stands for its license (by hash) without base45 and inflate.
-        enum Source {
-            Bytes(Vec<u8>),
-            Qr(String),
-        }
-        let qr_tampered = |e: String| {
-            (
-                verdict(VerdictStatus::Tampered, format!("QR payload: {e}")),
-                None,
-            )
-        };
-        let (hash, source) = match doc {
-            Some(Document::Qr(q)) => {
-                let q = q.trim();
-                match self.verified.qr_hash(q) {
-                    Some(hash) => (hash, Source::Qr(q.to_owned())),
-                    None => match from_qr_payload(q) {
-                        Ok(b) => {
-                            let hash = license_hash(&b);
-                            self.verified.remember_qr(q, hash);
-                            (hash, Source::Bytes(b))
-                        }
-                        Err(e) => return Ok(qr_tampered(e.to_string())),
-                    },
-                }
-            }
-            Some(Document::License(b)) => (license_hash(&b), Source::Bytes(b)),
-            None => return Err(invalid("give the license as `qr` or `license` bytes")),
+    /// against, for the caller to attach. The checks run in the offline verifier's order.
+    async fn verdict(&self, doc: Option<Document>) -> Result<Verdict, ServiceError> {
+        let (hash, source) = match self.identify(doc)? {
+            Ok(found) => found,
+            Err(unreadable) => return Ok((unreadable, None)),
         };
         let in_force = self.directory()?;
-        let directory = &in_force.directory;
-        // A document verified before (same bytes, its key id still naming the same key) is not
-        // opened and checked again.
-        let remembered = self.verified.get(&hash, |kid| directory.key_bytes(kid));
-        let (dept, claims) = match remembered {
-            Some((dept, found)) => (dept, found.claims),
-            None => {
-                let bytes = match source {
-                    Source::Bytes(b) => b,
-                    // Remembered as a QR payload but no longer as a verified license.
-                    Source::Qr(q) => match from_qr_payload(&q) {
-                        Ok(b) => b,
-                        Err(e) => return Ok(qr_tampered(e.to_string())),
-                    },
-                };
-                let unverified = match open_license(&bytes) {
-                    Ok(u) => u,
-                    Err(e) => return Ok((verdict(VerdictStatus::Tampered, e.to_string()), None)),
-                };
-                let Some((dept, key)) = directory.key(unverified.key_id()) else {
-                    let mut v = verdict(
-                        VerdictStatus::UnknownIssuer,
-                        format!(
-                            "no department in the directory has key `{}`",
-                            unverified.key_id()
-                        ),
-                    );
-                    v.license_hash = hash.to_vec();
-                    return Ok((v, None));
-                };
-                match self.verified.verify(&unverified, &key) {
-                    Ok(c) => (dept, c),
-                    Err(e) => return Ok((verdict(VerdictStatus::Tampered, e.to_string()), None)),
-                }
-            }
+        let (dept, claims) = match self.signed_claims(&hash, source, &in_force.directory) {
+            Ok(signed) => signed,
+            Err(refused) => return Ok((*refused, None)),
         };
         let mut out = VerifyLicenseResponse {
             claims_json: claims.to_json().to_string(),
@@ -660,63 +662,76 @@ impl LicenseService {
         out.log_index = view.issued_index;
         out.tree_size = cp.size;
         out.inclusion_proof = convert::proof(&proof);
-        let now = now_unix();
-        match view.status {
-            LicenseCurrentStatus::Revoked {
-                index,
-                since_unix,
-                reason,
-            } => {
-                set(
-                    &mut out,
-                    VerdictStatus::Revoked,
-                    format!(
-                        "revoked since {since_unix} (unix), reason {reason}, log index {index}"
-                    ),
-                );
-            }
-            LicenseCurrentStatus::Suspended {
-                index,
-                since_unix,
-                reason,
-            } => {
-                set(
-                    &mut out,
-                    VerdictStatus::Suspended,
-                    format!(
-                        "suspended since {since_unix} (unix), reason {reason}, log index {index}"
-                    ),
-                );
-            }
-            LicenseCurrentStatus::Valid if now < claims.valid_from => {
-                set(
-                    &mut out,
-                    VerdictStatus::NotYetValid,
-                    format!("valid from {} (unix)", claims.valid_from),
-                );
-            }
-            LicenseCurrentStatus::Valid if claims.valid_until.is_some_and(|u| now >= u) => {
-                set(
-                    &mut out,
-                    VerdictStatus::Expired,
-                    format!(
-                        "expired at {} (unix)",
-                        claims.valid_until.unwrap_or_default()
-                    ),
-                );
-            }
-            LicenseCurrentStatus::Valid => {
-                set(
-                    &mut out,
-                    VerdictStatus::Genuine,
-                    format!(
-                        "signed by {} ({}) and on the record at log index {}",
-                        dept.name, dept.id, view.issued_index
-                    ),
-                );
-            }
-        }
+        let (status, reason) =
+            status_verdict(view.status, &claims, dept, view.issued_index, now_unix());
+        set(&mut out, status, reason);
         Ok((out, Some(cp)))
+    }
+
+    /// The hash of the license a document holds and where its bytes are; a QR payload that
+    /// does not decode is the verdict instead.
+    fn identify(
+        &self,
+        doc: Option<Document>,
+    ) -> Result<Result<(Hash, Source), VerifyLicenseResponse>, ServiceError> {
+        Ok(Ok(match doc {
+            Some(Document::Qr(q)) => {
+                let q = q.trim();
+                match self.verified.qr_hash(q) {
+                    Some(hash) => (hash, Source::Qr(q.to_owned())),
+                    None => match from_qr_payload(q) {
+                        Ok(b) => {
+                            let hash = license_hash(&b);
+                            self.verified.remember_qr(q, hash);
+                            (hash, Source::Bytes(b))
+                        }
+                        Err(e) => return Ok(Err(qr_tampered(e.to_string()))),
+                    },
+                }
+            }
+            Some(Document::License(b)) => (license_hash(&b), Source::Bytes(b)),
+            None => return Err(invalid("give the license as `qr` or `license` bytes")),
+        }))
+    }
+
+    /// The issuing department and the claims of a license whose signature verifies with a
+    /// key the directory names; otherwise the verdict (tampered, unknown issuer). A license
+    /// verified before (same bytes, its key id still naming the same key) is not opened and
+    /// checked again.
+    fn signed_claims<'d>(
+        &self,
+        hash: &Hash,
+        source: Source,
+        directory: &'d Directory,
+    ) -> Result<(&'d DirectoryEntry, LicenseClaims), Box<VerifyLicenseResponse>> {
+        if let Some((dept, found)) = self.verified.get(hash, |kid| directory.key_bytes(kid)) {
+            return Ok((dept, found.claims));
+        }
+        let bytes = match source {
+            Source::Bytes(b) => b,
+            // Remembered as a QR payload but no longer as a verified license.
+            Source::Qr(q) => {
+                from_qr_payload(&q).map_err(|e| Box::new(qr_tampered(e.to_string())))?
+            }
+        };
+        let unverified = open_license(&bytes)
+            .map_err(|e| Box::new(bare_verdict(VerdictStatus::Tampered, e.to_string())))?;
+        let Some((dept, key)) = directory.key(unverified.key_id()) else {
+            let mut v = bare_verdict(
+                VerdictStatus::UnknownIssuer,
+                format!(
+                    "no department in the directory has key `{}`",
+                    unverified.key_id()
+                ),
+            );
+            v.license_hash = hash.to_vec();
+            return Err(Box::new(v));
+        };
+        let claims = self
+            .verified
+            .verify(&unverified, &key)
+            .map_err(|e| Box::new(bare_verdict(VerdictStatus::Tampered, e.to_string())))?;
+        Ok((dept, claims))
     }
 
     async fn watch(&self, r: WatchLicensesRequest) -> Result<WatchLicensesResponse, ServiceError> {
