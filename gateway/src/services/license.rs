@@ -187,35 +187,6 @@ pub fn normalise_holder_id(id: &str) -> Result<String, ServiceError> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn holder_ids_of_both_kinds_are_accepted_and_others_name_both_rules() {
-        // An all-digit credit code must not be mistaken for a bad resident number.
-        for i in 0..2000u64 {
-            let code = UnifiedSocialCreditCode::generate(i);
-            assert_eq!(
-                normalise_holder_id(code.as_str()).ok().as_deref(),
-                Some(code.as_str())
-            );
-        }
-        let person = ResidentId::generate(7);
-        let lower = person.as_str().to_lowercase();
-        assert_eq!(
-            normalise_holder_id(&lower).ok().as_deref(),
-            Some(person.as_str())
-        );
-        let err = normalise_holder_id("12345").expect_err("neither");
-        let msg = err.to_string();
-        assert!(
-            msg.contains("unified social credit code") && msg.contains("resident identity number"),
-            "{msg}"
-        );
-    }
-}
-
 fn check_reason(reason: &str) -> Result<(), ServiceError> {
     let ok = (1..=32).contains(&reason.len())
         && reason
@@ -949,6 +920,35 @@ pub fn http_routes(service: LicenseService) -> axum::Router {
     axum::Router::new()
         .route("/v1/licenses:verify", axum::routing::post(http_verify))
         .with_state(service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_ids_of_both_kinds_are_accepted_and_others_name_both_rules() {
+        // An all-digit credit code must not be mistaken for a bad resident number.
+        for i in 0..2000u64 {
+            let code = UnifiedSocialCreditCode::generate(i);
+            assert_eq!(
+                normalise_holder_id(code.as_str()).ok().as_deref(),
+                Some(code.as_str())
+            );
+        }
+        let person = ResidentId::generate(7);
+        let lower = person.as_str().to_lowercase();
+        assert_eq!(
+            normalise_holder_id(&lower).ok().as_deref(),
+            Some(person.as_str())
+        );
+        let err = normalise_holder_id("12345").expect_err("neither");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("unified social credit code") && msg.contains("resident identity number"),
+            "{msg}"
+        );
+    }
 }
 
 #[cfg(test)]
