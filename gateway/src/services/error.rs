@@ -165,3 +165,38 @@ pub fn caller<T>(req: &Request<T>) -> Result<PeerIdentity, ServiceError> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_leader_names_the_leader_in_the_metadata_when_it_knows_it() {
+        let status = Status::from(ServiceError::NotLeader {
+            message: "node 2 is not the leader".into(),
+            leader: Some("https://10.0.0.1:7400".into()),
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(status.message(), "node 2 is not the leader");
+        assert_eq!(
+            status
+                .metadata()
+                .get(LEADER_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("https://10.0.0.1:7400")
+        );
+        let status = Status::from(ServiceError::NotLeader {
+            message: "no leader is known".into(),
+            leader: None,
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(status.metadata().get(LEADER_HEADER).is_none());
+    }
+
+    #[test]
+    fn an_inconsistent_state_is_internal_and_says_what() {
+        let status = Status::from(ServiceError::Inconsistent("log index 7 is missing".into()));
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "log index 7 is missing");
+    }
+}
