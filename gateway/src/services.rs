@@ -6,9 +6,11 @@
 //! - [`notary`]: the log read back, checkpoints and proofs.
 //! - [`admin`]: cluster membership and the replicated configuration.
 //! - [`error`]: service errors and the only place they become gRPC statuses.
+//! - [`convert`]: the node's types in their wire form, and wire values back.
 
 pub mod admin;
 pub mod audit;
+pub mod convert;
 pub mod error;
 pub mod exchange;
 pub mod license;

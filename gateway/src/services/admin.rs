@@ -10,16 +10,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use qianlian_proto::v1::admin_server::Admin;
 use qianlian_proto::v1::{
     AddLearnerRequest, ApplyDirectoryRequest, ApplyPolicyRequest, ClusterStatus, ConfigDocument,
-    ConfigVersion, GetConfigRequest, InitClusterRequest, Member, NodeRequest, StatusRequest,
+    ConfigVersion, GetConfigRequest, InitClusterRequest, NodeRequest, StatusRequest,
 };
 use qianlian_raft_store::notary::{Notary, NotaryError, UnavailableReason};
 use qianlian_raft_store::record::{Caller, ConfigChange, ConfigKind};
-use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
-use crate::domain::identity::Role;
+use crate::domain::identity::{PeerIdentity, Role};
+use crate::services::convert;
 use crate::services::error::{ServiceError, caller};
-use qianlian_proto::contract::LEADER_HEADER;
 
 /// gRPC face of cluster membership and configuration.
 #[derive(Debug, Clone)]
@@ -35,17 +34,20 @@ pub struct AdminService {
 /// How long an apply waits for this node to switch to the new version.
 const SWITCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn operator<T>(req: &Request<T>) -> Result<crate::domain::identity::PeerIdentity, Status> {
+fn operator<T>(req: &Request<T>) -> Result<PeerIdentity, ServiceError> {
     let who = caller(req)?;
     if who.role != Role::Operator {
-        return Err(Status::permission_denied(format!(
-            "cluster administration needs an operator certificate; {who} is not an operator"
-        )));
+        return Err(ServiceError::PermissionDenied {
+            message: format!(
+                "cluster administration needs an operator certificate; {who} is not an operator"
+            ),
+            receipt: None,
+        });
     }
     Ok(who)
 }
 
-fn as_caller(who: &crate::domain::identity::PeerIdentity) -> Caller {
+fn as_caller(who: &PeerIdentity) -> Caller {
     Caller {
         department: who.department.clone(),
         role: who.role.as_str().to_owned(),
@@ -53,74 +55,58 @@ fn as_caller(who: &crate::domain::identity::PeerIdentity) -> Caller {
     }
 }
 
-fn kind_of(name: &str) -> Result<ConfigKind, Status> {
+fn kind_of(name: &str) -> Result<ConfigKind, ServiceError> {
     ConfigKind::ALL
         .into_iter()
         .find(|k| k.as_str() == name)
         .ok_or_else(|| {
-            Status::invalid_argument(format!(
+            ServiceError::InvalidArgument(format!(
                 "unknown config kind `{name}`; use policy or directory"
             ))
         })
 }
 
-fn check_address(addr: &str) -> Result<(), Status> {
+fn check_address(addr: &str) -> Result<(), ServiceError> {
     if !addr.starts_with("https://") || addr.len() <= "https://".len() {
-        return Err(Status::invalid_argument(format!(
+        return Err(ServiceError::InvalidArgument(format!(
             "member address `{addr}` must be an https:// URL the other nodes can reach, e.g. https://10.0.0.7:7400"
         )));
     }
     Ok(())
 }
 
+fn check_node_id(id: u64) -> Result<(), ServiceError> {
+    if id == 0 {
+        return Err(ServiceError::InvalidArgument("node ids start at 1".into()));
+    }
+    Ok(())
+}
+
 /// Map a membership error: a non-leader names the leader so the caller can go there.
-fn membership_error(e: NotaryError) -> Status {
+fn membership_error(e: NotaryError) -> ServiceError {
     if let NotaryError::Unavailable(u) = &e
         && u.reason == UnavailableReason::NotLeader
     {
-        let mut s = Status::failed_precondition(format!(
-            "this node is not the leader ({u}); send membership changes to the leader"
-        ));
-        if let Some(addr) = u.leader.as_ref().and_then(|l| l.addr.clone())
-            && let Ok(v) = MetadataValue::try_from(addr)
-        {
-            s.metadata_mut().insert(LEADER_HEADER, v);
-        }
-        return s;
+        return ServiceError::NotLeader {
+            message: format!(
+                "this node is not the leader ({u}); send membership changes to the leader"
+            ),
+            leader: u.leader.as_ref().and_then(|l| l.addr.clone()),
+        };
     }
     match e {
-        NotaryError::Membership(m) => Status::failed_precondition(m),
-        other => ServiceError::from(other).into(),
+        NotaryError::Membership(m) => ServiceError::FailedPrecondition(m),
+        other => ServiceError::from(other),
     }
 }
 
 impl AdminService {
-    fn status(&self) -> ClusterStatus {
-        let s = self.notary.status();
-        let members = |m: &BTreeMap<u64, String>| {
-            m.iter()
-                .map(|(id, a)| Member {
-                    node_id: *id,
-                    address: a.clone(),
-                })
-                .collect()
-        };
-        ClusterStatus {
-            node_id: s.node_id,
-            leader_id: s.leader.unwrap_or(0),
-            term: s.term,
-            voters: members(&s.voters),
-            learners: members(&s.learners),
-            tree_size: s.tree_size,
-            last_log_index: s.last_raft_index.unwrap_or(0),
-            applied_index: s.applied_raft_index.unwrap_or(0),
-            snapshot_index: s.snapshot_raft_index.unwrap_or(0),
-            purged_index: s.purged_raft_index.unwrap_or(0),
-        }
+    fn cluster_status(&self) -> ClusterStatus {
+        convert::cluster_status(&self.notary.status())
     }
 
     /// Refuse on a follower before trying, so the caller gets the leader's address at once.
-    fn require_leader(&self) -> Result<(), Status> {
+    fn require_leader(&self) -> Result<(), ServiceError> {
         let s = self.notary.status();
         if s.leader == Some(s.node_id) {
             return Ok(());
@@ -128,7 +114,7 @@ impl AdminService {
         let addr = s
             .leader
             .and_then(|l| s.voters.get(&l).or_else(|| s.learners.get(&l)).cloned());
-        let mut st = Status::failed_precondition(match (s.leader, &addr) {
+        let message = match (s.leader, &addr) {
             (Some(l), Some(a)) => format!(
                 "node {} is not the leader; node {l} at {a} is: send membership changes there",
                 s.node_id
@@ -137,44 +123,37 @@ impl AdminService {
                 "node {} is not the leader and no leader is known; retry when the cluster has elected one",
                 s.node_id
             ),
-        });
-        if let Some(a) = addr
-            && let Ok(v) = MetadataValue::try_from(a)
-        {
-            st.metadata_mut().insert(LEADER_HEADER, v);
-        }
-        Err(st)
+        };
+        Err(ServiceError::NotLeader {
+            message,
+            leader: addr,
+        })
     }
-}
 
-#[tonic::async_trait]
-impl Admin for AdminService {
-    async fn init_cluster(
+    async fn init(
         &self,
         request: Request<InitClusterRequest>,
-    ) -> Result<Response<ClusterStatus>, Status> {
+    ) -> Result<ClusterStatus, ServiceError> {
         let who = operator(&request)?;
         let req = request.into_inner();
         if req.members.is_empty() {
-            return Err(Status::invalid_argument(
-                "name at least one member: --node <id>=https://<host>:<port>",
+            return Err(ServiceError::InvalidArgument(
+                "name at least one member: --node <id>=https://<host>:<port>".into(),
             ));
         }
         let mut members = BTreeMap::new();
         for m in &req.members {
-            if m.node_id == 0 {
-                return Err(Status::invalid_argument("node ids start at 1"));
-            }
+            check_node_id(m.node_id)?;
             check_address(&m.address)?;
             if members.insert(m.node_id, m.address.clone()).is_some() {
-                return Err(Status::invalid_argument(format!(
+                return Err(ServiceError::InvalidArgument(format!(
                     "node {} is named twice",
                     m.node_id
                 )));
             }
         }
         if !members.contains_key(&self.notary.status().node_id) {
-            return Err(Status::invalid_argument(format!(
+            return Err(ServiceError::InvalidArgument(format!(
                 "the node receiving InitCluster (node {}) must be one of the members",
                 self.notary.status().node_id
             )));
@@ -194,23 +173,20 @@ impl Admin for AdminService {
             self.local_policy.clone(),
             self.local_directory.clone(),
         )
-        .await
-        .map_err(|e| Status::from(ServiceError::from(e)))?;
-        Ok(Response::new(self.status()))
+        .await?;
+        Ok(self.cluster_status())
     }
 
-    async fn add_learner(
+    async fn add(
         &self,
         request: Request<AddLearnerRequest>,
-    ) -> Result<Response<ClusterStatus>, Status> {
+    ) -> Result<ClusterStatus, ServiceError> {
         operator(&request)?;
         let m = request
             .into_inner()
             .member
-            .ok_or_else(|| Status::invalid_argument("`member` is required"))?;
-        if m.node_id == 0 {
-            return Err(Status::invalid_argument("node ids start at 1"));
-        }
+            .ok_or_else(|| ServiceError::InvalidArgument("`member` is required".into()))?;
+        check_node_id(m.node_id)?;
         check_address(&m.address)?;
         self.require_leader()?;
         self.notary
@@ -218,24 +194,24 @@ impl Admin for AdminService {
             .await
             .map_err(membership_error)?;
         tracing::info!(node_id = m.node_id, address = %m.address, "learner added");
-        Ok(Response::new(self.status()))
+        Ok(self.cluster_status())
     }
 
-    async fn promote(
+    async fn make_voter(
         &self,
         request: Request<NodeRequest>,
-    ) -> Result<Response<ClusterStatus>, Status> {
+    ) -> Result<ClusterStatus, ServiceError> {
         operator(&request)?;
         let id = request.into_inner().node_id;
         self.require_leader()?;
         let s = self.notary.status();
         if s.voters.contains_key(&id) {
-            return Err(Status::failed_precondition(format!(
+            return Err(ServiceError::FailedPrecondition(format!(
                 "node {id} is already a voter"
             )));
         }
         if !s.learners.contains_key(&id) {
-            return Err(Status::failed_precondition(format!(
+            return Err(ServiceError::FailedPrecondition(format!(
                 "node {id} is not a learner; add it first with `qianlian cluster add-learner`"
             )));
         }
@@ -246,23 +222,26 @@ impl Admin for AdminService {
             .await
             .map_err(membership_error)?;
         tracing::info!(node_id = id, "learner promoted to voter");
-        Ok(Response::new(self.status()))
+        Ok(self.cluster_status())
     }
 
-    async fn remove(
+    async fn remove_member(
         &self,
         request: Request<NodeRequest>,
-    ) -> Result<Response<ClusterStatus>, Status> {
+    ) -> Result<ClusterStatus, ServiceError> {
         operator(&request)?;
         let id = request.into_inner().node_id;
         self.require_leader()?;
         let s = self.notary.status();
         if !s.voters.contains_key(&id) && !s.learners.contains_key(&id) {
-            return Err(Status::not_found(format!("node {id} is not a member")));
+            return Err(ServiceError::NotFound {
+                message: format!("node {id} is not a member"),
+                receipt: None,
+            });
         }
         if s.voters.contains_key(&id) && s.voters.len() == 1 {
-            return Err(Status::failed_precondition(
-                "cannot remove the last voter: the log would have no one to commit it",
+            return Err(ServiceError::FailedPrecondition(
+                "cannot remove the last voter: the log would have no one to commit it".into(),
             ));
         }
         self.notary
@@ -270,30 +249,14 @@ impl Admin for AdminService {
             .await
             .map_err(membership_error)?;
         tracing::info!(node_id = id, "node removed");
-        Ok(Response::new(self.status()))
+        Ok(self.cluster_status())
     }
 
-    async fn status(
-        &self,
-        request: Request<StatusRequest>,
-    ) -> Result<Response<ClusterStatus>, Status> {
-        operator(&request)?;
-        Ok(Response::new(AdminService::status(self)))
-    }
-
-    async fn apply_policy(
-        &self,
-        request: Request<ApplyPolicyRequest>,
-    ) -> Result<Response<ConfigVersion>, Status> {
-        let who = operator(&request)?;
-        let req = request.into_inner();
+    /// A new policy, validated exactly as every node will build it; an empty model keeps the
+    /// one in force.
+    async fn policy_change(&self, req: ApplyPolicyRequest) -> Result<ConfigChange, ServiceError> {
         let model = if req.model.trim().is_empty() {
-            match self
-                .notary
-                .config(ConfigKind::Policy)
-                .await
-                .map_err(ServiceError::from)?
-            {
+            match self.notary.config(ConfigKind::Policy).await? {
                 Some((_, r)) => match r.change {
                     ConfigChange::Policy { model, .. } => model,
                     ConfigChange::Directory { .. } => String::new(),
@@ -307,7 +270,7 @@ impl Admin for AdminService {
         } else {
             req.model
         };
-        // Validate exactly as every node will build it; the old policy stays if this fails.
+        // The old policy stays if this fails.
         crate::domain::policy::Policy::from_text(
             &model,
             &req.rules,
@@ -316,65 +279,51 @@ impl Admin for AdminService {
             std::path::Path::new("rules"),
         )
         .await
-        .map_err(|e| Status::invalid_argument(format!("policy refused, nothing changed: {e}")))?;
-        self.apply(
-            &who,
-            ConfigChange::Policy {
-                model,
-                rules: req.rules,
-            },
-        )
-        .await
-    }
-
-    async fn apply_directory(
-        &self,
-        request: Request<ApplyDirectoryRequest>,
-    ) -> Result<Response<ConfigVersion>, Status> {
-        let who = operator(&request)?;
-        let toml = request.into_inner().toml;
-        crate::domain::directory::Directory::from_toml(&toml, "directory").map_err(|e| {
-            Status::invalid_argument(format!("directory refused, nothing changed: {e}"))
+        .map_err(|e| {
+            ServiceError::InvalidArgument(format!("policy refused, nothing changed: {e}"))
         })?;
-        self.apply(&who, ConfigChange::Directory { toml }).await
+        Ok(ConfigChange::Policy {
+            model,
+            rules: req.rules,
+        })
     }
 
-    async fn get_config(
+    /// A new directory, validated; the old one stays if this fails.
+    fn directory_change(toml: String) -> Result<ConfigChange, ServiceError> {
+        crate::domain::directory::Directory::from_toml(&toml, "directory").map_err(|e| {
+            ServiceError::InvalidArgument(format!("directory refused, nothing changed: {e}"))
+        })?;
+        Ok(ConfigChange::Directory { toml })
+    }
+
+    async fn config(
         &self,
         request: Request<GetConfigRequest>,
-    ) -> Result<Response<ConfigDocument>, Status> {
+    ) -> Result<ConfigDocument, ServiceError> {
         operator(&request)?;
         let kind = kind_of(&request.into_inner().kind)?;
-        let Some((p, record)) = self.notary.config(kind).await.map_err(ServiceError::from)? else {
-            return Err(Status::not_found(format!(
-                "the cluster has no replicated {} yet; nodes use their local files until `qianlian {} apply`",
-                kind.as_str(),
-                kind.as_str()
-            )));
+        let Some((p, record)) = self.notary.config(kind).await? else {
+            return Err(ServiceError::NotFound {
+                message: format!(
+                    "the cluster has no replicated {} yet; nodes use their local files until `qianlian {} apply`",
+                    kind.as_str(),
+                    kind.as_str()
+                ),
+                receipt: None,
+            });
         };
-        let (model, text) = match record.change {
-            ConfigChange::Policy { model, rules } => (model, rules),
-            ConfigChange::Directory { toml } => (String::new(), toml),
-        };
-        Ok(Response::new(ConfigDocument {
-            version: Some(ConfigVersion {
-                kind: kind.as_str().into(),
-                version: p.version,
-                log_index: p.log_index,
-            }),
-            model,
-            text,
-        }))
+        Ok(convert::config_document(
+            convert::config_version(kind, p.version, p.log_index),
+            record.change,
+        ))
     }
-}
 
-impl AdminService {
     /// Append a validated config change and wait until this node has switched to it.
     async fn apply(
         &self,
-        who: &crate::domain::identity::PeerIdentity,
+        who: &PeerIdentity,
         change: ConfigChange,
-    ) -> Result<Response<ConfigVersion>, Status> {
+    ) -> Result<ConfigVersion, ServiceError> {
         let kind = change.kind();
         let receipt = self
             .notary
@@ -382,33 +331,94 @@ impl AdminService {
                 as_caller(who),
                 change,
             ))
-            .await
-            .map_err(ServiceError::from)?;
+            .await?;
         // The version is the count of this kind's records up to this one: read it back.
         self.notary
             .wait_for_tree_size(receipt.log_index + 1, SWITCH_TIMEOUT)
-            .await
-            .map_err(ServiceError::from)?;
+            .await?;
         let version = self
             .notary
             .config(kind)
-            .await
-            .map_err(ServiceError::from)?
+            .await?
             .filter(|(p, _)| p.log_index >= receipt.log_index)
             .map(|(p, _)| p.version)
-            .ok_or_else(|| Status::internal("the config record was applied but is not in force"))?;
+            .ok_or_else(|| {
+                ServiceError::Inconsistent(
+                    "the config record was applied but is not in force".into(),
+                )
+            })?;
         if !self.in_force.wait_for(kind, version, SWITCH_TIMEOUT).await {
-            return Err(Status::unavailable(format!(
+            return Err(ServiceError::Unavailable(format!(
                 "{} version {version} is in the log at index {} but this node has not switched to it yet",
                 kind.as_str(),
                 receipt.log_index
             )));
         }
         tracing::info!(kind = kind.as_str(), version, log_index = receipt.log_index, operator = %who, "configuration applied");
-        Ok(Response::new(ConfigVersion {
-            kind: kind.as_str().into(),
-            version,
-            log_index: receipt.log_index,
-        }))
+        Ok(convert::config_version(kind, version, receipt.log_index))
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn init_cluster(
+        &self,
+        request: Request<InitClusterRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        Ok(Response::new(self.init(request).await?))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<AddLearnerRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        Ok(Response::new(self.add(request).await?))
+    }
+
+    async fn promote(
+        &self,
+        request: Request<NodeRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        Ok(Response::new(self.make_voter(request).await?))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<NodeRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        Ok(Response::new(self.remove_member(request).await?))
+    }
+
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<ClusterStatus>, Status> {
+        operator(&request)?;
+        Ok(Response::new(self.cluster_status()))
+    }
+
+    async fn apply_policy(
+        &self,
+        request: Request<ApplyPolicyRequest>,
+    ) -> Result<Response<ConfigVersion>, Status> {
+        let who = operator(&request)?;
+        let change = self.policy_change(request.into_inner()).await?;
+        Ok(Response::new(self.apply(&who, change).await?))
+    }
+
+    async fn apply_directory(
+        &self,
+        request: Request<ApplyDirectoryRequest>,
+    ) -> Result<Response<ConfigVersion>, Status> {
+        let who = operator(&request)?;
+        let change = Self::directory_change(request.into_inner().toml)?;
+        Ok(Response::new(self.apply(&who, change).await?))
+    }
+
+    async fn get_config(
+        &self,
+        request: Request<GetConfigRequest>,
+    ) -> Result<Response<ConfigDocument>, Status> {
+        Ok(Response::new(self.config(request).await?))
     }
 }

@@ -17,19 +17,20 @@ use std::sync::Arc;
 
 use qianlian_proto::v1::audit_server::Audit;
 use qianlian_proto::v1::{
-    AccessEntry, AccessFilter, ExportEvidenceRequest, ExportEvidenceResponse, LogChunk,
-    MyAccessesRequest, MyAccessesResponse, QueryAccessesRequest, QueryAccessesResponse, Receipt,
-    StreamLogRequest, SubjectAccess,
+    AccessFilter, ExportEvidenceRequest, ExportEvidenceResponse, LogChunk, MyAccessesRequest,
+    MyAccessesResponse, QueryAccessesRequest, QueryAccessesResponse, StreamLogRequest,
+    SubjectAccess,
 };
-use qianlian_raft_store::audit::{AuditCursor, AuditFilter, AuditHit, AuditOrder, AuditQuery};
+use qianlian_raft_store::audit::{AuditCursor, AuditFilter, AuditOrder, AuditQuery};
 use qianlian_raft_store::notary::Notary;
-use qianlian_raft_store::record::{Action, Decision, Record, Side, SubjectHash};
+use qianlian_raft_store::record::{Action, Decision, Side, SubjectHash};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::domain::identity::{PeerIdentity, Role};
 use crate::domain::subject::SubjectKey;
 use crate::node::cluster_config::InForce;
+use crate::services::convert;
 use crate::services::error::{ServiceError, caller};
 use token::TokenVerifier;
 
@@ -285,7 +286,11 @@ impl AuditService {
             .page(filters, order, page_size(r.limit)?, cursor(&r.cursor)?)
             .await?;
         Ok(QueryAccessesResponse {
-            entries: page.hits.iter().map(entry).collect::<Result<_, _>>()?,
+            entries: page
+                .hits
+                .iter()
+                .map(convert::access_entry)
+                .collect::<Result<_, _>>()?,
             next_cursor: page.next.map(|c| c.to_token()).unwrap_or_default(),
             tree_size: page.tree_size,
         })
@@ -327,24 +332,7 @@ impl AuditService {
         let accesses = page
             .hits
             .iter()
-            .filter_map(|h| match &h.record {
-                Record::Exchange(x) => Some(SubjectAccess {
-                    log_index: h.log_index,
-                    record_hash: h.record_hash.to_vec(),
-                    time_unix_ms: x.time_unix_ms,
-                    consumer: x.caller.department.clone(),
-                    provider: x.owner.clone(),
-                    dataset: x.dataset.clone(),
-                    action: x.action.as_str().to_owned(),
-                    purpose: x.purpose.clone(),
-                    decision: match x.decision {
-                        Decision::Allow => "allow".into(),
-                        Decision::Deny => "deny".into(),
-                    },
-                    fields: x.disclosed_fields.clone(),
-                }),
-                _ => None,
-            })
+            .filter_map(convert::subject_access)
             .collect();
         Ok(MyAccessesResponse {
             accesses,
@@ -387,9 +375,10 @@ impl AuditService {
                     },
                     Ok(_) => {
                         let _ = tx
-                            .send(Err(Status::internal(format!(
+                            .send(Err(ServiceError::Inconsistent(format!(
                                 "log index {next} is missing below the log size"
-                            ))))
+                            ))
+                            .into()))
                             .await;
                         return;
                     }
@@ -406,19 +395,6 @@ impl AuditService {
         });
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
-}
-
-/// The wire form of one hit.
-fn entry(h: &AuditHit) -> Result<AccessEntry, ServiceError> {
-    Ok(AccessEntry {
-        receipt: Some(Receipt {
-            log_index: h.log_index,
-            record_hash: h.record_hash.to_vec(),
-        }),
-        record: h.bytes.clone(),
-        record_json: serde_json::to_string(&h.record)
-            .map_err(|e| ServiceError::Internal(e.to_string()))?,
-    })
 }
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<LogChunk, Status>> + Send>>;
@@ -453,7 +429,7 @@ impl Audit for AuditService {
     ) -> Result<Response<ExportEvidenceResponse>, Status> {
         require(&request, &[Role::Inspector], "exporting evidence")?;
         Ok(Response::new(
-            evidence::export(self, request.into_inner()).await?,
+            self.evidence_bundle(request.into_inner()).await?,
         ))
     }
 

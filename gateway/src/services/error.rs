@@ -4,7 +4,9 @@
 //! was broken) and, for notarized refusals, the receipt in the status metadata; never internal
 //! details, which go to the node's log instead.
 
-use qianlian_proto::contract::{LOG_INDEX_HEADER, POLICY_VERSION_HEADER, RECORD_HASH_HEADER};
+use qianlian_proto::contract::{
+    LEADER_HEADER, LOG_INDEX_HEADER, POLICY_VERSION_HEADER, RECORD_HASH_HEADER,
+};
 use qianlian_raft_store::notary::{NotaryError, Receipt, UnavailableReason};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Request, Status};
@@ -40,9 +42,22 @@ pub enum ServiceError {
     /// message says where or how it can be.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A change that only the Raft leader makes reached another node. `leader` is the
+    /// leader's address when this node knows it, sent in the `x-qianlian-leader` metadata;
+    /// the same call sent there can succeed.
+    #[error("{message}")]
+    NotLeader {
+        message: String,
+        leader: Option<String>,
+    },
     /// A fault inside this node; details are in its log.
     #[error("{0}")]
     Internal(String),
+    /// This node's state does not yet agree with itself (a record in the log but not in
+    /// force, a log index missing below the log's size). Not the caller's fault; the message
+    /// names no secret and is passed on. A retry may help once the node has caught up.
+    #[error("{0}")]
+    Inconsistent(String),
     /// A status from another department's gateway, passed on as it came.
     #[error("{0}")]
     Forwarded(Status),
@@ -107,6 +122,15 @@ impl From<ServiceError> for Status {
             }
             ServiceError::Unavailable(m) => Status::unavailable(m),
             ServiceError::FailedPrecondition(m) => Status::failed_precondition(m),
+            ServiceError::NotLeader { message, leader } => {
+                let mut s = Status::failed_precondition(message);
+                if let Some(addr) = leader
+                    && let Ok(v) = MetadataValue::try_from(addr)
+                {
+                    s.metadata_mut().insert(LEADER_HEADER, v);
+                }
+                s
+            }
             ServiceError::Forwarded(s) => s,
             ServiceError::Refused {
                 message,
@@ -126,6 +150,7 @@ impl From<ServiceError> for Status {
                     "internal error in the gateway; the operator can find details in its log",
                 )
             }
+            ServiceError::Inconsistent(m) => Status::internal(m),
         }
     }
 }
@@ -138,5 +163,40 @@ pub fn caller<T>(req: &Request<T>) -> Result<PeerIdentity, ServiceError> {
         Some(None) | None => Err(ServiceError::Unauthenticated(
             "this service needs a client certificate: connect with your department's certificate and key".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_non_leader_names_the_leader_in_the_metadata_when_it_knows_it() {
+        let status = Status::from(ServiceError::NotLeader {
+            message: "node 2 is not the leader".into(),
+            leader: Some("https://10.0.0.1:7400".into()),
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert_eq!(status.message(), "node 2 is not the leader");
+        assert_eq!(
+            status
+                .metadata()
+                .get(LEADER_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("https://10.0.0.1:7400")
+        );
+        let status = Status::from(ServiceError::NotLeader {
+            message: "no leader is known".into(),
+            leader: None,
+        });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(status.metadata().get(LEADER_HEADER).is_none());
+    }
+
+    #[test]
+    fn an_inconsistent_state_is_internal_and_says_what() {
+        let status = Status::from(ServiceError::Inconsistent("log index 7 is missing".into()));
+        assert_eq!(status.code(), Code::Internal);
+        assert_eq!(status.message(), "log index 7 is missing");
     }
 }

@@ -12,11 +12,20 @@
 //! what is disclosed is part of the access record; a write is notarized first and stored after,
 //! so no record ever changes without an access record naming who changed it. Citizen
 //! identifiers (fields the dataset marks personal) reach the log only as keyed hashes.
+//!
+//! Layout: this file holds the service, the checks both sides share (resolving the dataset,
+//! validating the request, deciding, notarizing) and the gRPC trait; `provider.rs` serves the
+//! department's own datasets; `consumer.rs` forwards to the owner's gateway and records what
+//! comes back.
+
+mod consumer;
+mod provider;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use prost::Message;
+use qianlian_proto::contract::{MAX_PAGE, REQUEST_ID_HEADER};
 use qianlian_proto::v1::exchange_server::Exchange;
 use qianlian_proto::v1::{
     FieldMatch, GetRecordRequest, GetRecordResponse, PutRecordRequest, PutRecordResponse,
@@ -27,7 +36,7 @@ use qianlian_raft_store::record::{
     Action, Caller, Decision, ExchangeRecord, Record, Side, SubjectHash,
 };
 use sha2::{Digest, Sha256};
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::domain::dataset::Dataset;
 use crate::domain::identity::{PeerIdentity, Role};
@@ -35,11 +44,10 @@ use crate::domain::policy::{AccessRequest, Fields};
 use crate::domain::subject::SubjectKey;
 use crate::node::cluster_config::InForce;
 use crate::node::config::Limits;
-use crate::node::forward::{ForwardError, Forwarder, HttpAdapter, OwnerGateway};
+use crate::node::forward::{Forwarder, HttpAdapter};
 use crate::node::records::RecordStore;
 use crate::node::time::now_ms;
 use crate::services::error::{ServiceError, caller};
-use qianlian_proto::contract::{MAX_PAGE, POLICY_VERSION_HEADER, REQUEST_ID_HEADER};
 
 /// State shared by the data services.
 #[derive(Debug)]
@@ -75,7 +83,7 @@ struct Checked {
 /// its conditions name.
 type CheckedQuery = (Vec<(String, String)>, String, BTreeSet<SubjectHash>);
 
-/// What a provider decided and disclosed, for the access record.
+/// What was decided and disclosed, for the access record.
 struct Outcome {
     decision: crate::domain::policy::Decision,
     policy_version: u64,
@@ -85,13 +93,39 @@ struct Outcome {
     response_digest: Option<[u8; 32]>,
 }
 
-/// The owner's answer, or the transport's status; a gateway that is not the one the directory
-/// pins was sent nothing, so there is nothing to record: the caller learns why at once.
-fn forwarded<T>(answer: Result<T, ForwardError>) -> Result<Result<T, Status>, ServiceError> {
-    match answer {
-        Ok(t) => Ok(Ok(t)),
-        Err(ForwardError::Status(status)) => Ok(Err(status)),
-        Err(ForwardError::WrongGateway(why)) => Err(ServiceError::FailedPrecondition(why)),
+impl Outcome {
+    /// A decision, with nothing disclosed yet.
+    fn decided(
+        decision: crate::domain::policy::Decision,
+        policy_version: u64,
+        subjects: BTreeSet<SubjectHash>,
+    ) -> Outcome {
+        Outcome {
+            decision,
+            policy_version,
+            disclosed: Vec::new(),
+            result_count: 0,
+            subjects,
+            response_digest: None,
+        }
+    }
+}
+
+/// An authenticated call: who asks, the request id its access record carries (the consumer's
+/// side starts one of its own), and the digest of the request as it arrived.
+struct Call {
+    who: PeerIdentity,
+    request_id: String,
+    request_digest: [u8; 32],
+}
+
+impl Call {
+    fn new<T: Message>(who: PeerIdentity, req: &Request<T>) -> Call {
+        Call {
+            who,
+            request_digest: sha256(&req.get_ref().encode_to_vec()),
+            request_id: request_id(req),
+        }
     }
 }
 
@@ -127,26 +161,32 @@ fn request_id<T>(req: &Request<T>) -> String {
         .unwrap_or_else(crate::node::request_id::new_request_id)
 }
 
-/// Keep only the disclosed top-level fields of a JSON object. Returns the bytes to send and the
-/// names of the fields they hold, sorted.
-fn disclose(payload: &[u8], fields: &Fields) -> Result<(Vec<u8>, Vec<String>), ServiceError> {
-    let serde_json::Value::Object(mut map) = serde_json::from_slice(payload)
-        .map_err(|e| ServiceError::Internal(format!("stored record is not JSON: {e}")))?
-    else {
-        return Err(ServiceError::Internal(
-            "stored record is not a JSON object".into(),
-        ));
-    };
-    if let Fields::All = fields {
-        let mut names: Vec<String> = map.keys().cloned().collect();
-        names.sort();
-        return Ok((payload.to_vec(), names));
+/// The page size a query asks for.
+fn query_limit(limit: u32) -> Result<usize, ServiceError> {
+    match limit {
+        0 => Ok(100),
+        n if n as usize > MAX_PAGE => Err(ServiceError::InvalidArgument(format!(
+            "limit {n} is too large; at most {MAX_PAGE} records per query"
+        ))),
+        n => Ok(n as usize),
     }
-    map.retain(|k, _| fields.allows(k));
-    let mut names: Vec<String> = map.keys().cloned().collect();
-    names.sort();
-    let bytes = serde_json::to_vec(&map).map_err(|e| ServiceError::Internal(e.to_string()))?;
-    Ok((bytes, names))
+}
+
+/// The top-level field names of a payload to write, sorted; it must be a JSON object.
+fn payload_fields(payload: &[u8]) -> Result<Vec<String>, ServiceError> {
+    match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(serde_json::Value::Object(map)) => {
+            let mut names: Vec<String> = map.keys().cloned().collect();
+            names.sort();
+            Ok(names)
+        }
+        Ok(_) => Err(ServiceError::InvalidArgument(
+            "payload must be a JSON object, e.g. {\"name\": \"...\"}".into(),
+        )),
+        Err(e) => Err(ServiceError::InvalidArgument(format!(
+            "payload is not valid JSON: {e}"
+        ))),
+    }
 }
 
 impl ExchangeService {
@@ -233,98 +273,6 @@ impl ExchangeService {
         }
     }
 
-    /// A forwarded request must come from this gateway's own department.
-    fn check_own_department(
-        &self,
-        who: &PeerIdentity,
-        checked: &Checked,
-    ) -> Result<(), ServiceError> {
-        let own = self.department.as_deref().unwrap_or_default();
-        if who.role != Role::Department || who.department != own {
-            return Err(ServiceError::PermissionDenied {
-                message: format!(
-                    "this is the gateway of `{own}`: it forwards requests of `{own}` only; {who} must call its own gateway, or the owner's gateway ({}) directly",
-                    checked.gateway.as_deref().unwrap_or("not in the directory")
-                ),
-                receipt: None,
-            });
-        }
-        Ok(())
-    }
-
-    fn forwarder_for(&self, checked: &Checked) -> Result<(&Forwarder, OwnerGateway), ServiceError> {
-        let forwarder = self.forwarder.as_deref().ok_or_else(|| {
-            ServiceError::Unavailable(
-                "this gateway has no client certificate for forwarding; set gateway.client_cert and gateway.client_key".into(),
-            )
-        })?;
-        let url = checked.gateway.clone().ok_or_else(|| {
-            ServiceError::Unavailable(format!(
-                "the directory names no gateway for `{}`; an operator must add it with `qianlian directory apply`",
-                checked.owner
-            ))
-        })?;
-        let owner = OwnerGateway {
-            department: checked.owner.clone(),
-            url,
-            cert_fingerprint: checked.gateway_pin,
-        };
-        Ok((forwarder, owner))
-    }
-
-    /// The answer of an owner's gateway that did not decide: unreachable, too slow, or broken.
-    fn owner_unreachable(&self, checked: &Checked, url: &str, status: &Status) -> ServiceError {
-        let timeout = self
-            .forwarder
-            .as_ref()
-            .map(|f| f.timeout())
-            .unwrap_or_default();
-        ServiceError::Unavailable(format!(
-            "the gateway of department `{}` ({url}) did not answer within {timeout:?}: {}; nothing was disclosed, try again later",
-            checked.owner,
-            status.message()
-        ))
-    }
-
-    /// What the consumer records when the owner's gateway refused, or found no record: the
-    /// owner's words and policy version. An owner that did not decide (unreachable, too slow)
-    /// or refused the request as invalid gives the error to return at once, unrecorded.
-    fn owner_answer(
-        &self,
-        checked: &Checked,
-        url: &str,
-        status: &Status,
-        subjects: BTreeSet<SubjectHash>,
-    ) -> Result<Outcome, ServiceError> {
-        match status.code() {
-            Code::PermissionDenied | Code::NotFound => Ok(Outcome {
-                decision: crate::domain::policy::Decision {
-                    allowed: status.code() == Code::NotFound,
-                    rule: format!(
-                        "answered by the gateway of `{}`: {}",
-                        checked.owner,
-                        status.message()
-                    ),
-                    fields: Fields::All,
-                },
-                policy_version: status
-                    .metadata()
-                    .get(POLICY_VERSION_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
-                disclosed: Vec::new(),
-                result_count: 0,
-                subjects,
-                response_digest: None,
-            }),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled => {
-                Err(self.owner_unreachable(checked, url, status))
-            }
-            _ => Err(ServiceError::Forwarded(status.clone())),
-        }
-    }
-
     /// Decide an access: role first (only departments exchange data), then policy.
     #[tracing::instrument(name = "exchange.decide", level = "info", skip_all, fields(
         action = action.as_str(), purpose, allowed = tracing::field::Empty))]
@@ -380,20 +328,18 @@ impl ExchangeService {
     }
 
     /// Append one side's access record and wait until it is committed.
-    #[allow(clippy::too_many_arguments)]
     async fn notarize(
         &self,
-        who: &PeerIdentity,
+        call: &Call,
         side: Side,
-        request_id: String,
         checked: &Checked,
         action: Action,
         purpose: &str,
         outcome: &Outcome,
-        request_digest: [u8; 32],
     ) -> Result<Receipt, ServiceError> {
+        let who = &call.who;
         let record = Record::Exchange(ExchangeRecord {
-            request_id,
+            request_id: call.request_id.clone(),
             time_unix_ms: now_ms(),
             caller: Caller {
                 department: who.department.clone(),
@@ -420,7 +366,7 @@ impl ExchangeService {
             disclosed_fields: outcome.disclosed.clone(),
             result_count: outcome.result_count,
             subjects: outcome.subjects.iter().copied().collect(),
-            request_digest,
+            request_digest: call.request_digest,
             response_digest: outcome.response_digest,
             trace_id: crate::node::telemetry::current_trace_id().unwrap_or_default(),
         });
@@ -446,182 +392,6 @@ impl ExchangeService {
             log_index = receipt.log_index, "access notarized"
         );
         Ok(receipt)
-    }
-
-    /// The refusal of a provider, with its receipt and the policy version that decided.
-    fn denied(outcome: &Outcome, receipt: Receipt) -> ServiceError {
-        ServiceError::Refused {
-            message: format!(
-                "{} (refusal notarized at log index {})",
-                outcome.decision.rule, receipt.log_index
-            ),
-            receipt,
-            policy_version: outcome.policy_version,
-        }
-    }
-
-    async fn fetch(&self, checked: &Checked) -> Result<Option<Vec<u8>>, ServiceError> {
-        match self.adapters.get(&checked.dataset.id) {
-            Some(a) => a.get(&checked.key).await.map_err(ServiceError::Unavailable),
-            None => self
-                .store
-                .get(&checked.owner, &checked.dataset.id, &checked.key)
-                .await
-                .map_err(|e| ServiceError::Internal(e.to_string())),
-        }
-    }
-
-    async fn get(&self, req: Request<GetRecordRequest>) -> Result<GetRecordResponse, ServiceError> {
-        let who = caller(&req)?;
-        let request_digest = sha256(&req.get_ref().encode_to_vec());
-        let request_id = request_id(&req);
-        let msg = req.into_inner();
-        let checked = self.check_ref(msg.record.as_ref())?;
-        check_purpose(&msg.purpose)?;
-        if self.forwards_for(&checked) {
-            return self.forward_get(&who, checked, msg, request_digest).await;
-        }
-
-        let (decision, policy_version) = self.decide(&who, &checked, Action::Read, &msg.purpose)?;
-        let mut outcome = Outcome {
-            decision,
-            policy_version,
-            disclosed: Vec::new(),
-            result_count: 0,
-            subjects: BTreeSet::new(),
-            response_digest: None,
-        };
-        let mut payload = None;
-        if outcome.decision.allowed
-            && let Some(stored) = self.fetch(&checked).await?
-        {
-            let (bytes, names) = disclose(&stored, &outcome.decision.fields)?;
-            self.subjects_in(&checked.dataset, &bytes, &mut outcome.subjects)?;
-            outcome.disclosed = names;
-            outcome.result_count = 1;
-            outcome.response_digest = Some(sha256(&bytes));
-            payload = Some(bytes);
-        }
-        let receipt = self
-            .notarize(
-                &who,
-                Side::Provider,
-                request_id,
-                &checked,
-                Action::Read,
-                &msg.purpose,
-                &outcome,
-                request_digest,
-            )
-            .await?;
-        if !outcome.decision.allowed {
-            return Err(Self::denied(&outcome, receipt));
-        }
-        let (Some(payload), Some(digest)) = (payload, outcome.response_digest) else {
-            return Err(ServiceError::NotFound {
-                message: format!(
-                    "{} has no record `{}` in {} (access notarized at log index {})",
-                    checked.owner, checked.key, checked.dataset.id, receipt.log_index
-                ),
-                receipt: Some(receipt),
-            });
-        };
-        Ok(GetRecordResponse {
-            record: Some(RecordRef {
-                department: checked.owner.clone(),
-                dataset: checked.dataset.id.clone(),
-                key: checked.key.clone(),
-            }),
-            payload,
-            receipt: Some(to_proto(&receipt)),
-            payload_digest: digest.to_vec(),
-            disclosed_fields: outcome.disclosed,
-            policy_version,
-            rule: outcome.decision.rule,
-            consumer_receipt: None,
-        })
-    }
-
-    /// The consumer's side of a read: forward to the owner's gateway, check and notarize what
-    /// comes back.
-    async fn forward_get(
-        &self,
-        who: &PeerIdentity,
-        checked: Checked,
-        msg: GetRecordRequest,
-        request_digest: [u8; 32],
-    ) -> Result<GetRecordResponse, ServiceError> {
-        self.check_own_department(who, &checked)?;
-        let (forwarder, owner) = self.forwarder_for(&checked)?;
-        let url = owner.url.clone();
-        let request_id = crate::node::request_id::new_request_id();
-        let purpose = msg.purpose.clone();
-        let answer = forwarded(forwarder.get(&owner, msg, &request_id).await)?;
-        let (outcome, result) = match answer {
-            Ok(resp) => {
-                if sha256(&resp.payload).as_slice() != resp.payload_digest.as_slice() {
-                    return Err(ServiceError::Internal(format!(
-                        "the gateway of `{}` sent a payload that does not match its digest",
-                        checked.owner
-                    )));
-                }
-                let mut subjects = BTreeSet::new();
-                self.subjects_in(&checked.dataset, &resp.payload, &mut subjects)?;
-                let outcome = Outcome {
-                    decision: crate::domain::policy::Decision {
-                        allowed: true,
-                        rule: resp.rule.clone(),
-                        fields: Fields::All,
-                    },
-                    policy_version: resp.policy_version,
-                    disclosed: resp.disclosed_fields.clone(),
-                    result_count: 1,
-                    subjects,
-                    response_digest: Some(sha256(&resp.payload)),
-                };
-                (outcome, Ok(resp))
-            }
-            Err(status) => {
-                let outcome = self.owner_answer(&checked, &url, &status, BTreeSet::new())?;
-                (outcome, Err(status))
-            }
-        };
-        let receipt = self
-            .notarize(
-                who,
-                Side::Consumer,
-                request_id,
-                &checked,
-                Action::Read,
-                &purpose,
-                &outcome,
-                request_digest,
-            )
-            .await?;
-        match result {
-            Ok(mut resp) => {
-                resp.consumer_receipt = Some(to_proto(&receipt));
-                Ok(resp)
-            }
-            Err(status) if status.code() == Code::PermissionDenied => {
-                Err(ServiceError::PermissionDenied {
-                    message: format!(
-                        "{} (forwarded; this gateway's record is at log index {})",
-                        status.message(),
-                        receipt.log_index
-                    ),
-                    receipt: Some(receipt),
-                })
-            }
-            Err(status) => Err(ServiceError::NotFound {
-                message: format!(
-                    "{} (forwarded; this gateway's record is at log index {})",
-                    status.message(),
-                    receipt.log_index
-                ),
-                receipt: Some(receipt),
-            }),
-        }
     }
 
     /// Validate a query: a purpose, 1–8 conditions on indexed fields, personal values
@@ -684,167 +454,38 @@ impl ExchangeService {
         Ok((conditions, recorded.join("&"), subjects))
     }
 
+    /// A read, checked here; served from this gateway's store or forwarded to the owner's.
+    async fn get(&self, req: Request<GetRecordRequest>) -> Result<GetRecordResponse, ServiceError> {
+        let call = Call::new(caller(&req)?, &req);
+        let msg = req.into_inner();
+        let checked = self.check_ref(msg.record.as_ref())?;
+        check_purpose(&msg.purpose)?;
+        if self.forwards_for(&checked) {
+            return self.forward_get(call, checked, msg).await;
+        }
+        self.serve_get(call, checked, &msg.purpose).await
+    }
+
+    /// A query, checked here; served from this gateway's store or forwarded to the owner's.
     async fn query(
         &self,
         req: Request<QueryRecordsRequest>,
     ) -> Result<QueryRecordsResponse, ServiceError> {
-        let who = caller(&req)?;
-        let request_digest = sha256(&req.get_ref().encode_to_vec());
-        let request_id = request_id(&req);
+        let call = Call::new(caller(&req)?, &req);
         let msg = req.into_inner();
         let mut checked = self.resolve(&msg.department, &msg.dataset)?;
         check_purpose(&msg.purpose)?;
         let (conditions, recorded, subjects) = self.check_query(&checked, &msg.r#match)?;
         checked.key = recorded;
-        let limit = match msg.limit {
-            0 => 100,
-            n if n as usize > MAX_PAGE => {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "limit {n} is too large; at most {MAX_PAGE} records per query"
-                )));
-            }
-            n => n as usize,
-        };
+        let limit = query_limit(msg.limit)?;
         if self.forwards_for(&checked) {
-            return self
-                .forward_query(&who, checked, msg, subjects, request_digest)
-                .await;
+            return self.forward_query(call, checked, msg, subjects).await;
         }
-        let (decision, policy_version) =
-            self.decide(&who, &checked, Action::Query, &msg.purpose)?;
-        let mut outcome = Outcome {
-            decision,
-            policy_version,
-            disclosed: Vec::new(),
-            result_count: 0,
-            subjects,
-            response_digest: None,
-        };
-        let mut records = Vec::new();
-        if outcome.decision.allowed {
-            let found = match self.adapters.get(&checked.dataset.id) {
-                Some(a) => a
-                    .query(&conditions, limit)
-                    .await
-                    .map_err(ServiceError::Unavailable)?,
-                None => self
-                    .store
-                    .query(&checked.owner, &checked.dataset.id, conditions, limit)
-                    .await
-                    .map_err(|e| ServiceError::Internal(e.to_string()))?,
-            };
-            let mut names = BTreeSet::new();
-            for (key, stored) in found {
-                let (bytes, disclosed) = disclose(&stored, &outcome.decision.fields)?;
-                self.subjects_in(&checked.dataset, &bytes, &mut outcome.subjects)?;
-                names.extend(disclosed);
-                records.push(QueriedRecord {
-                    key,
-                    payload: bytes,
-                });
-            }
-            outcome.disclosed = names.into_iter().collect();
-            outcome.result_count = records.len() as u32;
-            outcome.response_digest = Some(query_digest(&records));
-        }
-        let receipt = self
-            .notarize(
-                &who,
-                Side::Provider,
-                request_id,
-                &checked,
-                Action::Query,
-                &msg.purpose,
-                &outcome,
-                request_digest,
-            )
-            .await?;
-        if !outcome.decision.allowed {
-            return Err(Self::denied(&outcome, receipt));
-        }
-        Ok(QueryRecordsResponse {
-            records,
-            receipt: Some(to_proto(&receipt)),
-            payload_digest: outcome.response_digest.unwrap_or_default().to_vec(),
-            disclosed_fields: outcome.disclosed,
-            policy_version,
-            rule: outcome.decision.rule,
-            consumer_receipt: None,
-        })
+        self.serve_query(call, checked, &msg.purpose, conditions, limit, subjects)
+            .await
     }
 
-    async fn forward_query(
-        &self,
-        who: &PeerIdentity,
-        checked: Checked,
-        msg: QueryRecordsRequest,
-        mut subjects: BTreeSet<SubjectHash>,
-        request_digest: [u8; 32],
-    ) -> Result<QueryRecordsResponse, ServiceError> {
-        self.check_own_department(who, &checked)?;
-        let (forwarder, owner) = self.forwarder_for(&checked)?;
-        let url = owner.url.clone();
-        let request_id = crate::node::request_id::new_request_id();
-        let purpose = msg.purpose.clone();
-        let answer = forwarded(forwarder.query(&owner, msg, &request_id).await)?;
-        let (outcome, result) = match answer {
-            Ok(resp) => {
-                if query_digest(&resp.records).as_slice() != resp.payload_digest.as_slice() {
-                    return Err(ServiceError::Internal(format!(
-                        "the gateway of `{}` sent records that do not match their digest",
-                        checked.owner
-                    )));
-                }
-                for r in &resp.records {
-                    self.subjects_in(&checked.dataset, &r.payload, &mut subjects)?;
-                }
-                let outcome = Outcome {
-                    decision: crate::domain::policy::Decision {
-                        allowed: true,
-                        rule: resp.rule.clone(),
-                        fields: Fields::All,
-                    },
-                    policy_version: resp.policy_version,
-                    disclosed: resp.disclosed_fields.clone(),
-                    result_count: resp.records.len() as u32,
-                    subjects,
-                    response_digest: Some(query_digest(&resp.records)),
-                };
-                (outcome, Ok(resp))
-            }
-            Err(status) => {
-                let outcome = self.owner_answer(&checked, &url, &status, subjects)?;
-                (outcome, Err(status))
-            }
-        };
-        let receipt = self
-            .notarize(
-                who,
-                Side::Consumer,
-                request_id,
-                &checked,
-                Action::Query,
-                &purpose,
-                &outcome,
-                request_digest,
-            )
-            .await?;
-        match result {
-            Ok(mut resp) => {
-                resp.consumer_receipt = Some(to_proto(&receipt));
-                Ok(resp)
-            }
-            Err(status) => Err(ServiceError::PermissionDenied {
-                message: format!(
-                    "{} (forwarded; this gateway's record is at log index {})",
-                    status.message(),
-                    receipt.log_index
-                ),
-                receipt: Some(receipt),
-            }),
-        }
-    }
-
+    /// A write, checked here; only the owner's gateway stores it, nothing is forwarded.
     async fn put(&self, req: Request<PutRecordRequest>) -> Result<PutRecordResponse, ServiceError> {
         let who = caller(&req)?;
         let limit = self.limits.max_payload_bytes;
@@ -854,27 +495,10 @@ impl ExchangeService {
                 req.get_ref().payload.len()
             )));
         }
-        let request_digest = sha256(&req.get_ref().encode_to_vec());
-        let request_id = request_id(&req);
+        let call = Call::new(who, &req);
         let msg = req.into_inner();
         let checked = self.check_ref(msg.record.as_ref())?;
-        let names = match serde_json::from_slice::<serde_json::Value>(&msg.payload) {
-            Ok(serde_json::Value::Object(map)) => {
-                let mut names: Vec<String> = map.keys().cloned().collect();
-                names.sort();
-                names
-            }
-            Ok(_) => {
-                return Err(ServiceError::InvalidArgument(
-                    "payload must be a JSON object, e.g. {\"name\": \"...\"}".into(),
-                ));
-            }
-            Err(e) => {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "payload is not valid JSON: {e}"
-                )));
-            }
-        };
+        let fields = payload_fields(&msg.payload)?;
         if self.forwards_for(&checked) {
             return Err(ServiceError::FailedPrecondition(format!(
                 "records of `{}` are stored by its own gateway ({}); send PutRecord there",
@@ -882,97 +506,8 @@ impl ExchangeService {
                 checked.gateway.as_deref().unwrap_or("not in the directory")
             )));
         }
-        if self.adapters.contains_key(&checked.dataset.id) {
-            return Err(ServiceError::FailedPrecondition(format!(
-                "{} is served from an HTTP backend by this gateway; write to that backend",
-                checked.dataset.id
-            )));
-        }
-        let (decision, policy_version) = self.decide(&who, &checked, Action::Write, "")?;
-        let digest = sha256(&msg.payload);
-        let mut outcome = Outcome {
-            decision,
-            policy_version,
-            disclosed: Vec::new(),
-            result_count: 0,
-            subjects: BTreeSet::new(),
-            response_digest: None,
-        };
-        if outcome.decision.allowed {
-            self.subjects_in(&checked.dataset, &msg.payload, &mut outcome.subjects)?;
-            outcome.disclosed = names;
-            outcome.result_count = 1;
-            outcome.response_digest = Some(digest);
-        }
-        let receipt = self
-            .notarize(
-                &who,
-                Side::Provider,
-                request_id,
-                &checked,
-                Action::Write,
-                "",
-                &outcome,
-                request_digest,
-            )
-            .await?;
-        if !outcome.decision.allowed {
-            return Err(Self::denied(&outcome, receipt));
-        }
-        let indexed: Vec<String> = checked
-            .dataset
-            .fields
-            .iter()
-            .filter(|f| f.indexed)
-            .map(|f| f.name.clone())
-            .collect();
-        let payload = if checked
-            .dataset
-            .fields
-            .iter()
-            .any(|f| f.personal && f.indexed)
-        {
-            normalise_personal(&checked.dataset, msg.payload)
-        } else {
-            msg.payload
-        };
-        self.store
-            .put(
-                &checked.owner,
-                &checked.dataset.id,
-                &checked.key,
-                payload,
-                &indexed,
-            )
-            .await
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Ok(PutRecordResponse {
-            receipt: Some(to_proto(&receipt)),
-            payload_digest: digest.to_vec(),
-        })
+        self.serve_put(call, checked, msg.payload, fields).await
     }
-}
-
-/// Personal identifiers are stored as normalised (trimmed, upper case) so that a query finds
-/// them however they were typed. Other bytes are kept as sent.
-fn normalise_personal(dataset: &Dataset, payload: Vec<u8>) -> Vec<u8> {
-    let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice(&payload) else {
-        return payload;
-    };
-    let mut changed = false;
-    for f in dataset.fields.iter().filter(|f| f.personal) {
-        if let Some(serde_json::Value::String(v)) = map.get_mut(&f.name) {
-            let n = crate::domain::subject::normalise(v);
-            if n != *v {
-                *v = n;
-                changed = true;
-            }
-        }
-    }
-    if !changed {
-        return payload;
-    }
-    serde_json::to_vec(&map).unwrap_or(payload)
 }
 
 /// SHA-256 over the records of a query answer: key, NUL, payload, NUL, for each.
@@ -985,14 +520,6 @@ pub fn query_digest(records: &[QueriedRecord]) -> [u8; 32] {
         h.update([0]);
     }
     h.finalize().into()
-}
-
-/// The wire form of a receipt.
-pub fn to_proto(r: &Receipt) -> qianlian_proto::v1::Receipt {
-    qianlian_proto::v1::Receipt {
-        log_index: r.log_index,
-        record_hash: r.record_hash.to_vec(),
-    }
 }
 
 #[tonic::async_trait]

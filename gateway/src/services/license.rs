@@ -20,10 +20,9 @@ use qianlian_proto::v1::licenses_server::Licenses;
 use qianlian_proto::v1::verify_license_request::Document;
 use qianlian_proto::v1::{
     ChangeLicenseStatusRequest, ChangeLicenseStatusResponse, GetTrustBundleRequest,
-    GetTrustBundleResponse, IssueLicenseRequest, IssueLicenseResponse,
-    LicenseStatusChange as WireChange, VerifyLicenseRequest, VerifyLicenseResponse,
-    VerifyLicensesRequest, VerifyLicensesResponse, WatchLicensesRequest, WatchLicensesResponse,
-    WatchedRecord,
+    GetTrustBundleResponse, IssueLicenseRequest, IssueLicenseResponse, VerifyLicenseRequest,
+    VerifyLicenseResponse, VerifyLicensesRequest, VerifyLicensesResponse, WatchLicensesRequest,
+    WatchLicensesResponse, WatchedRecord,
 };
 use qianlian_raft_store::notary::{LicenseCurrentStatus, Notary};
 use qianlian_raft_store::record::{
@@ -37,12 +36,13 @@ use qianlian_verifier::license::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::domain::directory::{Directory, DirectoryEntry};
 use crate::domain::identifier::{ResidentId, UnifiedSocialCreditCode};
 use crate::domain::identity::{PeerIdentity, Role};
 use crate::domain::policy::{AccessRequest, Policy};
 use crate::node::time::now_unix;
+use crate::services::convert;
 use crate::services::error::{ServiceError, caller};
-use crate::services::exchange::to_proto as receipt_to_proto;
 
 /// Everything the license service needs; built once at start.
 #[derive(Clone)]
@@ -187,35 +187,6 @@ pub fn normalise_holder_id(id: &str) -> Result<String, ServiceError> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn holder_ids_of_both_kinds_are_accepted_and_others_name_both_rules() {
-        // An all-digit credit code must not be mistaken for a bad resident number.
-        for i in 0..2000u64 {
-            let code = UnifiedSocialCreditCode::generate(i);
-            assert_eq!(
-                normalise_holder_id(code.as_str()).ok().as_deref(),
-                Some(code.as_str())
-            );
-        }
-        let person = ResidentId::generate(7);
-        let lower = person.as_str().to_lowercase();
-        assert_eq!(
-            normalise_holder_id(&lower).ok().as_deref(),
-            Some(person.as_str())
-        );
-        let err = normalise_holder_id("12345").expect_err("neither");
-        let msg = err.to_string();
-        assert!(
-            msg.contains("unified social credit code") && msg.contains("resident identity number"),
-            "{msg}"
-        );
-    }
-}
-
 fn check_reason(reason: &str) -> Result<(), ServiceError> {
     let ok = (1..=32).contains(&reason.len())
         && reason
@@ -227,6 +198,79 @@ fn check_reason(reason: &str) -> Result<(), ServiceError> {
         Err(invalid(format!(
             "reason `{reason}` must be a code of 1 to 32 lowercase letters, digits and `-`, e.g. business-closed"
         )))
+    }
+}
+
+/// A verdict and the checkpoint its evidence is proven against, if it has evidence.
+type Verdict = (
+    VerifyLicenseResponse,
+    Option<qianlian_raft_store::notary::CosignedCheckpoint>,
+);
+
+/// Where a license's bytes come from when they are needed: a QR payload seen before stands
+/// for its license (by hash) without base45 and inflate.
+enum Source {
+    Bytes(Vec<u8>),
+    Qr(String),
+}
+
+/// A verdict on a document that holds no readable claims: only the status and its reason.
+fn bare_verdict(status: VerdictStatus, reason: String) -> VerifyLicenseResponse {
+    VerifyLicenseResponse {
+        verdict: status.as_str().to_owned(),
+        reason,
+        ..Default::default()
+    }
+}
+
+fn qr_tampered(e: String) -> VerifyLicenseResponse {
+    bare_verdict(VerdictStatus::Tampered, format!("QR payload: {e}"))
+}
+
+/// The verdict on a correctly signed license on the record, issued at `issued_index`: its
+/// status first, then its dates at `now` (unix seconds).
+fn status_verdict(
+    status: LicenseCurrentStatus,
+    claims: &LicenseClaims,
+    issuer: &DirectoryEntry,
+    issued_index: u64,
+    now: i64,
+) -> (VerdictStatus, String) {
+    match status {
+        LicenseCurrentStatus::Revoked {
+            index,
+            since_unix,
+            reason,
+        } => (
+            VerdictStatus::Revoked,
+            format!("revoked since {since_unix} (unix), reason {reason}, log index {index}"),
+        ),
+        LicenseCurrentStatus::Suspended {
+            index,
+            since_unix,
+            reason,
+        } => (
+            VerdictStatus::Suspended,
+            format!("suspended since {since_unix} (unix), reason {reason}, log index {index}"),
+        ),
+        LicenseCurrentStatus::Valid if now < claims.valid_from => (
+            VerdictStatus::NotYetValid,
+            format!("valid from {} (unix)", claims.valid_from),
+        ),
+        LicenseCurrentStatus::Valid if claims.valid_until.is_some_and(|u| now >= u) => (
+            VerdictStatus::Expired,
+            format!(
+                "expired at {} (unix)",
+                claims.valid_until.unwrap_or_default()
+            ),
+        ),
+        LicenseCurrentStatus::Valid => (
+            VerdictStatus::Genuine,
+            format!(
+                "signed by {} ({}) and on the record at log index {issued_index}",
+                issuer.name, issuer.id
+            ),
+        ),
     }
 }
 
@@ -414,7 +458,7 @@ impl LicenseService {
         Ok(IssueLicenseResponse {
             qr_payload: to_qr_payload(&license),
             license_hash: hash.to_vec(),
-            receipt: Some(receipt_to_proto(&receipt)),
+            receipt: Some(convert::receipt(&receipt)),
             holder_bundle_json: bundle.to_json(),
             claims_json: claims.to_json().to_string(),
             license,
@@ -428,12 +472,8 @@ impl LicenseService {
         let who = caller(&req)?;
         let r = req.into_inner();
         let hash = hash32(&r.license_hash, "license_hash")?;
-        let change = match WireChange::try_from(r.change) {
-            Ok(WireChange::Suspend) => LicenseStatusChange::Suspended,
-            Ok(WireChange::Reinstate) => LicenseStatusChange::Reinstated,
-            Ok(WireChange::Revoke) => LicenseStatusChange::Revoked,
-            _ => return Err(invalid("`change` must be suspend, reinstate or revoke")),
-        };
+        let change = convert::license_status_change(r.change)
+            .ok_or_else(|| invalid("`change` must be suspend, reinstate or revoke"))?;
         check_reason(&r.reason)?;
         let view = self
             .notary
@@ -486,7 +526,7 @@ impl LicenseService {
         };
         tracing::info!(department = %who.department, status, log_index = receipt.log_index, "license status changed");
         Ok(ChangeLicenseStatusResponse {
-            receipt: Some(receipt_to_proto(&receipt)),
+            receipt: Some(convert::receipt(&receipt)),
             status: status.into(),
         })
     }
@@ -497,7 +537,7 @@ impl LicenseService {
         doc: Option<Document>,
     ) -> Result<VerifyLicenseResponse, ServiceError> {
         let (mut verdict, checkpoint) = self.verdict(doc).await?;
-        verdict.checkpoint = checkpoint.map(crate::services::notary::checkpoint_to_proto);
+        verdict.checkpoint = checkpoint.map(convert::checkpoint);
         Ok(verdict)
     }
 
@@ -529,9 +569,7 @@ impl LicenseService {
                 })?;
             match (checkpoint, &shared) {
                 (Some(c), Some(s)) if c.note == s.note => {}
-                (Some(c), Some(_)) => {
-                    verdict.checkpoint = Some(crate::services::notary::checkpoint_to_proto(c))
-                }
+                (Some(c), Some(_)) => verdict.checkpoint = Some(convert::checkpoint(c)),
                 (Some(c), None) => shared = Some(c),
                 (None, _) => {}
             }
@@ -539,93 +577,21 @@ impl LicenseService {
         }
         Ok(VerifyLicensesResponse {
             verdicts,
-            checkpoint: shared.map(crate::services::notary::checkpoint_to_proto),
+            checkpoint: shared.map(convert::checkpoint),
         })
     }
 
     /// The verdict for one document, and the checkpoint its evidence (if any) is proven
-    /// against, for the caller to attach.
-    async fn verdict(
-        &self,
-        doc: Option<Document>,
-    ) -> Result<
-        (
-            VerifyLicenseResponse,
-            Option<qianlian_raft_store::notary::CosignedCheckpoint>,
-        ),
-        ServiceError,
-    > {
-        let verdict = |status: VerdictStatus, reason: String| VerifyLicenseResponse {
-            verdict: status.as_str().to_owned(),
-            reason,
-            ..Default::default()
-        };
-        // Where the license's bytes come from when they are needed: a QR payload seen before
-        // stands for its license (by hash) without base45 and inflate.
-        enum Source {
-            Bytes(Vec<u8>),
-            Qr(String),
-        }
-        let qr_tampered = |e: String| {
-            (
-                verdict(VerdictStatus::Tampered, format!("QR payload: {e}")),
-                None,
-            )
-        };
-        let (hash, source) = match doc {
-            Some(Document::Qr(q)) => {
-                let q = q.trim();
-                match self.verified.qr_hash(q) {
-                    Some(hash) => (hash, Source::Qr(q.to_owned())),
-                    None => match from_qr_payload(q) {
-                        Ok(b) => {
-                            let hash = license_hash(&b);
-                            self.verified.remember_qr(q, hash);
-                            (hash, Source::Bytes(b))
-                        }
-                        Err(e) => return Ok(qr_tampered(e.to_string())),
-                    },
-                }
-            }
-            Some(Document::License(b)) => (license_hash(&b), Source::Bytes(b)),
-            None => return Err(invalid("give the license as `qr` or `license` bytes")),
+    /// against, for the caller to attach. The checks run in the offline verifier's order.
+    async fn verdict(&self, doc: Option<Document>) -> Result<Verdict, ServiceError> {
+        let (hash, source) = match self.identify(doc)? {
+            Ok(found) => found,
+            Err(unreadable) => return Ok((unreadable, None)),
         };
         let in_force = self.directory()?;
-        let directory = &in_force.directory;
-        // A document verified before (same bytes, its key id still naming the same key) is not
-        // opened and checked again.
-        let remembered = self.verified.get(&hash, |kid| directory.key_bytes(kid));
-        let (dept, claims) = match remembered {
-            Some((dept, found)) => (dept, found.claims),
-            None => {
-                let bytes = match source {
-                    Source::Bytes(b) => b,
-                    // Remembered as a QR payload but no longer as a verified license.
-                    Source::Qr(q) => match from_qr_payload(&q) {
-                        Ok(b) => b,
-                        Err(e) => return Ok(qr_tampered(e.to_string())),
-                    },
-                };
-                let unverified = match open_license(&bytes) {
-                    Ok(u) => u,
-                    Err(e) => return Ok((verdict(VerdictStatus::Tampered, e.to_string()), None)),
-                };
-                let Some((dept, key)) = directory.key(unverified.key_id()) else {
-                    let mut v = verdict(
-                        VerdictStatus::UnknownIssuer,
-                        format!(
-                            "no department in the directory has key `{}`",
-                            unverified.key_id()
-                        ),
-                    );
-                    v.license_hash = hash.to_vec();
-                    return Ok((v, None));
-                };
-                match self.verified.verify(&unverified, &key) {
-                    Ok(c) => (dept, c),
-                    Err(e) => return Ok((verdict(VerdictStatus::Tampered, e.to_string()), None)),
-                }
-            }
+        let (dept, claims) = match self.signed_claims(&hash, source, &in_force.directory) {
+            Ok(signed) => signed,
+            Err(refused) => return Ok((*refused, None)),
         };
         let mut out = VerifyLicenseResponse {
             claims_json: claims.to_json().to_string(),
@@ -666,64 +632,77 @@ impl LicenseService {
         let (cp, proof) = self.proof_of_issuance(view.issued_index).await?;
         out.log_index = view.issued_index;
         out.tree_size = cp.size;
-        out.inclusion_proof = proof.iter().map(|h| h.to_vec()).collect();
-        let now = now_unix();
-        match view.status {
-            LicenseCurrentStatus::Revoked {
-                index,
-                since_unix,
-                reason,
-            } => {
-                set(
-                    &mut out,
-                    VerdictStatus::Revoked,
-                    format!(
-                        "revoked since {since_unix} (unix), reason {reason}, log index {index}"
-                    ),
-                );
-            }
-            LicenseCurrentStatus::Suspended {
-                index,
-                since_unix,
-                reason,
-            } => {
-                set(
-                    &mut out,
-                    VerdictStatus::Suspended,
-                    format!(
-                        "suspended since {since_unix} (unix), reason {reason}, log index {index}"
-                    ),
-                );
-            }
-            LicenseCurrentStatus::Valid if now < claims.valid_from => {
-                set(
-                    &mut out,
-                    VerdictStatus::NotYetValid,
-                    format!("valid from {} (unix)", claims.valid_from),
-                );
-            }
-            LicenseCurrentStatus::Valid if claims.valid_until.is_some_and(|u| now >= u) => {
-                set(
-                    &mut out,
-                    VerdictStatus::Expired,
-                    format!(
-                        "expired at {} (unix)",
-                        claims.valid_until.unwrap_or_default()
-                    ),
-                );
-            }
-            LicenseCurrentStatus::Valid => {
-                set(
-                    &mut out,
-                    VerdictStatus::Genuine,
-                    format!(
-                        "signed by {} ({}) and on the record at log index {}",
-                        dept.name, dept.id, view.issued_index
-                    ),
-                );
-            }
-        }
+        out.inclusion_proof = convert::proof(&proof);
+        let (status, reason) =
+            status_verdict(view.status, &claims, dept, view.issued_index, now_unix());
+        set(&mut out, status, reason);
         Ok((out, Some(cp)))
+    }
+
+    /// The hash of the license a document holds and where its bytes are; a QR payload that
+    /// does not decode is the verdict instead.
+    fn identify(
+        &self,
+        doc: Option<Document>,
+    ) -> Result<Result<(Hash, Source), VerifyLicenseResponse>, ServiceError> {
+        Ok(Ok(match doc {
+            Some(Document::Qr(q)) => {
+                let q = q.trim();
+                match self.verified.qr_hash(q) {
+                    Some(hash) => (hash, Source::Qr(q.to_owned())),
+                    None => match from_qr_payload(q) {
+                        Ok(b) => {
+                            let hash = license_hash(&b);
+                            self.verified.remember_qr(q, hash);
+                            (hash, Source::Bytes(b))
+                        }
+                        Err(e) => return Ok(Err(qr_tampered(e.to_string()))),
+                    },
+                }
+            }
+            Some(Document::License(b)) => (license_hash(&b), Source::Bytes(b)),
+            None => return Err(invalid("give the license as `qr` or `license` bytes")),
+        }))
+    }
+
+    /// The issuing department and the claims of a license whose signature verifies with a
+    /// key the directory names; otherwise the verdict (tampered, unknown issuer). A license
+    /// verified before (same bytes, its key id still naming the same key) is not opened and
+    /// checked again.
+    fn signed_claims<'d>(
+        &self,
+        hash: &Hash,
+        source: Source,
+        directory: &'d Directory,
+    ) -> Result<(&'d DirectoryEntry, LicenseClaims), Box<VerifyLicenseResponse>> {
+        if let Some((dept, found)) = self.verified.get(hash, |kid| directory.key_bytes(kid)) {
+            return Ok((dept, found.claims));
+        }
+        let bytes = match source {
+            Source::Bytes(b) => b,
+            // Remembered as a QR payload but no longer as a verified license.
+            Source::Qr(q) => {
+                from_qr_payload(&q).map_err(|e| Box::new(qr_tampered(e.to_string())))?
+            }
+        };
+        let unverified = open_license(&bytes)
+            .map_err(|e| Box::new(bare_verdict(VerdictStatus::Tampered, e.to_string())))?;
+        let Some((dept, key)) = directory.key(unverified.key_id()) else {
+            let mut v = bare_verdict(
+                VerdictStatus::UnknownIssuer,
+                format!(
+                    "no department in the directory has key `{}`",
+                    unverified.key_id()
+                ),
+            );
+            v.license_hash = hash.to_vec();
+            return Err(Box::new(v));
+        };
+        let claims = self
+            .verified
+            .verify(&unverified, &key)
+            .map_err(|e| Box::new(bare_verdict(VerdictStatus::Tampered, e.to_string())))?;
+        Ok((dept, claims))
     }
 
     async fn watch(&self, r: WatchLicensesRequest) -> Result<WatchLicensesResponse, ServiceError> {
@@ -744,18 +723,14 @@ impl LicenseService {
                 log_index: index,
                 record_json: serde_json::to_string(&record)
                     .map_err(|e| ServiceError::Internal(e.to_string()))?,
-                inclusion_proof: self
-                    .notary
-                    .inclusion_proof(index, cp.size)
-                    .await?
-                    .iter()
-                    .map(|h| h.to_vec())
-                    .collect(),
+                inclusion_proof: convert::proof(
+                    &self.notary.inclusion_proof(index, cp.size).await?,
+                ),
             });
         }
         Ok(WatchLicensesResponse {
             records,
-            checkpoint: Some(crate::services::notary::checkpoint_to_proto(cp)),
+            checkpoint: Some(convert::checkpoint(cp)),
         })
     }
 
@@ -945,6 +920,35 @@ pub fn http_routes(service: LicenseService) -> axum::Router {
     axum::Router::new()
         .route("/v1/licenses:verify", axum::routing::post(http_verify))
         .with_state(service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holder_ids_of_both_kinds_are_accepted_and_others_name_both_rules() {
+        // An all-digit credit code must not be mistaken for a bad resident number.
+        for i in 0..2000u64 {
+            let code = UnifiedSocialCreditCode::generate(i);
+            assert_eq!(
+                normalise_holder_id(code.as_str()).ok().as_deref(),
+                Some(code.as_str())
+            );
+        }
+        let person = ResidentId::generate(7);
+        let lower = person.as_str().to_lowercase();
+        assert_eq!(
+            normalise_holder_id(&lower).ok().as_deref(),
+            Some(person.as_str())
+        );
+        let err = normalise_holder_id("12345").expect_err("neither");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("unified social credit code") && msg.contains("resident identity number"),
+            "{msg}"
+        );
+    }
 }
 
 #[cfg(test)]

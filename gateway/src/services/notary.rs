@@ -10,13 +10,14 @@ use qianlian_proto::v1::notary_server::Notary as NotaryApi;
 use qianlian_proto::v1::{
     Checkpoint, GetCheckpointRequest, GetCheckpointResponse, GetConsistencyProofRequest,
     GetConsistencyProofResponse, GetInclusionProofRequest, GetInclusionProofResponse,
-    GetLogEntryRequest, GetLogEntryResponse, Receipt,
+    GetLogEntryRequest, GetLogEntryResponse,
 };
-use qianlian_raft_store::notary::{CosignedCheckpoint, Notary};
+use qianlian_raft_store::notary::{Notary, Receipt};
 use qianlian_raft_store::record::Record;
 use tonic::{Request, Response, Status};
 
 use crate::domain::identity::Role;
+use crate::services::convert;
 use crate::services::error::{ServiceError, caller};
 
 /// gRPC face of the notarization log.
@@ -67,28 +68,14 @@ impl NotaryService {
         let record_json = serde_json::to_string_pretty(&record)
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
         Ok(GetLogEntryResponse {
-            receipt: Some(Receipt {
+            receipt: Some(convert::receipt(&Receipt {
                 log_index: index,
-                record_hash: hash.to_vec(),
-            }),
+                record_hash: hash,
+            })),
             record: bytes,
             record_json,
         })
     }
-}
-
-/// The wire form of a cosigned checkpoint.
-pub fn checkpoint_to_proto(c: CosignedCheckpoint) -> Checkpoint {
-    Checkpoint {
-        note: c.note,
-        tree_size: c.size,
-        root_hash: c.root.to_vec(),
-        signers: c.signers,
-    }
-}
-
-fn hashes(v: Vec<[u8; 32]>) -> Vec<Vec<u8>> {
-    v.into_iter().map(|h| h.to_vec()).collect()
 }
 
 impl NotaryService {
@@ -98,7 +85,7 @@ impl NotaryService {
             return Ok((size, None));
         }
         let c = self.notary.checkpoint().await?;
-        Ok((c.size, Some(checkpoint_to_proto(c))))
+        Ok((c.size, Some(convert::checkpoint(c))))
     }
 
     async fn inclusion(
@@ -147,7 +134,7 @@ impl NotaryService {
             log_index: index,
             record_hash: hash.to_vec(),
             tree_size: size,
-            proof: hashes(proof),
+            proof: convert::proof(&proof),
             checkpoint,
         })
     }
@@ -170,7 +157,7 @@ impl NotaryService {
         Ok(GetConsistencyProofResponse {
             old_size: req.old_size,
             new_size,
-            proof: hashes(proof),
+            proof: convert::proof(&proof),
             checkpoint,
         })
     }
@@ -184,7 +171,7 @@ impl NotaryApi for NotaryService {
     ) -> Result<Response<GetCheckpointResponse>, Status> {
         let c = self.notary.checkpoint().await.map_err(ServiceError::from)?;
         Ok(Response::new(GetCheckpointResponse {
-            checkpoint: Some(checkpoint_to_proto(c)),
+            checkpoint: Some(convert::checkpoint(c)),
         }))
     }
 

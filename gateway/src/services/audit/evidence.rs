@@ -6,7 +6,7 @@
 //! the bundle is provable against it even while the log grows.
 
 use qianlian_proto::v1::{ExportEvidenceRequest, ExportEvidenceResponse};
-use qianlian_raft_store::audit::{AuditCursor, AuditFilter, AuditOrder};
+use qianlian_raft_store::audit::{AuditCursor, AuditFilter, AuditHit, AuditOrder};
 use qianlian_raft_store::record::{ConfigKind, Record};
 use qianlian_verifier::audit::{
     BundleDepartment, BundlePolicy, BundleRecord, EVIDENCE_BUNDLE_VERSION, EvidenceBundle,
@@ -59,118 +59,158 @@ fn internal(e: impl std::fmt::Display) -> ServiceError {
     ServiceError::Internal(e.to_string())
 }
 
-/// Build the bundle for a request (the caller's role is checked by the service).
-pub async fn export(
-    service: &AuditService,
-    request: ExportEvidenceRequest,
-) -> Result<ExportEvidenceResponse, ServiceError> {
-    let max = match request.max_records as usize {
-        0 => DEFAULT_MAX_RECORDS,
-        n if n <= MAX_RECORDS => n,
-        n => {
-            return Err(ServiceError::InvalidArgument(format!(
-                "max_records {n} is above {MAX_RECORDS}: split the query by time range"
-            )));
-        }
-    };
-    if service.trust_node_keys.is_empty() {
-        return Err(ServiceError::FailedPrecondition(
-            "this node exports no evidence: its operator must set licenses.trust_node_keys (the node keys a bundle is checked with)".into(),
-        ));
+/// The most records a request lets its bundle hold.
+fn max_records(requested: u32) -> Result<usize, ServiceError> {
+    match requested as usize {
+        0 => Ok(DEFAULT_MAX_RECORDS),
+        n if n <= MAX_RECORDS => Ok(n),
+        n => Err(ServiceError::InvalidArgument(format!(
+            "max_records {n} is above {MAX_RECORDS}: split the query by time range"
+        ))),
     }
-    let filters = service.filters(request.filter)?;
-    let query = describe(&filters);
-    let notary = &service.notary;
-    let checkpoint = notary.checkpoint().await?;
-    let size = checkpoint.size;
+}
 
-    // Every match below the checkpoint's size, oldest first.
-    let mut hits = Vec::new();
-    let mut after = Some(AuditCursor {
-        tree_size: size,
-        time_unix_ms: 0,
-        log_index: 0,
-    });
-    while let Some(cursor) = after {
-        let page = service
-            .page(
-                filters.clone(),
-                AuditOrder::OldestFirst,
-                MAX_PAGE,
-                Some(cursor),
-            )
-            .await?;
-        hits.extend(page.hits);
-        if hits.len() > max {
-            return Err(ServiceError::InvalidArgument(format!(
-                "the query matches more than {max} records: narrow it (e.g. with a time range) or raise max_records (at most {MAX_RECORDS})"
-            )));
+impl AuditService {
+    /// Build the bundle for a request (the gRPC method has checked the caller's role).
+    pub async fn evidence_bundle(
+        &self,
+        request: ExportEvidenceRequest,
+    ) -> Result<ExportEvidenceResponse, ServiceError> {
+        let max = max_records(request.max_records)?;
+        if self.trust_node_keys.is_empty() {
+            return Err(ServiceError::FailedPrecondition(
+                "this node exports no evidence: its operator must set licenses.trust_node_keys (the node keys a bundle is checked with)".into(),
+            ));
         }
-        after = page.next;
-    }
-
-    let mut records = Vec::with_capacity(hits.len());
-    let mut highest_policy = 0;
-    for h in hits {
-        if let Record::Exchange(x) = &h.record {
-            highest_policy = highest_policy.max(x.policy_version);
-        }
-        let proof = notary.inclusion_proof(h.log_index, size).await?;
-        records.push(BundleRecord::new(h.log_index, h.bytes, proof).map_err(internal)?);
-    }
-    let mut policies = Vec::new();
-    for p in notary.config_history(ConfigKind::Policy).await? {
-        if p.version > highest_policy || p.log_index >= size {
-            continue;
-        }
-        let (bytes, _) = notary.entry(p.log_index).await?.ok_or_else(|| {
-            internal(format!(
-                "policy record at log index {} is missing",
-                p.log_index
-            ))
-        })?;
-        policies.push(BundlePolicy {
-            version: p.version,
-            log_index: p.log_index,
-            record: bytes,
-            proof: notary.inclusion_proof(p.log_index, size).await?,
-        });
-    }
-    let directory = service.in_force.directory.load();
-    let departments = directory
-        .directory
-        .department
-        .iter()
-        .map(|d| BundleDepartment {
-            id: d.id.clone(),
-            name: d.name.clone(),
-            keys: d.keys.clone(),
+        let filters = self.filters(request.filter)?;
+        let query = describe(&filters);
+        let checkpoint = self.notary.checkpoint().await?;
+        let size = checkpoint.size;
+        let hits = self.matches_below(filters, size, max).await?;
+        let (records, highest_policy) = self.proven_records(hits, size).await?;
+        let policies = self.proven_policies(highest_policy, size).await?;
+        let bundle = EvidenceBundle {
+            version: EVIDENCE_BUNDLE_VERSION,
+            created_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or_default(),
+            query,
+            origin: checkpoint
+                .note
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+            checkpoint: checkpoint.note,
+            node_keys: self.trust_node_keys.clone(),
+            min_cosigners: self.min_cosigners,
+            departments: self.departments(),
+            records,
+            policies,
+        };
+        let count = bundle.records.len() as u32;
+        Ok(ExportEvidenceResponse {
+            bundle_json: bundle.to_json_pretty(),
+            records: count,
+            tree_size: size,
         })
-        .collect();
-    let bundle = EvidenceBundle {
-        version: EVIDENCE_BUNDLE_VERSION,
-        created_unix_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or_default(),
-        query,
-        origin: checkpoint
-            .note
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_owned(),
-        checkpoint: checkpoint.note,
-        node_keys: service.trust_node_keys.clone(),
-        min_cosigners: service.min_cosigners,
-        departments,
-        records,
-        policies,
-    };
-    let count = bundle.records.len() as u32;
-    Ok(ExportEvidenceResponse {
-        bundle_json: bundle.to_json_pretty(),
-        records: count,
-        tree_size: size,
-    })
+    }
+
+    /// Every record the query matches below tree size `size`, oldest first; more than `max`
+    /// is refused.
+    async fn matches_below(
+        &self,
+        filters: Filters,
+        size: u64,
+        max: usize,
+    ) -> Result<Vec<AuditHit>, ServiceError> {
+        let mut hits = Vec::new();
+        let mut after = Some(AuditCursor {
+            tree_size: size,
+            time_unix_ms: 0,
+            log_index: 0,
+        });
+        while let Some(cursor) = after {
+            let page = self
+                .page(
+                    filters.clone(),
+                    AuditOrder::OldestFirst,
+                    MAX_PAGE,
+                    Some(cursor),
+                )
+                .await?;
+            hits.extend(page.hits);
+            if hits.len() > max {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "the query matches more than {max} records: narrow it (e.g. with a time range) or raise max_records (at most {MAX_RECORDS})"
+                )));
+            }
+            after = page.next;
+        }
+        Ok(hits)
+    }
+
+    /// The records with their inclusion proofs in the tree of `size`, and the highest policy
+    /// version that decided one of them.
+    async fn proven_records(
+        &self,
+        hits: Vec<AuditHit>,
+        size: u64,
+    ) -> Result<(Vec<BundleRecord>, u64), ServiceError> {
+        let mut records = Vec::with_capacity(hits.len());
+        let mut highest_policy = 0;
+        for h in hits {
+            if let Record::Exchange(x) = &h.record {
+                highest_policy = highest_policy.max(x.policy_version);
+            }
+            let proof = self.notary.inclusion_proof(h.log_index, size).await?;
+            records.push(BundleRecord::new(h.log_index, h.bytes, proof).map_err(internal)?);
+        }
+        Ok((records, highest_policy))
+    }
+
+    /// The policy records up to version `highest` in the tree of `size`, with their inclusion
+    /// proofs, so the bundle shows the rules that decided.
+    async fn proven_policies(
+        &self,
+        highest: u64,
+        size: u64,
+    ) -> Result<Vec<BundlePolicy>, ServiceError> {
+        let notary = &self.notary;
+        let mut policies = Vec::new();
+        for p in notary.config_history(ConfigKind::Policy).await? {
+            if p.version > highest || p.log_index >= size {
+                continue;
+            }
+            let (bytes, _) = notary.entry(p.log_index).await?.ok_or_else(|| {
+                internal(format!(
+                    "policy record at log index {} is missing",
+                    p.log_index
+                ))
+            })?;
+            policies.push(BundlePolicy {
+                version: p.version,
+                log_index: p.log_index,
+                record: bytes,
+                proof: notary.inclusion_proof(p.log_index, size).await?,
+            });
+        }
+        Ok(policies)
+    }
+
+    /// The departments in force with their keys, for checking signed records.
+    fn departments(&self) -> Vec<BundleDepartment> {
+        let directory = self.in_force.directory.load();
+        directory
+            .directory
+            .department
+            .iter()
+            .map(|d| BundleDepartment {
+                id: d.id.clone(),
+                name: d.name.clone(),
+                keys: d.keys.clone(),
+            })
+            .collect()
+    }
 }
