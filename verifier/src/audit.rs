@@ -16,9 +16,10 @@ pub mod log;
 mod hex_hashes;
 mod unique_keys;
 
+pub use bundle::check::check_bundle;
 pub use bundle::{
     BundleDepartment, BundleError, BundlePolicy, BundleRecord, BundleReport,
-    EVIDENCE_BUNDLE_VERSION, Entry, EvidenceBundle, TrustedKeys, check_bundle,
+    EVIDENCE_BUNDLE_VERSION, Entry, EvidenceBundle, TrustedKeys,
 };
 pub use log::{
     CheckpointMatch, LocateError, LogError, LogSummary, LogVerifier, TrustedRoot,

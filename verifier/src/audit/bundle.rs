@@ -43,16 +43,15 @@ use crate::license::trust::{DepartmentKey, TrustBundle, TrustBundleFile};
 use crate::note::NoteVerifier;
 use crate::record::{DecodeError, Record};
 
-mod check;
+pub(super) mod check;
 mod error;
 
-pub use check::check_bundle;
-pub use error::BundleError;
+pub use error::{BundleError, Entry};
 
 /// The format version of [`EvidenceBundle`] JSON.
 pub const EVIDENCE_BUNDLE_VERSION: u32 = 1;
 
-/// An evidence bundle as stored and exchanged: plain data, not yet checked. [`check_bundle`]
+/// An evidence bundle as stored and exchanged: plain data, not yet checked. [`check_bundle`](crate::audit::check_bundle)
 /// checks it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,7 +115,7 @@ pub struct BundleRecord {
 pub struct BundlePolicy {
     /// The policy version: the number of policy records up to and including this one.
     ///
-    /// [`check_bundle`] checks that the versions run 1, 2, … in log order and that each entry
+    /// [`check_bundle`](crate::audit::check_bundle) checks that the versions run 1, 2, … in log order and that each entry
     /// is a policy record of the log at its index. It cannot check the number itself: a policy
     /// record does not carry it, and a proof of inclusion says nothing of the policy records
     /// left out, so a bundle that omits version 1 can show version 2's record as version 1.
@@ -129,22 +128,6 @@ pub struct BundlePolicy {
     /// Inclusion proof of the record's leaf against the checkpoint.
     #[serde(with = "super::hex_hashes")]
     pub proof: Vec<Hash>,
-}
-
-/// Which list of the bundle an entry is in, for messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Entry {
-    Record,
-    Policy,
-}
-
-impl std::fmt::Display for Entry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Entry::Record => "record",
-            Entry::Policy => "policy",
-        })
-    }
 }
 
 /// The checkpoint keys a reader trusts from elsewhere than the bundle (a license trust bundle, a
@@ -242,7 +225,7 @@ pub(crate) fn check_threshold(verifiers: &[NoteVerifier], k: usize) -> Result<()
     Ok(())
 }
 
-/// What a bundle that passed [`check_bundle`] proves.
+/// What a bundle that passed [`check_bundle`](crate::audit::check_bundle) proves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundleReport {
     /// The log the checkpoint names.
@@ -267,7 +250,7 @@ pub struct BundleReport {
 }
 
 impl EvidenceBundle {
-    /// Reads a bundle from JSON. Only the shape is checked here: see [`check_bundle`].
+    /// Reads a bundle from JSON. Only the shape is checked here: see [`check_bundle`](crate::audit::check_bundle).
     ///
     /// # Errors
     /// [`BundleError::Json`] (naming the line, column and field) and

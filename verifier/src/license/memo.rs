@@ -14,7 +14,9 @@ use std::sync::Mutex;
 
 use ed25519_dalek::VerifyingKey;
 
-use super::{LicenseClaims, LicenseError, UnverifiedLicense};
+use super::claims::LicenseClaims;
+use super::cose::UnverifiedLicense;
+use super::error::LicenseError;
 use crate::Hash;
 
 /// A license whose signature verified.

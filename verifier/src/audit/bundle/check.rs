@@ -5,9 +5,10 @@ use std::collections::BTreeSet;
 use ed25519_dalek::VerifyingKey;
 use serde_json::Value;
 
+use super::error::{BundleError, Entry};
 use super::{
-    BundleError, BundleReport, EVIDENCE_BUNDLE_VERSION, Entry, EvidenceBundle, TrustedKeys,
-    check_threshold, json_view, parse_vkeys, policy_version,
+    BundleReport, EVIDENCE_BUNDLE_VERSION, EvidenceBundle, TrustedKeys, check_threshold, json_view,
+    parse_vkeys, policy_version,
 };
 use crate::checkpoint::{CheckpointError, VerifiedCheckpoint, open_checkpoint};
 use crate::hash::{Hash, leaf_hash};

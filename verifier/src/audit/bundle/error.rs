@@ -1,6 +1,5 @@
 //! [`BundleError`]: every way a bundle is refused, each naming the log index it concerns.
 
-use super::Entry;
 use crate::checkpoint::CheckpointError;
 use crate::note::NoteError;
 use crate::proof::ProofError;
@@ -177,5 +176,21 @@ impl BundleError {
             | BundleError::MissingPolicy { log_index, .. } => Some(*log_index),
             _ => None,
         }
+    }
+}
+
+/// Which list of the bundle an entry is in, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Record,
+    Policy,
+}
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Entry::Record => "record",
+            Entry::Policy => "policy",
+        })
     }
 }

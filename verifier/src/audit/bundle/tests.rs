@@ -1,6 +1,7 @@
 //! A bundle built from an in-memory log and cosigned checkpoint passes; every kind of edit an
 //! untrusted hand could make is refused, naming the log index.
 
+use super::check::check_bundle;
 use super::*;
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::ed25519_dalek::SigningKey;
