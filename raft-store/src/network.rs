@@ -43,8 +43,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 pub use self::node_rpc::{
-    CosignRefusal, CosignRequest, Cosignature, ForwardRefusal, ForwardRequest, ForwardedReceipt,
-    LocalNode, PeerCallError,
+    CosignRequest, ForwardRefusal, ForwardRequest, ForwardedReceipt, LocalNode, PeerCallError,
 };
 use crate::types::{NodeId, TypeConfig};
 

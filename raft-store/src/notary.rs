@@ -51,24 +51,21 @@ pub use self::error::{LeaderHint, NotaryError, Unavailability, UnavailableReason
 use self::group_commit::{Committer, Limits, Pending};
 use crate::audit::{AuditPage, AuditQuery};
 pub use crate::checkpoint::CosignedCheckpoint;
-use crate::checkpoint::{self, CheckpointSigner};
+use crate::checkpoint::{self, CheckpointSigner, CosignRefusal, Cosignature};
 use crate::db::{Db, StoreError};
 use crate::early::EarlyReceipts;
 pub use crate::license::{CosignedStatusList, LicenseCurrentStatus, LicenseView};
 use crate::log_store::LogStore;
 use crate::network::{
-    CosignRefusal, Cosignature, ForwardRefusal, ForwardedReceipt, LocalNode, NetworkFactory, Peers,
-    RaftService,
+    ForwardRefusal, ForwardedReceipt, LocalNode, NetworkFactory, Peers, RaftService,
 };
 use crate::record::{ConfigKind, ConfigRecord, Record};
 pub use crate::state_machine::RangeError;
 use crate::state_machine::{
     ConfigPointer, ConfigPointers, StateMachineConfig, StateMachineStore, StateReader,
 };
+pub use crate::types::DEFAULT_MAX_BATCH;
 use crate::types::{NodeId, TypeConfig};
-
-/// Records per Raft entry unless configured otherwise ([`NotaryConfig::max_batch`]).
-pub const DEFAULT_MAX_BATCH: usize = 1024;
 
 /// Extra time an append waits beyond `commit_timeout`, so that the batcher's own, more precise
 /// answer (which is bounded by `commit_timeout`) arrives before the caller gives up.

@@ -5,8 +5,7 @@ use openraft::testing::log_id;
 use openraft::{BasicNode, Membership, RaftSnapshotBuilder};
 
 use super::*;
-use crate::checkpoint::{self, CheckpointSigner};
-use crate::network::CosignRefusal;
+use crate::checkpoint::{self, CheckpointSigner, CosignRefusal};
 use crate::record::{AccessRecord, Action, Caller, Decision};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
