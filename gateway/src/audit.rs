@@ -21,7 +21,9 @@ use qianlian_proto::v1::{
     MyAccessesRequest, MyAccessesResponse, QueryAccessesRequest, QueryAccessesResponse, Receipt,
     StreamLogRequest, SubjectAccess,
 };
-use qianlian_raft_store::audit::{AuditCursor, AuditFilter, AuditHit, AuditOrder, AuditQuery};
+use qianlian_raft_store::audit_query::{
+    AuditCursor, AuditFilter, AuditHit, AuditOrder, AuditQuery,
+};
 use qianlian_raft_store::notary::Notary;
 use qianlian_raft_store::record::{Action, Decision, Record, Side, SubjectHash};
 use tokio_stream::Stream;
@@ -257,7 +259,7 @@ impl AuditService {
         order: AuditOrder,
         limit: usize,
         after: Option<AuditCursor>,
-    ) -> Result<qianlian_raft_store::audit::AuditPage, ServiceError> {
+    ) -> Result<qianlian_raft_store::audit_query::AuditPage, ServiceError> {
         Ok(self
             .notary
             .audit_query(AuditQuery {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use openraft::EntryPayload;
 use openraft::storage::RaftStateMachine;
 use openraft::testing::log_id;
-use qianlian_raft_store::audit::{AuditFilter, AuditOrder, AuditQuery};
+use qianlian_raft_store::audit_query::{AuditFilter, AuditOrder, AuditQuery};
 use qianlian_raft_store::db::Db;
 use qianlian_raft_store::record::{
     Action, Caller, Decision, ExchangeRecord, Record, Side, SubjectHash,

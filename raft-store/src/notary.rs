@@ -49,11 +49,11 @@ use tonic::transport::ClientTlsConfig;
 
 pub use self::error::{LeaderHint, NotaryError, Unavailability, UnavailableReason};
 use self::group_commit::{Committer, Limits, Pending};
-use crate::audit::{AuditPage, AuditQuery};
+use crate::audit_query::{AuditPage, AuditQuery};
 pub use crate::checkpoint::CosignedCheckpoint;
 use crate::checkpoint::{self, CheckpointSigner, CosignRefusal, Cosignature};
+use crate::commit_receipts::EarlyReceipts;
 use crate::db::{Db, StoreError};
-use crate::early::EarlyReceipts;
 pub use crate::license::{CosignedStatusList, LicenseCurrentStatus, LicenseView};
 use crate::log_store::LogStore;
 use crate::network::{
@@ -475,7 +475,7 @@ impl Notary {
 
     /// Append `record` to the notarization log. Returns once it is committed on a majority, with
     /// its log index and leaf hash: a small batch as soon as the commit is known
-    /// ([`crate::early`]), a larger one once the leader applied it. Reads through this notary
+    /// ([`crate::commit_receipts`]), a larger one once the leader applied it. Reads through this notary
     /// wait until the node applied what it answered, so they see the record. Any node takes
     /// appends: a follower forwards them to the leader.
     ///
@@ -612,7 +612,7 @@ impl Notary {
     }
 
     /// One page of the access records applied on this node that match `query` (see
-    /// [`crate::audit`] for the semantics and the cost). Pass the page's `next` as the next
+    /// [`crate::audit_query`] for the semantics and the cost). Pass the page's `next` as the next
     /// query's `after` to continue: every page is read at the first page's tree size.
     /// [`NotaryError::Range`] for a cursor beyond this node's tree (issued by a node further
     /// ahead; retry once this one caught up), [`NotaryError::Storage`] if a record the index
@@ -637,7 +637,7 @@ impl Notary {
     }
 
     /// Number of records on this node's log: those applied, and those a caller already holds a
-    /// receipt for while this node is applying them (see [`crate::early`]). The next record
+    /// receipt for while this node is applying them (see [`crate::commit_receipts`]). The next record
     /// gets at least this log index; every read here waits until these records are applied.
     pub fn tree_size(&self) -> u64 {
         self.inner.reader.known_size()

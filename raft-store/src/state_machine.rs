@@ -12,7 +12,7 @@
 //! ([`StateReader::checkpoint`]) gets one signed on demand and kept until the tree grows.
 //! License records also update the license state (`licenses`: the license index, its status
 //! changes and its holder's index; rules in [`crate::license`]) in that batch, so the state is always that of exactly the records applied. Access and config
-//! records also get their audit index entries (`audit`; see [`crate::audit`]) in that batch.
+//! records also get their audit index entries (`audit_index`; see [`crate::audit_query`]) in that batch.
 //!
 //! Invariants:
 //! - records, leaf nodes, leaf index entries, license state and audit index entries exist
@@ -29,10 +29,10 @@
 //!   its length, and an install holds it (exclusive) only while it switches generations.
 //!
 //! Layout: [`integrity`] checks the whole stored state on open; the `snapshot` module builds
-//! and installs snapshots (files, streamed; see there for the format); `licenses` and `audit`
+//! and installs snapshots (files, streamed; see there for the format); `licenses` and `audit_index`
 //! keep the state derived from the records.
 
-pub(crate) mod audit;
+pub(crate) mod audit_index;
 pub mod integrity;
 mod licenses;
 mod snapshot;
@@ -50,7 +50,7 @@ use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
 use tokio::sync::watch;
 
 pub use self::snapshot::SnapshotBuilder;
-use crate::audit::{AuditPage, AuditQuery};
+use crate::audit_query::{AuditPage, AuditQuery};
 use crate::checkpoint::{self, CheckpointSigner, CosignRefusal, Cosignature, SignedCheckpoint};
 use crate::db::{
     self, CF_LEAF_INDEX, CF_RECORDS, CF_SM_META, CF_TREE, Db, END_KEY, GENERATION_CFS, StoreError,
@@ -75,7 +75,7 @@ pub(crate) const KEY_CHECKPOINT: &[u8] = b"checkpoint";
 const KEY_CONFIG: &[u8] = b"config";
 /// The tree size the audit index covers.
 const KEY_AUDIT_INDEXED: &[u8] = b"audit_indexed";
-/// The layout of the audit index (see `audit::upgrade_layout`).
+/// The layout of the audit index (see `audit_index::upgrade_layout`).
 const KEY_AUDIT_LAYOUT: &[u8] = b"audit_layout";
 /// The layout of the leaf index (see `upgrade_leaf_index`).
 const KEY_LEAF_LAYOUT: &[u8] = b"leaf_layout";
@@ -222,7 +222,7 @@ struct Shared {
     // The configuration in force, for those who follow its changes.
     config_pointers: watch::Sender<ConfigPointers>,
     // The largest tree size whose records callers were told are committed before this node
-    // applied them (see `crate::early`): readers wait until the tree has grown to it.
+    // applied them (see `crate::commit_receipts`): readers wait until the tree has grown to it.
     promised: AtomicU64,
     // Shared by every read of generation data, exclusive while an install switches generations.
     generation_lock: RwLock<()>,
@@ -660,8 +660,8 @@ impl StateMachineStore {
         let (generation, size) = (applied.generation, applied.tree_size);
         db.run(move |db| {
             upgrade_leaf_index(db, generation, size)?;
-            audit::upgrade_layout(db)?;
-            audit::build_missing(db, generation, size)
+            audit_index::upgrade_layout(db)?;
+            audit_index::build_missing(db, generation, size)
         })
         .await?;
         snapshot::clean_directory(&db, &dir).await?;
@@ -931,17 +931,17 @@ impl StateReader {
     }
 
     /// One page of the access records matching `query`, as of the applied state (or of the
-    /// tree size of `query.after`); see [`crate::audit`]. [`RangeError::TreeSize`] for a cursor
+    /// tree size of `query.after`); see [`crate::audit_query`]. [`RangeError::TreeSize`] for a cursor
     /// beyond the applied tree.
     pub async fn audit_query(&self, query: AuditQuery) -> Result<AuditPage, ReadError> {
-        self.read(move |db, generation, size| audit::query(db, generation, size, &query))
+        self.read(move |db, generation, size| audit_index::query(db, generation, size, &query))
             .await
     }
 
     /// Every config record of `kind` applied so far, in log order, with its version.
     pub async fn config_history(&self, kind: ConfigKind) -> Result<Vec<ConfigPointer>, StoreError> {
         self.read_store(move |db, generation, size| {
-            audit::config_history(db, generation, size, kind)
+            audit_index::config_history(db, generation, size, kind)
         })
         .await
     }
@@ -950,7 +950,7 @@ impl StateReader {
     /// tree size on.
     pub async fn entries(&self, start: u64, max: usize) -> Result<Vec<Vec<u8>>, StoreError> {
         self.read_store(move |db, generation, size| {
-            audit::entries(db, generation, size, start, max)
+            audit_index::entries(db, generation, size, start, max)
         })
         .await
     }
@@ -1142,7 +1142,7 @@ fn apply_entries(
     let mut batch = WriteBatch::default();
     let mut appender = Appender::new(db, applied.generation, applied.edge.clone());
     let mut licenses = licenses::LicenseStager::new(db, applied.generation);
-    let mut audit = audit::AuditStager::new(db)?;
+    let mut audit = audit_index::AuditStager::new(db)?;
     let mut responses = Vec::with_capacity(entries.len());
     // Nothing applied yet: nothing of the applied state is stored yet either.
     let mut changed = if applied.last_applied.is_none() {
@@ -1216,7 +1216,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(Vec::new());
         }
         if self.shared.promised.load(Ordering::SeqCst) > *self.shared.tree_size.borrow() {
-            // Callers of these entries were answered at commit (`crate::early`), and the task
+            // Callers of these entries were answered at commit (`crate::commit_receipts`), and the task
             // taking them their receipts was woken just before this one: let it go first on
             // this thread, and apply behind it (or on another worker that steals this task),
             // rather than make the answer wait for another thread to wake up.

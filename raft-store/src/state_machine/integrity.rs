@@ -13,7 +13,7 @@
 //! The same pass checks the license state against the records it derives from (`licenses`):
 //! a revocation deleted from the state, or a status changed, is found although every record
 //! and tree node is intact. It also sums a digest of every audit index key the records give
-//! and compares it with the same sum over the stored keys (`audit`), so an entry removed,
+//! and compares it with the same sum over the stored keys (`audit_index`), so an entry removed,
 //! added or altered is found without holding the index in memory.
 //!
 //! RocksDB verifies block checksums while scanning; a checksum error stops the scan and is
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use qianlian_verifier::{Hash, SignedNote, leaf_hash};
 use rocksdb::{DB, DBIteratorWithThreadMode, Direction, IteratorMode};
 
-use super::audit::AuditCheck;
+use super::audit_index::AuditCheck;
 use super::licenses::LicenseCheck;
 use super::{KEY_CHECKPOINT, Shared, read_node};
 use crate::db::{

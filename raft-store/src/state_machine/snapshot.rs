@@ -47,7 +47,7 @@ use tokio::io::AsyncSeekExt;
 
 use super::{
     Applied, Changed, ConfigPointers, KEY_GENERATION, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP,
-    KEY_TREE_SIZE, Shared, audit, integrity, load_edge, put_applied,
+    KEY_TREE_SIZE, Shared, audit_index, integrity, load_edge, put_applied,
 };
 use crate::db::{
     self, CF_HOLDERS, CF_LEAF_INDEX, CF_LICENSE_CHANGES, CF_LICENSES, CF_RECORDS, CF_SM_META,
@@ -802,7 +802,7 @@ fn stream_into<R: Read, W: Write>(
     let tree_cf = db::cf(db, CF_TREE)?;
     let leaf_cf = db::cf(db, CF_LEAF_INDEX)?;
     // The audit index is not in the file: it is rebuilt from the records as they arrive.
-    let mut audit = audit::AuditStager::new(db)?;
+    let mut audit = audit_index::AuditStager::new(db)?;
     let mut records = 0u64;
     let mut last_node: Option<(u8, u64)> = None;
     let mut last_leaf: Option<Hash> = None;

@@ -1,7 +1,7 @@
 //! The audit index in RocksDB: staged in the apply's write batch (and in an install's), built
 //! for records applied before the index existed, checked against the records by the integrity
 //! check, and read by audit queries. The fields and the query semantics are in
-//! [`crate::audit`]; the key layout in [`crate::db`].
+//! [`crate::audit_query`]; the key layout in [`crate::db`].
 
 use qianlian_verifier::leaf_hash;
 use rocksdb::{
@@ -13,7 +13,7 @@ use super::integrity::IntegrityError;
 use super::{
     ConfigPointer, KEY_AUDIT_INDEXED, KEY_AUDIT_LAYOUT, RangeError, ReadError, layout_is_current,
 };
-use crate::audit::{
+use crate::audit_query::{
     self, AuditCursor, AuditHit, AuditOrder, AuditPage, AuditQuery, DIGEST_LEN, MAX_PAGE,
 };
 use crate::db::{
@@ -65,8 +65,11 @@ impl<'a> AuditStager<'a> {
     /// Add the entries of `record`, appended at `log_index`, for [`Self::stage`].
     pub(super) fn collect(&mut self, log_index: u64, record: &Record) {
         let at = position(record.time_unix_ms(), log_index);
-        self.pending
-            .extend(audit::terms(record).into_iter().map(|term| (term, at)));
+        self.pending.extend(
+            audit_query::terms(record)
+                .into_iter()
+                .map(|term| (term, at)),
+        );
     }
 
     /// Stage the entries collected so far into `batch`, as chunks of `generation`.
@@ -217,7 +220,7 @@ impl AuditCheck {
     /// Account for the entries of `record`, stored at `log_index`.
     pub(super) fn record(&mut self, log_index: u64, record: &Record) {
         let at = position(record.time_unix_ms(), log_index);
-        for term in audit::terms(record) {
+        for term in audit_query::terms(record) {
             self.expected.add(term, at);
         }
     }
@@ -548,8 +551,8 @@ pub(super) fn query(
     let mut postings = Vec::with_capacity(q.filters.len().max(1));
     if q.filters.is_empty() {
         let all = (
-            audit::field::ALL,
-            audit::value_digest(audit::field::ALL, b""),
+            audit_query::field::ALL,
+            audit_query::value_digest(audit_query::field::ALL, b""),
         );
         postings.push(Posting::open(db, generation, all, lo, hi)?);
     }
@@ -614,7 +617,7 @@ pub(super) fn config_history(
     size: u64,
     kind: ConfigKind,
 ) -> Result<Vec<ConfigPointer>, StoreError> {
-    let (tag, digest) = audit::config_term(kind);
+    let (tag, digest) = audit_query::config_term(kind);
     let mut posting = Posting::open(db, generation, (tag, digest), 0, u128::MAX)?;
     let mut indices = Vec::new();
     let mut examined = 0;
