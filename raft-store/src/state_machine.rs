@@ -930,8 +930,8 @@ impl StateReader {
         .await
     }
 
-    /// One page of the access records matching `query`, as of the applied state (or of the
-    /// tree size of `query.after`); see [`crate::audit_query`]. [`RangeError::TreeSize`] for a cursor
+    /// One page of the access records matching `query`, as of the applied state (or of the tree
+    /// size of `query.after`); see [`crate::audit_query`]. [`RangeError::TreeSize`] for a cursor
     /// beyond the applied tree.
     pub async fn audit_query(&self, query: AuditQuery) -> Result<AuditPage, ReadError> {
         self.read(move |db, generation, size| audit_index::query(db, generation, size, &query))
@@ -1216,10 +1216,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(Vec::new());
         }
         if self.shared.promised.load(Ordering::SeqCst) > *self.shared.tree_size.borrow() {
-            // Callers of these entries were answered at commit (`crate::commit_receipts`), and the task
-            // taking them their receipts was woken just before this one: let it go first on
-            // this thread, and apply behind it (or on another worker that steals this task),
-            // rather than make the answer wait for another thread to wake up.
+            // Callers of these entries were answered at commit (`crate::commit_receipts`), and the
+            // task taking them their receipts was woken just before this one: let it go first on
+            // this thread, and apply behind it (or on another worker that steals this task), rather
+            // than make the answer wait for another thread to wake up.
             tokio::task::yield_now().await;
         }
         let current = self.shared.applied().clone();

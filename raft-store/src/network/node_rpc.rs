@@ -16,7 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
 
-use super::{Peers, decode_message, encode_message};
+use super::peers::Peers;
+use super::wire::{decode_message, encode_message};
 use crate::checkpoint::{CosignRefusal, Cosignature};
 use crate::record::Record;
 use crate::types::NodeId;

@@ -22,8 +22,9 @@
 //! get `CommitTimedOut` (outcome unknown) rather than a second copy of their record.
 //!
 //! Each caller gets its own receipts: record `i` of an entry has log index `first_index + i` and
-//! the leaf hash of its canonical bytes, as the state machine computes them when applying it.
-//! A small batch on the leader gets them as soon as its entry is committed ([`crate::commit_receipts`]).
+//! the leaf hash of its canonical bytes, as the state machine computes them when applying it. A
+//! small batch on the leader gets them as soon as its entry is committed
+//! ([`crate::commit_receipts`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -320,7 +321,8 @@ impl Committer {
     }
 
     /// Write the batch as one Raft entry on this node, the leader. A small batch is answered
-    /// when its entry is committed ([`crate::commit_receipts`]); the apply's answer then only confirms it.
+    /// when its entry is committed ([`crate::commit_receipts`]); the apply's answer then only
+    /// confirms it.
     async fn write_here(&self, batch: Vec<Pending>, deadline: Instant) -> Attempt {
         let timeout = self.limits.commit_timeout;
         let records = records_of(&batch);
