@@ -14,9 +14,10 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Options};
 
 use crate::db::{self, CF_SM_META, StoreError, get_value};
 use crate::merkle::{self, Subtree};
-use crate::state_machine::{
-    KEY_CHECKPOINT, KEY_GENERATION, KEY_TREE_SIZE, RangeError, ReadError, audit_index, read_node,
-};
+use crate::state_machine::audit_index;
+use crate::state_machine::error::{RangeError, ReadError};
+use crate::state_machine::meta::{KEY_CHECKPOINT, KEY_GENERATION, KEY_TREE_SIZE};
+use crate::state_machine::tree::read_node;
 
 /// A stopped node's log, opened read-only.
 pub struct OfflineLog {

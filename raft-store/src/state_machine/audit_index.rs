@@ -9,10 +9,8 @@ use rocksdb::{
 };
 use sha2::{Digest, Sha256};
 
-use super::integrity::IntegrityError;
-use super::{
-    ConfigPointer, KEY_AUDIT_INDEXED, KEY_AUDIT_LAYOUT, RangeError, ReadError, layout_is_current,
-};
+use super::error::{IntegrityError, RangeError, ReadError};
+use super::meta::{ConfigPointer, KEY_AUDIT_INDEXED, KEY_AUDIT_LAYOUT, layout_is_current};
 use crate::audit_query::{
     self, AuditCursor, AuditHit, AuditOrder, AuditPage, AuditQuery, DIGEST_LEN, MAX_PAGE,
 };

@@ -34,9 +34,7 @@
 use std::fs;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use openraft::{BasicNode, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot, SnapshotMeta};
 use qianlian_verifier::Hash;
@@ -45,10 +43,14 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncSeekExt;
 
-use super::{
+use super::error::IntegrityError;
+use super::meta::{
     Applied, Changed, ConfigPointers, KEY_GENERATION, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP,
-    KEY_TREE_SIZE, Shared, audit_index, integrity, load_edge, put_applied,
+    KEY_TREE_SIZE, put_applied,
 };
+use super::shared::{Files, Shared};
+use super::tree::load_edge;
+use super::{audit_index, integrity};
 use crate::db::{
     self, CF_HOLDERS, CF_LEAF_INDEX, CF_LICENSE_CHANGES, CF_LICENSES, CF_RECORDS, CF_SM_META,
     CF_SNAPSHOT, CF_TREE, Db, END_KEY, GENERATION_CFS, StoreError, decode_hash, decode_value,
@@ -91,28 +93,6 @@ struct Header {
 struct Current {
     meta: SnapshotMeta<NodeId, BasicNode>,
     file: String,
-}
-
-/// Snapshot bookkeeping shared by the builder and the state machine.
-#[derive(Debug, Default)]
-pub(super) struct Files {
-    // Serialises switching `snapshot/current`, so an older build finishing late cannot replace
-    // a newer install.
-    current: Mutex<()>,
-    // The file `begin_receiving_snapshot` created last, deleted once installed.
-    receiving: Mutex<Option<PathBuf>>,
-    sequence: AtomicU64,
-}
-
-impl Files {
-    fn unique(&self, prefix: &str, suffix: &str) -> String {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let n = self.sequence.fetch_add(1, Ordering::Relaxed);
-        format!("{prefix}-{nanos}-{n}{suffix}")
-    }
 }
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> StoreError {
@@ -702,11 +682,9 @@ fn read_into_generation<R: Read, W: Write>(
 
     // Check what was written as a node checks its own state on open; only then switch.
     integrity::check_generation(db, generation, header.tree_size).map_err(|e| match e {
-        integrity::IntegrityError::Damaged { detail, .. } => {
-            StoreError::corrupt("snapshot", detail)
-        }
-        integrity::IntegrityError::Store(e) => e,
-        e @ integrity::IntegrityError::AuditIndex { .. } => StoreError::corrupt("snapshot", e),
+        IntegrityError::Damaged { detail, .. } => StoreError::corrupt("snapshot", detail),
+        IntegrityError::Store(e) => e,
+        e @ IntegrityError::AuditIndex { .. } => StoreError::corrupt("snapshot", e),
     })?;
     Ok(Staged {
         generation,
