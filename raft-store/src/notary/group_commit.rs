@@ -37,11 +37,16 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio::time::error::Elapsed;
 
-use super::{LeaderHint, NotaryError, Receipt, Unavailability, UnavailableReason};
+use super::error::{LeaderHint, NotaryError, Unavailability, UnavailableReason};
+use super::receipt::Receipt;
 use crate::commit_receipts::EarlyReceipts;
 use crate::network::{ForwardRefusal, PeerCallError, Peers};
 use crate::record::Record;
 use crate::types::{NodeId, Request, TypeConfig};
+
+/// Extra time an append waits beyond `commit_timeout`, so that the batcher's own, more precise
+/// answer (which is bounded by `commit_timeout`) arrives before the caller gives up.
+pub(super) const ANSWER_GRACE: Duration = Duration::from_millis(250);
 
 /// Pause between attempts when nothing was recorded and a retry may help (a new leader, a
 /// leader that is restarting).
