@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use openraft::EntryPayload;
 use openraft::storage::RaftStateMachine;
 use openraft::testing::log_id;
-use qianlian_raft_store::audit::{AuditFilter, AuditOrder, AuditQuery};
+use qianlian_raft_store::audit_query::{AuditFilter, AuditOrder, AuditQuery};
 use qianlian_raft_store::db::Db;
 use qianlian_raft_store::record::{
     Action, Caller, Decision, ExchangeRecord, Record, Side, SubjectHash,
@@ -235,7 +235,22 @@ async fn page(reader: &StateReader, q: AuditQuery) -> (u64, u64) {
 }
 
 async fn run(dir: &Path, total: u64) -> BenchResult<()> {
-    let (_db, mut sm) = open(dir).await?;
+    let (_db, sm) = filled(dir, total).await?;
+    let reader = sm.reader();
+    let rows = vec![
+        subject_row(&reader).await,
+        window_row(&reader, total).await,
+        deny_row(&reader).await,
+        consumer_walk_row(&reader).await,
+    ];
+    verify_log(&reader, total).await?;
+    print_rows(rows);
+    Ok(())
+}
+
+/// The state machine in `dir` holding `total` records (filled now, or reused), checked whole.
+async fn filled(dir: &Path, total: u64) -> BenchResult<(Db, StateMachineStore)> {
+    let (db, mut sm) = open(dir).await?;
     let have = sm.reader().tree_size();
     if have > total {
         return Err(format!("{} holds {have} records, more than {total}", dir.display()).into());
@@ -252,25 +267,28 @@ async fn run(dir: &Path, total: u64) -> BenchResult<()> {
         report.records,
         started.elapsed().as_secs_f64()
     );
-    let reader = sm.reader();
+    Ok((db, sm))
+}
+
+/// A planted subject, about 50 hits.
+async fn subject_row(reader: &StateReader) -> Row {
+    measure("subject (~50)", 20, 300, |i| {
+        let reader = reader.clone();
+        async move {
+            let q = AuditQuery {
+                filters: vec![AuditFilter::Subject(planted(i as u64 % PLANTED))],
+                limit: 100,
+                ..AuditQuery::default()
+            };
+            page(&reader, q).await
+        }
+    })
+    .await
+}
+
+/// One consumer and one dataset in a window holding about 50 of them, at random places.
+async fn window_row(reader: &StateReader, total: u64) -> Row {
     let span_ms = total * STEP_MS;
-    let mut rows = Vec::new();
-
-    rows.push(
-        measure("subject (~50)", 20, 300, |i| {
-            let reader = reader.clone();
-            async move {
-                let q = AuditQuery {
-                    filters: vec![AuditFilter::Subject(planted(i as u64 % PLANTED))],
-                    limit: 100,
-                    ..AuditQuery::default()
-                };
-                page(&reader, q).await
-            }
-        })
-        .await,
-    );
-
     let mut rng = Rng(3);
     let windows: Vec<(usize, usize, u64)> = (0..400)
         .map(|_| (rng.below(8) as usize, rng.below(4) as usize, rng.below(5)))
@@ -280,76 +298,80 @@ async fn run(dir: &Path, total: u64) -> BenchResult<()> {
     let starts: Vec<u64> = (0..400)
         .map(|_| START_MS + starts.below(span_ms.saturating_sub(window_ms).max(1)))
         .collect();
-    rows.push(
-        measure("consumer+dataset+window (~50)", 20, 300, |i| {
-            let reader = reader.clone();
-            let (c, p, d) = windows[i % windows.len()];
-            let since = starts[i % starts.len()];
-            async move {
-                let q = AuditQuery {
-                    filters: vec![
-                        AuditFilter::Consumer(CONSUMERS[c].into()),
-                        AuditFilter::Dataset {
-                            owner: PROVIDERS[p].into(),
-                            dataset: dataset(p, d),
-                        },
-                    ],
-                    since_unix_ms: Some(since),
-                    until_unix_ms: Some(since + window_ms),
-                    limit: 1000,
-                    ..AuditQuery::default()
-                };
-                page(&reader, q).await
-            }
-        })
-        .await,
-    );
+    measure("consumer+dataset+window (~50)", 20, 300, |i| {
+        let reader = reader.clone();
+        let (c, p, d) = windows[i % windows.len()];
+        let since = starts[i % starts.len()];
+        async move {
+            let q = AuditQuery {
+                filters: vec![
+                    AuditFilter::Consumer(CONSUMERS[c].into()),
+                    AuditFilter::Dataset {
+                        owner: PROVIDERS[p].into(),
+                        dataset: dataset(p, d),
+                    },
+                ],
+                since_unix_ms: Some(since),
+                until_unix_ms: Some(since + window_ms),
+                limit: 1000,
+                ..AuditQuery::default()
+            };
+            page(&reader, q).await
+        }
+    })
+    .await
+}
 
-    rows.push(
-        measure("deny newest-first page of 100", 20, 300, |_| {
-            let reader = reader.clone();
-            async move {
-                let q = AuditQuery {
-                    filters: vec![AuditFilter::Decision(Decision::Deny)],
-                    order: AuditOrder::NewestFirst,
-                    limit: 100,
-                    ..AuditQuery::default()
-                };
-                page(&reader, q).await
-            }
-        })
-        .await,
-    );
+/// Decision = deny, newest first, the first page of 100.
+async fn deny_row(reader: &StateReader) -> Row {
+    measure("deny newest-first page of 100", 20, 300, |_| {
+        let reader = reader.clone();
+        async move {
+            let q = AuditQuery {
+                filters: vec![AuditFilter::Decision(Decision::Deny)],
+                order: AuditOrder::NewestFirst,
+                limit: 100,
+                ..AuditQuery::default()
+            };
+            page(&reader, q).await
+        }
+    })
+    .await
+}
 
-    rows.push(
-        measure("consumer walk 1000 (10 pages)", 5, 100, |i| {
-            let reader = reader.clone();
-            async move {
-                let mut q = AuditQuery {
-                    filters: vec![AuditFilter::Consumer(CONSUMERS[i % 8].into())],
-                    order: AuditOrder::NewestFirst,
-                    limit: 100,
-                    ..AuditQuery::default()
+/// Ten pages of 100 by one consumer, each page from the last's cursor.
+async fn consumer_walk_row(reader: &StateReader) -> Row {
+    measure("consumer walk 1000 (10 pages)", 5, 100, |i| {
+        let reader = reader.clone();
+        async move {
+            let mut q = AuditQuery {
+                filters: vec![AuditFilter::Consumer(CONSUMERS[i % 8].into())],
+                order: AuditOrder::NewestFirst,
+                limit: 100,
+                ..AuditQuery::default()
+            };
+            let (mut hits, mut examined) = (0, 0);
+            for _ in 0..10 {
+                let page = match reader.audit_query(q.clone()).await {
+                    Ok(page) => page,
+                    Err(e) => panic!("query failed: {e}"),
                 };
-                let (mut hits, mut examined) = (0, 0);
-                for _ in 0..10 {
-                    let page = match reader.audit_query(q.clone()).await {
-                        Ok(page) => page,
-                        Err(e) => panic!("query failed: {e}"),
-                    };
-                    hits += page.hits.len() as u64;
-                    examined += page.examined;
-                    match page.next {
-                        Some(next) => q.after = Some(next),
-                        None => break,
-                    }
+                hits += page.hits.len() as u64;
+                examined += page.examined;
+                match page.next {
+                    Some(next) => q.after = Some(next),
+                    None => break,
                 }
-                (hits, examined)
             }
-        })
-        .await,
-    );
+            (hits, examined)
+        }
+    })
+    .await
+}
 
+/// `audit verify`'s work on the whole log: every record read in order, hashed and folded into
+/// the tree, the root compared with the stored one.
+async fn verify_log(reader: &StateReader, total: u64) -> BenchResult<()> {
     let started = Instant::now();
     let root = reader.root_at(total).await?;
     let mut verifier = qianlian_verifier::audit::LogVerifier::new(vec![(total, root).into()])?;
@@ -367,7 +389,10 @@ async fn run(dir: &Path, total: u64) -> BenchResult<()> {
         "verify: {total} records read, hashed and checked against the root in {secs:.1} s ({:.0} records/s)",
         total as f64 / secs
     );
+    Ok(())
+}
 
+fn print_rows(rows: Vec<Row>) {
     println!();
     println!(
         "{:<32} {:>8} {:>10} {:>10} {:>10}",
@@ -379,7 +404,6 @@ async fn run(dir: &Path, total: u64) -> BenchResult<()> {
             row.name, row.hits, row.examined, row.p50, row.p99
         );
     }
-    Ok(())
 }
 
 fn main() -> BenchResult<()> {

@@ -13,11 +13,14 @@
 //!
 //! Every node of one cluster must use the same origin line, or their signatures cover different
 //! bodies and never count as cosignatures.
+//!
+//! A member answers a request to cosign with a [`Cosignature`] or a [`CosignRefusal`]; the
+//! network carries both between nodes as they are (postcard), so their fields and variants are
+//! part of the wire format.
 
 use qianlian_verifier::license::StatusList;
 use qianlian_verifier::{Checkpoint, Hash, NoteSigner, NoteVerifier, SignedNote};
-
-use crate::network::{CosignRefusal, Cosignature};
+use serde::{Deserialize, Serialize};
 
 /// The default checkpoint origin line: names the log a checkpoint is for.
 pub const DEFAULT_ORIGIN: &str = "gov.example/qianlian";
@@ -44,6 +47,31 @@ pub struct CosignedCheckpoint {
     pub root: Hash,
     /// Key names of the signers, in note order (this node's first).
     pub signers: Vec<String>,
+}
+
+/// A cosignature: the signer's public key (note verifier key form) and its signature line over
+/// the checkpoint body it computed from its own tree.
+///
+/// The key is self-asserted: the caller uses it only to check that the signature is over the
+/// same body (so the same root); whoever verifies the note decides which keys to trust.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cosignature {
+    pub verifier_key: String,
+    pub signature_line: String,
+}
+
+/// Why a node did not cosign.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CosignRefusal {
+    /// The node has not applied that tree size yet. Asking again later can succeed.
+    #[error("not yet: this node has applied {applied} records")]
+    NotYet { applied: u64 },
+    /// The node has no checkpoint signing key configured; the operator must give it one.
+    #[error("this node has no checkpoint signing key")]
+    NoKey,
+    /// The node failed to compute or sign (storage); its log says why.
+    #[error("cosigning failed: {reason}")]
+    Failed { reason: String },
 }
 
 /// What a node signs with: its note key, if it has one, and the log's origin line.

@@ -18,15 +18,15 @@
 //!   license, whether or not it changed the status
 //! - `holders`: generation ++ holder hash (32 bytes) ++ log index (u64 BE) → empty, for every
 //!   issuance record naming that holder and every status record of a license issued to it
-//! - `audit`: generation ++ field tag (u8) ++ value digest (16 bytes) ++ time bucket (Unix ms
-//!   / [`AUDIT_BUCKET_MS`], u64 BE) ++ log index (u64 BE) → `[1] ++ positions`: the posting
-//!   lists of the audit index (see [`crate::audit`] for the fields and their values; the digest
-//!   is the first 16 bytes of SHA-256(field tag ++ value)), cut into buckets of record time and
-//!   written in chunks. A position is a record's time (Unix ms, u64 BE) ++ its log index (u64
-//!   BE); one apply writes one chunk per posting list and bucket it touches, holding the sorted
-//!   positions of its records there and keyed by the smallest log index among them. A bucket's
-//!   positions are those of all its chunks: one per access record with that field value in that
-//!   time bucket, and one per config record
+//! - `audit`: generation ++ field tag (u8) ++ value digest (16 bytes) ++ time bucket (Unix ms /
+//!   [`AUDIT_BUCKET_MS`], u64 BE) ++ log index (u64 BE) → `[1] ++ positions`: the posting lists of
+//!   the audit index (see [`crate::audit_query`] for the fields and their values; the digest is the
+//!   first 16 bytes of SHA-256(field tag ++ value)), cut into buckets of record time and written in
+//!   chunks. A position is a record's time (Unix ms, u64 BE) ++ its log index (u64 BE); one apply
+//!   writes one chunk per posting list and bucket it touches, holding the sorted positions of its
+//!   records there and keyed by the smallest log index among them. A bucket's positions are those
+//!   of all its chunks: one per access record with that field value in that time bucket, and one
+//!   per config record
 //! - `sm_meta`: `layout` | `generation` | `last_applied` | `last_membership` | `tree_size` |
 //!   `checkpoint` | `config` | `audit_indexed` | `audit_layout` | `leaf_layout` → `[1] ++
 //!   postcard(..)`

@@ -9,14 +9,16 @@
 //! - [`notary`]: the handle the gateway uses: append with group commit (on any node), read
 //!   entries, roots, proofs, cosigned checkpoints, license state and cosigned status lists,
 //!   audit queries and configuration history, membership;
-//! - [`audit`]: audit queries (filters, time range, order, pages bound to a tree size) over
-//!   the access records, answered from the state machine's audit index;
+//! - [`audit_query`]: audit queries (filters, time range, order, pages bound to a tree size)
+//!   over the access records, answered from the state machine's audit index;
 //! - [`offline`]: read access to a stopped node's database, for offline verification;
 //! - [`merkle`]: the pure RFC 6962 tree as stored (complete subtrees) and proofs from it;
 //! - [`checkpoint`]: signing tree heads, collecting cosignatures;
 //! - [`types`]: openraft's type configuration (what an entry carries, what applying answers);
 //! - [`db`]: the RocksDB database: column families, key layouts, opening and closing;
 //! - [`log_store`]: the Raft log and vote (every append one synced write batch);
+//! - [`commit_receipts`]: receipts for small batches as soon as their entry is committed, before
+//!   the apply (registered by the batcher, told of appends and commits by the log store);
 //! - [`state_machine`]: applying batches of records (with their tree nodes and a signed
 //!   checkpoint) and the license state and audit index they derive, reads, the integrity
 //!   check, file-backed snapshots;
@@ -30,10 +32,10 @@
 //! beside them are exactly what the records give; an acknowledged append is on disk (fsync) on
 //! a majority of nodes.
 
-pub mod audit;
+pub mod audit_query;
 pub mod checkpoint;
+pub mod commit_receipts;
 pub mod db;
-pub mod early;
 pub mod license;
 pub mod log_store;
 pub mod merkle;
@@ -44,7 +46,7 @@ pub mod record;
 pub mod state_machine;
 pub mod types;
 
-pub use audit::{
+pub use audit_query::{
     AuditCursor, AuditFilter, AuditHit, AuditOrder, AuditPage, AuditQuery, CursorError,
 };
 pub use db::StoreError;

@@ -27,11 +27,11 @@ use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogState, OptionalSend, RaftLogReader, Vote};
 use rocksdb::{Direction, IteratorMode, WriteBatch};
 
+use crate::commit_receipts::EarlyReceipts;
 use crate::db::{
     self, CF_LOG, CF_LOG_META, Db, END_KEY, StoreError, decode_value, encode_value, get_value,
     index_key, key_index,
 };
-use crate::early::EarlyReceipts;
 use crate::types::{Entry, LogId, NodeId, RaftStorageError, TypeConfig};
 
 const KEY_VOTE: &[u8] = b"vote";

@@ -2,14 +2,14 @@
 //! and the server side ([`RaftService`], the generated `qianlian.v1.Raft` service), plus the two
 //! node-to-node calls of the notarization log, `Forward` and `Cosign` (module `node_rpc`).
 //!
-//! All calls to one peer share one HTTP/2 channel ([`Peers`]), so forwarded writes and
-//! cosignature requests ride the TLS connection Raft already holds.
+//! All calls to one peer share one HTTP/2 channel ([`Peers`], module `peers`), so forwarded
+//! writes and cosignature requests ride the TLS connection Raft already holds.
 //!
-//! Wire format: `RaftMessage.data = [WIRE_FORMAT_V1] ++ postcard(T)`, where `T` is openraft's
-//! serde request type, or the `Result<response, RaftError>` the remote Raft returned, so remote
-//! refusals travel as typed errors. Postcard round-trips every openraft 0.9 message (see the
-//! tests) and carries snapshot chunks and batches of records compactly; JSON would write each
-//! byte of a snapshot chunk as a decimal number. The format byte changes with openraft's types.
+//! Wire format (module `wire`): `RaftMessage.data = [WIRE_FORMAT_V1] ++ postcard(T)`, where `T` is
+//! openraft's serde request type, or the `Result<response, RaftError>` the remote Raft returned, so
+//! remote refusals travel as typed errors. Postcard round-trips every openraft 0.9 message (see the
+//! tests) and carries snapshot chunks and batches of records compactly; JSON would write each byte
+//! of a snapshot chunk as a decimal number. The format byte changes with openraft's types.
 //!
 //! Errors map onto what openraft does next: a peer that cannot be reached or refuses us
 //! (down, wrong address, certificate, version) is `Unreachable` (back off); a call that failed
@@ -19,10 +19,11 @@
 //! server side is mounted by the gateway on its own TLS listener, restricted to node certificates.
 
 mod node_rpc;
+mod peers;
+mod wire;
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -39,118 +40,17 @@ use qianlian_proto::v1::raft_client::RaftClient;
 use qianlian_proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic::{Code, Status};
 
 pub use self::node_rpc::{
-    CosignRefusal, CosignRequest, Cosignature, ForwardRefusal, ForwardRequest, ForwardedReceipt,
-    LocalNode, PeerCallError,
+    CosignRequest, ForwardRefusal, ForwardRequest, ForwardedReceipt, LocalNode, PeerCallError,
+};
+pub use self::peers::Peers;
+pub use self::wire::{
+    MAX_MESSAGE_BYTES, WIRE_FORMAT_V1, WireError, decode_message, encode_message,
 };
 use crate::types::{NodeId, TypeConfig};
-
-/// First byte of every `RaftMessage.data`.
-pub const WIRE_FORMAT_V1: u8 = 1;
-
-/// Largest Raft message sent or accepted, both ways. A full AppendEntries carries up to
-/// `max_payload_entries` batches of up to `max_batch` records each; see `notary`.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
-/// How long to wait for a TCP (and TLS) connection to a peer.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// HTTP/2 pings notice a silently dead peer link between heartbeats.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why a Raft message could not be encoded or decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WireError {
-    /// Serialising failed: a bug here, not the peer's fault. No retry helps.
-    #[error("encoding raft message: {0}")]
-    Encode(String),
-    /// The peer speaks a newer wire format: upgrade this node. No retry helps.
-    #[error("raft message has unknown wire format {0}")]
-    UnknownFormat(u8),
-    /// The bytes are not a message of the expected type: a mismatched or faulty peer.
-    #[error("malformed raft message: {0}")]
-    Malformed(String),
-}
-
-/// `[WIRE_FORMAT_V1] ++ postcard(value)`.
-pub fn encode_message<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
-    let mut out = vec![WIRE_FORMAT_V1];
-    postcard::to_io(value, &mut out).map_err(|e| WireError::Encode(e.to_string()))?;
-    Ok(out)
-}
-
-/// Inverse of [`encode_message`]; refuses other formats and trailing bytes.
-pub fn decode_message<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    let (&format, body) = bytes
-        .split_first()
-        .ok_or_else(|| WireError::Malformed("empty message".into()))?;
-    if format != WIRE_FORMAT_V1 {
-        return Err(WireError::UnknownFormat(format));
-    }
-    let (value, rest) =
-        postcard::take_from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
-    if !rest.is_empty() {
-        return Err(WireError::Malformed(format!(
-            "{} trailing bytes",
-            rest.len()
-        )));
-    }
-    Ok(value)
-}
-
-/// Channels to peers, one HTTP/2 channel per peer address, shared by every caller on this node:
-/// Raft replication, forwarded writes and cosignature requests all reuse one TLS connection.
-#[derive(Debug, Clone)]
-pub struct Peers {
-    tls: Option<ClientTlsConfig>,
-    // Channels reconnect by themselves; caching them spares a TLS handshake per election.
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
-}
-
-impl Peers {
-    /// Channels that speak TLS with `tls`; `None` speaks plain HTTP/2 (tests only).
-    pub fn new(tls: Option<ClientTlsConfig>) -> Peers {
-        Peers {
-            tls,
-            channels: Arc::new(Mutex::new(HashMap::new())),
-        }
-    }
-
-    fn channel(&self, addr: &str) -> Result<Channel, String> {
-        // Poisoned only by a panic inside `insert`: the map is still whole.
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
-        }
-        let mut endpoint = Endpoint::from_shared(addr.to_string())
-            .map_err(|e| format!("peer address {addr:?}: {e}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT);
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| format!("TLS for peer {addr:?}: {e}"))?;
-        }
-        // Lazy: a peer that is down now must not stop this node from starting.
-        let channel = endpoint.connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
-    }
-
-    /// A client of the peer at `addr` with [`MAX_MESSAGE_BYTES`] limits.
-    pub(crate) fn client(&self, addr: &str) -> Result<RaftClient<Channel>, String> {
-        self.channel(addr).map(|channel| {
-            RaftClient::new(channel)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES)
-        })
-    }
-}
 
 /// Makes Raft clients for peers over the node's shared [`Peers`].
 #[derive(Debug, Clone)]

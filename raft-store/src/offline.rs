@@ -14,9 +14,10 @@ use rocksdb::{ColumnFamilyDescriptor, DB, Options};
 
 use crate::db::{self, CF_SM_META, StoreError, get_value};
 use crate::merkle::{self, Subtree};
-use crate::state_machine::{
-    KEY_CHECKPOINT, KEY_GENERATION, KEY_TREE_SIZE, RangeError, ReadError, audit, read_node,
-};
+use crate::state_machine::audit_index;
+use crate::state_machine::error::{RangeError, ReadError};
+use crate::state_machine::meta::{KEY_CHECKPOINT, KEY_GENERATION, KEY_TREE_SIZE};
+use crate::state_machine::tree::read_node;
 
 /// A stopped node's log, opened read-only.
 pub struct OfflineLog {
@@ -78,7 +79,7 @@ impl OfflineLog {
     /// The stored bytes of records `start..min(start + max, tree_size)`, as stored (not
     /// decoded or checked). [`StoreError::Corrupt`] if one is missing.
     pub fn records(&self, start: u64, max: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        audit::entries(&self.db, self.generation, self.tree_size, start, max)
+        audit_index::entries(&self.db, self.generation, self.tree_size, start, max)
     }
 
     /// This node's stored signed checkpoint note, if it has one.

@@ -11,16 +11,17 @@
 //! would pay an Ed25519 signature). A reader that needs a checkpoint of the latest head
 //! ([`StateReader::checkpoint`]) gets one signed on demand and kept until the tree grows.
 //! License records also update the license state (`licenses`: the license index, its status
-//! changes and its holder's index; rules in [`crate::license`]) in that batch, so the state is always that of exactly the records applied. Access and config
-//! records also get their audit index entries (`audit`; see [`crate::audit`]) in that batch.
+//! changes and its holder's index; rules in [`crate::license`]) in that batch, so the state is
+//! always that of exactly the records applied. Access and config records also get their audit
+//! index entries (`audit_index`; see [`crate::audit_query`]) in that batch.
 //!
 //! Invariants:
 //! - records, leaf nodes, leaf index entries, license state and audit index entries exist
 //!   exactly for `0..tree_size` in the live generation (a database written before the audit
-//!   index existed gets it built on open, before anything reads it); a tree node is stored once complete and never changes, so every
-//!   past tree size can be proven. The stored checkpoint is never ahead of the stored tree: it
-//!   is written in the same batch as the tree it signs, and is at most [`SIGN_EVERY`] of applies
-//!   behind it;
+//!   index existed gets it built on open, before anything reads it); a tree node is stored once
+//!   complete and never changes, so every past tree size can be proven. The stored checkpoint is
+//!   never ahead of the stored tree: it is written in the same batch as the tree it signs, and is
+//!   at most [`SIGN_EVERY`] of applies behind it;
 //! - applies are written without fsync. They share the write-ahead log with the Raft log, whose
 //!   every append is synced after them, and what a crash loses is re-applied from that durable
 //!   log (deterministically: the same records get the same indices). Snapshots and installs,
@@ -28,62 +29,58 @@
 //! - readers see one generation throughout a read: they hold the generation lock (shared) for
 //!   its length, and an install holds it (exclusive) only while it switches generations.
 //!
-//! Layout: [`integrity`] checks the whole stored state on open; the `snapshot` module builds
-//! and installs snapshots (files, streamed; see there for the format); `licenses` and `audit`
-//! keep the state derived from the records.
+//! Layout: this file opens the store, applies entries and answers reads; below it, `meta` is the
+//! applied state as `sm_meta` stores it, `tree` the stored Merkle tree and leaf index, `shared`
+//! what the store, its readers and its snapshot builder share, and `error` the errors of reads
+//! and of the integrity check. [`integrity`] checks the whole stored state on open; the
+//! `snapshot` module builds and installs snapshots (files, streamed; see there for the format);
+//! `licenses` and `audit_index` keep the state derived from the records. Every file here imports
+//! only files below it, and none imports this one.
 
-pub(crate) mod audit;
+pub(crate) mod audit_index;
+pub(crate) mod error;
 pub mod integrity;
 mod licenses;
+pub(crate) mod meta;
+mod shared;
 mod snapshot;
+pub(crate) mod tree;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, OptionalSend, Snapshot, SnapshotMeta};
+use qianlian_verifier::Hash;
 use qianlian_verifier::license::StatusList;
-use qianlian_verifier::{Hash, leaf_hash};
-use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
+use rocksdb::{DB, IteratorMode, WriteBatch};
 use tokio::sync::watch;
 
+pub use self::error::{RangeError, ReadError};
+use self::meta::{Applied, Changed, LAYOUT, put_applied};
+pub use self::meta::{ConfigPointer, ConfigPointers};
+use self::meta::{
+    KEY_CHECKPOINT, KEY_CONFIG, KEY_GENERATION, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, KEY_LAYOUT,
+    KEY_TREE_SIZE,
+};
+pub use self::shared::StateMachineConfig;
+use self::shared::{Files, Shared};
 pub use self::snapshot::SnapshotBuilder;
-use crate::audit::{AuditPage, AuditQuery};
-use crate::checkpoint::{self, CheckpointSigner, SignedCheckpoint};
+use self::tree::{Appender, first_leaf_entry, load_edge, read_node, upgrade_leaf_index};
+use crate::audit_query::{AuditPage, AuditQuery};
+use crate::checkpoint::{self, CheckpointSigner, CosignRefusal, Cosignature, SignedCheckpoint};
 use crate::db::{
-    self, CF_LEAF_INDEX, CF_RECORDS, CF_SM_META, CF_TREE, Db, END_KEY, GENERATION_CFS, StoreError,
-    decode_hash, encode_value, generation_prefix, get_value, hash_index_key, hash_index_key_parts,
-    leaf_key, node_key, node_key_parts, record_key, record_key_parts,
+    self, CF_RECORDS, CF_SM_META, CF_TREE, Db, END_KEY, GENERATION_CFS, StoreError, encode_value,
+    generation_prefix, get_value, node_key, node_key_parts, record_key, record_key_parts,
 };
 use crate::license::LicenseView;
-use crate::merkle::{self, Edge, Subtree};
-use crate::network::{CosignRefusal, Cosignature};
+use crate::merkle::{self, Subtree};
 use crate::record::{ConfigKind, Record};
 use crate::types::{
-    Entry, LogId, NodeId, RaftStorageError, Request, Response, StoredMembership, TypeConfig,
+    DEFAULT_MAX_BATCH, Entry, LogId, NodeId, RaftStorageError, Request, Response, StoredMembership,
+    TypeConfig,
 };
-use serde::{Deserialize, Serialize};
-
-const KEY_LAYOUT: &[u8] = b"layout";
-pub(crate) const KEY_GENERATION: &[u8] = b"generation";
-const KEY_LAST_APPLIED: &[u8] = b"last_applied";
-const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
-pub(crate) const KEY_TREE_SIZE: &[u8] = b"tree_size";
-pub(crate) const KEY_CHECKPOINT: &[u8] = b"checkpoint";
-const KEY_CONFIG: &[u8] = b"config";
-/// The tree size the audit index covers.
-const KEY_AUDIT_INDEXED: &[u8] = b"audit_indexed";
-/// The layout of the audit index (see `audit::upgrade_layout`).
-const KEY_AUDIT_LAYOUT: &[u8] = b"audit_layout";
-/// The layout of the leaf index (see `upgrade_leaf_index`).
-const KEY_LEAF_LAYOUT: &[u8] = b"leaf_layout";
-/// The leaf index layout this version writes: one entry per record (hash ++ log index). Layout 1
-/// (hash → first log index, no marker) is rebuilt on open.
-const LEAF_LAYOUT: u32 = 2;
-/// Leaves indexed per write when the leaf index is rebuilt.
-const LEAF_REBUILD_BATCH: u64 = 20_000;
 
 /// An apply signs the new tree head if the stored signature is at least this old. The stored
 /// checkpoint anchors the integrity check on open; fresher heads are signed when asked for.
@@ -94,170 +91,7 @@ pub const SIGN_EVERY: Duration = Duration::from_millis(200);
 /// ones, as in a follower catching up, on the blocking pool. A hand-off costs two thread
 /// wake-ups per apply: side by side on two cores, applying entries of up to 1 024 records in
 /// place instead of above 8 raised throughput at 64 clients by 6–11 %.
-const INLINE_APPLY_RECORDS: usize = crate::notary::DEFAULT_MAX_BATCH;
-
-/// The state machine storage layout this version writes (`sm_meta/layout`). Layout 1 (no
-/// generations, no tree) was the walking skeleton's and is refused.
-const LAYOUT: u32 = 2;
-
-/// How the state machine is set up.
-#[derive(Debug, Clone)]
-pub struct StateMachineConfig {
-    /// Where snapshot files live (built, received and current). Created if missing.
-    pub snapshot_dir: PathBuf,
-    /// This node's checkpoint key and the log's origin line.
-    pub signer: CheckpointSigner,
-}
-
-impl StateMachineConfig {
-    /// Snapshots in `snapshot_dir`; no checkpoint key, the default origin.
-    pub fn new(snapshot_dir: impl Into<PathBuf>) -> StateMachineConfig {
-        StateMachineConfig {
-            snapshot_dir: snapshot_dir.into(),
-            signer: match CheckpointSigner::new(None, checkpoint::DEFAULT_ORIGIN) {
-                Ok(signer) => signer,
-                // The default origin is a valid line; `new` only fails on a bad one.
-                Err(e) => unreachable!("{e}"),
-            },
-        }
-    }
-}
-
-/// A tree size or log index this node cannot answer for. The caller is at fault, or asked a
-/// node that has not caught up: for [`RangeError::TreeSize`] a retry after the tree has grown
-/// may help.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RangeError {
-    /// A tree size beyond what this node applied.
-    #[error("tree size {size} is beyond this node's log: valid tree sizes are 0..={applied}")]
-    TreeSize { size: u64, applied: u64 },
-    /// A log index outside the tree size asked about.
-    #[error("log index {index} is not in a tree of size {size}: valid log indices are 0..{size}")]
-    LogIndex { index: u64, size: u64 },
-    /// A consistency proof from a larger tree to a smaller one.
-    #[error(
-        "old tree size {old_size} is larger than new tree size {new_size}: valid old sizes are 0..={new_size}"
-    )]
-    SizesOutOfOrder { old_size: u64, new_size: u64 },
-}
-
-/// Why a read of the applied tree failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ReadError {
-    /// The question is out of range; see [`RangeError`].
-    #[error(transparent)]
-    Range(#[from] RangeError),
-    /// Storage failed or holds damaged data.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<rocksdb::Error> for ReadError {
-    fn from(e: rocksdb::Error) -> ReadError {
-        ReadError::Store(e.into())
-    }
-}
-
-/// What the state machine has applied so far. Kept in memory, mirrored in `sm_meta`.
-#[derive(Debug, Clone, Default)]
-struct Applied {
-    last_applied: Option<LogId>,
-    last_membership: StoredMembership,
-    tree_size: u64,
-    /// The live generation of records, tree and leaf index.
-    generation: u32,
-    /// The right edge of the tree at `tree_size`: what the next append builds on.
-    edge: Edge,
-    /// The latest tree head this node signed and stored (none without a key).
-    checkpoint: Option<SignedCheckpoint>,
-    /// When `checkpoint` was signed by this process (`None`: before this process, or never).
-    signed_at: Option<Instant>,
-    /// Where the current version of each kind of cluster configuration is.
-    config: ConfigPointers,
-}
-
-/// The log index and version of one kind of cluster configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConfigPointer {
-    /// Log index of the config record in force.
-    pub log_index: u64,
-    /// Number of config records of this kind up to and including it (1 for the first).
-    pub version: u64,
-}
-
-/// The configuration in force, per kind (none until the first record of the kind).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConfigPointers {
-    pub policy: Option<ConfigPointer>,
-    pub directory: Option<ConfigPointer>,
-}
-
-impl ConfigPointers {
-    /// The pointer of `kind`.
-    pub fn get(&self, kind: ConfigKind) -> Option<ConfigPointer> {
-        match kind {
-            ConfigKind::Policy => self.policy,
-            ConfigKind::Directory => self.directory,
-        }
-    }
-
-    /// Account for `record` at `log_index`: a config record becomes the one in force.
-    pub(crate) fn observe(&mut self, log_index: u64, record: &Record) {
-        let Record::Config(c) = record else { return };
-        let slot = match c.change.kind() {
-            ConfigKind::Policy => &mut self.policy,
-            ConfigKind::Directory => &mut self.directory,
-        };
-        let version = slot.map_or(1, |p| p.version + 1);
-        *slot = Some(ConfigPointer { log_index, version });
-    }
-}
-
-#[derive(Debug)]
-struct Shared {
-    // Updated only after the write that it mirrors returned.
-    applied: Mutex<Applied>,
-    // The tree size, for those who wait for the log to grow.
-    tree_size: watch::Sender<u64>,
-    // The configuration in force, for those who follow its changes.
-    config_pointers: watch::Sender<ConfigPointers>,
-    // The largest tree size whose records callers were told are committed before this node
-    // applied them (see `crate::early`): readers wait until the tree has grown to it.
-    promised: AtomicU64,
-    // Shared by every read of generation data, exclusive while an install switches generations.
-    generation_lock: RwLock<()>,
-    // The newest head signed on a reader's demand, newer than the stored checkpoint.
-    on_demand: Mutex<Option<SignedCheckpoint>>,
-    config: StateMachineConfig,
-    files: snapshot::Files,
-}
-
-impl Shared {
-    fn applied(&self) -> MutexGuard<'_, Applied> {
-        // Poisoned only by a panic between two plain assignments: the value is still whole.
-        self.applied.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn read_generation(&self) -> RwLockReadGuard<'_, ()> {
-        self.generation_lock
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn set(&self, applied: Applied) {
-        let size = applied.tree_size;
-        let config = applied.config;
-        *self.applied() = applied;
-        // Configuration first: whoever wakes on the new tree size (an operator's config change
-        // waiting for this node to apply it) must find the configuration of that size in force.
-        self.config_pointers.send_if_modified(|c| {
-            let changed = *c != config;
-            *c = config;
-            changed
-        });
-        self.tree_size.send_replace(size);
-    }
-}
+const INLINE_APPLY_RECORDS: usize = DEFAULT_MAX_BATCH;
 
 /// The state machine of one node.
 #[derive(Debug)]
@@ -271,18 +105,6 @@ pub struct StateMachineStore {
 pub struct StateReader {
     db: Db,
     shared: Arc<Shared>,
-}
-
-/// Stored tree node `id` of `generation`; a node that must exist but does not is corruption.
-pub(crate) fn read_node(db: &DB, generation: u32, id: Subtree) -> Result<Hash, StoreError> {
-    let what = || format!("tree node at level {} index {}", id.level, id.index);
-    match db.get_pinned_cf(
-        db::cf(db, CF_TREE)?,
-        node_key(generation, id.level, id.index),
-    )? {
-        Some(bytes) => decode_hash(what, &bytes),
-        None => Err(StoreError::corrupt(what(), "missing below the tree size")),
-    }
 }
 
 /// The last key of `cf` within `generation`, if any.
@@ -331,16 +153,6 @@ fn delete_other_generations(db: &DB, live: u32) -> Result<(), StoreError> {
         db.write_opt(batch, &db::synced())?;
     }
     Ok(())
-}
-
-/// The edge of the tree of `size` leaves in `generation`, from its stored nodes.
-fn load_edge(db: &DB, generation: u32, size: u64) -> Result<Edge, StoreError> {
-    let mut nodes = Vec::new();
-    for id in merkle::pieces(0, size) {
-        nodes.push(read_node(db, generation, id)?);
-    }
-    Edge::from_parts(size, nodes)
-        .ok_or_else(|| StoreError::corrupt("tree", format!("no edge for tree size {size}")))
 }
 
 fn load_applied(db: &DB) -> Result<Applied, StoreError> {
@@ -416,238 +228,6 @@ fn load_applied(db: &DB) -> Result<Applied, StoreError> {
     })
 }
 
-/// The parts of the applied state a write stores besides the last applied log id, which
-/// every write stores.
-#[derive(Debug, Clone, Copy, Default)]
-struct Changed {
-    /// The layout and the generation: set only by [`Changed::EVERYTHING`].
-    layout: bool,
-    membership: bool,
-    /// The tree size, and with it the size the audit index covers.
-    tree: bool,
-    checkpoint: bool,
-    config: bool,
-}
-
-impl Changed {
-    /// The first write to a database, and the switch to an installed snapshot.
-    const EVERYTHING: Changed = Changed {
-        layout: true,
-        membership: true,
-        tree: true,
-        checkpoint: true,
-        config: true,
-    };
-}
-
-/// Stage `applied` into `batch`: the last applied log id and the parts `changed` names. An
-/// apply that changes only the tree writes three small values instead of eight, the
-/// checkpoint note among those skipped: fewer memtable inserts and fewer bytes for the next
-/// fsync of the write-ahead log.
-fn put_applied(
-    db: &DB,
-    batch: &mut WriteBatch,
-    applied: &Applied,
-    changed: Changed,
-) -> Result<(), StoreError> {
-    let cf = db::cf(db, CF_SM_META)?;
-    batch.put_cf(
-        cf,
-        KEY_LAST_APPLIED,
-        encode_value("last applied log id", &applied.last_applied)?,
-    );
-    if changed.layout {
-        batch.put_cf(cf, KEY_LAYOUT, encode_value("layout", &LAYOUT)?);
-        batch.put_cf(
-            cf,
-            KEY_GENERATION,
-            encode_value("generation", &applied.generation)?,
-        );
-    }
-    if changed.membership {
-        batch.put_cf(
-            cf,
-            KEY_LAST_MEMBERSHIP,
-            encode_value("last membership", &applied.last_membership)?,
-        );
-    }
-    if changed.tree {
-        batch.put_cf(
-            cf,
-            KEY_TREE_SIZE,
-            encode_value("tree size", &applied.tree_size)?,
-        );
-        // Every write of the applied state indexes the records it covers in the same batch.
-        batch.put_cf(
-            cf,
-            KEY_AUDIT_INDEXED,
-            encode_value("audit index size", &applied.tree_size)?,
-        );
-    }
-    if changed.checkpoint {
-        match &applied.checkpoint {
-            Some(cp) => batch.put_cf(cf, KEY_CHECKPOINT, encode_value("checkpoint", &cp.note)?),
-            None => batch.delete_cf(cf, KEY_CHECKPOINT),
-        }
-    }
-    if changed.config {
-        batch.put_cf(
-            cf,
-            KEY_CONFIG,
-            encode_value("configuration pointers", &applied.config)?,
-        );
-    }
-    Ok(())
-}
-
-/// Appends records to one generation: their bytes, the tree nodes they complete and their leaf
-/// index entries, staged into write batches.
-struct Appender<'a> {
-    db: &'a DB,
-    generation: u32,
-    edge: Edge,
-    // Tree nodes completed so far, staged in key order by `stage_nodes` (see there).
-    nodes: Vec<([u8; 13], Hash)>,
-}
-
-impl<'a> Appender<'a> {
-    fn new(db: &'a DB, generation: u32, edge: Edge) -> Appender<'a> {
-        Appender {
-            db,
-            generation,
-            edge,
-            nodes: Vec::new(),
-        }
-    }
-
-    /// Stage the tree nodes of the records appended so far, in key order: a memtable insert
-    /// starts from where the previous one ended, so nodes of one level that follow each other
-    /// cost a few comparisons instead of a search from the top of the skip list each.
-    fn stage_nodes(&mut self, batch: &mut WriteBatch) -> Result<(), StoreError> {
-        let tree = db::cf(self.db, CF_TREE)?;
-        self.nodes.sort_unstable_by_key(|(key, _)| *key);
-        for (key, node) in self.nodes.drain(..) {
-            batch.put_cf(tree, key, node);
-        }
-        Ok(())
-    }
-
-    /// Stage record `bytes` as the next log index; returns its leaf hash. Its tree nodes wait in
-    /// `nodes` for [`Appender::stage_nodes`].
-    fn append(&mut self, batch: &mut WriteBatch, bytes: Vec<u8>) -> Result<Hash, StoreError> {
-        let index = self.edge.size();
-        let hash = leaf_hash(&bytes);
-        let generation = self.generation;
-        let nodes = &mut self.nodes;
-        self.edge
-            .append(hash, |id, node| {
-                nodes.push((node_key(generation, id.level, id.index), node));
-            })
-            .ok_or_else(|| StoreError::Task("the tree is full (2^64 records)".into()))?;
-        batch.put_cf(
-            db::cf(self.db, CF_RECORDS)?,
-            record_key(generation, index),
-            bytes,
-        );
-        // A record repeated later gets an entry after the first one's: readers take the first.
-        batch.put_cf(
-            db::cf(self.db, CF_LEAF_INDEX)?,
-            hash_index_key(generation, &hash, index),
-            [],
-        );
-        Ok(hash)
-    }
-}
-
-/// The smallest log index the leaf index lists for `hash` in `generation`: its first record.
-fn first_leaf_entry(db: &DB, generation: u32, hash: &Hash) -> Result<Option<u64>, StoreError> {
-    let prefix = leaf_key(generation, hash);
-    let mut iter = db.raw_iterator_cf(db::cf(db, CF_LEAF_INDEX)?);
-    iter.seek(hash_index_key(generation, hash, 0));
-    iter.status()?;
-    let Some(key) = iter.key().filter(|k| k.starts_with(&prefix)) else {
-        return Ok(None);
-    };
-    let (_, _, index) = hash_index_key_parts("leaf index key", key)?;
-    if iter.value().is_some_and(|v| !v.is_empty()) {
-        return Err(StoreError::corrupt(
-            format!("leaf index entry of {}", hex::encode(hash)),
-            "a value where none is written",
-        ));
-    }
-    Ok(Some(index))
-}
-
-/// Whether the index layout stored under `sm_meta/key` is `current`; a missing marker is an
-/// older layout, a larger one [`StoreError::UnknownFormat`] (written by a newer version).
-pub(super) fn layout_is_current(
-    db: &DB,
-    key: &[u8],
-    current: u32,
-    what: &str,
-) -> Result<bool, StoreError> {
-    match get_value::<u32>(db, CF_SM_META, key, what)? {
-        Some(layout) if layout == current => Ok(true),
-        Some(layout) if layout > current => Err(StoreError::UnknownFormat {
-            what: what.into(),
-            version: u8::try_from(layout).unwrap_or(u8::MAX),
-        }),
-        _ => Ok(false),
-    }
-}
-
-/// Bring a leaf index of the older layout (hash → first log index) to the current one (hash ++
-/// log index → empty) by rebuilding it from the stored leaves (level 0 of the tree), in batches;
-/// an interrupted rebuild starts again.
-fn upgrade_leaf_index(db: &DB, generation: u32, tree_size: u64) -> Result<(), StoreError> {
-    if layout_is_current(db, KEY_LEAF_LAYOUT, LEAF_LAYOUT, "leaf index layout")? {
-        return Ok(());
-    }
-    let leaf_cf = db::cf(db, CF_LEAF_INDEX)?;
-    let mut batch = WriteBatch::default();
-    batch.delete_range_cf(leaf_cf, &[][..], &END_KEY[..]);
-    if tree_size > 0 {
-        tracing::info!(tree_size, "rebuilding the leaf index in its current layout");
-    }
-    let iter = db.iterator_cf_opt(
-        db::cf(db, CF_TREE)?,
-        db::scan_options(),
-        IteratorMode::From(&node_key(generation, 0, 0), Direction::Forward),
-    );
-    let mut next = 0u64;
-    for item in iter {
-        if next >= tree_size {
-            break;
-        }
-        let (key, value) = item?;
-        if node_key_parts(&key)? != (generation, 0, next) {
-            return Err(StoreError::corrupt(
-                format!("leaf {next}"),
-                "missing below the tree size",
-            ));
-        }
-        let hash = decode_hash(|| format!("leaf {next}"), &value)?;
-        batch.put_cf(leaf_cf, hash_index_key(generation, &hash, next), []);
-        next += 1;
-        if next.is_multiple_of(LEAF_REBUILD_BATCH) {
-            db.write_opt(std::mem::take(&mut batch), &db::unsynced())?;
-        }
-    }
-    if next != tree_size {
-        return Err(StoreError::corrupt(
-            format!("leaf {next}"),
-            "missing below the tree size",
-        ));
-    }
-    batch.put_cf(
-        db::cf(db, CF_SM_META)?,
-        KEY_LEAF_LAYOUT,
-        encode_value("leaf index layout", &LEAF_LAYOUT)?,
-    );
-    db.write_opt(batch, &db::synced())?;
-    Ok(())
-}
-
 impl StateMachineStore {
     /// The state machine on `db`, with its applied state loaded and cheaply checked (run
     /// [`StateMachineStore::check_integrity`] for the full check).
@@ -660,8 +240,8 @@ impl StateMachineStore {
         let (generation, size) = (applied.generation, applied.tree_size);
         db.run(move |db| {
             upgrade_leaf_index(db, generation, size)?;
-            audit::upgrade_layout(db)?;
-            audit::build_missing(db, generation, size)
+            audit_index::upgrade_layout(db)?;
+            audit_index::build_missing(db, generation, size)
         })
         .await?;
         snapshot::clean_directory(&db, &dir).await?;
@@ -677,7 +257,7 @@ impl StateMachineStore {
                 generation_lock: RwLock::new(()),
                 on_demand: Mutex::new(None),
                 config,
-                files: snapshot::Files::default(),
+                files: Files::default(),
             }),
         })
     }
@@ -930,18 +510,18 @@ impl StateReader {
         .await
     }
 
-    /// One page of the access records matching `query`, as of the applied state (or of the
-    /// tree size of `query.after`); see [`crate::audit`]. [`RangeError::TreeSize`] for a cursor
+    /// One page of the access records matching `query`, as of the applied state (or of the tree
+    /// size of `query.after`); see [`crate::audit_query`]. [`RangeError::TreeSize`] for a cursor
     /// beyond the applied tree.
     pub async fn audit_query(&self, query: AuditQuery) -> Result<AuditPage, ReadError> {
-        self.read(move |db, generation, size| audit::query(db, generation, size, &query))
+        self.read(move |db, generation, size| audit_index::query(db, generation, size, &query))
             .await
     }
 
     /// Every config record of `kind` applied so far, in log order, with its version.
     pub async fn config_history(&self, kind: ConfigKind) -> Result<Vec<ConfigPointer>, StoreError> {
         self.read_store(move |db, generation, size| {
-            audit::config_history(db, generation, size, kind)
+            audit_index::config_history(db, generation, size, kind)
         })
         .await
     }
@@ -950,7 +530,7 @@ impl StateReader {
     /// tree size on.
     pub async fn entries(&self, start: u64, max: usize) -> Result<Vec<Vec<u8>>, StoreError> {
         self.read_store(move |db, generation, size| {
-            audit::entries(db, generation, size, start, max)
+            audit_index::entries(db, generation, size, start, max)
         })
         .await
     }
@@ -1142,7 +722,7 @@ fn apply_entries(
     let mut batch = WriteBatch::default();
     let mut appender = Appender::new(db, applied.generation, applied.edge.clone());
     let mut licenses = licenses::LicenseStager::new(db, applied.generation);
-    let mut audit = audit::AuditStager::new(db)?;
+    let mut audit = audit_index::AuditStager::new(db)?;
     let mut responses = Vec::with_capacity(entries.len());
     // Nothing applied yet: nothing of the applied state is stored yet either.
     let mut changed = if applied.last_applied.is_none() {
@@ -1216,10 +796,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             return Ok(Vec::new());
         }
         if self.shared.promised.load(Ordering::SeqCst) > *self.shared.tree_size.borrow() {
-            // Callers of these entries were answered at commit (`crate::early`), and the task
-            // taking them their receipts was woken just before this one: let it go first on
-            // this thread, and apply behind it (or on another worker that steals this task),
-            // rather than make the answer wait for another thread to wake up.
+            // Callers of these entries were answered at commit (`crate::commit_receipts`), and the
+            // task taking them their receipts was woken just before this one: let it go first on
+            // this thread, and apply behind it (or on another worker that steals this task), rather
+            // than make the answer wait for another thread to wake up.
             tokio::task::yield_now().await;
         }
         let current = self.shared.applied().clone();

@@ -41,6 +41,9 @@ pub type StoredMembership = openraft::StoredMembership<NodeId, BasicNode>;
 /// openraft's storage error for our node id type.
 pub type RaftStorageError = openraft::StorageError<NodeId>;
 
+/// Records per Raft entry unless the notary is configured otherwise (`NotaryConfig::max_batch`).
+pub const DEFAULT_MAX_BATCH: usize = 1024;
+
 /// What one Raft entry asks the state machine to do.
 ///
 /// Variants are only ever added at the end: entries are stored and replicated in postcard, where

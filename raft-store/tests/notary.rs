@@ -144,7 +144,7 @@ async fn a_state_machine_that_lost_its_writes_is_rebuilt_from_the_log() -> TestR
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lone_appends_are_answered_at_commit_and_read_back_at_once() -> TestResult {
-    use qianlian_raft_store::audit::{AuditOrder, AuditQuery};
+    use qianlian_raft_store::audit_query::{AuditOrder, AuditQuery};
     use std::sync::atomic::Ordering::Relaxed;
 
     let dir = tempfile::tempdir()?;
@@ -346,7 +346,7 @@ async fn range_errors_name_the_valid_range() -> TestResult {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inspectors_query_the_access_trail_and_the_log_streams_out() -> TestResult {
-    use qianlian_raft_store::audit::{AuditCursor, AuditFilter, AuditOrder, AuditQuery};
+    use qianlian_raft_store::audit_query::{AuditCursor, AuditFilter, AuditOrder, AuditQuery};
     use qianlian_raft_store::record::{ConfigKind, Decision};
 
     let dir = tempfile::tempdir()?;

@@ -1,7 +1,7 @@
 //! The Audit service: the access trail for inspectors, "who read my data" for citizens, the log
 //! streamed to integrity verifiers, and evidence bundles that stand alone.
 //!
-//! Queries run on the notarization log's secondary indexes (`raft_store::audit`), so a query
+//! Queries run on the notarization log's secondary indexes (`raft_store::audit_query`), so a query
 //! touches only the records it matches. Inspectors (inspector certificate) may query every
 //! access; a data subject with a bearer token from the trusted identity provider sees only the
 //! accesses to data about them, as the owners' gateways recorded them (provider side). Citizen
@@ -21,7 +21,7 @@ use qianlian_proto::v1::{
     MyAccessesResponse, QueryAccessesRequest, QueryAccessesResponse, StreamLogRequest,
     SubjectAccess,
 };
-use qianlian_raft_store::audit::{AuditCursor, AuditFilter, AuditOrder, AuditQuery};
+use qianlian_raft_store::audit_query::{AuditCursor, AuditFilter, AuditOrder, AuditQuery};
 use qianlian_raft_store::notary::Notary;
 use qianlian_raft_store::record::{Action, Decision, Side, SubjectHash};
 use tokio_stream::Stream;
@@ -256,7 +256,7 @@ impl AuditService {
         order: AuditOrder,
         limit: usize,
         after: Option<AuditCursor>,
-    ) -> Result<qianlian_raft_store::audit::AuditPage, ServiceError> {
+    ) -> Result<qianlian_raft_store::audit_query::AuditPage, ServiceError> {
         Ok(self
             .notary
             .audit_query(AuditQuery {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use qianlian_proto::v1;
 use qianlian_proto::v1::LicenseStatusChange as WireChange;
-use qianlian_raft_store::audit::AuditHit;
+use qianlian_raft_store::audit_query::AuditHit;
 use qianlian_raft_store::notary::{CosignedCheckpoint, NotaryStatus, Receipt};
 use qianlian_raft_store::record::{
     ConfigChange, ConfigKind, Decision, LicenseStatusChange, Record,

@@ -16,7 +16,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
 
-use super::{Peers, decode_message, encode_message};
+use super::peers::Peers;
+use super::wire::{decode_message, encode_message};
+use crate::checkpoint::{CosignRefusal, Cosignature};
 use crate::record::Record;
 use crate::types::NodeId;
 
@@ -54,31 +56,6 @@ pub enum ForwardRefusal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CosignRequest {
     pub tree_size: u64,
-}
-
-/// A cosignature: the signer's public key (note verifier key form) and its signature line over
-/// the checkpoint body it computed from its own tree.
-///
-/// The key is self-asserted: the caller uses it only to check that the signature is over the
-/// same body (so the same root); whoever verifies the note decides which keys to trust.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cosignature {
-    pub verifier_key: String,
-    pub signature_line: String,
-}
-
-/// Why a node did not cosign.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-pub enum CosignRefusal {
-    /// The node has not applied that tree size yet. Asking again later can succeed.
-    #[error("not yet: this node has applied {applied} records")]
-    NotYet { applied: u64 },
-    /// The node has no checkpoint signing key configured; the operator must give it one.
-    #[error("this node has no checkpoint signing key")]
-    NoKey,
-    /// The node failed to compute or sign (storage); its log says why.
-    #[error("cosigning failed: {reason}")]
-    Failed { reason: String },
 }
 
 /// What a node serves to its peers besides Raft. Implemented by the notary.

@@ -9,6 +9,7 @@ use openraft::{
 };
 
 use super::*;
+use crate::checkpoint::{CosignRefusal, Cosignature};
 use crate::record::{AccessRecord, Action, Caller, Decision, Record};
 use crate::types::{Entry, Request, StoredMembership};
 

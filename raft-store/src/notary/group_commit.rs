@@ -22,8 +22,9 @@
 //! get `CommitTimedOut` (outcome unknown) rather than a second copy of their record.
 //!
 //! Each caller gets its own receipts: record `i` of an entry has log index `first_index + i` and
-//! the leaf hash of its canonical bytes, as the state machine computes them when applying it.
-//! A small batch on the leader gets them as soon as its entry is committed ([`crate::early`]).
+//! the leaf hash of its canonical bytes, as the state machine computes them when applying it. A
+//! small batch on the leader gets them as soon as its entry is committed
+//! ([`crate::commit_receipts`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,11 +37,16 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio::time::error::Elapsed;
 
-use super::{LeaderHint, NotaryError, Receipt, Unavailability, UnavailableReason};
-use crate::early::EarlyReceipts;
+use super::error::{LeaderHint, NotaryError, Unavailability, UnavailableReason};
+use super::receipt::Receipt;
+use crate::commit_receipts::EarlyReceipts;
 use crate::network::{ForwardRefusal, PeerCallError, Peers};
 use crate::record::Record;
 use crate::types::{NodeId, Request, TypeConfig};
+
+/// Extra time an append waits beyond `commit_timeout`, so that the batcher's own, more precise
+/// answer (which is bounded by `commit_timeout`) arrives before the caller gives up.
+pub(super) const ANSWER_GRACE: Duration = Duration::from_millis(250);
 
 /// Pause between attempts when nothing was recorded and a retry may help (a new leader, a
 /// leader that is restarting).
@@ -65,7 +71,7 @@ pub(super) struct Limits {
 
 /// Counters of the batches this node formed, for metrics: their number, the records in them,
 /// a histogram of batch sizes (upper bounds 1, 2, 4, … 1024 records, then larger), and how many
-/// batches written here were answered at commit, before the apply ([`crate::early`]).
+/// batches written here were answered at commit, before the apply ([`crate::commit_receipts`]).
 #[derive(Debug, Default)]
 pub struct BatchStats {
     pub batches: std::sync::atomic::AtomicU64,
@@ -320,7 +326,8 @@ impl Committer {
     }
 
     /// Write the batch as one Raft entry on this node, the leader. A small batch is answered
-    /// when its entry is committed ([`crate::early`]); the apply's answer then only confirms it.
+    /// when its entry is committed ([`crate::commit_receipts`]); the apply's answer then only
+    /// confirms it.
     async fn write_here(&self, batch: Vec<Pending>, deadline: Instant) -> Attempt {
         let timeout = self.limits.commit_timeout;
         let records = records_of(&batch);

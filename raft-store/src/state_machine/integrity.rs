@@ -13,7 +13,7 @@
 //! The same pass checks the license state against the records it derives from (`licenses`):
 //! a revocation deleted from the state, or a status changed, is found although every record
 //! and tree node is intact. It also sums a digest of every audit index key the records give
-//! and compares it with the same sum over the stored keys (`audit`), so an entry removed,
+//! and compares it with the same sum over the stored keys (`audit_index`), so an entry removed,
 //! added or altered is found without holding the index in memory.
 //!
 //! RocksDB verifies block checksums while scanning; a checksum error stops the scan and is
@@ -24,52 +24,18 @@ use std::time::{Duration, Instant};
 use qianlian_verifier::{Hash, SignedNote, leaf_hash};
 use rocksdb::{DB, DBIteratorWithThreadMode, Direction, IteratorMode};
 
-use super::audit::AuditCheck;
+use super::audit_index::AuditCheck;
+pub use super::error::IntegrityError;
 use super::licenses::LicenseCheck;
-use super::{KEY_CHECKPOINT, Shared, read_node};
+use super::meta::KEY_CHECKPOINT;
+use super::shared::Shared;
+use super::tree::read_node;
 use crate::db::{
     self, CF_RECORDS, CF_SM_META, CF_TREE, StoreError, decode_value, generation_prefix, node_key,
     node_key_parts, record_key, record_key_parts,
 };
 use crate::merkle::{self, Edge, Subtree};
 use crate::record::Record;
-
-/// Why the integrity check failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IntegrityError {
-    /// Stored data contradicts itself or this node's signature: the files were altered or
-    /// damaged. No retry helps; the operator restores the node from its peers.
-    #[error("{detail}")]
-    Damaged {
-        /// The first log index whose record, leaf or tree node is inconsistent, when the check
-        /// can tell.
-        first_bad_index: Option<u64>,
-        /// What disagrees, starting with that log index.
-        detail: String,
-    },
-    /// The audit index differs from what the records give: an entry was removed, added or
-    /// altered, while the records, the tree and the license state are intact. No retry helps;
-    /// the operator restores the node from its peers (the index answers inspectors' queries,
-    /// so a node must not serve from an altered one).
-    #[error(
-        "the audit index does not match the records: {stored_entries} entries are stored and \
-         the records give {expected_entries}, and their digests differ (an entry was removed, \
-         added or altered)"
-    )]
-    AuditIndex {
-        expected_entries: u64,
-        stored_entries: u64,
-    },
-    /// Storage failed during the check (see [`StoreError`]).
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-impl From<rocksdb::Error> for IntegrityError {
-    fn from(e: rocksdb::Error) -> IntegrityError {
-        IntegrityError::Store(e.into())
-    }
-}
 
 /// What a passed check covered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use qianlian_verifier::license::StatusEntry;
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 
-use super::integrity::IntegrityError;
+use super::error::IntegrityError;
 use crate::db::{
     self, CF_HOLDERS, CF_LICENSE_CHANGES, CF_LICENSES, CF_RECORDS, StoreError, decode_value,
     encode_value, generation_prefix, hash_index_key, hash_index_key_parts, license_key, record_key,

@@ -34,21 +34,23 @@
 use std::fs;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use openraft::{BasicNode, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot, SnapshotMeta};
 use qianlian_verifier::Hash;
-use rocksdb::{DB, Direction, IteratorMode, WriteBatch};
+use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncSeekExt;
 
-use super::{
+use super::error::IntegrityError;
+use super::meta::{
     Applied, Changed, ConfigPointers, KEY_GENERATION, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP,
-    KEY_TREE_SIZE, Shared, audit, integrity, load_edge, put_applied,
+    KEY_TREE_SIZE, put_applied,
 };
+use super::shared::{Files, Shared};
+use super::tree::load_edge;
+use super::{audit_index, integrity};
 use crate::db::{
     self, CF_HOLDERS, CF_LEAF_INDEX, CF_LICENSE_CHANGES, CF_LICENSES, CF_RECORDS, CF_SM_META,
     CF_SNAPSHOT, CF_TREE, Db, END_KEY, GENERATION_CFS, StoreError, decode_hash, decode_value,
@@ -91,28 +93,6 @@ struct Header {
 struct Current {
     meta: SnapshotMeta<NodeId, BasicNode>,
     file: String,
-}
-
-/// Snapshot bookkeeping shared by the builder and the state machine.
-#[derive(Debug, Default)]
-pub(super) struct Files {
-    // Serialises switching `snapshot/current`, so an older build finishing late cannot replace
-    // a newer install.
-    current: Mutex<()>,
-    // The file `begin_receiving_snapshot` created last, deleted once installed.
-    receiving: Mutex<Option<PathBuf>>,
-    sequence: AtomicU64,
-}
-
-impl Files {
-    fn unique(&self, prefix: &str, suffix: &str) -> String {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let n = self.sequence.fetch_add(1, Ordering::Relaxed);
-        format!("{prefix}-{nanos}-{n}{suffix}")
-    }
 }
 
 fn io_err(what: &str, path: &Path, e: io::Error) -> StoreError {
@@ -321,6 +301,12 @@ fn build(db: &DB, shared: &Shared) -> Result<(Current, fs::File), StoreError> {
     Ok((current, reader))
 }
 
+fn write_failed(e: io::Error) -> StoreError {
+    StoreError::Io(format!("writing a snapshot: {e}"))
+}
+
+/// Write the snapshot of `generation` as `snap` sees it, up to the end frame: the magic and the
+/// header, then the frames of each kind in the order of their types.
 fn write_snapshot(
     db: &DB,
     snap: &rocksdb::Snapshot<'_>,
@@ -328,14 +314,28 @@ fn write_snapshot(
     header: &Header,
     out: &mut impl Write,
 ) -> Result<(), StoreError> {
-    let w = |e: io::Error| StoreError::Io(format!("writing a snapshot: {e}"));
-    out.write_all(MAGIC).map_err(w)?;
+    out.write_all(MAGIC).map_err(write_failed)?;
     let header_bytes = encode_value("snapshot header", header)?;
     let len = u32::try_from(header_bytes.len())
         .map_err(|_| StoreError::Task("snapshot header too large".into()))?;
-    out.write_all(&len.to_be_bytes()).map_err(w)?;
-    out.write_all(&header_bytes).map_err(w)?;
+    out.write_all(&len.to_be_bytes()).map_err(write_failed)?;
+    out.write_all(&header_bytes).map_err(write_failed)?;
 
+    write_records(db, snap, generation, header.tree_size, out)?;
+    let prefix = generation_prefix(generation);
+    write_tree(db, snap, &prefix, out)?;
+    write_leaf_index(db, snap, &prefix, out)?;
+    write_license_state(db, snap, &prefix, out)
+}
+
+/// Record frames: records `0..tree_size` of `generation`, each of which must be stored.
+fn write_records(
+    db: &DB,
+    snap: &rocksdb::Snapshot<'_>,
+    generation: u32,
+    tree_size: u64,
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
     let prefix = generation_prefix(generation);
     let records = snap.iterator_cf_opt(
         db::cf(db, CF_RECORDS)?,
@@ -349,7 +349,7 @@ fn write_snapshot(
             break;
         }
         let (_, index) = record_key_parts(&key)?;
-        if index >= header.tree_size {
+        if index >= tree_size {
             break;
         }
         if index != expected {
@@ -360,26 +360,35 @@ fn write_snapshot(
         }
         let len = u32::try_from(value.len())
             .map_err(|_| StoreError::corrupt(format!("record {index}"), "larger than 4 GiB"))?;
-        out.write_all(&[TAG_RECORD]).map_err(w)?;
-        out.write_all(&len.to_be_bytes()).map_err(w)?;
-        out.write_all(&value).map_err(w)?;
+        out.write_all(&[TAG_RECORD]).map_err(write_failed)?;
+        out.write_all(&len.to_be_bytes()).map_err(write_failed)?;
+        out.write_all(&value).map_err(write_failed)?;
         expected += 1;
     }
-    if expected != header.tree_size {
+    if expected != tree_size {
         return Err(StoreError::corrupt(
             "records",
-            format!("tree size {} but {expected} records", header.tree_size),
+            format!("tree size {tree_size} but {expected} records"),
         ));
     }
+    Ok(())
+}
 
+/// Tree node frames: every stored node of the generation of `prefix`, in key order.
+fn write_tree(
+    db: &DB,
+    snap: &rocksdb::Snapshot<'_>,
+    prefix: &[u8],
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
     let nodes = snap.iterator_cf_opt(
         db::cf(db, CF_TREE)?,
         db::scan_options(),
-        IteratorMode::From(&prefix, Direction::Forward),
+        IteratorMode::From(prefix, Direction::Forward),
     );
     for item in nodes {
         let (key, value) = item?;
-        if !key.starts_with(&prefix) {
+        if !key.starts_with(prefix) {
             break;
         }
         let (_, level, index) = node_key_parts(&key)?;
@@ -387,21 +396,30 @@ fn write_snapshot(
             || format!("tree node at level {level} index {index}"),
             &value,
         )?;
-        out.write_all(&[TAG_NODE, level]).map_err(w)?;
-        out.write_all(&index.to_be_bytes()).map_err(w)?;
-        out.write_all(&hash).map_err(w)?;
+        out.write_all(&[TAG_NODE, level]).map_err(write_failed)?;
+        out.write_all(&index.to_be_bytes()).map_err(write_failed)?;
+        out.write_all(&hash).map_err(write_failed)?;
     }
+    Ok(())
+}
 
+/// Leaf index frames: one per hash, with its first record (the smallest log index, listed
+/// first).
+fn write_leaf_index(
+    db: &DB,
+    snap: &rocksdb::Snapshot<'_>,
+    prefix: &[u8],
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
     let leaves = snap.iterator_cf_opt(
         db::cf(db, CF_LEAF_INDEX)?,
         db::scan_options(),
-        IteratorMode::From(&prefix, Direction::Forward),
+        IteratorMode::From(prefix, Direction::Forward),
     );
-    // One frame per hash: its first record (the smallest log index, listed first).
     let mut last: Option<Hash> = None;
     for item in leaves {
         let (key, _) = item?;
-        if !key.starts_with(&prefix) {
+        if !key.starts_with(prefix) {
             break;
         }
         let (_, hash, index) = hash_index_key_parts("leaf index key", &key)?;
@@ -409,48 +427,57 @@ fn write_snapshot(
             continue;
         }
         last = Some(hash);
-        out.write_all(&[TAG_LEAF]).map_err(w)?;
-        out.write_all(&hash).map_err(w)?;
-        out.write_all(&index.to_be_bytes()).map_err(w)?;
+        out.write_all(&[TAG_LEAF]).map_err(write_failed)?;
+        out.write_all(&hash).map_err(write_failed)?;
+        out.write_all(&index.to_be_bytes()).map_err(write_failed)?;
     }
+    Ok(())
+}
 
-    // The license state: every frame is the key without its generation, then the value.
+/// The license state's frames: every frame is the key without its generation, then the value
+/// (license index entries, license changes, holder index entries, in that order).
+fn write_license_state(
+    db: &DB,
+    snap: &rocksdb::Snapshot<'_>,
+    prefix: &[u8],
+    out: &mut impl Write,
+) -> Result<(), StoreError> {
     let licenses = snap.iterator_cf_opt(
         db::cf(db, CF_LICENSES)?,
         db::scan_options(),
-        IteratorMode::From(&prefix, Direction::Forward),
+        IteratorMode::From(prefix, Direction::Forward),
     );
     for item in licenses {
         let (key, value) = item?;
-        if !key.starts_with(&prefix) {
+        if !key.starts_with(prefix) {
             break;
         }
         let index: [u8; 8] = value.as_ref().try_into().map_err(|_| {
             StoreError::corrupt("license index entry", format!("{} bytes", value.len()))
         })?;
-        out.write_all(&[TAG_LICENSE]).map_err(w)?;
-        out.write_all(&key[4..]).map_err(w)?;
-        out.write_all(&index).map_err(w)?;
+        out.write_all(&[TAG_LICENSE]).map_err(write_failed)?;
+        out.write_all(&key[4..]).map_err(write_failed)?;
+        out.write_all(&index).map_err(write_failed)?;
     }
     for (cf_name, tag) in [(CF_LICENSE_CHANGES, TAG_CHANGE), (CF_HOLDERS, TAG_HOLDER)] {
         let entries = snap.iterator_cf_opt(
             db::cf(db, cf_name)?,
             db::scan_options(),
-            IteratorMode::From(&prefix, Direction::Forward),
+            IteratorMode::From(prefix, Direction::Forward),
         );
         for item in entries {
             let (key, value) = item?;
-            if !key.starts_with(&prefix) {
+            if !key.starts_with(prefix) {
                 break;
             }
             hash_index_key_parts(cf_name, &key)?;
-            out.write_all(&[tag]).map_err(w)?;
-            out.write_all(&key[4..]).map_err(w)?;
+            out.write_all(&[tag]).map_err(write_failed)?;
+            out.write_all(&key[4..]).map_err(write_failed)?;
             if tag == TAG_CHANGE {
                 let len = u32::try_from(value.len())
                     .map_err(|_| StoreError::corrupt("license change", "larger than 4 GiB"))?;
-                out.write_all(&len.to_be_bytes()).map_err(w)?;
-                out.write_all(&value).map_err(w)?;
+                out.write_all(&len.to_be_bytes()).map_err(write_failed)?;
+                out.write_all(&value).map_err(write_failed)?;
             }
         }
     }
@@ -702,11 +729,9 @@ fn read_into_generation<R: Read, W: Write>(
 
     // Check what was written as a node checks its own state on open; only then switch.
     integrity::check_generation(db, generation, header.tree_size).map_err(|e| match e {
-        integrity::IntegrityError::Damaged { detail, .. } => {
-            StoreError::corrupt("snapshot", detail)
-        }
-        integrity::IntegrityError::Store(e) => e,
-        e @ integrity::IntegrityError::AuditIndex { .. } => StoreError::corrupt("snapshot", e),
+        IntegrityError::Damaged { detail, .. } => StoreError::corrupt("snapshot", detail),
+        IntegrityError::Store(e) => e,
+        e @ IntegrityError::AuditIndex { .. } => StoreError::corrupt("snapshot", e),
     })?;
     Ok(Staged {
         generation,
@@ -797,143 +822,25 @@ fn stream_into<R: Read, W: Write>(
     generation: u32,
     header: &Header,
 ) -> Result<ConfigPointers, StoreError> {
-    let mut config = ConfigPointers::default();
-    let records_cf = db::cf(db, CF_RECORDS)?;
-    let tree_cf = db::cf(db, CF_TREE)?;
-    let leaf_cf = db::cf(db, CF_LEAF_INDEX)?;
-    // The audit index is not in the file: it is rebuilt from the records as they arrive.
-    let mut audit = audit::AuditStager::new(db)?;
-    let mut records = 0u64;
-    let mut last_node: Option<(u8, u64)> = None;
-    let mut last_leaf: Option<Hash> = None;
-    // The license frames: the last type seen and the last key (without generation) within it.
-    let mut last_license_frame: Option<(u8, Vec<u8>)> = None;
+    let mut frames = Frames::new(db, generation, header.tree_size)?;
     loop {
         // The end tag is outside the digest; every other tag is inside.
         let [tag] = input.raw::<1>()?;
         if tag != TAG_END {
             input.digest.update([tag]);
         }
-        if tag < TAG_LICENSE && last_license_frame.is_some() {
+        if tag < TAG_LICENSE && frames.last_license_frame.is_some() {
             return Err(StoreError::corrupt(
                 "snapshot",
                 "a record or tree frame after the license state",
             ));
         }
         match tag {
-            TAG_RECORD => {
-                if last_node.is_some() || last_leaf.is_some() {
-                    return Err(StoreError::corrupt("snapshot", "a record after the tree"));
-                }
-                let len = u32::from_be_bytes(input.exact::<4>()?);
-                if len > MAX_RECORD_BYTES {
-                    return Err(StoreError::corrupt(
-                        "snapshot",
-                        format!("record {records} claims {len} bytes"),
-                    ));
-                }
-                let bytes = input.bytes(len as usize)?;
-                if records >= header.tree_size {
-                    return Err(StoreError::corrupt(
-                        "snapshot",
-                        format!("more than the {} records announced", header.tree_size),
-                    ));
-                }
-                let record = Record::decode(&bytes)
-                    .map_err(|e| StoreError::corrupt(format!("snapshot record {records}"), e))?;
-                config.observe(records, &record);
-                audit.collect(records, &record);
-                audit.stage(batch, generation);
-                batch.put_cf(records_cf, record_key(generation, records), bytes);
-                records += 1;
-            }
-            TAG_NODE => {
-                let [level] = input.exact::<1>()?;
-                let index = u64::from_be_bytes(input.exact::<8>()?);
-                let hash = input.exact::<32>()?;
-                if last_leaf.is_some() || last_node.is_some_and(|last| last >= (level, index)) {
-                    return Err(StoreError::corrupt("snapshot", "tree nodes out of order"));
-                }
-                last_node = Some((level, index));
-                batch.put_cf(tree_cf, node_key(generation, level, index), hash);
-            }
-            TAG_LEAF => {
-                let hash = input.exact::<32>()?;
-                let index = input.exact::<8>()?;
-                if last_leaf.is_some_and(|last| last >= hash)
-                    || u64::from_be_bytes(index) >= header.tree_size
-                {
-                    return Err(StoreError::corrupt(
-                        "snapshot",
-                        "leaf index out of order or out of range",
-                    ));
-                }
-                last_leaf = Some(hash);
-                batch.put_cf(
-                    leaf_cf,
-                    hash_index_key(generation, &hash, u64::from_be_bytes(index)),
-                    [],
-                );
-            }
-            TAG_LICENSE | TAG_CHANGE | TAG_HOLDER => {
-                let hash = input.exact::<32>()?;
-                let index = input.exact::<8>()?;
-                let mut key = hash.to_vec();
-                key.extend_from_slice(&index);
-                if last_license_frame
-                    .as_ref()
-                    .is_some_and(|(last_tag, last_key)| (*last_tag, last_key) >= (tag, &key))
-                {
-                    return Err(StoreError::corrupt(
-                        "snapshot",
-                        "license state frames out of order",
-                    ));
-                }
-                // The integrity check that follows compares every entry with the records; here
-                // only the length, so a damaged one cannot make the installer allocate gigabytes.
-                let (cf_name, value) = match tag {
-                    TAG_LICENSE => (CF_LICENSES, index.to_vec()),
-                    TAG_CHANGE => {
-                        let len = u32::from_be_bytes(input.exact::<4>()?);
-                        if len > MAX_RECORD_BYTES {
-                            return Err(StoreError::corrupt(
-                                "snapshot",
-                                format!("a license change claims {len} bytes"),
-                            ));
-                        }
-                        (CF_LICENSE_CHANGES, input.bytes(len as usize)?)
-                    }
-                    _ => (CF_HOLDERS, Vec::new()),
-                };
-                let stored_key = if tag == TAG_LICENSE {
-                    license_key(generation, &hash).to_vec()
-                } else {
-                    hash_index_key(generation, &hash, u64::from_be_bytes(index)).to_vec()
-                };
-                batch.put_cf(db::cf(db, cf_name)?, stored_key, value);
-                last_license_frame = Some((tag, key));
-            }
-            TAG_END => {
-                let computed: Hash = std::mem::take(&mut input.digest).finalize().into();
-                let stated = input.raw::<32>()?;
-                let mut rest = [0u8; 1];
-                if input.inner.read(&mut rest).map_err(truncated)? != 0 {
-                    return Err(StoreError::corrupt("snapshot", "bytes after the end"));
-                }
-                if computed != stated {
-                    return Err(StoreError::corrupt(
-                        "snapshot",
-                        "SHA-256 digest does not match the content",
-                    ));
-                }
-                if records != header.tree_size {
-                    return Err(StoreError::corrupt(
-                        "snapshot",
-                        format!("{records} records, {} announced", header.tree_size),
-                    ));
-                }
-                return Ok(config);
-            }
+            TAG_RECORD => frames.record(input, batch)?,
+            TAG_NODE => frames.node(input, batch)?,
+            TAG_LEAF => frames.leaf(input, batch)?,
+            TAG_LICENSE | TAG_CHANGE | TAG_HOLDER => frames.license_state(tag, input, batch)?,
+            TAG_END => return frames.end(input),
             other => {
                 return Err(StoreError::corrupt(
                     "snapshot",
@@ -945,5 +852,191 @@ fn stream_into<R: Read, W: Write>(
             let full = std::mem::take(batch);
             db.write_opt(full, &db::unsynced())?;
         }
+    }
+}
+
+/// The frames of a snapshot read so far, for [`stream_into`]: where each kind goes, what the
+/// next frame of each kind must follow, and what the records give besides themselves.
+struct Frames<'a> {
+    db: &'a DB,
+    generation: u32,
+    tree_size: u64,
+    records_cf: &'a ColumnFamily,
+    tree_cf: &'a ColumnFamily,
+    leaf_cf: &'a ColumnFamily,
+    // The audit index is not in the file: it is rebuilt from the records as they arrive.
+    audit: audit_index::AuditStager<'a>,
+    config: ConfigPointers,
+    records: u64,
+    last_node: Option<(u8, u64)>,
+    last_leaf: Option<Hash>,
+    // The license frames: the last type seen and the last key (without generation) within it.
+    last_license_frame: Option<(u8, Vec<u8>)>,
+}
+
+impl<'a> Frames<'a> {
+    fn new(db: &'a DB, generation: u32, tree_size: u64) -> Result<Frames<'a>, StoreError> {
+        Ok(Frames {
+            db,
+            generation,
+            tree_size,
+            records_cf: db::cf(db, CF_RECORDS)?,
+            tree_cf: db::cf(db, CF_TREE)?,
+            leaf_cf: db::cf(db, CF_LEAF_INDEX)?,
+            audit: audit_index::AuditStager::new(db)?,
+            config: ConfigPointers::default(),
+            records: 0,
+            last_node: None,
+            last_leaf: None,
+            last_license_frame: None,
+        })
+    }
+
+    /// A record frame: the next record, before any tree frame.
+    fn record<R: Read, W: Write>(
+        &mut self,
+        input: &mut Input<R, W>,
+        batch: &mut WriteBatch,
+    ) -> Result<(), StoreError> {
+        if self.last_node.is_some() || self.last_leaf.is_some() {
+            return Err(StoreError::corrupt("snapshot", "a record after the tree"));
+        }
+        let records = self.records;
+        let len = u32::from_be_bytes(input.exact::<4>()?);
+        if len > MAX_RECORD_BYTES {
+            return Err(StoreError::corrupt(
+                "snapshot",
+                format!("record {records} claims {len} bytes"),
+            ));
+        }
+        let bytes = input.bytes(len as usize)?;
+        if records >= self.tree_size {
+            return Err(StoreError::corrupt(
+                "snapshot",
+                format!("more than the {} records announced", self.tree_size),
+            ));
+        }
+        let record = Record::decode(&bytes)
+            .map_err(|e| StoreError::corrupt(format!("snapshot record {records}"), e))?;
+        self.config.observe(records, &record);
+        self.audit.collect(records, &record);
+        self.audit.stage(batch, self.generation);
+        batch.put_cf(self.records_cf, record_key(self.generation, records), bytes);
+        self.records += 1;
+        Ok(())
+    }
+
+    /// A tree node frame: nodes in key order, before the leaf index.
+    fn node<R: Read, W: Write>(
+        &mut self,
+        input: &mut Input<R, W>,
+        batch: &mut WriteBatch,
+    ) -> Result<(), StoreError> {
+        let [level] = input.exact::<1>()?;
+        let index = u64::from_be_bytes(input.exact::<8>()?);
+        let hash = input.exact::<32>()?;
+        if self.last_leaf.is_some() || self.last_node.is_some_and(|last| last >= (level, index)) {
+            return Err(StoreError::corrupt("snapshot", "tree nodes out of order"));
+        }
+        self.last_node = Some((level, index));
+        batch.put_cf(self.tree_cf, node_key(self.generation, level, index), hash);
+        Ok(())
+    }
+
+    /// A leaf index frame: hashes in order, each with a log index below the tree size.
+    fn leaf<R: Read, W: Write>(
+        &mut self,
+        input: &mut Input<R, W>,
+        batch: &mut WriteBatch,
+    ) -> Result<(), StoreError> {
+        let hash = input.exact::<32>()?;
+        let index = input.exact::<8>()?;
+        if self.last_leaf.is_some_and(|last| last >= hash)
+            || u64::from_be_bytes(index) >= self.tree_size
+        {
+            return Err(StoreError::corrupt(
+                "snapshot",
+                "leaf index out of order or out of range",
+            ));
+        }
+        self.last_leaf = Some(hash);
+        batch.put_cf(
+            self.leaf_cf,
+            hash_index_key(self.generation, &hash, u64::from_be_bytes(index)),
+            [],
+        );
+        Ok(())
+    }
+
+    /// A frame of the license state (`tag`): the license index, license changes, the holder
+    /// index, each in key order and in that order.
+    fn license_state<R: Read, W: Write>(
+        &mut self,
+        tag: u8,
+        input: &mut Input<R, W>,
+        batch: &mut WriteBatch,
+    ) -> Result<(), StoreError> {
+        let hash = input.exact::<32>()?;
+        let index = input.exact::<8>()?;
+        let mut key = hash.to_vec();
+        key.extend_from_slice(&index);
+        if self
+            .last_license_frame
+            .as_ref()
+            .is_some_and(|(last_tag, last_key)| (*last_tag, last_key) >= (tag, &key))
+        {
+            return Err(StoreError::corrupt(
+                "snapshot",
+                "license state frames out of order",
+            ));
+        }
+        // The integrity check that follows compares every entry with the records; here only
+        // the length, so a damaged one cannot make the installer allocate gigabytes.
+        let (cf_name, value) = match tag {
+            TAG_LICENSE => (CF_LICENSES, index.to_vec()),
+            TAG_CHANGE => {
+                let len = u32::from_be_bytes(input.exact::<4>()?);
+                if len > MAX_RECORD_BYTES {
+                    return Err(StoreError::corrupt(
+                        "snapshot",
+                        format!("a license change claims {len} bytes"),
+                    ));
+                }
+                (CF_LICENSE_CHANGES, input.bytes(len as usize)?)
+            }
+            _ => (CF_HOLDERS, Vec::new()),
+        };
+        let stored_key = if tag == TAG_LICENSE {
+            license_key(self.generation, &hash).to_vec()
+        } else {
+            hash_index_key(self.generation, &hash, u64::from_be_bytes(index)).to_vec()
+        };
+        batch.put_cf(db::cf(self.db, cf_name)?, stored_key, value);
+        self.last_license_frame = Some((tag, key));
+        Ok(())
+    }
+
+    /// The end frame: the digest of everything before it, and nothing after it. Returns the
+    /// configuration pointers the records give.
+    fn end<R: Read, W: Write>(self, input: &mut Input<R, W>) -> Result<ConfigPointers, StoreError> {
+        let computed: Hash = std::mem::take(&mut input.digest).finalize().into();
+        let stated = input.raw::<32>()?;
+        let mut rest = [0u8; 1];
+        if input.inner.read(&mut rest).map_err(truncated)? != 0 {
+            return Err(StoreError::corrupt("snapshot", "bytes after the end"));
+        }
+        if computed != stated {
+            return Err(StoreError::corrupt(
+                "snapshot",
+                "SHA-256 digest does not match the content",
+            ));
+        }
+        if self.records != self.tree_size {
+            return Err(StoreError::corrupt(
+                "snapshot",
+                format!("{} records, {} announced", self.records, self.tree_size),
+            ));
+        }
+        Ok(self.config)
     }
 }

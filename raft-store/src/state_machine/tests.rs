@@ -4,9 +4,10 @@ use openraft::entry::RaftEntry;
 use openraft::testing::log_id;
 use openraft::{BasicNode, Membership, RaftSnapshotBuilder};
 
+use super::meta::KEY_LEAF_LAYOUT;
 use super::*;
-use crate::checkpoint::{self, CheckpointSigner};
-use crate::network::CosignRefusal;
+use crate::checkpoint::{self, CheckpointSigner, CosignRefusal};
+use crate::db::{CF_LEAF_INDEX, hash_index_key, hash_index_key_parts, leaf_key};
 use crate::record::{AccessRecord, Action, Caller, Decision};
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;

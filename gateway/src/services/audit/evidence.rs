@@ -6,7 +6,7 @@
 //! the bundle is provable against it even while the log grows.
 
 use qianlian_proto::v1::{ExportEvidenceRequest, ExportEvidenceResponse};
-use qianlian_raft_store::audit::{AuditCursor, AuditFilter, AuditHit, AuditOrder};
+use qianlian_raft_store::audit_query::{AuditCursor, AuditFilter, AuditHit, AuditOrder};
 use qianlian_raft_store::record::{ConfigKind, Record};
 use qianlian_verifier::audit::{
     BundleDepartment, BundlePolicy, BundleRecord, EVIDENCE_BUNDLE_VERSION, EvidenceBundle,

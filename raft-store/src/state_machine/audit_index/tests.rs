@@ -6,7 +6,7 @@ use openraft::testing::log_id;
 
 use super::super::{StateMachineConfig, StateMachineStore, StateReader};
 use super::*;
-use crate::audit::{AuditFilter, field};
+use crate::audit_query::{AuditFilter, field};
 use crate::db::{AUDIT_BUCKET_MS, Db, END_KEY};
 use crate::record::{
     AccessRecord, Action, Caller, ConfigChange, ConfigRecord, Decision, ExchangeRecord,
@@ -506,7 +506,7 @@ async fn the_integrity_check_finds_a_removed_or_added_entry() -> TestResult {
     };
     let term = (
         field::CONSUMER,
-        audit::value_digest(field::CONSUMER, consumer.as_bytes()),
+        audit_query::value_digest(field::CONSUMER, consumer.as_bytes()),
     );
     let positions = |value: &[u8]| -> Vec<u128> {
         let raw = audit_positions(value).unwrap_or_default();
@@ -539,7 +539,7 @@ async fn the_integrity_check_finds_a_removed_or_added_entry() -> TestResult {
     let deny = audit_key(
         0,
         field::DECISION,
-        &audit::value_digest(field::DECISION, b"deny"),
+        &audit_query::value_digest(field::DECISION, b"deny"),
         audit_bucket(time),
         index as u64 + 100_000,
     );
@@ -599,7 +599,7 @@ async fn an_index_of_the_older_layout_is_rebuilt_on_open() -> TestResult {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, vec![0u8], END_KEY.to_vec());
         for (index, record) in records.iter().enumerate() {
-            for (tag, digest) in audit::terms(record) {
+            for (tag, digest) in audit_query::terms(record) {
                 let mut key = generation_prefix(0).to_vec();
                 key.push(tag);
                 key.extend_from_slice(&digest);
@@ -624,7 +624,7 @@ async fn an_index_of_the_older_layout_is_rebuilt_on_open() -> TestResult {
     })?;
     assert!(keys.iter().all(|len| *len == AUDIT_KEY_LEN), "{keys:?}");
     // Far fewer keys than entries: a bucket holds every entry of its list.
-    let entries: usize = records.iter().map(|r| audit::terms(r).len()).sum();
+    let entries: usize = records.iter().map(|r| audit_query::terms(r).len()).sum();
     assert!(
         keys.len() * 2 < entries,
         "{} keys for {entries} entries",

@@ -287,8 +287,8 @@ impl fmt::Display for AuditCursor {
     }
 }
 
-/// Most records one page returns.
-pub const MAX_PAGE: usize = 1000;
+/// Most records one page returns: the contract's largest page.
+pub use qianlian_proto::contract::MAX_PAGE;
 
 /// One page of an audit query.
 #[derive(Debug, Clone, PartialEq, Eq)]

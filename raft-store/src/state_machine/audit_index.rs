@@ -1,7 +1,7 @@
 //! The audit index in RocksDB: staged in the apply's write batch (and in an install's), built
 //! for records applied before the index existed, checked against the records by the integrity
 //! check, and read by audit queries. The fields and the query semantics are in
-//! [`crate::audit`]; the key layout in [`crate::db`].
+//! [`crate::audit_query`]; the key layout in [`crate::db`].
 
 use qianlian_verifier::leaf_hash;
 use rocksdb::{
@@ -9,11 +9,9 @@ use rocksdb::{
 };
 use sha2::{Digest, Sha256};
 
-use super::integrity::IntegrityError;
-use super::{
-    ConfigPointer, KEY_AUDIT_INDEXED, KEY_AUDIT_LAYOUT, RangeError, ReadError, layout_is_current,
-};
-use crate::audit::{
+use super::error::{IntegrityError, RangeError, ReadError};
+use super::meta::{ConfigPointer, KEY_AUDIT_INDEXED, KEY_AUDIT_LAYOUT, layout_is_current};
+use crate::audit_query::{
     self, AuditCursor, AuditHit, AuditOrder, AuditPage, AuditQuery, DIGEST_LEN, MAX_PAGE,
 };
 use crate::db::{
@@ -65,8 +63,11 @@ impl<'a> AuditStager<'a> {
     /// Add the entries of `record`, appended at `log_index`, for [`Self::stage`].
     pub(super) fn collect(&mut self, log_index: u64, record: &Record) {
         let at = position(record.time_unix_ms(), log_index);
-        self.pending
-            .extend(audit::terms(record).into_iter().map(|term| (term, at)));
+        self.pending.extend(
+            audit_query::terms(record)
+                .into_iter()
+                .map(|term| (term, at)),
+        );
     }
 
     /// Stage the entries collected so far into `batch`, as chunks of `generation`.
@@ -217,7 +218,7 @@ impl AuditCheck {
     /// Account for the entries of `record`, stored at `log_index`.
     pub(super) fn record(&mut self, log_index: u64, record: &Record) {
         let at = position(record.time_unix_ms(), log_index);
-        for term in audit::terms(record) {
+        for term in audit_query::terms(record) {
             self.expected.add(term, at);
         }
     }
@@ -494,14 +495,16 @@ fn candidate(
     Ok((bytes, record))
 }
 
-/// Answer `q` from the audit index of `generation`, whose applied tree size is `size`.
-pub(super) fn query(
-    db: &DB,
-    generation: u32,
-    size: u64,
-    q: &AuditQuery,
-) -> Result<AuditPage, ReadError> {
-    let limit = q.limit.clamp(1, MAX_PAGE);
+/// What a query reads: the tree size its pages are bound to, and the inclusive range of
+/// positions (time, log index) to walk; `None` when no position can match.
+struct Window {
+    bound: u64,
+    positions: Option<(u128, u128)>,
+}
+
+/// The window of `q` on a tree of `size` records. [`RangeError::TreeSize`] for a cursor from a
+/// larger tree.
+fn window(q: &AuditQuery, size: u64) -> Result<Window, ReadError> {
     let bound = match q.after {
         Some(cursor) if cursor.tree_size > size => {
             return Err(RangeError::TreeSize {
@@ -514,11 +517,9 @@ pub(super) fn query(
         None => size,
     };
     let ascending = q.order == AuditOrder::OldestFirst;
-    let empty = AuditPage {
-        hits: Vec::new(),
-        next: None,
-        tree_size: bound,
-        examined: 0,
+    let empty = Window {
+        bound,
+        positions: None,
     };
     // Inclusive positions.
     let mut lo = position(q.since_unix_ms.unwrap_or(0), 0);
@@ -544,24 +545,60 @@ pub(super) fn query(
     if lo > hi || bound == 0 {
         return Ok(empty);
     }
+    Ok(Window {
+        bound,
+        positions: Some((lo, hi)),
+    })
+}
 
+/// The posting lists `q` joins, each restricted to positions `lo..=hi`: one per filter, or the
+/// list of every access record when there is none.
+fn open_postings<'a>(
+    db: &'a DB,
+    generation: u32,
+    q: &AuditQuery,
+    lo: u128,
+    hi: u128,
+) -> Result<Vec<Posting<'a>>, StoreError> {
     let mut postings = Vec::with_capacity(q.filters.len().max(1));
     if q.filters.is_empty() {
         let all = (
-            audit::field::ALL,
-            audit::value_digest(audit::field::ALL, b""),
+            audit_query::field::ALL,
+            audit_query::value_digest(audit_query::field::ALL, b""),
         );
         postings.push(Posting::open(db, generation, all, lo, hi)?);
     }
     for filter in &q.filters {
         postings.push(Posting::open(db, generation, filter.term(), lo, hi)?);
     }
+    Ok(postings)
+}
+
+/// One page of a walk: the hits, whether more follow, and the index positions examined.
+struct Walked {
+    hits: Vec<AuditHit>,
+    more: bool,
+    examined: u64,
+}
+
+/// Walk the join of `postings` through `lo..=hi` from the end `q.order` starts at, keeping the
+/// records below `bound` that match `q`, up to a page of them.
+fn walk(
+    db: &DB,
+    generation: u32,
+    postings: &mut [Posting<'_>],
+    q: &AuditQuery,
+    bound: u64,
+    (lo, hi): (u128, u128),
+) -> Result<Walked, StoreError> {
+    let limit = q.limit.clamp(1, MAX_PAGE);
+    let ascending = q.order == AuditOrder::OldestFirst;
     let records = db::cf(db, CF_RECORDS)?;
     let mut hits = Vec::new();
     let mut more = false;
     let mut examined = 0u64;
     let mut target = if ascending { lo } else { hi };
-    while let Some(found) = join(&mut postings, target, ascending, &mut examined)? {
+    while let Some(found) = join(postings, target, ascending, &mut examined)? {
         let (time, log_index) = position_parts(found);
         // Entries at or beyond the bound are appended after the first page (or not yet
         // published): not answers of this paging.
@@ -590,6 +627,35 @@ pub(super) fn query(
             None => break,
         }
     }
+    Ok(Walked {
+        hits,
+        more,
+        examined,
+    })
+}
+
+/// Answer `q` from the audit index of `generation`, whose applied tree size is `size`.
+pub(super) fn query(
+    db: &DB,
+    generation: u32,
+    size: u64,
+    q: &AuditQuery,
+) -> Result<AuditPage, ReadError> {
+    let Window { bound, positions } = window(q, size)?;
+    let Some((lo, hi)) = positions else {
+        return Ok(AuditPage {
+            hits: Vec::new(),
+            next: None,
+            tree_size: bound,
+            examined: 0,
+        });
+    };
+    let mut postings = open_postings(db, generation, q, lo, hi)?;
+    let Walked {
+        hits,
+        more,
+        examined,
+    } = walk(db, generation, &mut postings, q, bound, (lo, hi))?;
     let next = match hits.last() {
         Some(last) if more => Some(AuditCursor {
             tree_size: bound,
@@ -614,7 +680,7 @@ pub(super) fn config_history(
     size: u64,
     kind: ConfigKind,
 ) -> Result<Vec<ConfigPointer>, StoreError> {
-    let (tag, digest) = audit::config_term(kind);
+    let (tag, digest) = audit_query::config_term(kind);
     let mut posting = Posting::open(db, generation, (tag, digest), 0, u128::MAX)?;
     let mut indices = Vec::new();
     let mut examined = 0;

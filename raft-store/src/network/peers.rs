@@ -1,0 +1,67 @@
+//! Channels to peers: one HTTP/2 channel per peer address, shared by every call this node makes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use qianlian_proto::v1::raft_client::RaftClient;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use super::wire::MAX_MESSAGE_BYTES;
+
+/// How long to wait for a TCP (and TLS) connection to a peer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 pings notice a silently dead peer link between heartbeats.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Channels to peers, one HTTP/2 channel per peer address, shared by every caller on this node:
+/// Raft replication, forwarded writes and cosignature requests all reuse one TLS connection.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    tls: Option<ClientTlsConfig>,
+    // Channels reconnect by themselves; caching them spares a TLS handshake per election.
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    /// Channels that speak TLS with `tls`; `None` speaks plain HTTP/2 (tests only).
+    pub fn new(tls: Option<ClientTlsConfig>) -> Peers {
+        Peers {
+            tls,
+            channels: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, String> {
+        // Poisoned only by a panic inside `insert`: the map is still whole.
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let mut endpoint = Endpoint::from_shared(addr.to_string())
+            .map_err(|e| format!("peer address {addr:?}: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT);
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| format!("TLS for peer {addr:?}: {e}"))?;
+        }
+        // Lazy: a peer that is down now must not stop this node from starting.
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// A client of the peer at `addr` with [`MAX_MESSAGE_BYTES`] limits.
+    pub(crate) fn client(&self, addr: &str) -> Result<RaftClient<Channel>, String> {
+        self.channel(addr).map(|channel| {
+            RaftClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        })
+    }
+}

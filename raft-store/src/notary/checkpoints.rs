@@ -1,0 +1,174 @@
+//! Checkpoints and license status lists: signed by this node, cosigned by the other members that
+//! computed the same body.
+
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use super::Notary;
+use super::error::NotaryError;
+use crate::checkpoint::{self, CosignRefusal, Cosignature, CosignedCheckpoint};
+use crate::license::CosignedStatusList;
+
+/// Pause before asking a member again that has not applied the tree size yet.
+const COSIGN_RETRY: Duration = Duration::from_millis(50);
+
+impl Notary {
+    /// The license status list as of the tree size of this node's latest checkpoint (see
+    /// [`Notary::status_list_at`]); the applied size on a node whose key came after its last
+    /// apply. [`NotaryError::NoCheckpoint`] without a signing key.
+    pub async fn status_list(&self) -> Result<CosignedStatusList, NotaryError> {
+        self.settled().await?;
+        let size = match self.inner.reader.checkpoint() {
+            Some(own) => own.size,
+            None => self.tree_size(),
+        };
+        self.status_list_at(size).await
+    }
+
+    /// The license status list as of the first `tree_size` records, signed by this node and
+    /// cosigned by every other member that computes the identical body within
+    /// `cosign_timeout` (asked in parallel, again while a member has not applied that size, as
+    /// for [`Notary::checkpoint`]).
+    ///
+    /// The body (`qianlian_verifier::license::StatusList`): this node's origin; the tree head
+    /// (size, root) at `tree_size`; `time`, the time of the last record below `tree_size`
+    /// (`time_unix_ms / 1000` of record `tree_size - 1`, 0 for the empty tree); and every
+    /// license suspended or revoked by the status records below `tree_size`, with the time and
+    /// reason of the record that did it. The time comes from the replicated record, not a
+    /// node's clock, so every node computes the same body for the same size; it is the time
+    /// the gateway that wrote that record decided, so it is as true as that gateway's clock.
+    /// Any size up to the applied one can be listed: later changes are left out.
+    ///
+    /// [`NotaryError::Range`] beyond the applied tree, [`NotaryError::NoCheckpoint`] without a
+    /// signing key.
+    pub async fn status_list_at(&self, tree_size: u64) -> Result<CosignedStatusList, NotaryError> {
+        self.settled().await?;
+        let list = self.inner.reader.status_list(tree_size).await?;
+        let own = self
+            .inner
+            .reader
+            .signer()
+            .sign_status_list(&list)
+            .map_err(|e| NotaryError::Internal(e.to_string()))?
+            .ok_or_else(|| {
+                NotaryError::NoCheckpoint(
+                    "this node has no checkpoint signing key configured".into(),
+                )
+            })?;
+        let cosignatures = self.cosignatures(Cosigned::StatusList, tree_size).await;
+        let (note, signers) = checkpoint::add_cosignatures(&own, cosignatures)
+            .map_err(|e| NotaryError::Internal(e.to_string()))?;
+        Ok(CosignedStatusList {
+            note,
+            tree_size,
+            signers,
+        })
+    }
+
+    /// The latest checkpoint this node applied, as a signed note carrying this node's signature
+    /// and the cosignatures of every other current member (voters and learners) that answers
+    /// within `cosign_timeout` (asked in parallel) having computed the same root. A member that
+    /// has not applied that size yet is asked again while the timeout lasts (followers apply a
+    /// commit a heartbeat after the leader). Members that do not answer in time or sign another
+    /// root are left out: the verifier demands k of n with the keys it trusts.
+    ///
+    /// [`NotaryError::NoCheckpoint`] if this node has no signing key.
+    pub async fn checkpoint(&self) -> Result<CosignedCheckpoint, NotaryError> {
+        self.settled().await?;
+        match self.inner.reader.checkpoint() {
+            Some(own) => {
+                let cosignatures = self.cosignatures(Cosigned::Checkpoint, own.size).await;
+                checkpoint::cosigned(&own, cosignatures)
+                    .map_err(|e| NotaryError::Internal(e.to_string()))
+            }
+            // A key configured after the last apply: sign the applied head now.
+            None => self.checkpoint_at(self.tree_size()).await,
+        }
+    }
+
+    /// The checkpoint of the first `tree_size` records, signed now by this node and cosigned as
+    /// [`Notary::checkpoint`] is. [`NotaryError::Range`] beyond the applied tree,
+    /// [`NotaryError::NoCheckpoint`] without a signing key.
+    pub async fn checkpoint_at(&self, tree_size: u64) -> Result<CosignedCheckpoint, NotaryError> {
+        let root = self.root_at(tree_size).await?;
+        let own = self
+            .inner
+            .reader
+            .signer()
+            .sign(tree_size, root)
+            .map_err(|e| NotaryError::Internal(e.to_string()))?
+            .ok_or_else(|| {
+                NotaryError::NoCheckpoint(
+                    "this node has no checkpoint signing key configured".into(),
+                )
+            })?;
+        let cosignatures = self.cosignatures(Cosigned::Checkpoint, tree_size).await;
+        checkpoint::cosigned(&own, cosignatures).map_err(|e| NotaryError::Internal(e.to_string()))
+    }
+
+    /// Ask every other member to cosign `what` at `tree_size`, in parallel, each within
+    /// `cosign_timeout`; returns the answers that came.
+    async fn cosignatures(&self, what: Cosigned, tree_size: u64) -> Vec<Cosignature> {
+        let status = self.status();
+        let timeout = self.inner.cosign_timeout;
+        let mut asked = JoinSet::new();
+        for (id, addr) in status.voters.into_iter().chain(status.learners) {
+            if id == self.inner.node_id || addr.is_empty() {
+                continue;
+            }
+            let peers = self.inner.peers.clone();
+            asked.spawn(async move {
+                let deadline = tokio::time::Instant::now() + timeout;
+                let cosignature = loop {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    let asked = async {
+                        match what {
+                            Cosigned::Checkpoint => peers.cosign(&addr, tree_size, left).await,
+                            Cosigned::StatusList => {
+                                peers.cosign_status(&addr, tree_size, left).await
+                            }
+                        }
+                    };
+                    let answer = tokio::time::timeout(left, asked).await;
+                    match answer {
+                        Ok(Ok(Ok(cosignature))) => break Some(cosignature),
+                        // A follower learns of a commit a moment after the leader: ask again
+                        // while the budget lasts.
+                        Ok(Ok(Err(CosignRefusal::NotYet { .. })))
+                            if tokio::time::Instant::now() + COSIGN_RETRY < deadline =>
+                        {
+                            tokio::time::sleep(COSIGN_RETRY).await;
+                        }
+                        Ok(Ok(Err(refusal))) => {
+                            tracing::debug!(member = id, ?what, %refusal, "no cosignature");
+                            break None;
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(member = id, ?what, error = %e, "no cosignature");
+                            break None;
+                        }
+                        Err(_) => break None,
+                    }
+                };
+                (id, cosignature)
+            });
+        }
+        let mut answers = Vec::new();
+        while let Some(answer) = asked.join_next().await {
+            if let Ok((id, Some(cosignature))) = answer {
+                answers.push((id, cosignature));
+            }
+        }
+        // In member order, so the same members give the same note.
+        answers.sort_by_key(|(id, _)| *id);
+        answers.into_iter().map(|(_, c)| c).collect()
+    }
+}
+
+/// What a member is asked to cosign.
+#[derive(Debug, Clone, Copy)]
+enum Cosigned {
+    Checkpoint,
+    StatusList,
+}
