@@ -136,9 +136,7 @@ pub fn dev_token(dir: &Path, subject: &str, minutes: u64) -> anyhow::Result<Stri
     })?;
     let key = jsonwebtoken::EncodingKey::from_ed_pem(&pem)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
+    let now = qianlian_gateway::node::time::now_unix().max(0) as u64;
     let claims = serde_json::json!({
         "iss": DEV_TOKEN_ISSUER,
         "aud": DEV_TOKEN_AUDIENCE,

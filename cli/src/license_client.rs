@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use qianlian_gateway::node::time::now_unix;
 use qianlian_proto::v1::licenses_client::LicensesClient;
 use qianlian_proto::v1::verify_license_request::Document;
 use qianlian_proto::v1::{
@@ -116,13 +117,6 @@ fn load(file: Option<&Path>, qr: Option<&str>) -> anyhow::Result<(Vec<u8>, Optio
 /// Does `record` (canonical log bytes) record the issuance of `license_hash`?
 pub fn records_issuance(record: &[u8], license_hash: &Hash) -> bool {
     matches!(Record::decode(record), Ok(Record::LicenseIssued(r)) if &r.license_hash == license_hash)
-}
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// `license verify --offline`: only the verifier crate and the trust bundle.

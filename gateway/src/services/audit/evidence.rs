@@ -91,10 +91,7 @@ impl AuditService {
         let policies = self.proven_policies(highest_policy, size).await?;
         let bundle = EvidenceBundle {
             version: EVIDENCE_BUNDLE_VERSION,
-            created_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or_default(),
+            created_unix_ms: crate::node::time::now_ms(),
             query,
             origin: checkpoint
                 .note
