@@ -109,16 +109,18 @@ pub const DEV_TOKEN_ISSUER: &str = "https://id.dev.qianlian.invalid";
 /// `aud` of the dev identity provider's tokens.
 pub const DEV_TOKEN_AUDIENCE: &str = "qianlian";
 
-/// The dev identity provider's Ed25519 key (`pki/dev-idp.key`, PKCS#8) and its public half
-/// (`pki/dev-idp.pub.pem`), written once.
+/// The dev identity provider's Ed25519 key (`pki/dev-idp.key`, PKCS#8, mode 0600) and its
+/// public half (`pki/dev-idp.pub.pem`), written once.
 fn dev_identity_provider(pki: &Path) -> anyhow::Result<()> {
     let (key, public) = (pki.join("dev-idp.key"), pki.join("dev-idp.pub.pem"));
     if key.exists() && public.exists() {
         return Ok(());
     }
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519)?;
-    std::fs::write(&key, pair.serialize_pem())?;
-    std::fs::write(&public, pair.public_key_pem())?;
+    pki::write_file(&key, pair.serialize_pem().as_bytes(), true)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+    pki::write_file(&public, pair.public_key_pem().as_bytes(), false)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", public.display()))?;
     Ok(())
 }
 

@@ -170,7 +170,14 @@ impl Node {
             health_reporter,
             ready.clone(),
         ));
-        let routes = routes::routes(services, &notary, health_service, ready, &config.limits)?;
+        let routes = routes::routes(
+            services,
+            &notary,
+            health_service,
+            ready,
+            &config.limits,
+            config.grpc_reflection,
+        )?;
         let metrics = metrics.map(|(m, listener)| {
             tokio::spawn(crate::node::metrics::serve(
                 listener,

@@ -2,8 +2,12 @@
 //! Qianlian sends beside its messages and the limits every node enforces. Servers, clients and
 //! the log's storage read them from here.
 
-/// Metadata key carrying the exchange's request id from the consumer's gateway to the owner's.
+/// Metadata key carrying the exchange's request id from the consumer's gateway to the owner's,
+/// and in every Exchange response (and error status) the request id of its access record.
 pub const REQUEST_ID_HEADER: &str = "x-qianlian-request-id";
+/// Metadata key of a caller's own id for a call (at most 128 visible ASCII characters): echoed
+/// in the response metadata and the gateway's log, never recorded or forwarded.
+pub const CORRELATION_ID_HEADER: &str = "x-qianlian-correlation-id";
 /// Status metadata key holding the log index of a notarized refusal.
 pub const LOG_INDEX_HEADER: &str = "x-qianlian-log-index";
 /// Status metadata key holding the record hash (hex) of a notarized refusal.

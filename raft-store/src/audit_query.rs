@@ -156,6 +156,10 @@ pub enum AuditFilter {
     PolicyVersion(u64),
     /// A data subject named by an exchange (legacy access records name none).
     Subject(SubjectHash),
+    /// A data subject named by any of these hashes: the forms under which the log may name
+    /// one person (records written before identifiers were folded carry the hash of the form
+    /// written). None matches nothing.
+    AnySubject(Vec<SubjectHash>),
     /// Which gateway wrote an exchange record (legacy access records have no side).
     Side(Side),
 }
@@ -177,6 +181,7 @@ impl AuditFilter {
                 AuditFilter::Purpose(p) => r.purpose == *p,
                 AuditFilter::PolicyVersion(v) => r.policy_version == *v,
                 AuditFilter::Subject(s) => r.subjects.contains(s),
+                AuditFilter::AnySubject(any) => any.iter().any(|s| r.subjects.contains(s)),
                 AuditFilter::Side(s) => r.side == *s,
             },
             Record::Access(r) => match self {
@@ -190,15 +195,24 @@ impl AuditFilter {
                 AuditFilter::Decision(d) => r.decision == *d,
                 AuditFilter::Purpose(p) => r.purpose == *p,
                 AuditFilter::PolicyVersion(v) => r.policy_version == v.to_string(),
-                AuditFilter::Subject(_) | AuditFilter::Side(_) => false,
+                AuditFilter::Subject(_) | AuditFilter::AnySubject(_) | AuditFilter::Side(_) => {
+                    false
+                }
             },
             Record::Config(_) | Record::LicenseIssued(_) | Record::LicenseStatus(_) => false,
         }
     }
 
-    /// The posting list this filter reads.
-    pub(crate) fn term(&self) -> (u8, [u8; DIGEST_LEN]) {
+    /// The posting lists this filter reads: a record meets it if it is in any of them (one
+    /// list for every filter but [`AuditFilter::AnySubject`]).
+    pub(crate) fn terms(&self) -> Vec<(u8, [u8; DIGEST_LEN])> {
         let (tag, value): (u8, Vec<u8>) = match self {
+            AuditFilter::AnySubject(any) => {
+                return any
+                    .iter()
+                    .map(|s| (field::SUBJECT, value_digest(field::SUBJECT, &s.0)))
+                    .collect();
+            }
             AuditFilter::Consumer(d) => (field::CONSUMER, d.as_bytes().to_vec()),
             AuditFilter::Provider(o) => (field::PROVIDER, o.as_bytes().to_vec()),
             AuditFilter::Dataset { owner, dataset } => {
@@ -212,7 +226,7 @@ impl AuditFilter {
             AuditFilter::Subject(s) => (field::SUBJECT, s.0.to_vec()),
             AuditFilter::Side(s) => (field::SIDE, side_str(*s).as_bytes().to_vec()),
         };
-        (tag, value_digest(tag, &value))
+        vec![(tag, value_digest(tag, &value))]
     }
 }
 
@@ -425,7 +439,10 @@ mod tests {
         ] {
             assert!(yes.matches(&record), "{yes:?}");
             // Whatever a filter matches is in the posting list it reads.
-            assert!(terms(&record).contains(&yes.term()), "{yes:?}");
+            assert!(
+                yes.terms().iter().all(|t| terms(&record).contains(t)),
+                "{yes:?}"
+            );
         }
         for no in [
             AuditFilter::Consumer("tax".into()),
@@ -440,6 +457,7 @@ mod tests {
             AuditFilter::PolicyVersion(2),
             // Legacy access records have neither subjects nor sides.
             AuditFilter::Subject(SubjectHash([0; 32])),
+            AuditFilter::AnySubject(vec![SubjectHash([0; 32])]),
             AuditFilter::Side(Side::Provider),
         ] {
             assert!(!no.matches(&record), "{no:?}");
@@ -471,8 +489,8 @@ mod tests {
             value_digest(field::PROVIDER, b"housing")
         );
         assert_eq!(
-            AuditFilter::Consumer("housing".into()).term(),
-            (field::CONSUMER, value_digest(field::CONSUMER, b"housing"))
+            AuditFilter::Consumer("housing".into()).terms(),
+            vec![(field::CONSUMER, value_digest(field::CONSUMER, b"housing"))]
         );
     }
 }

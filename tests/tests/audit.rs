@@ -287,7 +287,7 @@ async fn inspector_queries_return_exactly_what_a_scan_of_the_log_finds() {
         .expect("32 bytes"),
     );
     let subject = citizen(2);
-    let subject_hash = key.hash(&subject);
+    let subject_hash = key.hash(&subject).0;
     let times: Vec<u64> = log.iter().map(Record::time_unix_ms).collect();
     let (t1, t2) = (times[log.len() / 3], times[2 * log.len() / 3]);
     let sure = |r: &Record| matches!(r, Record::Exchange(_));

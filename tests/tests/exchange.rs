@@ -213,3 +213,118 @@ async fn inspectors_and_non_owners_cannot_write_and_the_refusal_is_recorded() {
         .expect_err("nothing stored");
     assert_eq!(s.code(), Code::NotFound);
 }
+
+#[tokio::test]
+async fn the_gateway_draws_the_request_id_and_echoes_the_callers_own() {
+    let env = Env::new();
+    let node = env.start();
+    let mut housing = exchange(&env, &node, "housing").await;
+    let ask = |metadata: &[(&'static str, &str)]| {
+        let mut req = tonic::Request::new(GetRecordRequest {
+            record: enterprise(&uscc(3)),
+            purpose: "permit-review".into(),
+        });
+        for (k, v) in metadata {
+            req.metadata_mut().insert(*k, v.parse().expect("ascii"));
+        }
+        req
+    };
+    let mine = "5f0c6d1e-0000-4000-8000-000000000002";
+    // Not found, notarized: the status carries the ids too.
+    let s = housing
+        .get_record(ask(&[("x-qianlian-request-id", mine)]))
+        .await
+        .expect_err("no such record");
+    assert_eq!(s.code(), tonic::Code::NotFound, "{}", s.message());
+    let header = |md: &tonic::metadata::MetadataMap, name: &str| {
+        md.get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let id = header(s.metadata(), "x-qianlian-request-id").expect("request id");
+    assert_ne!(id, mine);
+    assert_eq!(
+        header(s.metadata(), "x-qianlian-correlation-id").as_deref(),
+        Some(mine),
+        "the caller's own id comes back as its correlation id"
+    );
+    let index: u64 = header(s.metadata(), "x-qianlian-log-index")
+        .expect("index")
+        .parse()
+        .expect("number");
+    let entry = notary(&env, &node, "audit-office")
+        .await
+        .get_log_entry(GetLogEntryRequest { log_index: index })
+        .await
+        .expect("entry")
+        .into_inner();
+    let json: serde_json::Value = serde_json::from_str(&entry.record_json).expect("json");
+    assert_eq!(json["Exchange"]["request_id"], id.as_str());
+    assert!(!entry.record_json.contains(mine), "never recorded");
+    // In the gateway's log beside the request id.
+    let mut logged = false;
+    for _ in 0..100 {
+        logged = node
+            .log_text()
+            .lines()
+            .any(|l| l.contains(&id) && l.contains(mine));
+        if logged {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(logged, "{}", node.log_text());
+    // A correlation id too long to log is refused, saying the limit.
+    let long = "c".repeat(200);
+    let s = housing
+        .get_record(ask(&[("x-qianlian-correlation-id", &long)]))
+        .await
+        .expect_err("too long");
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{}", s.message());
+    assert!(s.message().contains("at most 128"), "{}", s.message());
+}
+
+#[tokio::test]
+async fn department_ids_and_role_names_may_not_meet() {
+    let env = Env::new();
+    let node = env.start();
+    let ops = |args: &[&str]| {
+        let mut all = args.to_vec();
+        let dir = env.path().to_str().expect("path").to_owned();
+        let endpoint = node.endpoint();
+        all.extend(["--as", "ops", "--dev-dir", &dir, "--endpoint", &endpoint]);
+        cli(&all)
+    };
+    // A directory with a department named like the policy's role `owner` (`g, …, owner, …`):
+    // refused, and the directory in force is unchanged.
+    let directory = std::fs::read_to_string(env.pki().join("departments.toml")).expect("dir");
+    let with_owner = format!("{directory}\n[[department]]\nid = \"owner\"\nname = \"Owner\"\n");
+    let file = env.path().join("departments-owner.toml");
+    std::fs::write(&file, with_owner).expect("write");
+    let out = ops(&["directory", "apply", file.to_str().expect("path")]);
+    assert!(!out.status.success(), "applied: {}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("`owner` is both a role"), "{err}");
+    assert!(err.contains("nothing changed"), "{err}");
+    let shown = ops(&["directory", "show"]);
+    assert!(!stdout(&shown).contains("\"owner\""), "{}", stdout(&shown));
+
+    // A department the policy does not name yet is fine; a policy then giving its id to a
+    // role is refused against the directory in force.
+    let with_tax = format!("{directory}\n[[department]]\nid = \"tax-bureau\"\nname = \"Tax\"\n");
+    let file = env.path().join("departments-tax.toml");
+    std::fs::write(&file, with_tax).expect("write");
+    let out = ops(&["directory", "apply", file.to_str().expect("path")]);
+    assert!(out.status.success(), "directory apply: {}", stderr(&out));
+    let rules = format!(
+        "{}\ng, housing, tax-bureau, market-regulation\n",
+        std::fs::read_to_string(policies().join("policy.csv")).expect("policy")
+    );
+    let file = env.path().join("policy-role.csv");
+    std::fs::write(&file, rules).expect("write");
+    let out = ops(&["policy", "apply", file.to_str().expect("path")]);
+    assert!(!out.status.success(), "applied: {}", stdout(&out));
+    let err = stderr(&out);
+    assert!(err.contains("`tax-bureau` is both a role"), "{err}");
+    assert!(err.contains("the directory in force"), "{err}");
+}

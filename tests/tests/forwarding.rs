@@ -147,6 +147,42 @@ async fn departments_exchange_through_their_gateways_with_purpose_bound_fields()
     // No personal field disclosed: no data subject on the record.
     assert_eq!(p["subjects"], serde_json::json!([]));
 
+    // The pairing id is the consumer gateway's: an id the system sends is echoed as its own
+    // correlation id, never recorded; the response names the records' id.
+    let mine = "5f0c6d1e-0000-4000-8000-000000000001";
+    let mut req = tonic::Request::new(GetRecordRequest {
+        record: enterprise(&code),
+        purpose: "permit-review".into(),
+    });
+    req.metadata_mut()
+        .insert("x-qianlian-request-id", mine.parse().expect("ascii"));
+    req.metadata_mut().insert(
+        "x-qianlian-correlation-id",
+        "housing-batch-17".parse().expect("ascii"),
+    );
+    let resp = housing.get_record(req).await.expect("forwarded read");
+    let header = |name: &str| {
+        resp.metadata()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (id, correlation) = (
+        header("x-qianlian-request-id"),
+        header("x-qianlian-correlation-id"),
+    );
+    let resp = resp.into_inner();
+    let (_, p2) = entry(&c, resp.receipt.expect("receipt").log_index).await;
+    let (_, k2) = entry(&c, resp.consumer_receipt.expect("receipt").log_index).await;
+    assert_eq!(p2["request_id"], k2["request_id"]);
+    assert_eq!(id.as_deref(), k2["request_id"].as_str());
+    assert_ne!(
+        k2["request_id"], mine,
+        "the system's id does not pair records"
+    );
+    assert_ne!(p2["request_id"], p["request_id"], "a new id per call");
+    assert_eq!(correlation.as_deref(), Some("housing-batch-17"));
+
     // 2. Natural resources calls the owner's gateway directly, for a purpose that discloses the
     // representative: the record names the data subject by keyed hash only.
     let direct = read(

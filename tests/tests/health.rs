@@ -99,6 +99,41 @@ async fn health_and_reflection_answer_generic_clients() {
     assert_eq!(http(&ca, &format!("{base}/readyz")), "200");
 }
 
+#[tokio::test]
+async fn reflection_turned_off_answers_unimplemented() {
+    let env = Env::new();
+    let config = env.write_config(&policies().join("policy.csv"), "");
+    let node = Node::spawn_with_env(
+        &config,
+        &env.path().join("node.log"),
+        &[("QIANLIAN_GRPC_REFLECTION", "false")],
+    );
+    let ca = env.pki().join("ca.crt");
+    let ch = channel(&node, tls(&ca, None)).await.expect("connect");
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let answer = ServerReflectionClient::new(ch.clone())
+        .server_reflection_info(tokio_stream_once(req))
+        .await;
+    let status = match answer {
+        Err(s) => s,
+        Ok(r) => r.into_inner().message().await.expect_err("no reflection"),
+    };
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    // The node itself serves as before.
+    let mut serving = None;
+    for _ in 0..40 {
+        serving = health(&node, &ca, "").await;
+        if serving == Some(ServingStatus::Serving as i32) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(serving, Some(ServingStatus::Serving as i32));
+}
+
 fn tokio_stream_once(
     req: ServerReflectionRequest,
 ) -> impl tonic::codegen::tokio_stream::Stream<Item = ServerReflectionRequest> {

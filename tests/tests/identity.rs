@@ -182,3 +182,128 @@ async fn node_certificates_cannot_read_department_data() {
     assert!(err.starts_with("PermissionDenied"), "{err}");
     assert!(err.contains("role `node`"), "{err}");
 }
+
+#[tokio::test]
+async fn a_certificate_naming_two_roles_is_refused_at_the_door() {
+    let env = Env::new();
+    let node = env.start();
+    let now = OffsetDateTime::now_utc();
+    let mut params = leaf_params(
+        "gov.example",
+        "housing",
+        Role::Department,
+        &[],
+        now - time::Duration::hours(1),
+        now + time::Duration::days(1),
+    )
+    .expect("params");
+    // A second OU attribute (2.5.4.11) naming another role, as a careless CA could issue.
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CustomDnType(vec![2, 5, 4, 11]), "inspector");
+    let (c, k) = issue(&env, "two-roles", params);
+    let err = call(&node, &env.pki().join("ca.crt"), Some((&c, &k)))
+        .await
+        .expect_err("two roles");
+    assert!(err.starts_with("Unauthenticated"), "{err}");
+    assert!(err.contains("exactly one role"), "{err}");
+}
+
+/// Mode bits of a file.
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .expect("metadata")
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Every private key file under `dir`: PEM keys, note keys, the subject key.
+fn key_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(key_files(&p));
+        } else if p.extension().is_some_and(|x| x == "key") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn key_files_are_0600_after_pki_init_force_whatever_they_were() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = dir.path().join("pki");
+    let init = |force: bool| {
+        let mut args = vec![
+            "pki",
+            "init",
+            "--out",
+            pki.to_str().expect("path"),
+            "--trust-domain",
+            "gov.example",
+            "--dept",
+            "housing",
+            "--inspector",
+            "audit-office",
+        ];
+        if force {
+            args.push("--force");
+        }
+        let out = cli(&args);
+        assert!(out.status.success(), "pki init: {}", stderr(&out));
+    };
+    init(false);
+    let keys = key_files(&pki);
+    assert!(
+        keys.iter().any(|k| k.ends_with("ca.key"))
+            && keys.iter().any(|k| k.ends_with("subject.key"))
+            && keys
+                .iter()
+                .any(|k| k.to_string_lossy().ends_with(".note.key"))
+            && keys
+                .iter()
+                .any(|k| k.to_string_lossy().ends_with(".license.key")),
+        "{keys:?}"
+    );
+    // Someone loosened them (a restore, a copy): --force writes new keys, and only the owner
+    // may read them.
+    for k in &keys {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(k, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    }
+    let before = std::fs::read(pki.join("ca.key")).expect("ca key");
+    init(true);
+    assert_ne!(
+        std::fs::read(pki.join("ca.key")).expect("ca key"),
+        before,
+        "rewritten"
+    );
+    for k in key_files(&pki) {
+        assert_eq!(mode(&k), 0o600, "{}", k.display());
+    }
+    assert_eq!(mode(&pki.join("ca.crt")), 0o644);
+    // No temporary file is left beside them.
+    let names: Vec<String> = std::fs::read_dir(&pki)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+}
+
+#[test]
+fn the_dev_identity_providers_key_is_0600() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    qianlian_cli::dev::prepare(dir.path(), "127.0.0.1:0".parse().expect("addr"))
+        .expect("prepare the dev folder");
+    let pki = dir.path().join("pki");
+    assert_eq!(mode(&pki.join("dev-idp.key")), 0o600);
+    assert_eq!(mode(&pki.join("dev-idp.pub.pem")), 0o644);
+    for k in key_files(&pki) {
+        assert_eq!(mode(&k), 0o600, "{}", k.display());
+    }
+}

@@ -4,7 +4,7 @@
 //! A certificate names exactly one SPIFFE-style URI SAN, `spiffe://<trust-domain>/dept/<id>` for
 //! people-facing roles or `spiffe://<trust-domain>/node/<id>` for gateway nodes, and carries its
 //! role in the subject's organizational unit (OU): `department`, `inspector`, `operator` or
-//! `node`. Chain validation (CA, expiry, revocation) happens in rustls before this code runs.
+//! `node`, and no other OU may name a role. Chain validation (CA, expiry, revocation) happens in rustls before this code runs.
 
 use std::fmt;
 
@@ -107,6 +107,12 @@ pub enum IdentityError {
         "client certificate subject has no OU naming a role (department, inspector, operator, node)"
     )]
     MissingRole,
+    /// The subject has several OUs naming roles: which one holds would depend on their order,
+    /// so none is taken.
+    #[error(
+        "client certificate subject names {found} roles in its OUs ({roles}); a certificate carries exactly one role: issue one certificate per role"
+    )]
+    RoleCount { found: usize, roles: String },
     /// The OU role does not match the SAN URI kind (e.g. a node URI with a department role).
     #[error("client certificate role `{role}` does not match its SAN URI `{uri}`")]
     RoleMismatch { role: String, uri: String },
@@ -170,12 +176,26 @@ pub fn parse_peer(cert_der: &[u8], trust_domain: &str) -> Result<PeerIdentity, I
         return Err(bad_uri());
     }
 
-    let role = cert
+    let roles: Vec<Role> = cert
         .subject()
         .iter_organizational_unit()
         .filter_map(|ou| ou.as_str().ok())
-        .find_map(Role::parse)
-        .ok_or(IdentityError::MissingRole)?;
+        .filter_map(Role::parse)
+        .collect();
+    let role = match roles.as_slice() {
+        [] => return Err(IdentityError::MissingRole),
+        [role] => *role,
+        many => {
+            return Err(IdentityError::RoleCount {
+                found: many.len(),
+                roles: many
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    };
     if role.uri_kind() != kind {
         return Err(IdentityError::RoleMismatch {
             role: role.as_str().to_owned(),

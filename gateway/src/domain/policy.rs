@@ -10,7 +10,7 @@
 //! question (the same department reading the same dataset for the same purpose) is a hash lookup
 //! instead of a scan of the owner's rules.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::RwLock;
 
@@ -35,6 +35,13 @@ pub enum PolicyError {
         line: usize,
         reason: String,
     },
+    /// A role name of the policy is also a department id. Casbin matches a rule's subject
+    /// against the caller's id as well as its roles, so a rule for the role would let the
+    /// department of that id in without any `g` rule.
+    #[error(
+        "{origin}: `{id}` is both a role (the second field of a `g` rule) and a department id: a rule for the role would also let department `{id}` itself in; rename the role (roles and departments must not share names)"
+    )]
+    RoleIsDepartment { origin: String, id: String },
     #[error("policy engine error: {0}")]
     Engine(String),
 }
@@ -121,6 +128,8 @@ const MEMO_CAPACITY: usize = 16_384;
 pub struct Policy {
     version: u64,
     by_owner: HashMap<String, Enforcer>,
+    /// Role names (second fields of `g` rules): never department ids.
+    roles: BTreeSet<String>,
     /// Decisions made so far, keyed by [`memo_key`].
     memo: RwLock<HashMap<String, Decision>>,
 }
@@ -175,6 +184,24 @@ impl Policy {
     ) -> Result<Policy, PolicyError> {
         check_model(model_text, model_path)?;
         let rules = parse_rules(rules_text, policy_path)?;
+        let mut roles = BTreeSet::new();
+        let mut departments = BTreeSet::new();
+        for rule in &rules {
+            match rule {
+                Rule::Allow(f) => departments.insert(f[1].as_str()),
+                Rule::Role(f) => {
+                    roles.insert(f[1].clone());
+                    departments.insert(f[0].as_str());
+                    departments.insert(f[2].as_str())
+                }
+            };
+        }
+        if let Some(id) = departments.iter().find(|d| roles.contains(**d)) {
+            return Err(PolicyError::RoleIsDepartment {
+                origin: policy_path.display().to_string(),
+                id: (*id).to_owned(),
+            });
+        }
         // Owner department -> (its `p` rules, its `g` rules).
         type Rules = Vec<Vec<String>>;
         let mut grouped: HashMap<String, (Rules, Rules)> = HashMap::new();
@@ -220,8 +247,25 @@ impl Policy {
         Ok(Policy {
             version,
             by_owner,
+            roles,
             memo: RwLock::new(HashMap::new()),
         })
+    }
+
+    /// Refuse department ids that are role names of this policy ([`PolicyError::RoleIsDepartment`]);
+    /// `source` names the departments' origin (a directory file, the directory in force).
+    pub fn check_departments<'a>(
+        &self,
+        ids: impl IntoIterator<Item = &'a str>,
+        source: &str,
+    ) -> Result<(), PolicyError> {
+        match ids.into_iter().find(|id| self.roles.contains(*id)) {
+            Some(id) => Err(PolicyError::RoleIsDepartment {
+                origin: source.to_owned(),
+                id: id.to_owned(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The policy version recorded with every decision: the number of policy records in the
@@ -276,6 +320,18 @@ impl Policy {
                 }
             ),
         };
+        if self.roles.contains(&req.caller.department) {
+            // Casbin would take the caller's id for the role of that name and grant the role's
+            // rules; a certificate for such an id gets nothing.
+            return Ok(Decision {
+                fields: Fields::Only(Vec::new()),
+                allowed: false,
+                rule: format!(
+                    "department id `{}` is a role name in policy {}; a department may not be named like a role, so nothing is granted to it",
+                    req.caller.department, self.version
+                ),
+            });
+        }
         let Some(enforcer) = self.by_owner.get(req.owner) else {
             return Ok(missing());
         };

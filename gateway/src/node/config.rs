@@ -44,6 +44,9 @@ pub struct NodeConfig {
     pub trust_domain: String,
     /// Initialise a single-voter cluster of this node on first start.
     pub bootstrap: bool,
+    /// Serve gRPC server reflection (`grpcurl list`), which lists every service and message
+    /// to anyone who connects. Default on; `grpc_reflection = false` answers UNIMPLEMENTED.
+    pub grpc_reflection: bool,
     pub tls: TlsFiles,
     pub policy: PolicyFiles,
     pub limits: Limits,
@@ -92,8 +95,11 @@ pub struct GatewaySettings {
 pub struct AdapterSettings {
     pub dataset: String,
     /// Base URL: `GET <url>/records/<key>` reads a record, `GET <url>/records?field=value`
-    /// queries.
+    /// queries. `http://`, or `https://` with `ca`.
     pub url: String,
+    /// CA bundle (PEM) an `https://` backend's certificate must chain to (TLS 1.3, server name
+    /// checked against the URL's host). Required for `https://`, refused for `http://`.
+    pub ca: Option<PathBuf>,
 }
 
 /// E-license settings. All optional: without them the node verifies nothing and issues nothing,
@@ -177,6 +183,7 @@ struct RawConfig {
     trust_domain: String,
     #[serde(default)]
     bootstrap: bool,
+    grpc_reflection: Option<bool>,
     tls: RawTls,
     policy: RawPolicy,
     #[serde(default)]
@@ -220,6 +227,7 @@ struct RawGateway {
 struct RawAdapter {
     dataset: String,
     url: String,
+    ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -288,6 +296,7 @@ pub const ENV_KEYS: &[&str] = &[
     "data_dir",
     "trust_domain",
     "bootstrap",
+    "grpc_reflection",
     "tls.ca",
     "tls.cert",
     "tls.key",
@@ -525,6 +534,7 @@ impl NodeConfig {
             data_dir: raw.data_dir,
             trust_domain: raw.trust_domain,
             bootstrap: raw.bootstrap,
+            grpc_reflection: raw.grpc_reflection.unwrap_or(true),
             tls,
             policy: PolicyFiles {
                 model: raw.policy.model,
@@ -559,6 +569,11 @@ impl NodeConfig {
         }
         if let Some(p) = &mut self.gateway.client_key {
             resolve("gateway.client_key", p)?;
+        }
+        for a in &mut self.gateway.adapters {
+            if let Some(p) = &mut a.ca {
+                resolve("gateway.adapter.ca", p)?;
+            }
         }
         resolve_all("audit.token_keys", &mut self.audit.token_keys)?;
         resolve("data_dir", &mut self.data_dir)?;
@@ -790,11 +805,30 @@ fn gateway(raw: RawGateway) -> Result<GatewaySettings, Invalid> {
         ));
     }
     for a in &raw.adapter {
-        if !a.url.starts_with("http://") || a.url.parse::<http::Uri>().is_err() {
+        let https = a.url.starts_with("https://");
+        if !(https || a.url.starts_with("http://")) || a.url.parse::<http::Uri>().is_err() {
             return Err(invalid(
                 "gateway.adapter.url",
                 format!(
-                    "`{}` (dataset {}) must be an http:// URL such as http://10.0.0.9:8080/permits",
+                    "`{}` (dataset {}) must be an http:// or https:// URL such as http://10.0.0.9:8080/permits",
+                    a.url, a.dataset
+                ),
+            ));
+        }
+        if https && a.ca.is_none() {
+            return Err(invalid(
+                "gateway.adapter.ca",
+                format!(
+                    "`{}` (dataset {}) is https://: set `ca` to the CA bundle (PEM) its certificate chains to",
+                    a.url, a.dataset
+                ),
+            ));
+        }
+        if !https && a.ca.is_some() {
+            return Err(invalid(
+                "gateway.adapter.ca",
+                format!(
+                    "`{}` (dataset {}) is plain http://, so `ca` would not be used: write the URL as https:// or remove `ca`",
                     a.url, a.dataset
                 ),
             ));
@@ -811,6 +845,7 @@ fn gateway(raw: RawGateway) -> Result<GatewaySettings, Invalid> {
             .map(|a| AdapterSettings {
                 dataset: a.dataset,
                 url: a.url.trim_end_matches('/').to_owned(),
+                ca: a.ca,
             })
             .collect(),
     })

@@ -18,6 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Uri;
 use http_body_util::{BodyExt, Empty};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -307,11 +308,54 @@ fn forward_span(url: &str, method: &'static str) -> tracing::Span {
 /// - `GET <url>/records/<key>`: 200 with the record (a JSON object), or 404;
 /// - `GET <url>/records?<field>=<value>&...&limit=<n>`: 200 with
 ///   `[{"key": "...", "record": {...}}, ...]`.
+///
+/// Over `http://`, or `https://` (TLS 1.3) trusting only the CA bundle configured for it.
 #[derive(Debug, Clone)]
 pub struct HttpAdapter {
     url: String,
     timeout: Duration,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+}
+
+/// Why a backend gave no usable answer. The backend (or the network to it) is at fault; a
+/// retry may help when it is [`BackendError::Unreachable`] or [`BackendError::Timeout`].
+///
+/// The `Display` form names the backend's address and the cause: it is for this gateway's
+/// log. The calling department is told only [`BackendError::kind`], since addresses, query
+/// strings and a backend's own error pages are internal to the owner (and a query string
+/// may hold a citizen's identifier).
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// No connection, TLS refused, or the connection broke.
+    #[error("backend {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    /// No answer within the forward timeout.
+    #[error("backend {url} did not answer within {timeout:?}")]
+    Timeout { url: String, timeout: Duration },
+    /// An HTTP status other than 200 (and 404 for a read).
+    #[error("backend {url} answered {status}: {excerpt}")]
+    Status {
+        url: String,
+        status: http::StatusCode,
+        excerpt: String,
+    },
+    /// An answer that is not the adapter protocol's JSON.
+    #[error("backend {url} answered with {detail}")]
+    Malformed { url: String, detail: String },
+}
+
+impl BackendError {
+    /// What went wrong, in words that reveal nothing of the backend: for the caller.
+    pub fn kind(&self) -> String {
+        match self {
+            BackendError::Unreachable { .. } => "could not be reached".into(),
+            BackendError::Timeout { timeout, .. } => format!("did not answer within {timeout:?}"),
+            BackendError::Status { status, .. } => {
+                format!("answered HTTP {}", status.as_u16())
+            }
+            BackendError::Malformed { .. } => "answered with something other than a record".into(),
+        }
+    }
 }
 
 /// Everything but RFC 3986's unreserved characters is percent-encoded in paths and queries.
@@ -325,24 +369,52 @@ const ENCODED: &AsciiSet = &NON_ALPHANUMERIC
 const MAX_BACKEND_BYTES: usize = 8 * 1024 * 1024;
 
 impl HttpAdapter {
-    pub fn new(url: &str, timeout: Duration) -> HttpAdapter {
-        HttpAdapter {
+    /// An adapter for the backend at `url`; `ca`, the CA certificates an `https://` backend's
+    /// certificate must chain to (none for `http://`).
+    pub fn new(
+        url: &str,
+        timeout: Duration,
+        ca: &[CertificateDer<'static>],
+    ) -> Result<HttpAdapter, TlsError> {
+        crate::node::tls::install_crypto_provider();
+        let mut roots = rustls::RootCertStore::empty();
+        for c in ca {
+            roots
+                .add(c.clone())
+                .map_err(|e| TlsError::Config(format!("backend CA certificate: {e}")))?;
+        }
+        let tls = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(HttpAdapter {
             url: url.trim_end_matches('/').to_owned(),
             timeout,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
+            client: Client::builder(TokioExecutor::new()).build(connector),
+        })
     }
 
-    async fn fetch(&self, uri: String) -> Result<Option<Bytes>, String> {
-        let uri: http::Uri = uri
-            .parse()
-            .map_err(|e| format!("backend URL `{uri}`: {e}"))?;
+    /// GET `uri`; `shown` is how errors name it: the base URL and the path, never a query
+    /// string's values.
+    async fn fetch(&self, uri: String, shown: &str) -> Result<Option<Bytes>, BackendError> {
+        let unreachable = |detail: String| BackendError::Unreachable {
+            url: shown.to_owned(),
+            detail,
+        };
+        let uri: http::Uri = uri.parse().map_err(|e| unreachable(format!("{e}")))?;
         let call = async {
             let resp = self
                 .client
-                .get(uri.clone())
+                .get(uri)
                 .await
-                .map_err(|e| format!("backend {uri}: {e}"))?;
+                .map_err(|e| unreachable(error_chain(&e)))?;
             let status = resp.status();
             if status == http::StatusCode::NOT_FOUND {
                 return Ok(None);
@@ -350,38 +422,38 @@ impl HttpAdapter {
             let body = http_body_util::Limited::new(resp.into_body(), MAX_BACKEND_BYTES)
                 .collect()
                 .await
-                .map_err(|e| format!("backend {uri}: reading the answer: {e}"))?
+                .map_err(|e| unreachable(format!("reading the answer: {e}")))?
                 .to_bytes();
             if !status.is_success() {
-                return Err(format!(
-                    "backend {uri} answered {status}: {}",
-                    String::from_utf8_lossy(&body[..body.len().min(200)])
-                ));
+                return Err(BackendError::Status {
+                    url: shown.to_owned(),
+                    status,
+                    excerpt: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+                });
             }
             Ok(Some(body))
         };
         tokio::time::timeout(self.timeout, call)
             .await
-            .map_err(|_| {
-                format!(
-                    "backend {} did not answer within {:?}",
-                    self.url, self.timeout
-                )
+            .map_err(|_| BackendError::Timeout {
+                url: shown.to_owned(),
+                timeout: self.timeout,
             })?
     }
 
     /// The record `key`, or `None`.
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BackendError> {
         let uri = format!("{}/records/{}", self.url, utf8_percent_encode(key, ENCODED));
-        let Some(body) = self.fetch(uri).await? else {
+        let shown = format!("{}/records/<key>", self.url);
+        let Some(body) = self.fetch(uri, &shown).await? else {
             return Ok(None);
         };
         match serde_json::from_slice::<serde_json::Value>(&body) {
             Ok(serde_json::Value::Object(_)) => Ok(Some(body.to_vec())),
-            _ => Err(format!(
-                "backend {} answered for `{key}` with something other than a JSON object",
-                self.url
-            )),
+            _ => Err(BackendError::Malformed {
+                url: shown,
+                detail: "something other than a JSON object".into(),
+            }),
         }
     }
 
@@ -390,7 +462,7 @@ impl HttpAdapter {
         &self,
         matches: &[(String, String)],
         limit: usize,
-    ) -> Result<Vec<(String, Vec<u8>)>, String> {
+    ) -> Result<Vec<(String, Vec<u8>)>, BackendError> {
         let mut query: Vec<String> = matches
             .iter()
             .map(|(f, v)| {
@@ -403,18 +475,19 @@ impl HttpAdapter {
             .collect();
         query.push(format!("limit={limit}"));
         let uri = format!("{}/records?{}", self.url, query.join("&"));
-        let body = self.fetch(uri).await?.unwrap_or_default();
+        let fields: Vec<&str> = matches.iter().map(|(f, _)| f.as_str()).collect();
+        let shown = format!("{}/records?{}", self.url, fields.join("&"));
+        let body = self.fetch(uri, &shown).await?.unwrap_or_default();
         #[derive(serde::Deserialize)]
         struct Hit {
             key: String,
             record: serde_json::Map<String, serde_json::Value>,
         }
-        let hits: Vec<Hit> = serde_json::from_slice(&body).map_err(|e| {
-            format!(
-                "backend {} answered a query with something other than [{{\"key\", \"record\"}}]: {e}",
-                self.url
-            )
-        })?;
+        let hits: Vec<Hit> =
+            serde_json::from_slice(&body).map_err(|e| BackendError::Malformed {
+                url: shown,
+                detail: format!("something other than [{{\"key\", \"record\"}}]: {e}"),
+            })?;
         Ok(hits
             .into_iter()
             .take(limit)
@@ -424,4 +497,17 @@ impl HttpAdapter {
             })
             .collect())
     }
+}
+
+/// An error and its causes, `: `-separated: hyper's own message ("client error (Connect)")
+/// says little without them.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }

@@ -430,19 +430,40 @@ fn read(path: &Path) -> Result<String, PkiError> {
 }
 
 fn write(path: &Path, contents: &str, secret: bool) -> Result<(), PkiError> {
-    use std::io::Write;
-    let io = |source| PkiError::Io {
+    write_file(path, contents.as_bytes(), secret).map_err(|source| PkiError::Io {
         path: path.display().to_string(),
         source,
-    };
+    })
+}
+
+/// Write `contents` to `path`, replacing any file there, with mode 0600 when `secret` (0644
+/// otherwise) whatever the old file's mode was. The bytes go to a new file beside `path`,
+/// created with that mode and synced, which is then renamed over `path`: a key is never
+/// readable by others, not even while it is written, and a crash leaves the old file or the
+/// new one, never half of either.
+pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file path"))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{:016x}.tmp", rand::random::<u64>()));
+    let tmp = path.with_file_name(tmp_name);
     let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(if secret { 0o600 } else { 0o644 });
     }
-    let mut f = opts.open(path).map_err(io)?;
-    f.write_all(contents.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)
+    let written = opts.open(&tmp).and_then(|mut f| {
+        f.write_all(contents)?;
+        f.sync_all()
+    });
+    let renamed = written.and_then(|()| std::fs::rename(&tmp, path));
+    if renamed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    renamed
 }

@@ -1,5 +1,6 @@
 //! The gRPC services of a node, built from its configuration and its open storage.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use qianlian_raft_store::notary::Notary;
@@ -48,18 +49,8 @@ impl Services {
             limits: config.limits,
             department: config.gateway.department.clone(),
             forwarder: forwarder(config)?,
-            adapters: config
-                .gateway
-                .adapters
-                .iter()
-                .map(|a| {
-                    (
-                        a.dataset.clone(),
-                        HttpAdapter::new(&a.url, config.gateway.forward_timeout),
-                    )
-                })
-                .collect(),
-            subject_key: licenses.subject_key.as_ref().map(|k| SubjectKey::new(**k)),
+            adapters: adapters(config)?,
+            subject_key: licenses.subject_key.clone(),
         };
         let audit = AuditService {
             notary: notary.clone(),
@@ -82,6 +73,20 @@ impl Services {
             audit,
         })
     }
+}
+
+/// The HTTP/JSON backends of `[[gateway.adapter]]`, by dataset, each with its CA bundle read.
+fn adapters(config: &NodeConfig) -> Result<HashMap<String, HttpAdapter>, StartError> {
+    let mut out = HashMap::new();
+    for a in &config.gateway.adapters {
+        let ca = match &a.ca {
+            Some(p) => tls::load_certs(p)?,
+            None => Vec::new(),
+        };
+        let adapter = HttpAdapter::new(&a.url, config.gateway.forward_timeout, &ca)?;
+        out.insert(a.dataset.clone(), adapter);
+    }
+    Ok(out)
 }
 
 /// The license service from the `[licenses]` settings; the departments it issues for are
@@ -123,7 +128,7 @@ fn license_service(
                         p.display()
                     ))
                 })?;
-            Some(Arc::new(bytes))
+            Some(SubjectKey::new(bytes))
         }
         None => None,
     };

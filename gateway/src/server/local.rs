@@ -48,6 +48,12 @@ impl LocalConfiguration {
             }
             None => (Directory::default(), None),
         };
+        if let Some(p) = &config.licenses.directory {
+            policy.check_departments(
+                directory.department.iter().map(|d| d.id.as_str()),
+                &p.display().to_string(),
+            )?;
+        }
         let in_force = InForce {
             policy: Arc::new(ArcSwap::from_pointee(policy)),
             directory: Arc::new(ArcSwap::from_pointee(DirectoryInForce {

@@ -40,13 +40,15 @@ fn nodes_only(req: Request<()>) -> Result<Request<()>, Status> {
     }
 }
 
-/// Every service on one port; `ready` answers the HTTP readiness probe.
+/// Every service on one port; `ready` answers the HTTP readiness probe; reflection only when
+/// `reflection` (config `grpc_reflection`).
 pub(super) fn routes(
     services: Services,
     notary: &Notary,
     health: HealthServer<impl Health>,
     ready: Arc<AtomicBool>,
     limits: &Limits,
+    reflection: bool,
 ) -> Result<Routes, StartError> {
     let Services {
         exchange,
@@ -56,18 +58,24 @@ pub(super) fn routes(
     } = services;
     let max = max_message(limits);
     let raft = notary.raft_service();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(qianlian_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| StartError::Reflection(e.to_string()))?;
+    let reflection = reflection
+        .then(|| {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(qianlian_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .build_v1()
+                .map_err(|e| StartError::Reflection(e.to_string()))
+        })
+        .transpose()?;
     // gRPC services and the HTTP/JSON routes share one port.
     let http = crate::services::license::http_routes(licenses.clone())
         .merge(crate::services::audit::http_routes(audit.clone()))
         .merge(crate::node::health::http_routes(ready));
-    Ok(Routes::from(http)
-        .add_service(health)
-        .add_service(reflection)
+    let mut routes = Routes::from(http).add_service(health);
+    if let Some(reflection) = reflection {
+        routes = routes.add_service(reflection);
+    }
+    Ok(routes
         .add_service(
             ExchangeServer::new(exchange)
                 .max_decoding_message_size(max)

@@ -271,7 +271,10 @@ impl AdminService {
             req.model
         };
         // The old policy stays if this fails.
-        crate::domain::policy::Policy::from_text(
+        let refused = |e: crate::domain::policy::PolicyError| {
+            ServiceError::InvalidArgument(format!("policy refused, nothing changed: {e}"))
+        };
+        let policy = crate::domain::policy::Policy::from_text(
             &model,
             &req.rules,
             0,
@@ -279,20 +282,40 @@ impl AdminService {
             std::path::Path::new("rules"),
         )
         .await
-        .map_err(|e| {
-            ServiceError::InvalidArgument(format!("policy refused, nothing changed: {e}"))
-        })?;
+        .map_err(refused)?;
+        let directory = self.in_force.directory.load();
+        policy
+            .check_departments(
+                directory.directory.department.iter().map(|d| d.id.as_str()),
+                &format!("the directory in force (version {})", directory.version),
+            )
+            .map_err(refused)?;
         Ok(ConfigChange::Policy {
             model,
             rules: req.rules,
         })
     }
 
-    /// A new directory, validated; the old one stays if this fails.
-    fn directory_change(toml: String) -> Result<ConfigChange, ServiceError> {
-        crate::domain::directory::Directory::from_toml(&toml, "directory").map_err(|e| {
+    /// A new directory, validated, with no department named like a role of the policy in
+    /// force; the old one stays if this fails.
+    fn directory_change(&self, toml: String) -> Result<ConfigChange, ServiceError> {
+        let refused = |e: String| {
             ServiceError::InvalidArgument(format!("directory refused, nothing changed: {e}"))
-        })?;
+        };
+        let directory = crate::domain::directory::Directory::from_toml(&toml, "directory")
+            .map_err(|e| refused(e.to_string()))?;
+        let policy = self.in_force.policy.load();
+        policy
+            .check_departments(
+                directory.department.iter().map(|d| d.id.as_str()),
+                "directory",
+            )
+            .map_err(|e| {
+                refused(format!(
+                    "{e}; the policy in force is version {}",
+                    policy.version()
+                ))
+            })?;
         Ok(ConfigChange::Directory { toml })
     }
 
@@ -411,7 +434,7 @@ impl Admin for AdminService {
         request: Request<ApplyDirectoryRequest>,
     ) -> Result<Response<ConfigVersion>, Status> {
         let who = operator(&request)?;
-        let change = Self::directory_change(request.into_inner().toml)?;
+        let change = self.directory_change(request.into_inner().toml)?;
         Ok(Response::new(self.apply(&who, change).await?))
     }
 

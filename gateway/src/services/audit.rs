@@ -142,19 +142,17 @@ impl AuditService {
         })
     }
 
-    /// The keyed hash of a data subject's identifier (validated, then normalised as the
-    /// exchange hashes it).
-    pub fn subject_hash(&self, identifier: &str) -> Result<SubjectHash, ServiceError> {
-        let id = crate::services::license::normalise_holder_id(identifier).map_err(|e| {
+    /// The hashes under which the log names the data subject of `identifier` (validated):
+    /// its one subject hash, and those that records written before identifiers were folded
+    /// may carry for it ([`SubjectKey::lookup`]). A lookup matches a record holding any.
+    pub fn subject_hashes(&self, identifier: &str) -> Result<Vec<SubjectHash>, ServiceError> {
+        crate::services::license::normalise_holder_id(identifier).map_err(|e| {
             invalid(format!(
                 "subject: {}",
                 e.to_string().replace("holder_id", "the identifier")
             ))
         })?;
-        Ok(SubjectHash(
-            self.subject_key()?
-                .hash(&crate::domain::subject::normalise(&id)),
-        ))
+        Ok(self.subject_key()?.lookup(identifier))
     }
 
     /// Check and convert a request's filter.
@@ -198,8 +196,7 @@ impl AuditService {
             v.push(AuditFilter::PolicyVersion(p));
         }
         if !f.subject.is_empty() {
-            let hash = self.subject_hash(&f.subject)?;
-            v.push(AuditFilter::Subject(hash));
+            v.push(AuditFilter::AnySubject(self.subject_hashes(&f.subject)?));
         }
         if !f.subject_hash.is_empty() {
             let h: [u8; 32] = f.subject_hash.as_slice().try_into().map_err(|_| {
@@ -313,10 +310,9 @@ impl AuditService {
         let subject = tokens
             .subject(token)
             .map_err(|e| ServiceError::Unauthenticated(e.to_string()))?;
-        let hash = self.subject_hash(&subject)?;
         let filters = Filters {
             filters: vec![
-                AuditFilter::Subject(hash),
+                AuditFilter::AnySubject(self.subject_hashes(&subject)?),
                 AuditFilter::Side(Side::Provider),
             ],
             ..Filters::default()

@@ -6,7 +6,9 @@
 //! forwards the request over mutual TLS to the owner's gateway, found in the replicated
 //! directory. The owner's gateway decides and notarizes its side (provider); the consumer's
 //! gateway notarizes its side when the answer comes back (consumer); both records carry one
-//! request id. A department may also call the owner's gateway directly.
+//! request id, drawn by the consumer's gateway. A caller's own id for a call (metadata
+//! `x-qianlian-correlation-id`) is echoed in the response metadata beside the request id and
+//! logged, never recorded. A department may also call the owner's gateway directly.
 //!
 //! Order matters for what the log can prove: a read fetches the record first so the digest of
 //! what is disclosed is part of the access record; a write is notarized first and stored after,
@@ -25,7 +27,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use prost::Message;
-use qianlian_proto::contract::{MAX_PAGE, REQUEST_ID_HEADER};
+use qianlian_proto::contract::{CORRELATION_ID_HEADER, MAX_PAGE, REQUEST_ID_HEADER};
 use qianlian_proto::v1::exchange_server::Exchange;
 use qianlian_proto::v1::{
     FieldMatch, GetRecordRequest, GetRecordResponse, PutRecordRequest, PutRecordResponse,
@@ -111,20 +113,100 @@ impl Outcome {
     }
 }
 
-/// An authenticated call: who asks, the request id its access record carries (the consumer's
-/// side starts one of its own), and the digest of the request as it arrived.
+/// An authenticated call: who asks, the request id its access record carries, the caller's
+/// own correlation id if it sent one, and the digest of the request as it arrived.
 struct Call {
     who: PeerIdentity,
     request_id: String,
+    correlation_id: Option<String>,
     request_digest: [u8; 32],
 }
 
+/// Longest correlation id kept, in bytes.
+const MAX_CORRELATION_ID: usize = 128;
+
 impl Call {
-    fn new<T: Message>(who: PeerIdentity, req: &Request<T>) -> Call {
-        Call {
+    /// The request id is this gateway's own, new for every call, unless the caller is another
+    /// department's gateway forwarding a request to this owner: then the id that gateway drew
+    /// pairs the two sides' records and is kept (a UUID, or a new one). A caller's own id for
+    /// the call (`x-qianlian-correlation-id`, or, from this gateway's own department, an
+    /// `x-qianlian-request-id` it sent) is only echoed and logged, never recorded.
+    fn new<T: Message>(
+        who: PeerIdentity,
+        req: &Request<T>,
+        own_department: Option<&str>,
+    ) -> Result<Call, ServiceError> {
+        let header = |name: &str| {
+            req.metadata()
+                .get(name)
+                .map(|v| v.to_str().map_err(|_| name.to_owned()))
+                .transpose()
+        };
+        let visible = |name: &str| {
+            ServiceError::InvalidArgument(format!(
+                "metadata `{name}` must be visible ASCII characters"
+            ))
+        };
+        let sent_id = header(REQUEST_ID_HEADER).map_err(|n| visible(&n))?;
+        let from_consumer_gateway = own_department.is_some_and(|own| who.department != own);
+        let request_id = sent_id
+            .filter(|_| from_consumer_gateway)
+            .and_then(|v| uuid::Uuid::parse_str(v).ok())
+            .map(|u| u.to_string())
+            .unwrap_or_else(crate::node::request_id::new_request_id);
+        let correlation_id = match header(CORRELATION_ID_HEADER).map_err(|n| visible(&n))? {
+            Some(c) => Some(c),
+            None => sent_id.filter(|_| !from_consumer_gateway),
+        };
+        if let Some(c) = correlation_id
+            && c.len() > MAX_CORRELATION_ID
+        {
+            return Err(ServiceError::InvalidArgument(format!(
+                "the caller's correlation id is {} bytes; at most {MAX_CORRELATION_ID} (metadata `{CORRELATION_ID_HEADER}`)",
+                c.len()
+            )));
+        }
+        Ok(Call {
             who,
             request_digest: sha256(&req.get_ref().encode_to_vec()),
-            request_id: request_id(req),
+            request_id,
+            correlation_id: correlation_id.map(str::to_owned),
+        })
+    }
+
+    /// The ids a response carries back: the record's request id, and the caller's own.
+    fn ids(&self) -> (String, Option<String>) {
+        (self.request_id.clone(), self.correlation_id.clone())
+    }
+}
+
+/// A response, or its status, with the call's ids in the metadata: `x-qianlian-request-id`
+/// (what the access record carries) and `x-qianlian-correlation-id` (the caller's own, echoed).
+fn tagged<T>(
+    (request_id, correlation_id): (String, Option<String>),
+    result: Result<T, ServiceError>,
+) -> Result<Response<T>, Status> {
+    let tag = |md: &mut tonic::metadata::MetadataMap| {
+        if let Ok(v) = request_id.parse() {
+            md.insert(REQUEST_ID_HEADER, v);
+        }
+        if let Some(Ok(v)) = correlation_id
+            .as_deref()
+            .map(str::parse::<tonic::metadata::AsciiMetadataValue>)
+        {
+            md.insert(CORRELATION_ID_HEADER, v);
+        }
+    };
+    match result {
+        Ok(msg) => {
+            let mut r = Response::new(msg);
+            tag(r.metadata_mut());
+            Ok(r)
+        }
+        Err(e) => {
+            let mut s = Status::from(e);
+            tag(s.metadata_mut());
+            Err(s)
         }
     }
 }
@@ -149,16 +231,6 @@ fn check_purpose(purpose: &str) -> Result<(), ServiceError> {
         )));
     }
     Ok(())
-}
-
-/// The request id sent by a consumer's gateway, if it is a UUID; otherwise a new one.
-fn request_id<T>(req: &Request<T>) -> String {
-    req.metadata()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| uuid::Uuid::parse_str(v).ok())
-        .map(|u| u.to_string())
-        .unwrap_or_else(crate::node::request_id::new_request_id)
 }
 
 /// The page size a query asks for.
@@ -190,6 +262,11 @@ fn payload_fields(payload: &[u8]) -> Result<Vec<String>, ServiceError> {
 }
 
 impl ExchangeService {
+    /// The authenticated call a request makes (see [`Call::new`]).
+    fn call<T: Message>(&self, req: &Request<T>) -> Result<Call, ServiceError> {
+        Call::new(caller(req)?, req, self.department.as_deref())
+    }
+
     fn subject_key(&self) -> Result<&SubjectKey, ServiceError> {
         self.subject_key.as_ref().ok_or_else(|| {
             ServiceError::Unavailable(
@@ -198,7 +275,9 @@ impl ExchangeService {
         })
     }
 
-    /// The keyed hashes of the personal fields present in `payload` (a JSON object).
+    /// The keyed hashes of the personal fields present in `payload` (a JSON object), hashed
+    /// from the values as they are written there: the hash folds them to one form, so a
+    /// record from a backend that writes an identifier differently names the same subject.
     fn subjects_in(
         &self,
         dataset: &Dataset,
@@ -213,7 +292,7 @@ impl ExchangeService {
         };
         for f in dataset.fields.iter().filter(|f| f.personal) {
             if let Some(v) = crate::node::records::field_value(&json, &f.name) {
-                into.insert(SubjectHash(self.subject_key()?.hash(&v)));
+                into.insert(self.subject_key()?.hash(&v));
             }
         }
         Ok(())
@@ -389,7 +468,8 @@ impl ExchangeService {
         tracing::info!(
             caller = %who, side = ?side, owner = %checked.owner, dataset = %checked.dataset.id,
             action = action.as_str(), purpose, allowed = outcome.decision.allowed,
-            log_index = receipt.log_index, "access notarized"
+            log_index = receipt.log_index, request_id = %call.request_id,
+            correlation_id = call.correlation_id.as_deref().unwrap_or(""), "access notarized"
         );
         Ok(receipt)
     }
@@ -442,7 +522,7 @@ impl ExchangeService {
             }
             if field.personal {
                 let value = crate::domain::subject::normalise(&m.value);
-                let hash = SubjectHash(self.subject_key()?.hash(&value));
+                let hash = self.subject_key()?.hash(&m.value);
                 subjects.insert(hash);
                 recorded.push(format!("{}=subject:{}", m.field, hex::encode(hash.0)));
                 conditions.push((m.field.clone(), value));
@@ -455,9 +535,11 @@ impl ExchangeService {
     }
 
     /// A read, checked here; served from this gateway's store or forwarded to the owner's.
-    async fn get(&self, req: Request<GetRecordRequest>) -> Result<GetRecordResponse, ServiceError> {
-        let call = Call::new(caller(&req)?, &req);
-        let msg = req.into_inner();
+    async fn get(
+        &self,
+        call: Call,
+        msg: GetRecordRequest,
+    ) -> Result<GetRecordResponse, ServiceError> {
         let checked = self.check_ref(msg.record.as_ref())?;
         check_purpose(&msg.purpose)?;
         if self.forwards_for(&checked) {
@@ -469,10 +551,9 @@ impl ExchangeService {
     /// A query, checked here; served from this gateway's store or forwarded to the owner's.
     async fn query(
         &self,
-        req: Request<QueryRecordsRequest>,
+        call: Call,
+        msg: QueryRecordsRequest,
     ) -> Result<QueryRecordsResponse, ServiceError> {
-        let call = Call::new(caller(&req)?, &req);
-        let msg = req.into_inner();
         let mut checked = self.resolve(&msg.department, &msg.dataset)?;
         check_purpose(&msg.purpose)?;
         let (conditions, recorded, subjects) = self.check_query(&checked, &msg.r#match)?;
@@ -486,17 +567,18 @@ impl ExchangeService {
     }
 
     /// A write, checked here; only the owner's gateway stores it, nothing is forwarded.
-    async fn put(&self, req: Request<PutRecordRequest>) -> Result<PutRecordResponse, ServiceError> {
-        let who = caller(&req)?;
+    async fn put(
+        &self,
+        call: Call,
+        msg: PutRecordRequest,
+    ) -> Result<PutRecordResponse, ServiceError> {
         let limit = self.limits.max_payload_bytes;
-        if req.get_ref().payload.len() > limit {
+        if msg.payload.len() > limit {
             return Err(ServiceError::InvalidArgument(format!(
                 "payload is {} bytes; this gateway accepts at most {limit} (config key limits.max_payload_bytes)",
-                req.get_ref().payload.len()
+                msg.payload.len()
             )));
         }
-        let call = Call::new(who, &req);
-        let msg = req.into_inner();
         let checked = self.check_ref(msg.record.as_ref())?;
         let fields = payload_fields(&msg.payload)?;
         if self.forwards_for(&checked) {
@@ -528,20 +610,26 @@ impl Exchange for ExchangeService {
         &self,
         request: Request<PutRecordRequest>,
     ) -> Result<Response<PutRecordResponse>, Status> {
-        Ok(Response::new(self.put(request).await?))
+        let call = self.call(&request)?;
+        let ids = call.ids();
+        tagged(ids, self.put(call, request.into_inner()).await)
     }
 
     async fn get_record(
         &self,
         request: Request<GetRecordRequest>,
     ) -> Result<Response<GetRecordResponse>, Status> {
-        Ok(Response::new(self.get(request).await?))
+        let call = self.call(&request)?;
+        let ids = call.ids();
+        tagged(ids, self.get(call, request.into_inner()).await)
     }
 
     async fn query_records(
         &self,
         request: Request<QueryRecordsRequest>,
     ) -> Result<Response<QueryRecordsResponse>, Status> {
-        Ok(Response::new(self.query(request).await?))
+        let call = self.call(&request)?;
+        let ids = call.ids();
+        tagged(ids, self.query(call, request.into_inner()).await)
     }
 }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use ed25519_dalek::SigningKey;
-use hmac::{Hmac, Mac};
 use qianlian_proto::v1::licenses_server::Licenses;
 use qianlian_proto::v1::verify_license_request::Document;
 use qianlian_proto::v1::{
@@ -54,7 +53,7 @@ pub struct LicenseService {
     /// Department id → (signing key, key id) for the departments this node issues for.
     pub signing_keys: Arc<HashMap<String, (SigningKey, String)>>,
     /// HMAC key for holder identifiers.
-    pub subject_key: Option<Arc<[u8; 32]>>,
+    pub subject_key: Option<crate::domain::subject::SubjectKey>,
     /// Node checkpoint verifier keys (vkey strings) for exported trust bundles.
     pub trust_node_keys: Vec<String>,
     pub min_cosigners: usize,
@@ -175,7 +174,9 @@ fn hash32(bytes: &[u8], what: &str) -> Result<Hash, ServiceError> {
 /// Both are 18 characters and a credit code may be all digits, so each rule is tried; the
 /// error names both when neither holds.
 pub fn normalise_holder_id(id: &str) -> Result<String, ServiceError> {
-    let id = id.trim();
+    // Folded first (case, full-width forms, spaces), as the subject hash folds it.
+    let folded = crate::domain::subject::normalise(id);
+    let id = folded.as_str();
     let as_credit_code = UnifiedSocialCreditCode::parse(id).map(|c| c.as_str().to_owned());
     let as_resident = ResidentId::parse(id).map(|r| r.as_str().to_owned());
     match (as_credit_code, as_resident) {
@@ -296,17 +297,16 @@ impl LicenseService {
         Ok(d)
     }
 
-    /// Keyed hash of a holder identifier (HMAC-SHA256 with the cluster's subject key).
+    /// Keyed hash of a holder identifier: the cluster's one subject hash
+    /// ([`crate::domain::subject::SubjectKey::hash`]), so a holder's licenses and the accesses
+    /// to their data are named alike.
     pub fn holder_hash(&self, holder_id: &str) -> Result<Hash, ServiceError> {
-        let key = self.subject_key.as_deref().ok_or_else(|| {
+        let key = self.subject_key.as_ref().ok_or_else(|| {
             ServiceError::Unavailable(
                 "this node has no subject key; its operator must set licenses.subject_key".into(),
             )
         })?;
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
-            .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        mac.update(holder_id.as_bytes());
-        Ok(mac.finalize().into_bytes().into())
+        Ok(key.hash(holder_id).0)
     }
 
     /// May `department` issue `license_type`? The policy says, with action `issue` in the

@@ -440,10 +440,52 @@ impl<'a> Posting<'a> {
     }
 }
 
+/// What one filter reads: a posting list, or several whose union it is (a record in any).
+enum List<'a> {
+    One(Posting<'a>),
+    Any(Vec<Posting<'a>>),
+}
+
+impl List<'_> {
+    /// The first entry at or after `target` in the list (the union: the least of its
+    /// members'); `None` past the end.
+    fn seek_ge(&mut self, target: u128, examined: &mut u64) -> Result<Option<u128>, StoreError> {
+        match self {
+            List::One(p) => p.seek_ge(target, examined),
+            List::Any(members) => {
+                let mut first = None;
+                for p in members {
+                    if let Some(at) = p.seek_ge(target, examined)? {
+                        first = Some(first.map_or(at, |f: u128| f.min(at)));
+                    }
+                }
+                Ok(first)
+            }
+        }
+    }
+
+    /// The last entry at or before `target` (the union: the greatest of its members');
+    /// `None` past the start.
+    fn seek_le(&mut self, target: u128, examined: &mut u64) -> Result<Option<u128>, StoreError> {
+        match self {
+            List::One(p) => p.seek_le(target, examined),
+            List::Any(members) => {
+                let mut last = None;
+                for p in members {
+                    if let Some(at) = p.seek_le(target, examined)? {
+                        last = Some(last.map_or(at, |l: u128| l.max(at)));
+                    }
+                }
+                Ok(last)
+            }
+        }
+    }
+}
+
 /// Leapfrog join: the first position from `target` on (in `ascending` order or against it) that
-/// every posting list holds; `None` when one of them runs out.
+/// every list holds; `None` when one of them runs out.
 fn join(
-    postings: &mut [Posting<'_>],
+    postings: &mut [List<'_>],
     mut target: u128,
     ascending: bool,
     examined: &mut u64,
@@ -551,25 +593,36 @@ fn window(q: &AuditQuery, size: u64) -> Result<Window, ReadError> {
     })
 }
 
-/// The posting lists `q` joins, each restricted to positions `lo..=hi`: one per filter, or the
-/// list of every access record when there is none.
+/// The lists `q` joins, each restricted to positions `lo..=hi`: one per filter, or the list of
+/// every access record when there is none.
 fn open_postings<'a>(
     db: &'a DB,
     generation: u32,
     q: &AuditQuery,
     lo: u128,
     hi: u128,
-) -> Result<Vec<Posting<'a>>, StoreError> {
+) -> Result<Vec<List<'a>>, StoreError> {
     let mut postings = Vec::with_capacity(q.filters.len().max(1));
     if q.filters.is_empty() {
         let all = (
             audit_query::field::ALL,
             audit_query::value_digest(audit_query::field::ALL, b""),
         );
-        postings.push(Posting::open(db, generation, all, lo, hi)?);
+        postings.push(List::One(Posting::open(db, generation, all, lo, hi)?));
     }
     for filter in &q.filters {
-        postings.push(Posting::open(db, generation, filter.term(), lo, hi)?);
+        let mut terms = filter.terms();
+        let list = if terms.len() == 1 {
+            List::One(Posting::open(db, generation, terms.remove(0), lo, hi)?)
+        } else {
+            List::Any(
+                terms
+                    .into_iter()
+                    .map(|t| Posting::open(db, generation, t, lo, hi))
+                    .collect::<Result<_, _>>()?,
+            )
+        };
+        postings.push(list);
     }
     Ok(postings)
 }
@@ -586,7 +639,7 @@ struct Walked {
 fn walk(
     db: &DB,
     generation: u32,
-    postings: &mut [Posting<'_>],
+    postings: &mut [List<'_>],
     q: &AuditQuery,
     bound: u64,
     (lo, hi): (u128, u128),

@@ -103,6 +103,41 @@ fn missing_or_unknown_role_is_refused() {
 }
 
 #[test]
+fn a_certificate_naming_two_roles_is_refused() {
+    // rcgen keeps one value per attribute type, so the second OU goes in under its OID
+    // (2.5.4.11): the certificate then holds two OU attributes, as a careless CA could issue.
+    const OU: [u64; 4] = [2, 5, 4, 11];
+    let mut p = params("housing", Role::Department);
+    p.distinguished_name
+        .push(DnType::CustomDnType(OU.to_vec()), "inspector");
+    let err = parse_peer(&der(&p), TD).expect_err("two roles");
+    assert_eq!(
+        err,
+        IdentityError::RoleCount {
+            found: 2,
+            roles: "department, inspector".into()
+        }
+    );
+    assert!(err.to_string().contains("exactly one role"), "{err}");
+    // The same role twice is still two role OUs: refused, not guessed.
+    let mut p = params("housing", Role::Department);
+    p.distinguished_name
+        .push(DnType::CustomDnType(OU.to_vec()), "department");
+    assert!(matches!(
+        parse_peer(&der(&p), TD),
+        Err(IdentityError::RoleCount { found: 2, .. })
+    ));
+    // An OU that names no role beside the role is fine.
+    let mut p = params("housing", Role::Department);
+    p.distinguished_name
+        .push(DnType::CustomDnType(OU.to_vec()), "permits-office");
+    assert_eq!(
+        parse_peer(&der(&p), TD).map(|id| id.role),
+        Ok(Role::Department)
+    );
+}
+
+#[test]
 fn role_must_match_uri_kind() {
     let mut p = params("housing", Role::Node);
     p.subject_alt_names = vec![SanType::URI(

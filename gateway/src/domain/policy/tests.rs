@@ -281,3 +281,45 @@ async fn remembered_decisions_equal_fresh_ones_for_every_field_changed() {
         .expect("decide");
     assert!(!d.allowed);
 }
+
+#[tokio::test]
+async fn roles_and_departments_never_share_a_name() {
+    // A role named like a department of the same policy is refused at load, naming it.
+    let rules = format!("{RULES}\ng, housing, natural-resources, market-regulation\n");
+    let err = Policy::from_text(MODEL, &rules, 1, Path::new("m"), Path::new("rules.csv"))
+        .await
+        .expect_err("role named like a department");
+    assert!(
+        matches!(&err, PolicyError::RoleIsDepartment { id, .. } if id == "natural-resources"),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("rules.csv: "), "{err}");
+    // A directory naming a department like a role of the policy is refused, naming the source.
+    let p = default_policy().await;
+    assert!(
+        p.check_departments(["housing", "market-regulation"], "dir")
+            .is_ok()
+    );
+    let err = p
+        .check_departments(["housing", "owner"], "departments.toml")
+        .expect_err("`owner` is a role");
+    assert!(
+        err.to_string()
+            .starts_with("departments.toml: `owner` is both a role"),
+        "{err}"
+    );
+    // And whatever a directory says, a caller with such an id gets nothing: without the
+    // guard, Casbin would match `p, owner, market-regulation, …` for the caller `owner`.
+    let owner = dept("owner");
+    let d = p
+        .decide(ask(
+            &owner,
+            "market-regulation",
+            "enterprise-registration",
+            "read",
+            "permit-review",
+        ))
+        .expect("decide");
+    assert!(!d.allowed, "{}", d.rule);
+    assert!(d.rule.contains("is a role name"), "{}", d.rule);
+}

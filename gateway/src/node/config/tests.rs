@@ -325,3 +325,49 @@ fn audit_token_keys_need_an_issuer_and_an_audience() {
         .to_string();
     assert!(e.contains("token_audience"), "{e}");
 }
+
+#[test]
+fn backends_over_https_name_their_ca_and_reflection_can_be_turned_off() {
+    let adapter = |url: &str, ca: &str| {
+        format!(
+            "{GOOD}[gateway]\n[[gateway.adapter]]\ndataset = \"permits\"\nurl = \"{url}\"\n{ca}"
+        )
+    };
+    let c = parse(&adapter(
+        "https://backend.internal:8443/permits/",
+        "ca = \"pki/backend-ca.crt\"\n",
+    ))
+    .expect("https with a CA");
+    let a = &c.gateway.adapters[0];
+    assert_eq!(a.url, "https://backend.internal:8443/permits");
+    assert_eq!(
+        a.ca.as_deref(),
+        Some(Path::new("/etc/q/pki/backend-ca.crt"))
+    );
+    assert_eq!(
+        parse(&adapter("http://10.0.0.9/p", ""))
+            .expect("http")
+            .gateway
+            .adapters[0]
+            .ca,
+        None
+    );
+    for (text, fix) in [
+        (adapter("https://backend.internal/p", ""), "set `ca`"),
+        (
+            adapter("http://10.0.0.9/p", "ca = \"ca.crt\"\n"),
+            "remove `ca`",
+        ),
+        (adapter("ftp://10.0.0.9/p", ""), "http:// or https://"),
+    ] {
+        let err = parse(&text).expect_err(fix).to_string();
+        assert!(err.contains("gateway.adapter"), "{err}");
+        assert!(err.contains(fix), "{err} should say {fix}");
+    }
+    assert!(parse(GOOD).expect("default").grpc_reflection);
+    let off = GOOD.replace(
+        "bootstrap = true",
+        "bootstrap = true\ngrpc_reflection = false",
+    );
+    assert!(!parse(&off).expect("off").grpc_reflection);
+}

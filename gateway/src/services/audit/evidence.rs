@@ -39,6 +39,14 @@ fn describe(f: &Filters) -> String {
             AuditFilter::Purpose(p) => format!("purpose={p}"),
             AuditFilter::PolicyVersion(v) => format!("policy_version={v}"),
             AuditFilter::Subject(s) => format!("subject_hash={}", hex::encode(s.0)),
+            AuditFilter::AnySubject(hashes) => format!(
+                "subject_hash={}",
+                hashes
+                    .iter()
+                    .map(|s| hex::encode(s.0))
+                    .collect::<Vec<_>>()
+                    .join("|")
+            ),
             AuditFilter::Side(s) => format!("side={s:?}").to_lowercase(),
         })
         .collect();

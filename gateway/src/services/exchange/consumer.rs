@@ -1,7 +1,10 @@
 //! The consumer's side: a request for another department's data is forwarded over mutual TLS
 //! to the owner's gateway, found in the directory. What comes back is checked against its
-//! digest and recorded as consumer, under a request id of this gateway's that the owner's
-//! record carries too; the owner's refusal is passed on with this gateway's receipt.
+//! digest and recorded as consumer, under the request id this gateway drew for the call
+//! (never the caller's), which the owner's record carries too; the owner's refusal is passed
+//! on with this gateway's receipt. What the owner's gateway says is bounded before it goes
+//! into this gateway's record: [`MAX_OWNER_TEXT`] bytes of text, [`MAX_OWNER_FIELDS`] field
+//! names.
 
 use std::collections::BTreeSet;
 
@@ -19,6 +22,40 @@ use crate::domain::policy::Fields;
 use crate::node::forward::{ForwardError, Forwarder, OwnerGateway};
 use crate::services::convert;
 use crate::services::error::ServiceError;
+
+/// Most bytes of the owner's words (its rule, its status message) this gateway records.
+pub const MAX_OWNER_TEXT: usize = 1024;
+/// Most disclosed field names of the owner's answer this gateway records, each at most 64
+/// bytes (a field name's longest).
+pub const MAX_OWNER_FIELDS: usize = 256;
+
+/// At most `max` bytes of `text` (cut at a character boundary, the cut said), control
+/// characters as spaces: the owner's gateway is another department's, and what it says must
+/// not make this gateway's records or messages as large or as strange as it likes.
+fn bounded(text: &str, max: usize) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect()
+    };
+    if text.len() <= max {
+        return clean(text);
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} more bytes)", clean(&text[..end]), text.len() - end)
+}
+
+/// The owner's list of disclosed fields, bounded in count and length.
+fn bounded_fields(fields: &[String]) -> Vec<String> {
+    fields
+        .iter()
+        .take(MAX_OWNER_FIELDS)
+        .map(|f| bounded(f, 64))
+        .collect()
+}
 
 /// The owner's answer, or the transport's status; a gateway that is not the one the directory
 /// pins was sent nothing, so there is nothing to record: the caller learns why at once.
@@ -42,10 +79,6 @@ impl ExchangeService {
         self.check_own_department(&call.who, &checked)?;
         let (forwarder, owner) = self.forwarder_for(&checked)?;
         let url = owner.url.clone();
-        let call = Call {
-            request_id: crate::node::request_id::new_request_id(),
-            ..call
-        };
         let purpose = msg.purpose.clone();
         let answer = forwarded(forwarder.get(&owner, msg, &call.request_id).await)?;
         let (outcome, result) = match answer {
@@ -95,10 +128,6 @@ impl ExchangeService {
         self.check_own_department(&call.who, &checked)?;
         let (forwarder, owner) = self.forwarder_for(&checked)?;
         let url = owner.url.clone();
-        let call = Call {
-            request_id: crate::node::request_id::new_request_id(),
-            ..call
-        };
         let purpose = msg.purpose.clone();
         let answer = forwarded(forwarder.query(&owner, msg, &call.request_id).await)?;
         let (outcome, result) = match answer {
@@ -148,11 +177,11 @@ impl ExchangeService {
         Ok(Outcome {
             decision: crate::domain::policy::Decision {
                 allowed: true,
-                rule: resp.rule.clone(),
+                rule: bounded(&resp.rule, MAX_OWNER_TEXT),
                 fields: Fields::All,
             },
             policy_version: resp.policy_version,
-            disclosed: resp.disclosed_fields.clone(),
+            disclosed: bounded_fields(&resp.disclosed_fields),
             result_count: 1,
             subjects,
             response_digest: Some(sha256(&resp.payload)),
@@ -179,11 +208,11 @@ impl ExchangeService {
         Ok(Outcome {
             decision: crate::domain::policy::Decision {
                 allowed: true,
-                rule: resp.rule.clone(),
+                rule: bounded(&resp.rule, MAX_OWNER_TEXT),
                 fields: Fields::All,
             },
             policy_version: resp.policy_version,
-            disclosed: resp.disclosed_fields.clone(),
+            disclosed: bounded_fields(&resp.disclosed_fields),
             result_count: resp.records.len() as u32,
             subjects,
             response_digest: Some(query_digest(&resp.records)),
@@ -239,7 +268,7 @@ impl ExchangeService {
         ServiceError::Unavailable(format!(
             "the gateway of department `{}` ({url}) did not answer within {timeout:?}: {}; nothing was disclosed, try again later",
             checked.owner,
-            status.message()
+            bounded(status.message(), MAX_OWNER_TEXT)
         ))
     }
 
@@ -260,7 +289,7 @@ impl ExchangeService {
                     rule: format!(
                         "answered by the gateway of `{}`: {}",
                         checked.owner,
-                        status.message()
+                        bounded(status.message(), MAX_OWNER_TEXT)
                     ),
                     fields: Fields::All,
                 },
@@ -287,7 +316,34 @@ impl ExchangeService {
 fn forwarded_message(status: &Status, receipt: &Receipt) -> String {
     format!(
         "{} (forwarded; this gateway's record is at log index {})",
-        status.message(),
+        bounded(status.message(), MAX_OWNER_TEXT),
         receipt.log_index
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_owners_words_are_bounded_before_they_are_recorded() {
+        let short = "policy v3 has no rule letting housing read";
+        assert_eq!(bounded(short, MAX_OWNER_TEXT), short);
+        // 1.2 MB of three-byte characters after seven bytes (the cut lands on a boundary at
+        // 1024), a control character inside.
+        let long = format!("拒绝\n{}", "字".repeat(400_000));
+        let b = bounded(&long, MAX_OWNER_TEXT);
+        assert!(b.len() <= MAX_OWNER_TEXT + 32, "{} bytes", b.len());
+        assert!(b.starts_with("拒绝 字"), "control characters become spaces");
+        assert!(
+            b.ends_with(&format!("… ({} more bytes)", long.len() - MAX_OWNER_TEXT)),
+            "{b}"
+        );
+        let many: Vec<String> = (0..100_000)
+            .map(|i| format!("f{i}{}", "x".repeat(100)))
+            .collect();
+        let f = bounded_fields(&many);
+        assert_eq!(f.len(), MAX_OWNER_FIELDS);
+        assert!(f.iter().all(|n| n.len() <= 64 + 32));
+    }
 }

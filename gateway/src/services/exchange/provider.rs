@@ -13,6 +13,7 @@ use qianlian_raft_store::record::{Action, Side, SubjectHash};
 use super::{Call, Checked, ExchangeService, Outcome, query_digest, sha256};
 use crate::domain::dataset::Dataset;
 use crate::domain::policy::Fields;
+use crate::node::forward::BackendError;
 use crate::services::convert;
 use crate::services::error::ServiceError;
 
@@ -28,7 +29,7 @@ impl ExchangeService {
         let mut outcome = Outcome::decided(decision, policy_version, BTreeSet::new());
         let mut payload = None;
         if outcome.decision.allowed
-            && let Some(stored) = self.fetch(&checked).await?
+            && let Some(stored) = self.fetch(&checked, &call.request_id).await?
         {
             let (bytes, names) = disclose(&stored, &outcome.decision.fields)?;
             self.subjects_in(&checked.dataset, &bytes, &mut outcome.subjects)?;
@@ -92,7 +93,10 @@ impl ExchangeService {
         let mut records = Vec::new();
         if outcome.decision.allowed {
             let mut names = BTreeSet::new();
-            for (key, stored) in self.fetch_matching(&checked, conditions, limit).await? {
+            for (key, stored) in self
+                .fetch_matching(&checked, conditions, limit, &call.request_id)
+                .await?
+            {
                 let (bytes, disclosed) = disclose(&stored, &outcome.decision.fields)?;
                 self.subjects_in(&checked.dataset, &bytes, &mut outcome.subjects)?;
                 names.extend(disclosed);
@@ -166,9 +170,16 @@ impl ExchangeService {
         })
     }
 
-    async fn fetch(&self, checked: &Checked) -> Result<Option<Vec<u8>>, ServiceError> {
+    async fn fetch(
+        &self,
+        checked: &Checked,
+        request_id: &str,
+    ) -> Result<Option<Vec<u8>>, ServiceError> {
         match self.adapters.get(&checked.dataset.id) {
-            Some(a) => a.get(&checked.key).await.map_err(ServiceError::Unavailable),
+            Some(a) => a
+                .get(&checked.key)
+                .await
+                .map_err(|e| backend_failed(checked, request_id, &e)),
             None => self
                 .store
                 .get(&checked.owner, &checked.dataset.id, &checked.key)
@@ -183,12 +194,13 @@ impl ExchangeService {
         checked: &Checked,
         conditions: Vec<(String, String)>,
         limit: usize,
+        request_id: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, ServiceError> {
         match self.adapters.get(&checked.dataset.id) {
             Some(a) => a
                 .query(&conditions, limit)
                 .await
-                .map_err(ServiceError::Unavailable),
+                .map_err(|e| backend_failed(checked, request_id, &e)),
             None => self
                 .store
                 .query(&checked.owner, &checked.dataset.id, conditions, limit)
@@ -221,6 +233,24 @@ impl ExchangeService {
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))
     }
+}
+
+/// A backend that gave no usable answer: the cause, with the backend's address, goes to this
+/// gateway's log under the request id; the caller (another department) learns what kind of
+/// failure it was and that id, nothing of the owner's internal systems or of the values asked.
+fn backend_failed(checked: &Checked, request_id: &str, e: &BackendError) -> ServiceError {
+    tracing::warn!(
+        request_id,
+        dataset = %checked.dataset.id,
+        error = %e,
+        "backend call failed"
+    );
+    ServiceError::Unavailable(format!(
+        "the backend serving {} {}; nothing was disclosed. Try again later; the operators of `{}` find the cause in their gateway's log under request id {request_id}",
+        checked.dataset.id,
+        e.kind(),
+        checked.owner
+    ))
 }
 
 /// The refusal of a provider, with its receipt and the policy version that decided.

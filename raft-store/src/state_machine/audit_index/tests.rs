@@ -160,7 +160,7 @@ fn generate(rng: &mut Rng, count: u64, clock: &mut u64) -> Vec<Record> {
 }
 
 fn random_filter(rng: &mut Rng) -> AuditFilter {
-    match rng.below(10) {
+    match rng.below(11) {
         0 => AuditFilter::Consumer(pick(rng, &CONSUMERS).into()),
         1 => AuditFilter::Provider(pick(rng, &PROVIDERS).into()),
         2 => AuditFilter::Dataset {
@@ -179,6 +179,8 @@ fn random_filter(rng: &mut Rng) -> AuditFilter {
         6 => AuditFilter::Purpose(pick(rng, &PURPOSES).into()),
         7 => AuditFilter::PolicyVersion(rng.below(4)),
         8 => AuditFilter::Subject(subject(rng.below(42))),
+        // The forms one person may be named by: zero to three hashes, a record in any.
+        9 => AuditFilter::AnySubject((0..rng.below(4)).map(|_| subject(rng.below(42))).collect()),
         _ => AuditFilter::Side(if rng.below(2) == 0 {
             Side::Provider
         } else {
@@ -329,6 +331,40 @@ async fn queries_page_through_exactly_what_a_scan_finds() -> TestResult {
         all_pages(&reader, &twice).await?,
         naive(&records, 3000, &twice)
     );
+    // Any of several subjects: exactly the records naming one of them, each once, in order,
+    // page by page; none of them: nothing.
+    for order in [AuditOrder::NewestFirst, AuditOrder::OldestFirst] {
+        let any = AuditQuery {
+            filters: vec![
+                AuditFilter::AnySubject(vec![subject(3), subject(5), subject(3)]),
+                AuditFilter::Decision(Decision::Allow),
+            ],
+            order,
+            limit: 7,
+            ..AuditQuery::default()
+        };
+        let got = all_pages(&reader, &any).await?;
+        let one = |s| AuditQuery {
+            filters: vec![
+                AuditFilter::Subject(subject(s)),
+                AuditFilter::Decision(Decision::Allow),
+            ],
+            ..any.clone()
+        };
+        let (three, five) = (
+            naive(&records, 3000, &one(3)),
+            naive(&records, 3000, &one(5)),
+        );
+        assert!(!three.is_empty() && !five.is_empty());
+        assert_eq!(got, naive(&records, 3000, &any), "{order:?}");
+        assert!(got.iter().all(|i| three.contains(i) || five.contains(i)));
+        assert!(three.iter().chain(&five).all(|i| got.contains(i)));
+    }
+    let none = AuditQuery {
+        filters: vec![AuditFilter::AnySubject(Vec::new())],
+        ..AuditQuery::default()
+    };
+    assert!(all_pages(&reader, &none).await?.is_empty());
     // A small posting list costs about its length, not the log's.
     let rare = AuditQuery {
         filters: vec![
