@@ -1,5 +1,6 @@
-//! What the node's one port serves: the gRPC services, health, reflection and the HTTP/JSON
-//! routes, and who may reach the Raft RPCs.
+//! What the node's ports serve: the gRPC services, health, reflection and the HTTP/JSON routes
+//! on the main port; the Raft RPCs (node certificates only) there too, or on a port of their
+//! own with `[raft] listen`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -18,7 +19,7 @@ use super::assembly::Services;
 use super::error::StartError;
 use crate::domain::identity::Role;
 use crate::node::config::Limits;
-use crate::node::tls::ConnInfo;
+use crate::node::tls::{ConnInfo, TlsState};
 use crate::services::notary::NotaryService;
 
 /// Largest gRPC message accepted: the payload limit plus room for the envelope.
@@ -40,13 +41,24 @@ fn nodes_only(req: Request<()>) -> Result<Request<()>, Status> {
     }
 }
 
-/// Every service on one port; `ready` answers the HTTP readiness probe.
+/// The Raft RPCs, for node certificates only.
+pub(super) fn raft_routes(notary: &Notary) -> Routes {
+    Routes::new(tonic::service::interceptor::InterceptedService::new(
+        notary.raft_service(),
+        nodes_only,
+    ))
+}
+
+/// Every service of the main port, Raft's too when `with_raft`; `ready` answers the HTTP
+/// readiness probe.
 pub(super) fn routes(
     services: Services,
     notary: &Notary,
     health: HealthServer<impl Health>,
     ready: Arc<AtomicBool>,
+    tls: Arc<TlsState>,
     limits: &Limits,
+    with_raft: bool,
 ) -> Result<Routes, StartError> {
     let Services {
         exchange,
@@ -55,7 +67,6 @@ pub(super) fn routes(
         audit,
     } = services;
     let max = max_message(limits);
-    let raft = notary.raft_service();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(qianlian_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -64,8 +75,8 @@ pub(super) fn routes(
     // gRPC services and the HTTP/JSON routes share one port.
     let http = crate::services::license::http_routes(licenses.clone())
         .merge(crate::services::audit::http_routes(audit.clone()))
-        .merge(crate::node::health::http_routes(ready));
-    Ok(Routes::from(http)
+        .merge(crate::node::health::http_routes(ready, tls));
+    let routes = Routes::from(http)
         .add_service(health)
         .add_service(reflection)
         .add_service(
@@ -81,8 +92,13 @@ pub(super) fn routes(
             AuditServer::new(audit)
                 .max_encoding_message_size(crate::services::audit::evidence::MAX_BUNDLE_BYTES),
         )
-        .add_service(LicensesServer::new(licenses))
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            raft, nodes_only,
-        )))
+        .add_service(LicensesServer::new(licenses));
+    Ok(if with_raft {
+        routes.add_service(tonic::service::interceptor::InterceptedService::new(
+            notary.raft_service(),
+            nodes_only,
+        ))
+    } else {
+        routes
+    })
 }
