@@ -407,6 +407,9 @@ pub struct TlsState {
     metrics: Option<Arc<Metrics>>,
     gates: std::sync::Mutex<Vec<Arc<Gate>>>,
     on_reload: std::sync::Mutex<Vec<OnReload>>,
+    /// Digests of the certificate, key and CA files and of the CRL file, taken before they
+    /// were loaded: a change made after that is noticed by the first check.
+    loaded: (Vec<u8>, Vec<u8>),
 }
 
 impl std::fmt::Debug for TlsState {
@@ -423,6 +426,10 @@ impl TlsState {
     /// until a current one arrives.
     pub fn load(files: &TlsFiles, trust_domain: &str) -> Result<TlsState, TlsError> {
         install_crypto_provider();
+        let loaded = (
+            files_digest([&files.ca, &files.cert, &files.key]),
+            files_digest(files.crl.iter()),
+        );
         let crls = match &files.crl {
             Some(p) => CrlSet::load(p, &load_certs(&files.ca)?)?,
             None => CrlSet::none(),
@@ -436,6 +443,7 @@ impl TlsState {
             metrics: None,
             gates: Default::default(),
             on_reload: Default::default(),
+            loaded,
         };
         state.report_crl_expiry(None);
         Ok(state)
@@ -560,20 +568,16 @@ impl TlsState {
 /// department's client certificate for forwarding).
 pub async fn reload_loop(state: Arc<TlsState>, every: Duration, extra: Vec<std::path::PathBuf>) {
     let files = state.files.clone();
-    let identity_digest = || {
-        files_digest(
-            [&files.ca, &files.cert, &files.key]
-                .into_iter()
-                .chain(&extra),
-        )
-    };
+    let identity_digest = || files_digest([&files.ca, &files.cert, &files.key]);
+    let extra_digest = || files_digest(&extra);
     let crl_digest = || files_digest(files.crl.iter());
-    let mut seen = identity_digest();
-    let mut seen_crl = crl_digest();
+    let (mut seen, mut seen_crl) = state.loaded.clone();
+    let mut seen_extra = extra_digest();
     let mut expired = state.crl_expired_since();
     loop {
         tokio::time::sleep(every).await;
         let now = identity_digest();
+        let now_extra = extra_digest();
         let now_crl = crl_digest();
         let mut changed = false;
         if now_crl != seen_crl
@@ -584,7 +588,7 @@ pub async fn reload_loop(state: Arc<TlsState>, every: Duration, extra: Vec<std::
             seen_crl = now_crl;
             changed |= state.reload_crl(path);
         }
-        if now != seen || changed {
+        if now != seen || now_extra != seen_extra || changed {
             match load_server_config(&files, &state.crls.load()) {
                 Ok(config) => {
                     state.server.store(Arc::new(config));
@@ -593,6 +597,7 @@ pub async fn reload_loop(state: Arc<TlsState>, every: Duration, extra: Vec<std::
                         warn_if_expiring(&files);
                     }
                     seen = now;
+                    seen_extra = now_extra;
                     state.notify();
                 }
                 Err(e) => {
