@@ -1,7 +1,10 @@
 //! The parts of a running node.
 //!
 //! - [`config`]: the node's TOML file; [`tls`]: TLS 1.3 serving with optional, verified client
-//!   certificates; [`pki`]: certificates and keys (the dev PKI, license keys).
+//!   certificates; [`crl`]: which CRL file is put in force and whether it is current;
+//!   [`connections`]: each listener's connection caps, and closing connections whose
+//!   certificate stops being acceptable; [`pki`]: certificates and keys (the dev PKI, license
+//!   keys).
 //! - [`cluster_config`]: the access policy and directory in force, replicated through the log.
 //! - [`records`]: each department's own records (RocksDB, outside the log).
 //! - [`forward`]: calls to another department's gateway and to HTTP/JSON backends.
@@ -11,6 +14,8 @@
 
 pub mod cluster_config;
 pub mod config;
+pub mod connections;
+pub mod crl;
 pub mod forward;
 pub mod health;
 pub mod metrics;

@@ -8,10 +8,12 @@
 //! Start-up, in order: the server's TLS, the local policy and directory (`local`), the record
 //! store and the notarization log (`storage`), the metrics listener, the services (`assembly`),
 //! and for a bootstrapping node the seeding of its configuration into the log. `routes` puts
-//! the services on the node's one port.
+//! the services on the node's port (and Raft on a port of its own with `[raft] listen`);
+//! `limits` bounds each call, `node::connections` each port's connections.
 
 mod assembly;
 mod error;
+mod limits;
 mod local;
 mod routes;
 mod storage;
@@ -19,16 +21,16 @@ mod storage;
 use std::future::Future;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use qianlian_raft_store::notary::Notary;
 use tokio::net::TcpListener;
 
 use self::assembly::Services;
 pub use self::error::StartError;
 use self::local::LocalConfiguration;
-use crate::node::config::{NodeConfig, TlsFiles};
+use crate::node::config::{Limits, NodeConfig};
+use crate::node::connections::Gate;
 use crate::node::metrics::Metrics;
-use crate::node::tls;
+use crate::node::tls::{self, Admits, TlsState};
 
 /// How long in-flight calls may run after a shutdown signal.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -47,7 +49,9 @@ pub async fn run(
 pub struct Node {
     config: NodeConfig,
     listener: TcpListener,
-    server_tls: rustls::ServerConfig,
+    /// The Raft service's own listener, when `[raft] listen` is set.
+    raft_listener: Option<TcpListener>,
+    tls: TlsState,
     /// Metrics and the listener they are served on, when `[metrics] listen` is set.
     metrics: Option<(Arc<Metrics>, TcpListener)>,
     services: Services,
@@ -56,11 +60,24 @@ pub struct Node {
 
 /// Open everything the node needs; fails with a precise error before any port serves.
 pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, StartError> {
-    let server_tls = server_tls(&config.tls)?;
+    let tls = TlsState::load(&config.tls, &config.trust_domain)?;
+    tls::warn_if_expiring(&config.tls);
     let local = LocalConfiguration::read(&config).await?;
     let store = storage::open_records(&config)?;
     let notary = storage::open_log(&config).await?;
     let metrics = bind_metrics(&config).await?;
+    let raft_listener = match config.raft.listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Io {
+                    path: format!("raft.listen {addr}"),
+                    source,
+                })?,
+        ),
+        None => None,
+    };
+    let tls = tls.with_metrics(metrics.as_ref().map(|(m, _)| m.clone()));
     local.in_force.refresh(&notary).await;
     let services = Services::assemble(
         &config,
@@ -75,19 +92,12 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
     Ok(Node {
         config,
         listener,
-        server_tls,
+        raft_listener,
+        tls,
         metrics,
         services,
         notary,
     })
-}
-
-/// The server side of TLS; warns when a certificate is about to expire.
-fn server_tls(files: &TlsFiles) -> Result<rustls::ServerConfig, StartError> {
-    tls::install_crypto_provider();
-    let server_tls = tls::load_server_config(files)?;
-    tls::warn_if_expiring(files);
-    Ok(server_tls)
 }
 
 /// Bind `[metrics] listen`, if set; the metrics count down to the expiry of the node's and the
@@ -122,6 +132,13 @@ impl Node {
         self.listener.local_addr()
     }
 
+    /// The address the Raft service is served on, when it has a listener of its own.
+    pub fn raft_addr(&self) -> Option<std::net::SocketAddr> {
+        self.raft_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     /// The address metrics are served on, if enabled.
     pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
         self.metrics.as_ref().and_then(|(_, l)| l.local_addr().ok())
@@ -137,7 +154,8 @@ impl Node {
         let Node {
             config,
             listener,
-            server_tls,
+            raft_listener,
+            tls,
             metrics,
             services,
             notary,
@@ -146,20 +164,46 @@ impl Node {
             notary.clone(),
             services.admin.in_force.clone(),
         ));
-        let server_tls = Arc::new(ArcSwap::from_pointee(server_tls));
+        let metrics = metrics.map(|(m, listener)| {
+            tokio::spawn(crate::node::metrics::serve(
+                listener,
+                m.clone(),
+                notary.clone(),
+            ));
+            m
+        });
+        let tls = Arc::new(tls);
+        reload_outgoing_tls(&tls, &config, &notary, &services);
         let reload_task = tokio::spawn(tls::reload_loop(
-            config.tls.clone(),
-            server_tls.clone(),
+            tls.clone(),
             config.tls.reload_every,
+            [&config.gateway.client_cert, &config.gateway.client_key]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
         ));
-        let incoming = tls::incoming(listener, server_tls, config.trust_domain.clone());
+        let limits = config.limits;
+        let gate = |name| {
+            let g = Gate::new(
+                name,
+                limits.max_connections,
+                limits.max_connections_per_source,
+                metrics.clone(),
+            );
+            tls.watch_gate(g.clone());
+            g
+        };
+        let incoming = tls::incoming(listener, tls.clone(), gate("main"), Admits::Everyone);
         // Graceful shutdown waits for open connections; clients that keep theirs open must not
         // hold the node forever, so in-flight calls get SHUTDOWN_GRACE and then the node stops.
         let stopping = Arc::new(tokio::sync::Notify::new());
+        let (stop_raft, raft_stopped) = tokio::sync::watch::channel(false);
         let signal = {
             let stopping = stopping.clone();
             async move {
                 shutdown.await;
+                let _ = stop_raft.send(true);
                 stopping.notify_one();
             }
         };
@@ -169,31 +213,46 @@ impl Node {
             notary.clone(),
             health_reporter,
             ready.clone(),
+            tls.clone(),
         ));
+        let raft_server = raft_listener.map(|l| {
+            let incoming = tls::incoming(l, tls.clone(), gate("raft"), Admits::NodesOnly);
+            let mut stopped = raft_stopped;
+            with_limits(tonic::transport::Server::builder(), &limits)
+                .add_routes(routes::raft_routes(&notary))
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+        });
         let routes = routes::routes(
             services,
             &notary,
             health_service,
             ready,
+            tls.clone(),
             &config.limits,
+            raft_server.is_none(),
             config.grpc_reflection,
         )?;
-        let metrics = metrics.map(|(m, listener)| {
-            tokio::spawn(crate::node::metrics::serve(
-                listener,
-                m.clone(),
-                notary.clone(),
-            ));
-            m
-        });
-        let server = tonic::transport::Server::builder()
+        let edge = limits::EdgeLimits::new(&limits, metrics.clone());
+        let server = with_limits(tonic::transport::Server::builder(), &limits)
             .accept_http1(true)
             .layer(crate::node::telemetry::RequestTraceLayer)
             .layer(crate::node::metrics::RequestMetricsLayer { metrics })
+            .layer(limits::EdgeLayer { limits: edge })
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, signal);
+        let servers = async {
+            match raft_server {
+                Some(raft) => {
+                    let (a, b) = tokio::join!(server, raft);
+                    a.and(b)
+                }
+                None => server.await,
+            }
+        };
         let result = tokio::select! {
-            r = server => r,
+            r = servers => r,
             _ = async {
                 stopping.notified().await;
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -210,6 +269,47 @@ impl Node {
         }
         result?;
         Ok(())
+    }
+}
+
+/// The connection limits every listener of the node applies: streams per connection, HTTP/2
+/// keepalive, and the maximum age after which a connection is told to go away and, at most
+/// `request_timeout` later, closed.
+fn with_limits(builder: tonic::transport::Server, limits: &Limits) -> tonic::transport::Server {
+    builder
+        .max_concurrent_streams(limits.max_streams_per_connection)
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+        .max_connection_age(limits.max_connection_age)
+        .max_connection_age_grace(limits.request_timeout)
+}
+
+/// When the TLS files or the CRLs change, connect to Raft peers with the new node certificate
+/// and CA bundle, and to other departments' gateways with the new department certificate, CA
+/// bundle and CRLs. A file that does not load keeps the previous settings (logged).
+fn reload_outgoing_tls(tls: &TlsState, config: &NodeConfig, notary: &Notary, services: &Services) {
+    let peers = notary.clone();
+    tls.on_reload(Box::new(move |files, _crls| {
+        match storage::peer_tls(files) {
+            Ok(t) => peers.set_peer_tls(Some(t)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the node certificate changed but does not load; Raft peers are reached with the previous one")
+            }
+        }
+    }));
+    if let (Some(forwarder), Some(cert), Some(key)) = (
+        services.exchange.forwarder.clone(),
+        config.gateway.client_cert.clone(),
+        config.gateway.client_key.clone(),
+    ) {
+        tls.on_reload(Box::new(move |files, crls| {
+            let loaded = tls::load_certs(&files.ca).and_then(|ca| {
+                forwarder.reload(&ca, tls::load_certs(&cert)?, tls::load_key(&key)?, crls.ders())
+            });
+            if let Err(e) = loaded {
+                tracing::warn!(error = %e, "the department certificate or CA bundle changed but does not load; other gateways are reached with the previous ones");
+            }
+        }));
     }
 }
 

@@ -36,11 +36,10 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use qianlian_proto::v1::RaftMessage;
-use qianlian_proto::v1::raft_client::RaftClient;
 use qianlian_proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tonic::transport::{Channel, ClientTlsConfig};
+use tonic::transport::ClientTlsConfig;
 use tonic::{Code, Status};
 
 pub use self::node_rpc::{
@@ -75,15 +74,14 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
-        let client = self.peers.client(&node.addr);
-        if let Err(e) = &client {
+        if let Err(e) = self.peers.client(&node.addr) {
             tracing::warn!(target_node = target, error = %e, "cannot reach raft peer");
         }
         PeerClient {
             node_id: self.node_id,
             target,
             node: node.clone(),
-            client,
+            peers: self.peers.clone(),
         }
     }
 }
@@ -94,8 +92,9 @@ pub struct PeerClient {
     node_id: NodeId,
     target: NodeId,
     node: BasicNode,
-    // `Err` if the peer's address or TLS settings are unusable: every call reports it.
-    client: Result<RaftClient<Channel>, String>,
+    // The channel is looked up at each call, so that a TLS reload (`Peers::set_tls`) reaches
+    // replication streams that openraft keeps for the life of a term.
+    peers: Peers,
 }
 
 /// A plain error type carrying a message, for openraft's `AnyError`-based wrappers.
@@ -129,9 +128,9 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let client = match &mut self.client {
+        let mut client = match self.peers.client(&self.node.addr) {
             Ok(client) => client,
-            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&Message(e.clone())))),
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&Message(e)))),
         };
         let data = encode_message(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let message = RaftMessage { data };

@@ -30,8 +30,12 @@ pub async fn exec(config: NodeConfig) -> anyhow::Result<()> {
         .metrics_addr()
         .map(|a| format!(", metrics on http://{a}/metrics"))
         .unwrap_or_default();
+    let raft = node
+        .raft_addr()
+        .map(|a| format!(", raft on {a}"))
+        .unwrap_or_default();
     println!(
-        "qianlian node {node_id} ready on {} (log size {}{metrics})",
+        "qianlian node {node_id} ready on {} (log size {}{raft}{metrics})",
         node.local_addr()?,
         node.log_size()
     );

@@ -116,6 +116,12 @@ pub enum IdentityError {
     /// The OU role does not match the SAN URI kind (e.g. a node URI with a department role).
     #[error("client certificate role `{role}` does not match its SAN URI `{uri}`")]
     RoleMismatch { role: String, uri: String },
+    /// The node's CRLs passed their nextUpdate: whether the certificate is revoked cannot be
+    /// known, so it is refused. The node's operator must load a current CRL.
+    #[error(
+        "this node cannot tell whether your certificate is revoked: its CRL expired at {since}; client certificates are refused until its operator loads a current CRL (tls.crl)"
+    )]
+    RevocationUnknown { since: String },
 }
 
 /// Check a department or node id: 1–63 characters of `a-z`, `0-9` and `-`, not starting or

@@ -8,6 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -137,6 +138,11 @@ pub struct RaftSettings {
     /// Raft entries kept in the log after a snapshot, so slightly lagging followers catch up
     /// without a snapshot. Default 1000.
     pub log_kept_after_snapshot: u64,
+    /// A listener of its own for the Raft service (`[raft] listen`), so that load on the public
+    /// port cannot starve consensus. When set, Raft is served only there, and `advertise` (the
+    /// address stored in the cluster membership) defaults to `https://<raft.listen>`. Default
+    /// `None`: Raft shares the main port.
+    pub listen: Option<SocketAddr>,
 }
 
 /// Certificate files.
@@ -160,11 +166,56 @@ pub struct PolicyFiles {
     pub rules: PathBuf,
 }
 
-/// Request limits.
+/// Request and connection limits at the node's edge. A limit that is hit refuses the one
+/// connection or call (RESOURCE_EXHAUSTED, HTTP 429) and counts it in
+/// `qianlian_limit_hits_total`; it never stops the node.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Largest record payload accepted by PutRecord, in bytes. Default 64 KiB; at most 4 MiB.
     pub max_payload_bytes: usize,
+    /// Open connections (TLS handshakes included) on the main port, all sources together.
+    /// Default 8192; keep it below the process's file-descriptor limit.
+    pub max_connections: usize,
+    /// Open connections from one source address (an IPv6 source counts by its /64).
+    /// Default 1024.
+    pub max_connections_per_source: usize,
+    /// HTTP/2 streams (calls) in flight on one connection; a client opening more waits for a
+    /// free one. Default 128.
+    pub max_streams_per_connection: u32,
+    /// How long a call may take to produce its answer; then DEADLINE_EXCEEDED (HTTP 504).
+    /// Raft calls are exempt: openraft bounds them itself. Default 30 s.
+    pub request_timeout: Duration,
+    /// How often the node pings an HTTP/2 connection, and how long it waits for the answer
+    /// before closing it. Default 30 s and 10 s.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// A connection older than this is told to go away (GOAWAY) and closed once its calls end,
+    /// at the latest `request_timeout` later; clients reconnect, with a fresh handshake against
+    /// the certificates and CRL then in force. Default 30 minutes.
+    pub max_connection_age: Duration,
+    /// Calls per second from one source address on connections without a client certificate
+    /// (license verification, checkpoints, proofs, trust bundles, health, the HTTP routes);
+    /// 0 turns the limit off. Default 100.
+    pub anonymous_calls_per_second: u32,
+    /// Calls such a source may make at once above that rate. Default 200.
+    pub anonymous_burst: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_connections: 8192,
+            max_connections_per_source: 1024,
+            max_streams_per_connection: 128,
+            request_timeout: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_connection_age: Duration::from_secs(30 * 60),
+            anonymous_calls_per_second: 100,
+            anonymous_burst: 200,
+        }
+    }
 }
 
 /// Default for [`Limits::max_payload_bytes`].
@@ -261,6 +312,7 @@ struct RawRaft {
     commit_timeout_ms: Option<u64>,
     snapshot_every: Option<u64>,
     log_kept_after_snapshot: Option<u64>,
+    listen: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -284,6 +336,15 @@ struct RawPolicy {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     max_payload_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    max_connections_per_source: Option<usize>,
+    max_streams_per_connection: Option<u32>,
+    request_timeout_ms: Option<u64>,
+    keepalive_interval_ms: Option<u64>,
+    keepalive_timeout_ms: Option<u64>,
+    max_connection_age_ms: Option<u64>,
+    anonymous_calls_per_second: Option<u32>,
+    anonymous_burst: Option<u32>,
 }
 
 /// Config keys that `QIANLIAN_<KEY>` environment variables override (`.` becomes `_`, upper
@@ -309,12 +370,22 @@ pub const ENV_KEYS: &[&str] = &[
     "raft.commit_timeout_ms",
     "raft.snapshot_every",
     "raft.log_kept_after_snapshot",
+    "raft.listen",
     "licenses.directory",
     "licenses.signing_keys",
     "licenses.subject_key",
     "licenses.trust_node_keys",
     "licenses.min_cosigners",
     "limits.max_payload_bytes",
+    "limits.max_connections",
+    "limits.max_connections_per_source",
+    "limits.max_streams_per_connection",
+    "limits.request_timeout_ms",
+    "limits.keepalive_interval_ms",
+    "limits.keepalive_timeout_ms",
+    "limits.max_connection_age_ms",
+    "limits.anonymous_calls_per_second",
+    "limits.anonymous_burst",
     "metrics.listen",
     "gateway.department",
     "gateway.client_cert",
@@ -518,10 +589,10 @@ impl NodeConfig {
         })?;
         let at = |e: Invalid| e.in_file(path);
         // Values section by section, then every path: the first mistake found is reported.
-        let node = node_keys(&raw, env_hostname(env)).map_err(at)?;
+        let raft = raft(&raw.raft).map_err(at)?;
+        let node = node_keys(&raw, env_hostname(env), raft.listen).map_err(at)?;
         let limits = limits(raw.limits).map_err(at)?;
         let checkpoint = checkpoint(raw.checkpoint, &raw.trust_domain).map_err(at)?;
-        let raft = raft(raw.raft).map_err(at)?;
         let licenses = licenses(raw.licenses).map_err(at)?;
         let tls = tls(raw.tls).map_err(at)?;
         let metrics_listen = metrics(raw.metrics).map_err(at)?;
@@ -643,7 +714,11 @@ struct NodeKeys {
     advertise: String,
 }
 
-fn node_keys(raw: &RawConfig, hostname: Option<&str>) -> Result<NodeKeys, Invalid> {
+fn node_keys(
+    raw: &RawConfig,
+    hostname: Option<&str>,
+    raft_listen: Option<SocketAddr>,
+) -> Result<NodeKeys, Invalid> {
     let identity = node_identity(&raw.node_id, hostname).map_err(|m| invalid("node_id", m))?;
     let listen: SocketAddr = raw.listen.parse().map_err(|_| {
         invalid(
@@ -653,8 +728,17 @@ fn node_keys(raw: &RawConfig, hostname: Option<&str>) -> Result<NodeKeys, Invali
     })?;
     let advertise = match &raw.advertise {
         Some(a) => identity.expand(a).map_err(|m| invalid("advertise", m))?,
-        None => format!("https://{listen}"),
+        // Membership stores one address per node, the one Raft is served on.
+        None => format!("https://{}", raft_listen.unwrap_or(listen)),
     };
+    if raft_listen == Some(listen) && listen.port() != 0 {
+        return Err(invalid(
+            "raft.listen",
+            format!(
+                "`{listen}` is also `listen`; give Raft a port of its own, or leave raft.listen out to share the main port"
+            ),
+        ));
+    }
     if !advertise.starts_with("https://") {
         return Err(invalid(
             "advertise",
@@ -674,15 +758,98 @@ fn node_keys(raw: &RawConfig, hostname: Option<&str>) -> Result<NodeKeys, Invali
     })
 }
 
-fn limits(raw: RawLimits) -> Result<Limits, Invalid> {
-    let max_payload_bytes = raw.max_payload_bytes.unwrap_or(DEFAULT_MAX_PAYLOAD_BYTES);
-    if max_payload_bytes == 0 || max_payload_bytes > MAX_PAYLOAD_CEILING {
+/// A number in `range`, or `default`; the error names the key and the range.
+fn within<T>(
+    key: &'static str,
+    value: Option<T>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, Invalid>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    let v = value.unwrap_or(default);
+    if !range.contains(&v) {
         return Err(invalid(
-            "limits.max_payload_bytes",
-            format!("must be between 1 and {MAX_PAYLOAD_CEILING}, got {max_payload_bytes}"),
+            key,
+            format!(
+                "must be between {} and {}, got {v}",
+                range.start(),
+                range.end()
+            ),
         ));
     }
-    Ok(Limits { max_payload_bytes })
+    Ok(v)
+}
+
+fn limits(raw: RawLimits) -> Result<Limits, Invalid> {
+    let d = Limits::default();
+    let ms = |key, value, default: Duration, range| {
+        within(key, value, default.as_millis() as u64, range).map(Duration::from_millis)
+    };
+    let max_connections = within(
+        "limits.max_connections",
+        raw.max_connections,
+        d.max_connections,
+        1..=1_000_000,
+    )?;
+    Ok(Limits {
+        max_payload_bytes: within(
+            "limits.max_payload_bytes",
+            raw.max_payload_bytes,
+            d.max_payload_bytes,
+            1..=MAX_PAYLOAD_CEILING,
+        )?,
+        max_connections,
+        max_connections_per_source: within(
+            "limits.max_connections_per_source",
+            raw.max_connections_per_source,
+            d.max_connections_per_source.min(max_connections),
+            1..=max_connections,
+        )?,
+        max_streams_per_connection: within(
+            "limits.max_streams_per_connection",
+            raw.max_streams_per_connection,
+            d.max_streams_per_connection,
+            1..=10_000,
+        )?,
+        request_timeout: ms(
+            "limits.request_timeout_ms",
+            raw.request_timeout_ms,
+            d.request_timeout,
+            100..=3_600_000,
+        )?,
+        keepalive_interval: ms(
+            "limits.keepalive_interval_ms",
+            raw.keepalive_interval_ms,
+            d.keepalive_interval,
+            1_000..=3_600_000,
+        )?,
+        keepalive_timeout: ms(
+            "limits.keepalive_timeout_ms",
+            raw.keepalive_timeout_ms,
+            d.keepalive_timeout,
+            1_000..=600_000,
+        )?,
+        max_connection_age: ms(
+            "limits.max_connection_age_ms",
+            raw.max_connection_age_ms,
+            d.max_connection_age,
+            1_000..=7 * 86_400_000,
+        )?,
+        anonymous_calls_per_second: within(
+            "limits.anonymous_calls_per_second",
+            raw.anonymous_calls_per_second,
+            d.anonymous_calls_per_second,
+            0..=1_000_000,
+        )?,
+        anonymous_burst: within(
+            "limits.anonymous_burst",
+            raw.anonymous_burst,
+            d.anonymous_burst,
+            1..=1_000_000,
+        )?,
+    })
 }
 
 /// `[checkpoint]`; the origin defaults to `<trust_domain>/qianlian`.
@@ -702,7 +869,19 @@ fn checkpoint(raw: RawCheckpoint, trust_domain: &str) -> Result<CheckpointSettin
     })
 }
 
-fn raft(raw: RawRaft) -> Result<RaftSettings, Invalid> {
+fn raft(raw: &RawRaft) -> Result<RaftSettings, Invalid> {
+    let listen = raw
+        .listen
+        .as_ref()
+        .map(|l| {
+            l.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "raft.listen",
+                    format!("`{l}` is not an address like 10.0.0.7:7401"),
+                )
+            })
+        })
+        .transpose()?;
     let commit_timeout_ms = raw.commit_timeout_ms.unwrap_or(10_000);
     if !(100..=600_000).contains(&commit_timeout_ms) {
         return Err(invalid(
@@ -721,6 +900,7 @@ fn raft(raw: RawRaft) -> Result<RaftSettings, Invalid> {
         commit_timeout: std::time::Duration::from_millis(commit_timeout_ms),
         snapshot_every,
         log_kept_after_snapshot: raw.log_kept_after_snapshot.unwrap_or(1000),
+        listen,
     })
 }
 

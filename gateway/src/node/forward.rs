@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::Uri;
 use http_body_util::{BodyExt, Empty};
@@ -27,7 +28,7 @@ use qianlian_proto::v1::exchange_client::ExchangeClient;
 use qianlian_proto::v1::{
     GetRecordRequest, GetRecordResponse, QueryRecordsRequest, QueryRecordsResponse,
 };
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName};
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -72,26 +73,46 @@ struct Pinned {
 /// Channels to other departments' gateways, one per address and pin, opened on first use.
 #[derive(Debug)]
 pub struct Forwarder {
-    tls: Arc<rustls::ClientConfig>,
+    tls: Arc<ArcSwap<rustls::ClientConfig>>,
     timeout: Duration,
     channels: Mutex<HashMap<ChannelKey, Pinned>>,
 }
 
 impl Forwarder {
-    /// A forwarder presenting `cert_chain` and `key` and trusting the CA certificates `ca`
-    /// (TLS 1.3, ALPN h2, like the gateways' servers).
+    /// A forwarder presenting `cert_chain` and `key`, trusting the CA certificates `ca` and
+    /// refusing gateways whose certificate `crls` revoke (TLS 1.3, ALPN h2, like the gateways'
+    /// servers).
     pub fn new(
         ca: &[CertificateDer<'static>],
         cert_chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
+        crls: Vec<CertificateRevocationListDer<'static>>,
         timeout: Duration,
     ) -> Result<Forwarder, TlsError> {
-        let config = crate::node::tls::client_config(ca, cert_chain, key)?;
+        let config = crate::node::tls::client_config(ca, cert_chain, key, crls)?;
         Ok(Forwarder {
-            tls: Arc::new(config),
+            tls: Arc::new(ArcSwap::from_pointee(config)),
             timeout,
             channels: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Use a new certificate, CA bundle or CRLs from now on: the open channels are dropped, so
+    /// the next request to each gateway connects with the new settings.
+    pub fn reload(
+        &self,
+        ca: &[CertificateDer<'static>],
+        cert_chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        crls: Vec<CertificateRevocationListDer<'static>>,
+    ) -> Result<(), TlsError> {
+        let config = crate::node::tls::client_config(ca, cert_chain, key, crls)?;
+        self.tls.store(Arc::new(config));
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(())
     }
 
     /// The forward timeout.
@@ -209,7 +230,8 @@ impl Forwarder {
 /// then, when the directory pins one, the server's certificate against the pin.
 #[derive(Debug, Clone)]
 struct PinnedTls {
-    tls: Arc<rustls::ClientConfig>,
+    /// Read at each connection, so a reconnect uses the settings in force.
+    tls: Arc<ArcSwap<rustls::ClientConfig>>,
     department: String,
     pin: Option<[u8; 32]>,
     refused: Arc<Mutex<Option<String>>>,
@@ -243,7 +265,7 @@ impl tower::Service<Uri> for PinnedTls {
             tcp.set_nodelay(true)?;
             let name = ServerName::try_from(host.clone())
                 .map_err(|e| invalid(format!("`{host}` is not a server name: {e}")))?;
-            let tls = TlsConnector::from(this.tls.clone())
+            let tls = TlsConnector::from(this.tls.load_full())
                 .connect(name, tcp)
                 .await?;
             let verdict = this.check_pin(&host, port, &tls);

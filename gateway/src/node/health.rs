@@ -4,6 +4,10 @@
 //! A node is ready (SERVING) while it knows a Raft leader, that is, while it can commit; a node
 //! cut off from its majority turns NOT_SERVING within about an election timeout. A node whose
 //! stored log fails its integrity check never starts, so it is never reported healthy.
+//!
+//! While the CRLs in force are past their nextUpdate, the node refuses client certificates
+//! other than nodes': the services that need one (Exchange, Admin) report NOT_SERVING, and
+//! `/readyz` still answers 200 (public calls and Raft work) but says why in its text.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,6 +16,8 @@ use std::time::Duration;
 use qianlian_raft_store::notary::Notary;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+
+use crate::node::tls::TlsState;
 
 /// The gRPC services whose health is reported (besides the overall status, name "").
 pub const SERVICES: [&str; 4] = [
@@ -39,32 +45,47 @@ pub fn can_commit(notary: &Notary) -> bool {
     member && quorum
 }
 
+/// The services that only callers with a client certificate can use.
+const NEED_CLIENT_CERTIFICATE: [&str; 2] = ["qianlian.v1.Exchange", "qianlian.v1.Admin"];
+
 /// Keep the health service and the readiness flag up to date until the process ends.
-pub async fn watch(notary: Notary, reporter: HealthReporter, ready: Arc<AtomicBool>) {
+pub async fn watch(
+    notary: Notary,
+    reporter: HealthReporter,
+    ready: Arc<AtomicBool>,
+    tls: Arc<TlsState>,
+) {
     let mut last = None;
     loop {
-        let now = can_commit(&notary);
+        let now = (can_commit(&notary), tls.crl_expired_since().is_some());
         if last != Some(now) {
-            let status = if now {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
+            let (commit, crl_expired) = now;
+            let status = |serving| {
+                if serving {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                }
             };
             // Readiness first: whoever sees the new gRPC status sees the same `/readyz`.
-            ready.store(now, Ordering::SeqCst);
-            reporter.set_service_status("", status).await;
+            ready.store(commit, Ordering::SeqCst);
+            reporter.set_service_status("", status(commit)).await;
             for s in SERVICES {
-                reporter.set_service_status(s, status).await;
+                let needs_cert = NEED_CLIENT_CERTIFICATE.contains(&s);
+                reporter
+                    .set_service_status(s, status(commit && !(crl_expired && needs_cert)))
+                    .await;
             }
-            tracing::info!(serving = now, "health changed");
+            tracing::info!(serving = commit, crl_expired, "health changed");
             last = Some(now);
         }
         tokio::time::sleep(PROBE_EVERY).await;
     }
 }
 
-/// `/livez` (the process answers) and `/readyz` (it can commit).
-pub fn http_routes(ready: Arc<AtomicBool>) -> axum::Router {
+/// `/livez` (the process answers) and `/readyz` (it can commit; the text says so when client
+/// certificates are refused for an expired CRL).
+pub fn http_routes(ready: Arc<AtomicBool>, tls: Arc<TlsState>) -> axum::Router {
     use axum::http::StatusCode;
     axum::Router::new()
         .route(
@@ -75,14 +96,18 @@ pub fn http_routes(ready: Arc<AtomicBool>) -> axum::Router {
             "/readyz",
             axum::routing::get(move || {
                 let ready = ready.load(Ordering::SeqCst);
+                let crl = tls.crl_expired_since();
                 async move {
-                    if ready {
-                        (StatusCode::OK, "ready\n")
-                    } else {
-                        (
+                    match (ready, crl) {
+                        (true, None) => (StatusCode::OK, "ready\n".to_owned()),
+                        (true, Some(since)) => (
+                            StatusCode::OK,
+                            format!("ready for calls without a client certificate; but the CRL expired at {since}: client certificates other than nodes' are refused until a current CRL is loaded (tls.crl)\n"),
+                        ),
+                        (false, _) => (
                             StatusCode::SERVICE_UNAVAILABLE,
-                            "not ready: no Raft leader known, writes cannot commit\n",
-                        )
+                            "not ready: no Raft leader known, writes cannot commit\n".to_owned(),
+                        ),
                     }
                 }
             }),

@@ -46,6 +46,18 @@ pub struct CertLabels {
     pub certificate: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CrlLabels {
+    pub file: String,
+}
+
+/// One fixed label: which limit, why a connection was closed, why a CRL was refused. Values
+/// come from the code, never from a request, so the label sets stay few.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
 /// Every metric of a node.
 pub struct Metrics {
     registry: Registry,
@@ -67,6 +79,13 @@ pub struct Metrics {
     cert_expiry: Family<CertLabels, Gauge>,
     data_dir: PathBuf,
     certificates: Vec<(String, i64)>,
+    /// Edge limits hit, by limit; connections closed for their certificate; CRL files refused.
+    limit_hits: Family<ReasonLabels, Counter>,
+    connections_closed: Family<ReasonLabels, Counter>,
+    crl_refused: Family<ReasonLabels, Counter>,
+    /// The CRL file in force and its `nextUpdate` (Unix seconds), if any.
+    crl_next_update: std::sync::Mutex<Option<(String, i64)>>,
+    crl_next_update_seconds: Family<CrlLabels, Gauge>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -120,6 +139,11 @@ impl Metrics {
             cert_expiry: Family::default(),
             data_dir: data_dir.to_owned(),
             certificates,
+            limit_hits: Family::default(),
+            connections_closed: Family::default(),
+            crl_refused: Family::default(),
+            crl_next_update: std::sync::Mutex::new(None),
+            crl_next_update_seconds: Family::default(),
             registry,
         };
         let mut m = m;
@@ -180,7 +204,62 @@ impl Metrics {
             "Seconds until each certificate expires (negative: expired)",
             m.cert_expiry.clone(),
         );
+        r.register(
+            "limit_hits",
+            "Connections and calls refused by a limit (connections, connections_per_source, anonymous_rate, request_timeout)",
+            m.limit_hits.clone(),
+        );
+        r.register(
+            "connections_closed",
+            "Open connections closed because their client certificate was revoked or expired, or the CRL expired",
+            m.connections_closed.clone(),
+        );
+        r.register(
+            "crl_refused",
+            "CRL files refused on reload (empty, unparsable, bad_signature, expired, older, missing_issuer); the previous CRLs stay in force",
+            m.crl_refused.clone(),
+        );
+        r.register(
+            "crl_next_update_seconds",
+            "Seconds until the CRLs in force pass their nextUpdate (negative: expired, client certificates other than nodes' are refused); absent without a CRL",
+            m.crl_next_update_seconds.clone(),
+        );
         m
+    }
+
+    /// Count a connection or call refused by `limit`.
+    pub fn limit_hit(&self, limit: &str) {
+        self.limit_hits
+            .get_or_create(&ReasonLabels {
+                reason: limit.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Count a connection closed for `reason` (revoked, certificate_expired, crl_expired).
+    pub fn connection_closed(&self, reason: &str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Count a CRL file refused for `reason`.
+    pub fn crl_refused(&self, reason: &str) {
+        self.crl_refused
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The CRL file now in force and its `nextUpdate` (Unix seconds).
+    pub fn set_crl_next_update(&self, file: &Path, next_update: i64) {
+        *self
+            .crl_next_update
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some((file.display().to_string(), next_update));
     }
 
     /// Refresh the figures read at scrape time, then render the text format.
@@ -226,6 +305,16 @@ impl Metrics {
                     certificate: name.clone(),
                 })
                 .set(not_after - now);
+        }
+        let crl = self
+            .crl_next_update
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some((file, next_update)) = crl {
+            self.crl_next_update_seconds
+                .get_or_create(&CrlLabels { file })
+                .set(next_update - now);
         }
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

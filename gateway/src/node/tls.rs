@@ -5,6 +5,13 @@
 //! (expired, revoked and foreign certificates fail the handshake). A connection without a
 //! client certificate is accepted so that public services (license verification) can share the
 //! port; data services refuse such calls with UNAUTHENTICATED.
+//!
+//! [`TlsState`] holds what is in force and [`reload_loop`] replaces it when the files change.
+//! A CRL file is put in force only if `node::crl` accepts it; a connection whose certificate a
+//! new CRL revokes, or that expires, is closed (`node::connections`). While the CRLs in force
+//! are past their nextUpdate, every client certificate but a node's is refused (fail closed);
+//! node certificates stay accepted, still checked against the last CRLs, so that a lapse in
+//! CRL publishing cannot stop consensus or make a cut-off node call elections.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,6 +23,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
@@ -26,7 +34,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 
-use crate::domain::identity::{IdentityError, PeerIdentity, parse_peer};
+use crate::domain::identity::{IdentityError, PeerIdentity, Role, parse_peer};
+use crate::node::config::TlsFiles;
+use crate::node::connections::{Gate, Slot};
+use crate::node::crl::{CertId, CrlError, CrlSet};
+use crate::node::metrics::Metrics;
 
 /// A TLS file could not be used. The operator's configuration is at fault.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +51,8 @@ pub enum TlsError {
     Pem { path: String, reason: String },
     #[error("TLS configuration rejected: {0}")]
     Config(String),
+    #[error("tls.crl: {0}")]
+    Crl(#[from] CrlError),
 }
 
 /// Read every certificate from a PEM file.
@@ -72,17 +86,6 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
             reason: other.to_string(),
         },
     })
-}
-
-/// Read every CRL from a PEM file.
-pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    let bytes = read(path)?;
-    CertificateRevocationListDer::pem_slice_iter(&bytes)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::Pem {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -120,17 +123,22 @@ pub fn server_config(
     Ok(config)
 }
 
-/// Client-side TLS, to other gateways: TLS 1.3 only, ALPN h2, presenting `cert_chain` and
-/// trusting the CA certificates `ca`.
+/// Client-side TLS, to other gateways: TLS 1.3 only, ALPN h2, presenting `cert_chain`,
+/// trusting the CA certificates `ca` and refusing servers whose certificate `crls` revoke.
 pub fn client_config(
     ca: &[CertificateDer<'static>],
     cert_chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
 ) -> Result<rustls::ClientConfig, TlsError> {
     install_crypto_provider();
+    let verifier = WebPkiServerVerifier::builder(Arc::new(root_store(ca)?))
+        .with_crls(crls)
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
     let mut config =
         rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-            .with_root_certificates(root_store(ca)?)
+            .with_webpki_verifier(verifier)
             .with_client_auth_cert(cert_chain, key)
             .map_err(|e| TlsError::Config(format!("client certificate and key: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
@@ -156,11 +164,20 @@ pub struct ConnInfo {
     pub peer: Option<Result<PeerIdentity, IdentityError>>,
 }
 
-/// One accepted TLS connection, ready for tonic.
+/// One accepted TLS connection, ready for tonic. Its place under the listener's caps is freed
+/// when it is dropped; once told to close (revoked certificate), its I/O fails.
 #[derive(Debug)]
 pub struct TlsConn {
     inner: TlsStream<TcpStream>,
     info: ConnInfo,
+    slot: Slot,
+}
+
+fn closed_by_node() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "closed by the node: the client certificate is no longer acceptable",
+    )
 }
 
 impl Connected for TlsConn {
@@ -177,6 +194,10 @@ impl AsyncRead for TlsConn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        // hyper always has a read pending, so this is where a closing connection notices.
+        if self.slot.kill().poll_fired(cx) {
+            return Poll::Ready(Err(closed_by_node()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -187,6 +208,9 @@ impl AsyncWrite for TlsConn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.slot.kill().poll_fired(cx) {
+            return Poll::Ready(Err(closed_by_node()));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -219,13 +243,23 @@ impl AsyncWrite for TlsConn {
 /// How long a client may take to finish the TLS handshake before it is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accept TCP connections, run each TLS handshake in its own task (a slow client cannot stall
-/// the others) and yield the established connections. Refused handshakes are logged with the
-/// reason rustls gives (unknown CA, expired, revoked, …).
+/// Which connections a listener keeps after the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admits {
+    /// Anyone: calls are decided per service.
+    Everyone,
+    /// Node certificates only (the Raft listener); others are closed after the handshake.
+    NodesOnly,
+}
+
+/// Accept TCP connections within `gate`'s caps, run each TLS handshake in its own task (a slow
+/// client cannot stall the others) and yield the established connections. Refused handshakes
+/// are logged with the reason rustls gives (unknown CA, expired, revoked, …).
 pub fn incoming(
     listener: TcpListener,
-    config: Arc<ArcSwap<rustls::ServerConfig>>,
-    trust_domain: String,
+    tls: Arc<TlsState>,
+    gate: Arc<Gate>,
+    admits: Admits,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsConn>> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
@@ -243,11 +277,16 @@ pub fn incoming(
                     continue;
                 }
             };
+            // Over a cap: closed before the handshake it would cost (counted and logged).
+            let Ok(slot) = gate.admit(remote_addr.ip()) else {
+                drop(tcp);
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             // The configuration current now: a reload applies to every new connection.
-            let acceptor = TlsAcceptor::from(config.load_full());
+            let acceptor = TlsAcceptor::from(tls.server.load_full());
             let tx = tx.clone();
-            let trust_domain = trust_domain.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
                     .await
@@ -262,12 +301,26 @@ pub fn incoming(
                         return;
                     }
                 };
-                let peer = stream
+                let leaf = stream
                     .get_ref()
                     .1
                     .peer_certificates()
                     .and_then(|c| c.first())
-                    .map(|leaf| parse_peer(leaf.as_ref(), &trust_domain));
+                    .map(|c| c.as_ref().to_vec());
+                let mut peer = leaf
+                    .as_deref()
+                    .map(|leaf| parse_peer(leaf, &tls.trust_domain));
+                let node = matches!(&peer, Some(Ok(id)) if id.role == Role::Node);
+                if admits == Admits::NodesOnly && !node {
+                    tracing::warn!(remote = %remote_addr, "connection to the Raft listener without a node certificate closed");
+                    return;
+                }
+                if let Some(since) = tls.crl_expired_since()
+                    && matches!(peer, Some(Ok(_)))
+                    && !node
+                {
+                    peer = Some(Err(IdentityError::RevocationUnknown { since }));
+                }
                 match &peer {
                     Some(Err(e)) => {
                         tracing::warn!(remote = %remote_addr, error = %e, "client certificate carries no usable identity; its calls will be refused")
@@ -279,9 +332,15 @@ pub fn incoming(
                         tracing::debug!(remote = %remote_addr, "TLS connection without client certificate")
                     }
                 }
+                if let (Some(leaf), Some(Ok(id))) = (&leaf, &peer)
+                    && let Some(cert) = CertId::from_der(leaf)
+                {
+                    slot.watch(cert, node, format!("{id} from {remote_addr}"));
+                }
                 let conn = TlsConn {
                     inner: stream,
                     info: ConnInfo { remote_addr, peer },
+                    slot,
                 };
                 let _ = tx.send(Ok(conn)).await;
             });
@@ -290,36 +349,26 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
-/// Load the node's TLS files into a server configuration: TLS 1.3, client certificates
-/// optional but verified, ALPN h2 (gRPC) and http/1.1 (JSON, probes).
+/// Load the node's certificate, key and CA bundle into a server configuration checking client
+/// certificates against `crls`: TLS 1.3, client certificates optional but verified, ALPN h2
+/// (gRPC) and http/1.1 (JSON, probes).
 pub fn load_server_config(
-    files: &crate::node::config::TlsFiles,
+    files: &TlsFiles,
+    crls: &CrlSet,
 ) -> Result<rustls::ServerConfig, TlsError> {
     let ca = load_certs(&files.ca)?;
     let chain = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
-    let crls = match &files.crl {
-        Some(p) => load_crls(p)?,
-        None => Vec::new(),
-    };
-    let mut config = server_config(&ca, chain, key, crls)?;
+    let mut config = server_config(&ca, chain, key, crls.ders())?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 
-/// A digest of the TLS files' contents, to notice a rotation.
-fn files_digest(files: &crate::node::config::TlsFiles) -> Vec<u8> {
+/// A digest of the contents of `paths`, to notice a rotation.
+fn files_digest<'a>(paths: impl IntoIterator<Item = &'a std::path::PathBuf>) -> Vec<u8> {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for p in [
-        Some(&files.ca),
-        Some(&files.cert),
-        Some(&files.key),
-        files.crl.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for p in paths {
         h.update(std::fs::read(p).unwrap_or_default());
         h.update([0]);
     }
@@ -330,7 +379,7 @@ fn files_digest(files: &crate::node::config::TlsFiles) -> Vec<u8> {
 const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
 
 /// Log a warning if the node certificate expires within [`EXPIRY_WARNING`].
-pub fn warn_if_expiring(files: &crate::node::config::TlsFiles) {
+pub fn warn_if_expiring(files: &TlsFiles) {
     if let Some(not_after) = not_after(&files.cert) {
         let now = crate::node::time::now_unix();
         let left = not_after - now;
@@ -344,32 +393,221 @@ pub fn warn_if_expiring(files: &crate::node::config::TlsFiles) {
     }
 }
 
-/// Watch the TLS files and swap in a new configuration when they change (certificate rotation,
-/// a new CA bundle, new CRLs). A file that does not load keeps the old configuration in place.
-pub async fn reload_loop(
-    files: crate::node::config::TlsFiles,
-    current: Arc<ArcSwap<rustls::ServerConfig>>,
-    every: Duration,
-) {
-    let mut seen = files_digest(&files);
-    loop {
-        tokio::time::sleep(every).await;
-        let now = files_digest(&files);
-        if now == seen {
-            continue;
+/// Called with the TLS files and the CRLs in force whenever either changes, so that outgoing
+/// connections (Raft peers, other departments' gateways) use them too.
+pub type OnReload = Box<dyn Fn(&TlsFiles, &CrlSet) + Send + Sync>;
+
+/// The node's TLS in force: the server configuration, the CRLs, the listeners' connections,
+/// and what to tell when they change.
+pub struct TlsState {
+    files: TlsFiles,
+    trust_domain: String,
+    server: ArcSwap<rustls::ServerConfig>,
+    crls: ArcSwap<CrlSet>,
+    metrics: Option<Arc<Metrics>>,
+    gates: std::sync::Mutex<Vec<Arc<Gate>>>,
+    on_reload: std::sync::Mutex<Vec<OnReload>>,
+    /// Digests of the certificate, key and CA files and of the CRL file, taken before they
+    /// were loaded: a change made after that is noticed by the first check.
+    loaded: (Vec<u8>, Vec<u8>),
+}
+
+impl std::fmt::Debug for TlsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsState")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsState {
+    /// Load the TLS files. An empty, unparsable or wrongly signed CRL file stops the node (there
+    /// is no previous one to keep); an expired one is loaded and the node runs fail closed
+    /// until a current one arrives.
+    pub fn load(files: &TlsFiles, trust_domain: &str) -> Result<TlsState, TlsError> {
+        install_crypto_provider();
+        let loaded = (
+            files_digest([&files.ca, &files.cert, &files.key]),
+            files_digest(files.crl.iter()),
+        );
+        let crls = match &files.crl {
+            Some(p) => CrlSet::load(p, &load_certs(&files.ca)?)?,
+            None => CrlSet::none(),
+        };
+        let server = load_server_config(files, &crls)?;
+        let state = TlsState {
+            files: files.clone(),
+            trust_domain: trust_domain.to_owned(),
+            server: ArcSwap::from_pointee(server),
+            crls: ArcSwap::from_pointee(crls),
+            metrics: None,
+            gates: Default::default(),
+            on_reload: Default::default(),
+            loaded,
+        };
+        state.report_crl_expiry(None);
+        Ok(state)
+    }
+
+    /// Count limits, closed connections and refused CRLs in `metrics`.
+    pub fn with_metrics(mut self, metrics: Option<Arc<Metrics>>) -> TlsState {
+        self.metrics = metrics;
+        self.publish_crl_metric();
+        self
+    }
+
+    /// Close `gate`'s connections whose certificates stop being acceptable.
+    pub fn watch_gate(&self, gate: Arc<Gate>) {
+        self.gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(gate);
+    }
+
+    /// Call `f` whenever the files or the CRLs in force change.
+    pub fn on_reload(&self, f: OnReload) {
+        self.on_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(f);
+    }
+
+    /// The CRLs in force.
+    pub fn crls(&self) -> Arc<CrlSet> {
+        self.crls.load_full()
+    }
+
+    /// When the CRLs in force stopped being current, if they have: client certificates other
+    /// than nodes' are refused meanwhile.
+    pub fn crl_expired_since(&self) -> Option<String> {
+        self.crls
+            .load()
+            .expired_since(crate::node::time::now_unix())
+    }
+
+    fn publish_crl_metric(&self) {
+        if let (Some(m), Some(p), Some(t)) = (
+            &self.metrics,
+            &self.files.crl,
+            self.crls.load().next_update(),
+        ) {
+            m.set_crl_next_update(p, t);
         }
-        match load_server_config(&files) {
-            Ok(config) => {
-                current.store(Arc::new(config));
-                seen = now;
-                tracing::info!("TLS certificates reloaded; new connections use them");
-                warn_if_expiring(&files);
+    }
+
+    /// Log the CRLs' expiry when it starts (`was` is the previous state).
+    fn report_crl_expiry(&self, was: Option<&str>) -> Option<String> {
+        let now = self.crl_expired_since();
+        if let (Some(since), None) = (&now, was) {
+            tracing::error!(
+                crl = ?self.files.crl,
+                expired_at = %since,
+                "the CRL in force is past its nextUpdate: client certificates other than node certificates are refused until a current CRL is loaded (tls.crl)"
+            );
+        }
+        now
+    }
+
+    /// Close connections whose certificates are no longer acceptable.
+    fn sweep(&self) {
+        let crls = self.crls.load();
+        let now = crate::node::time::now_unix();
+        for gate in self.gates.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            gate.sweep(&crls, now);
+        }
+    }
+
+    fn notify(&self) {
+        let crls = self.crls.load();
+        for f in self
+            .on_reload
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            f(&self.files, &crls);
+        }
+    }
+
+    /// Try a changed CRL file; `true` if it is now in force.
+    fn reload_crl(&self, path: &Path) -> bool {
+        let now = crate::node::time::now_unix();
+        let checked = load_certs(&self.files.ca)
+            .map_err(|e| e.to_string())
+            .and_then(|ca| {
+                CrlSet::load(path, &ca)
+                    .and_then(|c| self.crls.load().replace(c, path, &ca, now))
+                    .map_err(|e| {
+                        if let Some(m) = &self.metrics {
+                            m.crl_refused(e.kind());
+                        }
+                        e.to_string()
+                    })
+            });
+        match checked {
+            Ok(crls) => {
+                self.crls.store(Arc::new(crls));
+                self.publish_crl_metric();
+                tracing::info!(crl = %path.display(), "CRL loaded; open connections with certificates it revokes are closed");
+                true
             }
             Err(e) => {
-                // Files may be mid-copy; try again on the next tick, keep serving meanwhile.
-                tracing::warn!(error = %e, "TLS files changed but do not load; keeping the previous ones");
+                tracing::error!(error = %e, "CRL file refused; the previous CRLs stay in force");
+                false
             }
         }
+    }
+}
+
+/// Watch the TLS files and put changes in force: a changed certificate, key or CA bundle for new
+/// connections (a file that does not load keeps the old configuration: it may be mid-copy); a
+/// changed CRL file only if it is acceptable (see `node::crl`), and then open connections whose
+/// certificate it revokes are closed. Every `every`, connections whose certificate expired, and
+/// while the CRLs are out of date those without a node certificate, are closed too.
+/// `extra` are further files whose change calls the [`TlsState::on_reload`] callbacks (the
+/// department's client certificate for forwarding).
+pub async fn reload_loop(state: Arc<TlsState>, every: Duration, extra: Vec<std::path::PathBuf>) {
+    let files = state.files.clone();
+    let identity_digest = || files_digest([&files.ca, &files.cert, &files.key]);
+    let extra_digest = || files_digest(&extra);
+    let crl_digest = || files_digest(files.crl.iter());
+    let (mut seen, mut seen_crl) = state.loaded.clone();
+    let mut seen_extra = extra_digest();
+    let mut expired = state.crl_expired_since();
+    loop {
+        tokio::time::sleep(every).await;
+        let now = identity_digest();
+        let now_extra = extra_digest();
+        let now_crl = crl_digest();
+        let mut changed = false;
+        if now_crl != seen_crl
+            && let Some(path) = &files.crl
+        {
+            // Refused or not, this content has been judged: it is logged once, and a file that
+            // was mid-copy changes again when complete.
+            seen_crl = now_crl;
+            changed |= state.reload_crl(path);
+        }
+        if now != seen || now_extra != seen_extra || changed {
+            match load_server_config(&files, &state.crls.load()) {
+                Ok(config) => {
+                    state.server.store(Arc::new(config));
+                    if now != seen {
+                        tracing::info!("TLS certificates reloaded; new connections use them");
+                        warn_if_expiring(&files);
+                    }
+                    seen = now;
+                    seen_extra = now_extra;
+                    state.notify();
+                }
+                Err(e) => {
+                    // Files may be mid-copy; try again on the next tick, keep serving meanwhile.
+                    tracing::warn!(error = %e, "TLS files changed but do not load; keeping the previous ones");
+                }
+            }
+        }
+        expired = state.report_crl_expiry(expired.as_deref());
+        state.sweep();
     }
 }
 

@@ -161,10 +161,19 @@ fn forwarder(config: &NodeConfig) -> Result<Option<Arc<Forwarder>>, StartError> 
     let (Some(cert), Some(key)) = (&config.gateway.client_cert, &config.gateway.client_key) else {
         return Ok(None);
     };
+    // The CRLs are checked when the TLS state loads; here they are only read.
+    let ca = tls::load_certs(&config.tls.ca)?;
+    let crls = match &config.tls.crl {
+        Some(p) => crate::node::crl::CrlSet::load(p, &ca)
+            .map_err(tls::TlsError::from)?
+            .ders(),
+        None => Vec::new(),
+    };
     Ok(Some(Arc::new(Forwarder::new(
-        &tls::load_certs(&config.tls.ca)?,
+        &ca,
         tls::load_certs(cert)?,
         tls::load_key(key)?,
+        crls,
         config.gateway.forward_timeout,
     )?)))
 }

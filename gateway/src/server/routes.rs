@@ -1,5 +1,6 @@
-//! What the node's one port serves: the gRPC services, health, reflection and the HTTP/JSON
-//! routes, and who may reach the Raft RPCs.
+//! What the node's ports serve: the gRPC services, health, reflection and the HTTP/JSON routes
+//! on the main port; the Raft RPCs (node certificates only) there too, or on a port of their
+//! own with `[raft] listen`.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -18,7 +19,7 @@ use super::assembly::Services;
 use super::error::StartError;
 use crate::domain::identity::Role;
 use crate::node::config::Limits;
-use crate::node::tls::ConnInfo;
+use crate::node::tls::{ConnInfo, TlsState};
 use crate::services::notary::NotaryService;
 
 /// Largest gRPC message accepted: the payload limit plus room for the envelope.
@@ -40,14 +41,24 @@ fn nodes_only(req: Request<()>) -> Result<Request<()>, Status> {
     }
 }
 
-/// Every service on one port; `ready` answers the HTTP readiness probe; reflection only when
-/// `reflection` (config `grpc_reflection`).
+/// The Raft RPCs, for node certificates only.
+pub(super) fn raft_routes(notary: &Notary) -> Routes {
+    Routes::new(tonic::service::interceptor::InterceptedService::new(
+        notary.raft_service(),
+        nodes_only,
+    ))
+}
+
+/// Every service of the main port, Raft's too when `with_raft`; `ready` answers the HTTP
+/// readiness probe; reflection only when `reflection` (config `grpc_reflection`).
 pub(super) fn routes(
     services: Services,
     notary: &Notary,
     health: HealthServer<impl Health>,
     ready: Arc<AtomicBool>,
+    tls: Arc<TlsState>,
     limits: &Limits,
+    with_raft: bool,
     reflection: bool,
 ) -> Result<Routes, StartError> {
     let Services {
@@ -57,7 +68,6 @@ pub(super) fn routes(
         audit,
     } = services;
     let max = max_message(limits);
-    let raft = notary.raft_service();
     let reflection = reflection
         .then(|| {
             tonic_reflection::server::Builder::configure()
@@ -70,12 +80,12 @@ pub(super) fn routes(
     // gRPC services and the HTTP/JSON routes share one port.
     let http = crate::services::license::http_routes(licenses.clone())
         .merge(crate::services::audit::http_routes(audit.clone()))
-        .merge(crate::node::health::http_routes(ready));
+        .merge(crate::node::health::http_routes(ready, tls));
     let mut routes = Routes::from(http).add_service(health);
     if let Some(reflection) = reflection {
         routes = routes.add_service(reflection);
     }
-    Ok(routes
+    let routes = routes
         .add_service(
             ExchangeServer::new(exchange)
                 .max_decoding_message_size(max)
@@ -89,8 +99,13 @@ pub(super) fn routes(
             AuditServer::new(audit)
                 .max_encoding_message_size(crate::services::audit::evidence::MAX_BUNDLE_BYTES),
         )
-        .add_service(LicensesServer::new(licenses))
-        .add_service(tonic::service::interceptor::InterceptedService::new(
-            raft, nodes_only,
-        )))
+        .add_service(LicensesServer::new(licenses));
+    Ok(if with_raft {
+        routes.add_service(tonic::service::interceptor::InterceptedService::new(
+            notary.raft_service(),
+            nodes_only,
+        ))
+    } else {
+        routes
+    })
 }

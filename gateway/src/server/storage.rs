@@ -7,7 +7,7 @@ use qianlian_verifier::NoteSigner;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 use super::error::{StartError, read, read_to_string};
-use crate::node::config::NodeConfig;
+use crate::node::config::{NodeConfig, TlsFiles};
 use crate::node::records::RecordStore;
 
 /// Create `data_dir` if needed and open the record store in it.
@@ -19,12 +19,7 @@ pub(super) fn open_records(config: &NodeConfig) -> Result<RecordStore, StartErro
 /// Open the notarization log: this node's Raft member, reaching its peers with the node
 /// certificate and signing checkpoints with the node's note key.
 pub(super) async fn open_log(config: &NodeConfig) -> Result<Notary, StartError> {
-    let peer_tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(&config.tls.ca)?))
-        .identity(Identity::from_pem(
-            read(&config.tls.cert)?,
-            read(&config.tls.key)?,
-        ));
+    let peer_tls = peer_tls(&config.tls)?;
     let signer = checkpoint_signer(&config.checkpoint.signing_key)?;
     let mut notary_config = NotaryConfig::new(
         config.node_id,
@@ -45,6 +40,13 @@ pub(super) async fn open_log(config: &NodeConfig) -> Result<Notary, StartError> 
         "notarization log open"
     );
     Ok(notary)
+}
+
+/// How this node reaches its Raft peers: its node certificate, trusting the CA bundle.
+pub(super) fn peer_tls(files: &TlsFiles) -> Result<ClientTlsConfig, StartError> {
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(&files.ca)?))
+        .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?)))
 }
 
 fn checkpoint_signer(path: &Path) -> Result<NoteSigner, StartError> {

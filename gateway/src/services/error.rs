@@ -61,6 +61,14 @@ pub enum ServiceError {
     /// A status from another department's gateway, passed on as it came.
     #[error("{0}")]
     Forwarded(Status),
+    /// A limit of the node's edge was hit (calls per second from one source); the message names
+    /// the limit. Retrying after a pause helps.
+    #[error("{0}")]
+    ResourceExhausted(String),
+    /// The call took longer than the node allows (`limits.request_timeout_ms`). Whether a write
+    /// was recorded is unknown; check before retrying.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// A notarized refusal with the version of the policy that decided.
     #[error("{message}")]
     Refused {
@@ -151,6 +159,8 @@ impl From<ServiceError> for Status {
                 )
             }
             ServiceError::Inconsistent(m) => Status::internal(m),
+            ServiceError::ResourceExhausted(m) => Status::resource_exhausted(m),
+            ServiceError::DeadlineExceeded(m) => Status::deadline_exceeded(m),
         }
     }
 }

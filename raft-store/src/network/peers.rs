@@ -19,24 +19,40 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Raft replication, forwarded writes and cosignature requests all reuse one TLS connection.
 #[derive(Debug, Clone)]
 pub struct Peers {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
     tls: Option<ClientTlsConfig>,
     // Channels reconnect by themselves; caching them spares a TLS handshake per election.
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: HashMap<String, Channel>,
 }
 
 impl Peers {
     /// Channels that speak TLS with `tls`; `None` speaks plain HTTP/2 (tests only).
     pub fn new(tls: Option<ClientTlsConfig>) -> Peers {
         Peers {
-            tls,
-            channels: Arc::new(Mutex::new(HashMap::new())),
+            inner: Arc::new(Mutex::new(Inner {
+                tls,
+                channels: HashMap::new(),
+            })),
         }
+    }
+
+    /// Use `tls` (a renewed node certificate, a new CA bundle) from now on: the open channels
+    /// are dropped, so each peer's next call connects with it, and the old connections close
+    /// once their calls in flight end.
+    pub fn set_tls(&self, tls: Option<ClientTlsConfig>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.tls = tls;
+        inner.channels.clear();
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, String> {
         // Poisoned only by a panic inside `insert`: the map is still whole.
-        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(addr) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = inner.channels.get(addr) {
             return Ok(channel.clone());
         }
         let mut endpoint = Endpoint::from_shared(addr.to_string())
@@ -45,14 +61,14 @@ impl Peers {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT);
-        if let Some(tls) = &self.tls {
+        if let Some(tls) = &inner.tls {
             endpoint = endpoint
                 .tls_config(tls.clone())
                 .map_err(|e| format!("TLS for peer {addr:?}: {e}"))?;
         }
         // Lazy: a peer that is down now must not stop this node from starting.
         let channel = endpoint.connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
+        inner.channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
 

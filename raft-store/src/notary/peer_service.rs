@@ -29,6 +29,12 @@ impl Notary {
         });
         RaftService::with_node(self.inner.raft.clone(), node).into_server()
     }
+
+    /// Reach peers with `tls` from now on (a renewed node certificate, a new CA bundle): every
+    /// peer's next call connects with it; calls in flight finish on the old connections.
+    pub fn set_peer_tls(&self, tls: Option<tonic::transport::ClientTlsConfig>) {
+        self.inner.peers.set_tls(tls);
+    }
 }
 
 /// What this node serves to its peers besides Raft: forwarded appends go through its own group

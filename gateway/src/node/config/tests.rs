@@ -40,6 +40,32 @@ fn resolves_paths_and_applies_defaults() {
 }
 
 #[test]
+fn edge_limits_have_their_documented_defaults_and_a_raft_listener_is_what_peers_are_told() {
+    let c = parse(GOOD).expect("parses");
+    let l = c.limits;
+    assert_eq!(l.max_connections, 8192);
+    assert_eq!(l.max_connections_per_source, 1024);
+    assert_eq!(l.max_streams_per_connection, 128);
+    assert_eq!(l.request_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(l.keepalive_interval, std::time::Duration::from_secs(30));
+    assert_eq!(l.keepalive_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(l.max_connection_age, std::time::Duration::from_secs(1800));
+    assert_eq!(l.anonymous_calls_per_second, 100);
+    assert_eq!(l.anonymous_burst, 200);
+    assert_eq!(c.raft.listen, None);
+
+    let c = parse(&format!("{GOOD}[raft]\nlisten = \"10.0.0.7:7401\"\n")).expect("parses");
+    assert_eq!(c.raft.listen, Some("10.0.0.7:7401".parse().expect("addr")));
+    assert_eq!(c.advertise, "https://10.0.0.7:7401");
+    // An explicit advertise wins: a name or a port mapped in front of the listener.
+    let c = parse(&format!(
+        "advertise = \"https://raft.a.gov.example:7401\"\n{GOOD}[raft]\nlisten = \"10.0.0.7:7401\"\n"
+    ))
+    .expect("parses");
+    assert_eq!(c.advertise, "https://raft.a.gov.example:7401");
+}
+
+#[test]
 fn environment_overrides_keys_and_refuses_unknown_names() {
     let env = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
         pairs
@@ -112,6 +138,22 @@ fn errors_name_the_key() {
         (
             format!("{GOOD}[metrics]\nlisten = \"localhost\"\n"),
             "key `metrics.listen`",
+        ),
+        (
+            format!("{GOOD}[limits]\nmax_streams_per_connection = 0\n"),
+            "key `limits.max_streams_per_connection`",
+        ),
+        (
+            format!("{GOOD}[limits]\nmax_connections = 10\nmax_connections_per_source = 11\n"),
+            "key `limits.max_connections_per_source`",
+        ),
+        (
+            format!("{GOOD}[raft]\nlisten = \"nowhere\"\n"),
+            "key `raft.listen`",
+        ),
+        (
+            format!("{GOOD}[raft]\nlisten = \"127.0.0.1:7400\"\n"),
+            "key `raft.listen`",
         ),
     ];
     for (text, needle) in cases {
