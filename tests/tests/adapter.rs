@@ -1,5 +1,8 @@
 //! A dataset served from an existing HTTP/JSON backend instead of the record store: the gateway
-//! reads and queries it, decides, limits fields and notarizes exactly as for stored records.
+//! reads and queries it (over HTTP, or HTTPS with the CA configured for it), decides, limits
+//! fields and notarizes exactly as for stored records; the citizens a backend's records name
+//! are found however the backend writes their numbers; a failing backend's address, error page
+//! and the values asked stay inside the owner's gateway.
 
 mod support;
 
