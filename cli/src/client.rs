@@ -287,7 +287,7 @@ pub async fn checkpoint(
 ) -> anyhow::Result<()> {
     let mut c = NotaryClient::new(profile.connect().await?);
     let cp = c
-        .get_checkpoint(qianlian_proto::v1::GetCheckpointRequest {})
+        .get_checkpoint(qianlian_proto::v1::GetCheckpointRequest::default())
         .await
         .map_err(|s| anyhow::anyhow!(describe_status(&s)))?
         .into_inner()

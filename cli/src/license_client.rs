@@ -184,13 +184,21 @@ pub async fn trust_bundle(profile: &Profile, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `license watch --holder ID`.
-pub async fn watch(profile: &Profile, holder_id: &str) -> anyhow::Result<()> {
+/// `license watch`: the records of `holder_id` (empty: the token's holder), with the holder's
+/// bearer `token` or the profile's certificate.
+pub async fn watch(profile: &Profile, holder_id: &str, token: Option<&str>) -> anyhow::Result<()> {
     let mut c = LicensesClient::new(profile.connect().await?);
+    let mut req = tonic::Request::new(WatchLicensesRequest {
+        holder_id: holder_id.to_owned(),
+    });
+    if let Some(token) = token {
+        let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {}", token.trim())
+            .parse()
+            .map_err(|_| anyhow::anyhow!("the token holds characters a header cannot carry"))?;
+        req.metadata_mut().insert("authorization", auth);
+    }
     let r = c
-        .watch_licenses(WatchLicensesRequest {
-            holder_id: holder_id.to_owned(),
-        })
+        .watch_licenses(req)
         .await
         .map_err(|s| anyhow::anyhow!(describe_status(&s)))?
         .into_inner();

@@ -219,26 +219,31 @@ impl Node {
             let incoming = tls::incoming(l, tls.clone(), gate("raft"), Admits::NodesOnly);
             let mut stopped = raft_stopped;
             with_limits(tonic::transport::Server::builder(), &limits)
-                .add_routes(routes::raft_routes(&notary))
+                .add_service(routes::raft_service(&notary))
                 .serve_with_incoming_shutdown(incoming, async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 })
         });
-        let routes = routes::routes(
+        let mut routes = routes::routes(
             services,
             &notary,
             health_service,
             ready,
             tls.clone(),
             &config.limits,
-            raft_server.is_none(),
             config.grpc_reflection,
         )?;
+        if raft_server.is_none() {
+            routes = routes.add_service(routes::raft_service(&notary));
+        }
         let edge = limits::EdgeLimits::new(&limits, metrics.clone());
         let server = with_limits(tonic::transport::Server::builder(), &limits)
             .accept_http1(true)
             .layer(crate::node::telemetry::RequestTraceLayer)
-            .layer(crate::node::metrics::RequestMetricsLayer { metrics })
+            .layer(crate::node::metrics::RequestMetricsLayer {
+                metrics,
+                known: Arc::new(routes::known_paths()),
+            })
             .layer(limits::EdgeLayer { limits: edge })
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, signal);

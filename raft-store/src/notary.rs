@@ -15,6 +15,9 @@
 //!   checked whole before it serves (see [`Notary::open`]);
 //! - roots, proofs and checkpoints are of this node's applied tree: a follower answers for the
 //!   sizes it has applied and refuses larger ones with [`NotaryError::Range`];
+//! - the shared heads for public calls ([`Notary::shared_checkpoint`]) lag the applied tree by
+//!   at most [`NotaryConfig::checkpoint_max_age`] (unless nothing was applied since), and cost
+//!   each member at most ten cosignature requests a second from this node, whatever the load;
 //! - license state ([`Notary::license`], [`Notary::holder_records`]) is that of the records this
 //!   node applied: on every node as soon as it applied the commit (a follower a heartbeat after
 //!   the leader). The signed status list ([`Notary::status_list`]) is of an exact tree size, so
@@ -36,14 +39,16 @@
 //! configuration, audit queries, roots, proofs, license state), `checkpoints` (checkpoints and
 //! status lists, cosigned by the members), `membership` (cluster status and changes) and
 //! `peer_service` (what this node serves its peers). Those files import this one; this one
-//! imports only `config` (the configuration), `receipt`, `error` and `group_commit` (the
-//! batcher), which import none of them.
+//! imports only `config` (the configuration), `receipt`, `error`, `group_commit` (the
+//! batcher) and `head_cache` (the cosigned heads kept for public calls), which import none of
+//! them.
 
 mod append;
 mod checkpoints;
 mod config;
 mod error;
 pub mod group_commit;
+mod head_cache;
 mod lifecycle;
 mod membership;
 mod peer_service;
@@ -61,6 +66,8 @@ use tokio::task::JoinHandle;
 pub use self::config::{NotaryConfig, RaftTiming};
 pub use self::error::{LeaderHint, NotaryError, Unavailability, UnavailableReason};
 use self::group_commit::Pending;
+pub use self::head_cache::CosignStats;
+use self::head_cache::HeadCache;
 pub use self::receipt::Receipt;
 pub use crate::checkpoint::CosignedCheckpoint;
 use crate::db::Db;
@@ -89,6 +96,11 @@ struct Inner {
     queue: mpsc::Sender<Pending>,
     batcher: Mutex<Option<JoinHandle<()>>>,
     batch_stats: Arc<group_commit::BatchStats>,
+    /// How stale a head the public calls may be handed (see `checkpoints`).
+    head_max_age: Duration,
+    checkpoints: HeadCache<CosignedCheckpoint>,
+    status_lists: HeadCache<CosignedStatusList>,
+    cosign_stats: Arc<CosignStats>,
 }
 
 impl fmt::Debug for Notary {

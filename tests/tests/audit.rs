@@ -6,7 +6,7 @@
 mod support;
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use qianlian_gateway::domain::identifier::ResidentId;
 use qianlian_gateway::domain::subject::SubjectKey;
@@ -868,7 +868,7 @@ async fn the_log_verifies_and_evidence_stands_alone_until_a_byte_changes() {
     // A checkpoint an inspector kept from earlier, then more traffic.
     let mut n = notary(&env, &node, "audit-office").await;
     let old = n
-        .get_checkpoint(qianlian_proto::v1::GetCheckpointRequest {})
+        .get_checkpoint(qianlian_proto::v1::GetCheckpointRequest::default())
         .await
         .expect("checkpoint")
         .into_inner()
@@ -877,6 +877,9 @@ async fn the_log_verifies_and_evidence_stands_alone_until_a_byte_changes() {
     let kept = env.path().join("kept.checkpoint");
     std::fs::write(&kept, &old.note).expect("write");
     accesses(&env, &node, 200, 300).await;
+    // The node's latest checkpoint is shared by every caller and renewed at most a second
+    // after the log grows (`checkpoint_max_age`): wait that long for one past the kept one.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
 
     let out = audit_cli(
         &env,

@@ -15,8 +15,9 @@ use qianlian_gateway::domain::identity::Role;
 use qianlian_gateway::node::pki::leaf_params;
 use qianlian_proto::v1::exchange_client::ExchangeClient;
 use qianlian_proto::v1::notary_client::NotaryClient;
+use qianlian_proto::v1::raft_client::RaftClient;
 use qianlian_proto::v1::{
-    GetCheckpointRequest, GetInclusionProofRequest, GetRecordRequest, RecordRef,
+    GetCheckpointRequest, GetInclusionProofRequest, GetRecordRequest, RaftMessage, RecordRef,
     get_inclusion_proof_request,
 };
 use rcgen::{
@@ -237,7 +238,18 @@ async fn idle_connections_and_a_stream_flood_leave_other_clients_answered_and_ra
         exhausted > 5_000,
         "the flood was not rate limited: {ok} answered, {exhausted} RESOURCE_EXHAUSTED, others {other:?}"
     );
-    assert!(other.is_empty(), "unexpected codes: {other:?}");
+    // A call refused before the node read its request ends with a stream reset; the client
+    // now and then reports such a reset as UNAVAILABLE or UNKNOWN instead of the status sent.
+    // Those are refusals too; anything else, or more than a few, is not.
+    assert!(
+        other.len() <= 100
+            && other
+                .iter()
+                .all(|c| matches!(c, Code::Unavailable | Code::Unknown)),
+        "unexpected codes: {} of them, e.g. {:?}",
+        other.len(),
+        other.iter().take(5).collect::<Vec<_>>()
+    );
 
     let after = cluster.status(leader).await.expect("status after");
     assert_eq!(
@@ -274,7 +286,7 @@ async fn an_anonymous_caller_over_its_rate_gets_resource_exhausted_and_a_departm
     let started = Instant::now();
     let (mut ok, mut refused) = (0u32, None);
     for _ in 0..40 {
-        match notary.get_checkpoint(GetCheckpointRequest {}).await {
+        match notary.get_checkpoint(GetCheckpointRequest::default()).await {
             Ok(_) => ok += 1,
             Err(s) => {
                 assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
@@ -336,7 +348,7 @@ async fn an_anonymous_caller_over_its_rate_gets_resource_exhausted_and_a_departm
     let mut housing = notary_as(&env, &node, "housing").await;
     for _ in 0..40 {
         housing
-            .get_checkpoint(GetCheckpointRequest {})
+            .get_checkpoint(GetCheckpointRequest::default())
             .await
             .expect("a department's calls are not counted against the anonymous rate");
     }
@@ -701,5 +713,99 @@ async fn an_expired_crl_is_refused_and_one_that_expires_in_force_fails_closed_an
         value(&text, "qianlian_crl_refused_total", &["reason=\"expired\""]),
         1.0,
         "{text}"
+    );
+}
+
+/// A Vote call with an empty message to `endpoint` as `who` (a dev identity, a node
+/// certificate `node-N`, or no certificate); the status code it ends with, or `None` when the
+/// connection itself is refused.
+async fn vote(cluster: &Cluster, endpoint: &str, who: Option<&str>) -> Option<Code> {
+    let pki = cluster.env.pki();
+    let files = who.map(|w| match w.strip_prefix("node-") {
+        Some(_) => (
+            pki.join(format!("nodes/{w}.crt")),
+            pki.join(format!("nodes/{w}.key")),
+        ),
+        None => cluster.env.identity(w),
+    });
+    let tls = tls(
+        &pki.join("ca.crt"),
+        files.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+    );
+    let ch = Endpoint::from_shared(endpoint.to_owned())
+        .expect("endpoint")
+        .tls_config(tls)
+        .expect("tls")
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .ok()?;
+    let r = RaftClient::new(ch)
+        .vote(RaftMessage { data: Vec::new() })
+        .await;
+    Some(match r {
+        Ok(_) => Code::Ok,
+        Err(s) => s.code(),
+    })
+}
+
+#[tokio::test]
+async fn raft_on_a_port_of_its_own_carries_consensus_and_admits_node_certificates_only() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::start_with_raft_ports(3, "");
+    let leader = cluster.leader(Duration::from_secs(30)).await;
+    // Consensus runs over the Raft ports: the seeded records reach every node, and a new one
+    // written on a follower (forwarded to the leader over its Raft port) does too.
+    let (size, _) = cluster.converge(SEEDED, Duration::from_secs(30)).await;
+    let follower = (1..=3).find(|i| *i != leader).expect("a follower");
+    let mut ex = ExchangeClient::new(
+        cluster
+            .channel(follower, "market-regulation")
+            .await
+            .expect("department connects"),
+    );
+    let refused = ex
+        .get_record(record_request())
+        .await
+        .expect_err("no such record");
+    assert!(
+        matches!(refused.code(), Code::NotFound | Code::PermissionDenied),
+        "{refused:?}"
+    );
+    let index: u64 = refused
+        .metadata()
+        .get("x-qianlian-log-index")
+        .and_then(|v| v.to_str().ok()?.parse().ok())
+        .expect("the answer names its log index");
+    assert!(index >= size, "index {index}, tree size before {size}");
+    cluster.converge(index + 1, Duration::from_secs(30)).await;
+
+    let raft = cluster.raft_endpoint(leader);
+    let main = cluster.endpoint(leader);
+    // On the Raft port a node certificate reaches the service (which refuses the empty
+    // message); a department certificate and a caller without one are turned away at the
+    // handshake, before any gRPC status could be sent (TLS 1.3 tells the client after its
+    // first call went out, which then ends CANCELLED, UNAVAILABLE or UNKNOWN).
+    let as_node = vote(&cluster, &raft, Some("node-2")).await;
+    assert!(
+        as_node == Some(Code::InvalidArgument),
+        "a node certificate on the Raft port: {as_node:?}"
+    );
+    for who in [Some("market-regulation"), None] {
+        let got = vote(&cluster, &raft, who).await;
+        assert!(
+            matches!(
+                got,
+                None | Some(Code::Unavailable | Code::Cancelled | Code::Unknown)
+            ),
+            "{who:?} on the Raft port: {got:?}"
+        );
+    }
+    // The main port no longer serves Raft at all, even to a node certificate.
+    assert_eq!(
+        vote(&cluster, &main, Some("node-2")).await,
+        Some(Code::Unimplemented),
+        "Raft on the main port"
     );
 }

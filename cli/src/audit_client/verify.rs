@@ -251,7 +251,7 @@ impl Log {
         match self {
             Log::Node(channel) => {
                 let cp = NotaryClient::new(channel.clone())
-                    .get_checkpoint(GetCheckpointRequest {})
+                    .get_checkpoint(GetCheckpointRequest::default())
                     .await
                     .map_err(|s| anyhow::anyhow!(describe_status(&s)))?
                     .into_inner()

@@ -94,10 +94,17 @@ pub enum LicenseCommand {
         #[arg(long)]
         svg: Option<PathBuf>,
     },
-    /// List every license issued, suspended or revoked for a holder, with proofs.
+    /// List every license issued, suspended or revoked for a holder, with proofs. The holder
+    /// watches their own with a bearer token from the identity provider (no certificate); a
+    /// department or inspector certificate (--as, --cert) may watch any holder.
     Watch {
+        /// The holder's unified social credit code or resident identity number; with --token,
+        /// by default the token's holder.
         #[arg(long)]
-        holder: String,
+        holder: Option<String>,
+        /// The holder's bearer token (or set QIANLIAN_TOKEN); sent instead of a certificate.
+        #[arg(long, env = "QIANLIAN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -176,8 +183,28 @@ pub async fn exec(args: LicenseArgs) -> anyhow::Result<bool> {
             )?;
             Ok(true)
         }
-        LicenseCommand::Watch { holder } => {
-            lc::watch(&conn.profile_or_public()?, &holder).await?;
+        LicenseCommand::Watch { holder, token } => {
+            let holder = holder.unwrap_or_default();
+            match token {
+                Some(token) => {
+                    // The holder has no client certificate: the token is the credential.
+                    let mut p = conn.profile_or_public()?;
+                    p.identity = None;
+                    lc::watch(&p, &holder, Some(&token)).await?;
+                }
+                None => {
+                    let p = conn.profile_or_public()?;
+                    anyhow::ensure!(
+                        p.identity.is_some(),
+                        "watching licenses is not anonymous: a holder sends their token (--token or QIANLIAN_TOKEN), a department or inspector its certificate (--as, or --cert and --key)"
+                    );
+                    anyhow::ensure!(
+                        !holder.trim().is_empty(),
+                        "name the holder to watch: --holder ID"
+                    );
+                    lc::watch(&p, &holder, None).await?;
+                }
+            }
             Ok(true)
         }
     }

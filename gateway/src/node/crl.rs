@@ -45,16 +45,14 @@ pub enum CrlError {
         issuer: String,
         next_update: String,
     },
-    #[error(
-        "{path}: the CRL of `{issuer}` (number {new_number}, thisUpdate {new_this_update}) is older than the one in force (number {old_number}, thisUpdate {old_this_update})"
-    )]
+    #[error("{path}: the CRL of `{issuer}` ({new}) is older than the one in force ({old})")]
     Older {
         path: String,
         issuer: String,
-        new_number: String,
-        new_this_update: String,
-        old_number: String,
-        old_this_update: String,
+        /// "number N, thisUpdate T" of the file read.
+        new: String,
+        /// The same of the CRL in force.
+        old: String,
     },
     #[error(
         "{path} no longer holds a CRL of `{issuer}`, whose CA is still trusted; dropping it would un-revoke its certificates"
@@ -222,18 +220,19 @@ impl CrlSet {
             let older_number = matches!((&new.number, &old.number), (Some(n), Some(o)) if n < o)
                 || (new.number.is_none() && old.number.is_some());
             if older_number || new.this_update < old.this_update {
-                let num = |n: &Option<BigUint>| {
-                    n.as_ref()
+                let describe = |c: &CrlInfo| {
+                    let number = c
+                        .number
+                        .as_ref()
                         .map(|n| n.to_string())
-                        .unwrap_or_else(|| "none".into())
+                        .unwrap_or_else(|| "none".into());
+                    format!("number {number}, thisUpdate {}", rfc3339(c.this_update))
                 };
                 return Err(CrlError::Older {
                     path: p(),
                     issuer: new.issuer_text.clone(),
-                    new_number: num(&new.number),
-                    new_this_update: rfc3339(new.this_update),
-                    old_number: num(&old.number),
-                    old_this_update: rfc3339(old.this_update),
+                    new: describe(new),
+                    old: describe(old),
                 });
             }
         }

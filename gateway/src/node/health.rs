@@ -83,17 +83,21 @@ pub async fn watch(
     }
 }
 
+/// The probe paths: `/livez` (the process answers) and `/readyz` (it can commit).
+pub const HTTP_PATHS: [&str; 2] = ["/livez", "/readyz"];
+
 /// `/livez` (the process answers) and `/readyz` (it can commit; the text says so when client
 /// certificates are refused for an expired CRL).
 pub fn http_routes(ready: Arc<AtomicBool>, tls: Arc<TlsState>) -> axum::Router {
     use axum::http::StatusCode;
+    let [livez, readyz] = HTTP_PATHS;
     axum::Router::new()
         .route(
-            "/livez",
+            livez,
             axum::routing::get(|| async { (StatusCode::OK, "ok\n") }),
         )
         .route(
-            "/readyz",
+            readyz,
             axum::routing::get(move || {
                 let ready = ready.load(Ordering::SeqCst);
                 let crl = tls.crl_expired_since();

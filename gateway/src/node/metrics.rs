@@ -3,13 +3,23 @@
 //!
 //! Request counts are taken by a tower layer around every gRPC service (service, method,
 //! status code, calling department); decisions and commit latency by the services; Raft,
-//! group-commit, storage and certificate figures are read at scrape time.
+//! group-commit, cosigning and certificate figures are read at scrape time.
+//!
+//! Every label set is bounded, whatever callers send: a path that is not a method of a served
+//! gRPC service or a served HTTP route is counted under service and method `unknown`
+//! ([`KnownPaths`]), departments come only from certificates the CA issued, and codes are gRPC
+//! or HTTP status codes. The size of the data folder is measured off the async runtime every
+//! [`DATA_SIZE_EVERY`] (15 s), not at scrape time: a scrape reads the last measurement.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use prost::Message as _;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -58,6 +68,77 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CosignLabels {
+    /// `checkpoint` or `status_list`.
+    pub head: String,
+}
+
+/// How often the data folder's size is measured (on a blocking thread): a walk of a large
+/// RocksDB folder takes long enough that doing it per scrape would let scrapers load the node.
+pub const DATA_SIZE_EVERY: Duration = Duration::from_secs(15);
+
+/// The label for every path that names no served method or route.
+pub const UNKNOWN: &str = "unknown";
+
+/// The request paths a node serves, so that request metrics label only those: gRPC methods
+/// (`/package.Service/Method`) and HTTP routes.
+#[derive(Debug, Default, Clone)]
+pub struct KnownPaths {
+    grpc: HashSet<(String, String)>,
+    http: HashSet<String>,
+}
+
+impl KnownPaths {
+    /// The methods of every service in `descriptor_sets` (encoded `FileDescriptorSet`s, as
+    /// tonic-build writes them) and the HTTP routes `http_routes`. A set that does not decode
+    /// is a build fault: it is logged and adds nothing, so its calls count as `unknown`.
+    pub fn new(descriptor_sets: &[&[u8]], http_routes: &[&str]) -> KnownPaths {
+        let mut grpc = HashSet::new();
+        for set in descriptor_sets {
+            let files = match prost_types::FileDescriptorSet::decode(*set) {
+                Ok(s) => s.file,
+                Err(e) => {
+                    tracing::error!(error = %e, "a service descriptor set does not decode");
+                    continue;
+                }
+            };
+            for file in files {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    let name = service.name.unwrap_or_default();
+                    let full = if package.is_empty() {
+                        name
+                    } else {
+                        format!("{package}.{name}")
+                    };
+                    for method in service.method {
+                        grpc.insert((full.clone(), method.name.unwrap_or_default()));
+                    }
+                }
+            }
+        }
+        KnownPaths {
+            grpc,
+            http: http_routes.iter().map(|r| (*r).to_owned()).collect(),
+        }
+    }
+
+    /// The (service, method) labels of a request path: a served gRPC method, `http` and the
+    /// route for a served HTTP route, [`UNKNOWN`] for both otherwise.
+    pub fn labels(&self, path: &str) -> (String, String) {
+        if self.http.contains(path) {
+            return ("http".to_owned(), path.to_owned());
+        }
+        if let Some((service, method)) = path.trim_start_matches('/').split_once('/')
+            && self.grpc.contains(&(service.to_owned(), method.to_owned()))
+        {
+            return (service.to_owned(), method.to_owned());
+        }
+        (UNKNOWN.to_owned(), UNKNOWN.to_owned())
+    }
+}
+
 /// Every metric of a node.
 pub struct Metrics {
     registry: Registry,
@@ -76,6 +157,8 @@ pub struct Metrics {
     answered_at_commit: Gauge,
     batch_size_le: Family<BatchBucket, Gauge>,
     data_bytes: Gauge,
+    cosign_sent: Family<CosignLabels, Gauge>,
+    cosign_served: Family<CosignLabels, Gauge>,
     cert_expiry: Family<CertLabels, Gauge>,
     data_dir: PathBuf,
     certificates: Vec<(String, i64)>,
@@ -136,6 +219,8 @@ impl Metrics {
             answered_at_commit: Gauge::default(),
             batch_size_le: Family::default(),
             data_bytes: Gauge::default(),
+            cosign_sent: Family::default(),
+            cosign_served: Family::default(),
             cert_expiry: Family::default(),
             data_dir: data_dir.to_owned(),
             certificates,
@@ -196,8 +281,18 @@ impl Metrics {
         );
         r.register(
             "data_bytes",
-            "Bytes on disk under the data folder (RocksDB and record store)",
+            "Bytes on disk under the data folder (RocksDB and record store), measured every 15 s",
             m.data_bytes.clone(),
+        );
+        r.register(
+            "cosign_requests_sent",
+            "Cosignature requests this node sent to members (retries included), by head",
+            m.cosign_sent.clone(),
+        );
+        r.register(
+            "cosign_requests_served",
+            "Cosignature requests members sent this node, by head",
+            m.cosign_served.clone(),
         );
         r.register(
             "certificate_expiry_seconds",
@@ -297,7 +392,27 @@ impl Metrics {
                 .get_or_create(&BatchBucket { le })
                 .set(cumulative as i64);
         }
-        self.data_bytes.set(dir_size(&self.data_dir) as i64);
+        let c = notary.cosign_stats();
+        for (head, sent, served) in [
+            (
+                "checkpoint",
+                &c.checkpoint_requests_sent,
+                &c.checkpoint_requests_served,
+            ),
+            (
+                "status_list",
+                &c.status_list_requests_sent,
+                &c.status_list_requests_served,
+            ),
+        ] {
+            let labels = CosignLabels { head: head.into() };
+            self.cosign_sent
+                .get_or_create(&labels)
+                .set(sent.load(Relaxed) as i64);
+            self.cosign_served
+                .get_or_create(&labels)
+                .set(served.load(Relaxed) as i64);
+        }
         let now = crate::node::time::now_unix();
         for (name, not_after) in &self.certificates {
             self.cert_expiry
@@ -335,8 +450,23 @@ fn dir_size(dir: &Path) -> u64 {
         .sum()
 }
 
+/// Measure the data folder every [`DATA_SIZE_EVERY`], on a blocking thread; never returns.
+async fn measure_data_folder(metrics: Arc<Metrics>) {
+    loop {
+        let dir = metrics.data_dir.clone();
+        match tokio::task::spawn_blocking(move || dir_size(&dir)).await {
+            Ok(bytes) => {
+                metrics.data_bytes.set(bytes as i64);
+            }
+            Err(e) => tracing::warn!(error = %e, "measuring the data folder failed"),
+        }
+        tokio::time::sleep(DATA_SIZE_EVERY).await;
+    }
+}
+
 /// Serve `/metrics` on `listener` until the process ends.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, notary: Notary) {
+    let measuring = measure_data_folder(metrics.clone());
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
@@ -353,15 +483,22 @@ pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>, not
             }
         }),
     );
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "metrics endpoint stopped");
+    tokio::select! {
+        served = axum::serve(listener, app) => {
+            if let Err(e) = served {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        }
+        () = measuring => {}
     }
 }
 
-/// A tower layer counting every gRPC call by service, method, status and department.
+/// A tower layer counting every gRPC call by service, method, status and department; paths
+/// not in `known` count as [`UNKNOWN`].
 #[derive(Clone, Debug)]
 pub struct RequestMetricsLayer {
     pub metrics: Option<Arc<Metrics>>,
+    pub known: Arc<KnownPaths>,
 }
 
 impl<S> tower::Layer<S> for RequestMetricsLayer {
@@ -370,6 +507,7 @@ impl<S> tower::Layer<S> for RequestMetricsLayer {
         RequestMetrics {
             inner,
             metrics: self.metrics.clone(),
+            known: self.known.clone(),
         }
     }
 }
@@ -379,6 +517,7 @@ impl<S> tower::Layer<S> for RequestMetricsLayer {
 pub struct RequestMetrics<S> {
     inner: S,
     metrics: Option<Arc<Metrics>>,
+    known: Arc<KnownPaths>,
 }
 
 impl<S, B, RB> tower::Service<http::Request<B>> for RequestMetrics<S>
@@ -398,12 +537,7 @@ where
         let Some(metrics) = self.metrics.clone() else {
             return Box::pin(self.inner.call(req));
         };
-        // gRPC paths are /<package.Service>/<Method>; anything else is HTTP (JSON, probes).
-        let path = req.uri().path().trim_start_matches('/');
-        let (service, method) = match path.split_once('/') {
-            Some((s, m)) if s.contains('.') => (s.to_owned(), m.to_owned()),
-            _ => ("http".to_owned(), path.to_owned()),
-        };
+        let (service, method) = self.known.labels(req.uri().path());
         let department = match req.extensions().get::<ConnInfo>().map(|c| &c.peer) {
             Some(Some(Ok(id))) => id.department.clone(),
             Some(Some(Err(_))) => "(invalid certificate)".to_owned(),
@@ -420,7 +554,7 @@ where
                 .and_then(|v| v.to_str().ok())
                 .map(|c| format!("{:?}", tonic::Code::from_i32(c.parse().unwrap_or(2))))
                 .unwrap_or_else(|| {
-                    if service == "http" {
+                    if service == "http" || service == UNKNOWN {
                         resp.status().as_u16().to_string()
                     } else {
                         "Ok".to_owned()
@@ -437,5 +571,52 @@ where
                 .inc();
             Ok(resp)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_methods_and_routes_keep_their_labels_and_everything_else_is_unknown() {
+        let known = KnownPaths::new(
+            &[
+                qianlian_proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+            ],
+            &["/livez"],
+        );
+        let labels = |p: &str| known.labels(p);
+        let owned = |s: &str, m: &str| (s.to_owned(), m.to_owned());
+        assert_eq!(
+            labels("/qianlian.v1.Notary/GetCheckpoint"),
+            owned("qianlian.v1.Notary", "GetCheckpoint")
+        );
+        assert_eq!(
+            labels("/grpc.health.v1.Health/Check"),
+            owned("grpc.health.v1.Health", "Check")
+        );
+        assert_eq!(labels("/livez"), owned("http", "/livez"));
+        for unknown in [
+            "/qianlian.v1.Notary/Nope",
+            "/qianlian.v1.Nope/GetCheckpoint",
+            "/qianlian.v1.Notary/GetCheckpoint/extra",
+            "/livez/",
+            "/",
+            "",
+            "/a.b/c",
+        ] {
+            assert_eq!(labels(unknown), owned(UNKNOWN, UNKNOWN), "{unknown:?}");
+        }
+    }
+
+    #[test]
+    fn a_descriptor_set_that_does_not_decode_adds_nothing() {
+        let known = KnownPaths::new(&[b"\xff\xff\xff"], &[]);
+        assert_eq!(
+            known.labels("/qianlian.v1.Notary/GetCheckpoint"),
+            (UNKNOWN.to_owned(), UNKNOWN.to_owned())
+        );
     }
 }

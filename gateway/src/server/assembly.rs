@@ -40,7 +40,9 @@ impl Services {
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Services, StartError> {
         let in_force = local.in_force;
-        let licenses = license_service(config, notary, &in_force, &local.directory)?;
+        // One identity provider for citizens: `audit mine` and license watches.
+        let tokens = TokenVerifier::from_settings(&config.audit)?.map(Arc::new);
+        let licenses = license_service(config, notary, &in_force, &local.directory, &tokens)?;
         let exchange = ExchangeService {
             metrics,
             in_force: in_force.clone(),
@@ -56,7 +58,7 @@ impl Services {
             notary: notary.clone(),
             in_force: in_force.clone(),
             subject_key: exchange.subject_key.clone(),
-            tokens: TokenVerifier::from_settings(&config.audit)?.map(Arc::new),
+            tokens,
             trust_node_keys: licenses.trust_node_keys.clone(),
             min_cosigners: licenses.min_cosigners,
         };
@@ -96,6 +98,7 @@ fn license_service(
     notary: &Notary,
     in_force: &InForce,
     directory: &Directory,
+    tokens: &Option<Arc<TokenVerifier>>,
 ) -> Result<LicenseService, StartError> {
     let l = &config.licenses;
     let mut signing_keys = std::collections::HashMap::new();
@@ -152,6 +155,7 @@ fn license_service(
             crate::services::license::VERIFIED_LICENSES,
         )),
         evidence_cache: Arc::default(),
+        tokens: tokens.clone(),
     })
 }
 

@@ -19,6 +19,7 @@ use super::assembly::Services;
 use super::error::StartError;
 use crate::domain::identity::Role;
 use crate::node::config::Limits;
+use crate::node::metrics::KnownPaths;
 use crate::node::tls::{ConnInfo, TlsState};
 use crate::services::notary::NotaryService;
 
@@ -41,16 +42,41 @@ fn nodes_only(req: Request<()>) -> Result<Request<()>, Status> {
     }
 }
 
-/// The Raft RPCs, for node certificates only.
-pub(super) fn raft_routes(notary: &Notary) -> Routes {
-    Routes::new(tonic::service::interceptor::InterceptedService::new(
-        notary.raft_service(),
-        nodes_only,
-    ))
+/// The paths [`routes`] serves, for request metrics: the methods of every gRPC service
+/// (from their descriptors) and the HTTP routes.
+pub(super) fn known_paths() -> KnownPaths {
+    let [livez, readyz] = crate::node::health::HTTP_PATHS;
+    KnownPaths::new(
+        &[
+            qianlian_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        ],
+        &[
+            crate::services::license::HTTP_VERIFY_PATH,
+            crate::services::audit::HTTP_MY_ACCESSES_PATH,
+            livez,
+            readyz,
+        ],
+    )
 }
 
-/// Every service of the main port, Raft's too when `with_raft`; `ready` answers the HTTP
-/// readiness probe; reflection only when `reflection` (config `grpc_reflection`).
+/// A check made on every call before the service sees it.
+type Gate = fn(Request<()>) -> Result<Request<()>, Status>;
+
+/// The Raft service behind its gate.
+pub(super) type RaftRoutes = tonic::service::interceptor::InterceptedService<
+    qianlian_proto::v1::raft_server::RaftServer<qianlian_raft_store::network::RaftService>,
+    Gate,
+>;
+
+/// The Raft RPCs, for node certificates only.
+pub(super) fn raft_service(notary: &Notary) -> RaftRoutes {
+    tonic::service::interceptor::InterceptedService::new(notary.raft_service(), nodes_only as _)
+}
+
+/// Every service of the main port but Raft's; `ready` answers the HTTP readiness probe;
+/// reflection only when `reflection` (config `grpc_reflection`).
 pub(super) fn routes(
     services: Services,
     notary: &Notary,
@@ -58,7 +84,6 @@ pub(super) fn routes(
     ready: Arc<AtomicBool>,
     tls: Arc<TlsState>,
     limits: &Limits,
-    with_raft: bool,
     reflection: bool,
 ) -> Result<Routes, StartError> {
     let Services {
@@ -85,7 +110,7 @@ pub(super) fn routes(
     if let Some(reflection) = reflection {
         routes = routes.add_service(reflection);
     }
-    let routes = routes
+    Ok(routes
         .add_service(
             ExchangeServer::new(exchange)
                 .max_decoding_message_size(max)
@@ -99,13 +124,5 @@ pub(super) fn routes(
             AuditServer::new(audit)
                 .max_encoding_message_size(crate::services::audit::evidence::MAX_BUNDLE_BYTES),
         )
-        .add_service(LicensesServer::new(licenses));
-    Ok(if with_raft {
-        routes.add_service(tonic::service::interceptor::InterceptedService::new(
-            notary.raft_service(),
-            nodes_only,
-        ))
-    } else {
-        routes
-    })
+        .add_service(LicensesServer::new(licenses)))
 }

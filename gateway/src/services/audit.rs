@@ -516,12 +516,12 @@ async fn http_my_accesses(
     }
 }
 
+/// The path of the citizen view over HTTP/JSON.
+pub const HTTP_MY_ACCESSES_PATH: &str = "/v1/audit/my-accesses";
+
 /// `GET /v1/audit/my-accesses`: the citizen view over HTTP/JSON.
 pub fn http_routes(service: AuditService) -> axum::Router {
     axum::Router::new()
-        .route(
-            "/v1/audit/my-accesses",
-            axum::routing::get(http_my_accesses),
-        )
+        .route(HTTP_MY_ACCESSES_PATH, axum::routing::get(http_my_accesses))
         .with_state(service)
 }

@@ -9,6 +9,11 @@
 //! (`verify_offline`): parse, issuer known, signature, issuer authorised, on record, status,
 //! dates; the first failing check names the verdict. Here "on record" and "status" come from
 //! the node's applied state instead of a trust bundle.
+//!
+//! Verification and trust bundles are public. Watching a holder's licenses is not: it needs the
+//! holder's bearer token (answering for that holder only) or a department or inspector
+//! certificate. Evidence is proven against the node's shared cosigned checkpoint
+//! (`Notary::shared_checkpoint`), so public calls do not make the members cosign per call.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +45,8 @@ use crate::domain::identifier::{ResidentId, UnifiedSocialCreditCode};
 use crate::domain::identity::{PeerIdentity, Role};
 use crate::domain::policy::{AccessRequest, Policy};
 use crate::node::time::now_unix;
+use crate::node::tls::ConnInfo;
+use crate::services::audit::token::{self, TokenVerifier};
 use crate::services::convert;
 use crate::services::error::{ServiceError, caller};
 
@@ -61,6 +68,9 @@ pub struct LicenseService {
     pub verified: Arc<VerifiedLicenses>,
     /// The cosigned checkpoint and inclusion proofs that verifications hand out.
     pub evidence_cache: Arc<EvidenceCache>,
+    /// Checks holders' bearer tokens (the identity provider of `audit mine`); `None`: holders
+    /// cannot watch their own licenses, only department and inspector certificates can.
+    pub tokens: Option<Arc<TokenVerifier>>,
 }
 
 /// Licenses remembered by [`LicenseService::verified`] (their claims, about 1 KiB each).
@@ -373,7 +383,7 @@ impl LicenseService {
                 self.notary
                     .wait_for_tree_size(index + 1, std::time::Duration::from_secs(5))
                     .await?;
-                self.notary.checkpoint().await?
+                self.notary.shared_checkpoint_covering(index + 1).await?
             }
         };
         if cp.size <= index {
@@ -705,13 +715,84 @@ impl LicenseService {
         Ok((dept, claims))
     }
 
-    async fn watch(&self, r: WatchLicensesRequest) -> Result<WatchLicensesResponse, ServiceError> {
-        let holder = normalise_holder_id(&r.holder_id)?;
+    /// The holder a watch may see: the one named, for a department or inspector certificate;
+    /// the token's own holder for a bearer token (an empty `holder_id` means that holder).
+    fn watched_holder(
+        &self,
+        peer: Option<&Result<PeerIdentity, crate::domain::identity::IdentityError>>,
+        authorization: Option<&str>,
+        holder_id: &str,
+    ) -> Result<String, ServiceError> {
+        let certificate = match peer {
+            Some(Ok(id)) if matches!(id.role, Role::Department | Role::Inspector) => {
+                if holder_id.trim().is_empty() {
+                    return Err(invalid(
+                        "name the holder: holder_id is a unified social credit code or a resident identity number",
+                    ));
+                }
+                return normalise_holder_id(holder_id);
+            }
+            Some(Ok(id)) => Some(id.clone()),
+            Some(Err(e)) => return Err(ServiceError::Unauthenticated(e.to_string())),
+            None => None,
+        };
+        let Some(authorization) = authorization else {
+            return Err(match certificate {
+                Some(id) => ServiceError::PermissionDenied {
+                    message: format!(
+                        "{id} may not watch licenses: only the holder (with a bearer token), departments and inspectors may"
+                    ),
+                    receipt: None,
+                },
+                None => ServiceError::Unauthenticated(
+                    "watching licenses needs the holder's bearer token (`authorization: Bearer <token>` from the identity provider) or a department or inspector client certificate".into(),
+                ),
+            });
+        };
+        let tokens = self.tokens.as_ref().ok_or_else(|| {
+            ServiceError::FailedPrecondition(
+                "this node does not take holders' tokens; its operator must set audit.token_keys, audit.token_issuer and audit.token_audience".into(),
+            )
+        })?;
+        let subject = token::bearer(Some(authorization))
+            .and_then(|t| tokens.subject(t))
+            .map_err(|e| ServiceError::Unauthenticated(e.to_string()))?;
+        if !holder_id.trim().is_empty() && normalise_holder_id(holder_id)? != subject {
+            return Err(ServiceError::PermissionDenied {
+                message: "a holder's token watches only that holder's licenses: holder_id names someone else (leave it empty to watch your own)".into(),
+                receipt: None,
+            });
+        }
+        Ok(subject)
+    }
+
+    async fn watch(
+        &self,
+        req: Request<WatchLicensesRequest>,
+    ) -> Result<WatchLicensesResponse, ServiceError> {
+        let peer = req
+            .extensions()
+            .get::<ConnInfo>()
+            .and_then(|c| c.peer.as_ref());
+        let authorization = req
+            .metadata()
+            .get("authorization")
+            .map(|v| {
+                v.to_str().map_err(|_| {
+                    ServiceError::Unauthenticated(
+                        "the authorization header is not text: send `Bearer <token>`".into(),
+                    )
+                })
+            })
+            .transpose()?;
+        let holder = self.watched_holder(peer, authorization, &req.get_ref().holder_id)?;
         let indices = self
             .notary
             .holder_records(&self.holder_hash(&holder)?)
             .await?;
-        let cp = self.notary.checkpoint().await?;
+        // Shared with every other public call, renewed only if it misses this holder's latest.
+        let covering = indices.iter().max().map_or(0, |i| i + 1);
+        let cp = self.notary.shared_checkpoint_covering(covering).await?;
         let mut records = Vec::new();
         for index in indices.into_iter().filter(|i| *i < cp.size) {
             let Some((bytes, _)) = self.notary.entry(index).await? else {
@@ -764,8 +845,14 @@ impl LicenseService {
                 may_issue,
             });
         }
-        let status = self.notary.status_list().await?;
-        let checkpoint = self.notary.checkpoint_at(status.tree_size).await?;
+        // The shared checkpoint and a status list of its size: a trust bundle costs the
+        // members no cosignature while the log has not grown. It covers every record this node
+        // applied, so a bundle fetched after a revocation lists it; renewals stay spaced.
+        let checkpoint = self
+            .notary
+            .shared_checkpoint_covering(self.notary.tree_size())
+            .await?;
+        let status = self.notary.shared_status_list_at(checkpoint.size).await?;
         let origin = checkpoint
             .note
             .lines()
@@ -824,7 +911,7 @@ impl Licenses for LicenseService {
         &self,
         request: Request<WatchLicensesRequest>,
     ) -> Result<Response<WatchLicensesResponse>, Status> {
-        Ok(Response::new(self.watch(request.into_inner()).await?))
+        Ok(Response::new(self.watch(request).await?))
     }
 
     async fn get_trust_bundle(
@@ -915,10 +1002,13 @@ pub fn verdict_json(v: &VerifyLicenseResponse) -> serde_json::Value {
     })
 }
 
+/// The path of the HTTP/JSON verification.
+pub const HTTP_VERIFY_PATH: &str = "/v1/licenses:verify";
+
 /// The HTTP/JSON routes served beside gRPC on the same port.
 pub fn http_routes(service: LicenseService) -> axum::Router {
     axum::Router::new()
-        .route("/v1/licenses:verify", axum::routing::post(http_verify))
+        .route(HTTP_VERIFY_PATH, axum::routing::post(http_verify))
         .with_state(service)
 }
 

@@ -4,6 +4,9 @@
 //! Records: inspectors, operators and nodes may read any record; a department may read the
 //! records it is a party to (as caller or as owner), so one department cannot watch another's
 //! traffic. Checkpoints and proofs hold only hashes: they are public, no certificate needed.
+//! Being public, they are answered from the node's shared cosigned checkpoint (at most
+//! `checkpoint_max_age` old, default 1 s), so callers do not make the node ask every member to
+//! cosign again.
 
 use qianlian_proto::v1::get_inclusion_proof_request::Record as ProofTarget;
 use qianlian_proto::v1::notary_server::Notary as NotaryApi;
@@ -79,12 +82,20 @@ impl NotaryService {
 }
 
 impl NotaryService {
-    /// The tree size to prove against: the one asked for, or the latest checkpoint's.
-    async fn size_or_latest(&self, size: u64) -> Result<(u64, Option<Checkpoint>), ServiceError> {
+    /// The tree size to prove against: the one asked for, or that of the shared cosigned
+    /// checkpoint (at most a second stale, see `Notary::shared_checkpoint`), which is handed
+    /// back with the proof so the two always match. `covering` is the least size the proof
+    /// needs: a shared checkpoint smaller than that is renewed when this node has that many
+    /// records.
+    async fn size_or_latest(
+        &self,
+        size: u64,
+        covering: u64,
+    ) -> Result<(u64, Option<Checkpoint>), ServiceError> {
         if size != 0 {
             return Ok((size, None));
         }
-        let c = self.notary.checkpoint().await?;
+        let c = self.notary.shared_checkpoint_covering(covering).await?;
         Ok((c.size, Some(convert::checkpoint(c))))
     }
 
@@ -115,7 +126,9 @@ impl NotaryService {
                 ));
             }
         };
-        let (size, checkpoint) = self.size_or_latest(req.tree_size).await?;
+        let (size, checkpoint) = self
+            .size_or_latest(req.tree_size, index.saturating_add(1))
+            .await?;
         if index >= size {
             return Err(ServiceError::InvalidArgument(format!(
                 "log index {index} is not in a tree of size {size}; ask for a tree size above {index}"
@@ -143,7 +156,7 @@ impl NotaryService {
         &self,
         req: GetConsistencyProofRequest,
     ) -> Result<GetConsistencyProofResponse, ServiceError> {
-        let (new_size, checkpoint) = self.size_or_latest(req.new_size).await?;
+        let (new_size, checkpoint) = self.size_or_latest(req.new_size, req.old_size).await?;
         if req.old_size > new_size {
             return Err(ServiceError::InvalidArgument(format!(
                 "old_size {} is larger than new_size {new_size}",
@@ -167,9 +180,13 @@ impl NotaryService {
 impl NotaryApi for NotaryService {
     async fn get_checkpoint(
         &self,
-        _request: Request<GetCheckpointRequest>,
+        request: Request<GetCheckpointRequest>,
     ) -> Result<Response<GetCheckpointResponse>, Status> {
-        let c = self.notary.checkpoint().await.map_err(ServiceError::from)?;
+        let c = self
+            .notary
+            .shared_checkpoint_covering(request.get_ref().min_tree_size)
+            .await
+            .map_err(ServiceError::from)?;
         Ok(Response::new(GetCheckpointResponse {
             checkpoint: Some(convert::checkpoint(c)),
         }))

@@ -1,12 +1,19 @@
 //! Checkpoints and license status lists: signed by this node, cosigned by the other members that
 //! computed the same body.
+//!
+//! [`Notary::checkpoint`] and [`Notary::status_list_at`] ask every member each time they are
+//! called. The calls anyone may make use the shared heads instead
+//! ([`Notary::shared_checkpoint`], [`Notary::shared_status_list_at`]): one kept head of each
+//! kind, refreshed one at a time as the log grows (see `head_cache`).
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
 
 use super::Notary;
 use super::error::NotaryError;
+use super::head_cache::{CosignStats, Fresh};
 use crate::checkpoint::{self, CosignRefusal, Cosignature, CosignedCheckpoint};
 use crate::license::CosignedStatusList;
 
@@ -107,25 +114,138 @@ impl Notary {
         checkpoint::cosigned(&own, cosignatures).map_err(|e| NotaryError::Internal(e.to_string()))
     }
 
+    /// The cosigned checkpoint for calls anyone may make: the one this node collected last,
+    /// while its refresh started less than `checkpoint_max_age` ago (default 1 s), or while the
+    /// log has not grown since and every current member cosigned it; otherwise a new one, made
+    /// as [`Notary::checkpoint`] makes it. One refresh runs at a time and every caller arriving
+    /// meanwhile shares its result; refreshes start at least 100 ms apart. So however many
+    /// callers there are, this node asks each member at most ten times a second, and about once
+    /// a second while the log grows slowly. Errors as [`Notary::checkpoint`].
+    pub async fn shared_checkpoint(&self) -> Result<CosignedCheckpoint, NotaryError> {
+        self.shared_checkpoint_covering(0).await
+    }
+
+    /// As [`Notary::shared_checkpoint`], of at least `min_size` records when this node has
+    /// applied that many (after waiting for the records it answered at commit): a kept head
+    /// that is smaller is replaced at once, no sooner than 100 ms after the previous refresh
+    /// started. When this node has fewer records the head is smaller than `min_size`; the
+    /// caller checks. Errors as [`Notary::checkpoint`].
+    pub async fn shared_checkpoint_covering(
+        &self,
+        min_size: u64,
+    ) -> Result<CosignedCheckpoint, NotaryError> {
+        if min_size > self.tree_size() {
+            self.settled().await?;
+        }
+        let applied = self.tree_size();
+        let need = if min_size <= applied { min_size } else { 0 };
+        let members: Vec<u64> = self
+            .members_to_ask()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let max_age = self.inner.head_max_age;
+        let (this, members) = (self, &members);
+        self.inner
+            .checkpoints
+            .get(
+                |k| {
+                    k.size >= need
+                        && (k.started.elapsed() < max_age
+                            || (k.size == applied && k.complete && k.members == *members))
+                },
+                |size| size >= need,
+                move || async move {
+                    let cp = this.checkpoint().await?;
+                    Ok(Fresh {
+                        size: cp.size,
+                        complete: cp.signers.len() > members.len(),
+                        members: members.to_vec(),
+                        value: cp,
+                    })
+                },
+            )
+            .await
+    }
+
+    /// The license status list at `tree_size` for calls anyone may make, kept and shared as
+    /// [`Notary::shared_checkpoint`] is: the one collected last if it is of `tree_size` and
+    /// recent or complete, otherwise a new one as [`Notary::status_list_at`] makes it. Errors
+    /// as [`Notary::status_list_at`].
+    pub async fn shared_status_list_at(
+        &self,
+        tree_size: u64,
+    ) -> Result<CosignedStatusList, NotaryError> {
+        let members: Vec<u64> = self
+            .members_to_ask()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let max_age = self.inner.head_max_age;
+        let (this, members) = (self, &members);
+        self.inner
+            .status_lists
+            .get(
+                |k| {
+                    k.size == tree_size
+                        && (k.started.elapsed() < max_age || (k.complete && k.members == *members))
+                },
+                |size| size == tree_size,
+                move || async move {
+                    let list = this.status_list_at(tree_size).await?;
+                    Ok(Fresh {
+                        size: list.tree_size,
+                        complete: list.signers.len() > members.len(),
+                        members: members.to_vec(),
+                        value: list,
+                    })
+                },
+            )
+            .await
+    }
+
+    /// Cosignature requests this node sent and answered since it started.
+    pub fn cosign_stats(&self) -> &CosignStats {
+        &self.inner.cosign_stats
+    }
+
+    /// The other current members (voters and learners) with an address, in id order.
+    fn members_to_ask(&self) -> Vec<(u64, String)> {
+        let status = self.status();
+        let mut members: Vec<_> = status
+            .voters
+            .into_iter()
+            .chain(status.learners)
+            .filter(|(id, addr)| *id != self.inner.node_id && !addr.is_empty())
+            .collect();
+        members.sort_by_key(|(id, _)| *id);
+        members
+    }
+
     /// Ask every other member to cosign `what` at `tree_size`, in parallel, each within
     /// `cosign_timeout`; returns the answers that came.
     async fn cosignatures(&self, what: Cosigned, tree_size: u64) -> Vec<Cosignature> {
-        let status = self.status();
         let timeout = self.inner.cosign_timeout;
         let mut asked = JoinSet::new();
-        for (id, addr) in status.voters.into_iter().chain(status.learners) {
-            if id == self.inner.node_id || addr.is_empty() {
-                continue;
-            }
+        for (id, addr) in self.members_to_ask() {
             let peers = self.inner.peers.clone();
+            let stats = self.inner.cosign_stats.clone();
             asked.spawn(async move {
                 let deadline = tokio::time::Instant::now() + timeout;
                 let cosignature = loop {
                     let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                     let asked = async {
                         match what {
-                            Cosigned::Checkpoint => peers.cosign(&addr, tree_size, left).await,
+                            Cosigned::Checkpoint => {
+                                stats
+                                    .checkpoint_requests_sent
+                                    .fetch_add(1, Ordering::Relaxed);
+                                peers.cosign(&addr, tree_size, left).await
+                            }
                             Cosigned::StatusList => {
+                                stats
+                                    .status_list_requests_sent
+                                    .fetch_add(1, Ordering::Relaxed);
                                 peers.cosign_status(&addr, tree_size, left).await
                             }
                         }

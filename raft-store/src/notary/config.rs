@@ -55,6 +55,14 @@ pub struct NotaryConfig {
     ///
     /// [`Notary::checkpoint`]: super::Notary::checkpoint
     pub cosign_timeout: Duration,
+    /// How stale a cosigned head the calls open to anyone may be handed (checkpoints, proofs
+    /// against the latest head, license watches and trust bundles; see
+    /// [`Notary::shared_checkpoint`]). Such a head is never older than this, unless the log has
+    /// not grown since and every member cosigned it; a caller that needs a record covered gets
+    /// a newer head at once. Default 1 s.
+    ///
+    /// [`Notary::shared_checkpoint`]: super::Notary::shared_checkpoint
+    pub checkpoint_max_age: Duration,
     /// Take a snapshot of the state machine every this many Raft entries (each entry is a batch
     /// of up to `max_batch` records), after which the log before it can be purged. Default 5000.
     pub snapshot_every: u64,
@@ -83,6 +91,7 @@ impl NotaryConfig {
             signer: None,
             origin: checkpoint::DEFAULT_ORIGIN.to_string(),
             cosign_timeout: Duration::from_secs(1),
+            checkpoint_max_age: Duration::from_secs(1),
             snapshot_every: 5000,
             log_kept_after_snapshot: 1000,
         }

@@ -12,7 +12,8 @@ use tokio::sync::mpsc;
 use super::config::{NotaryConfig, raft_config, validate};
 use super::error::NotaryError;
 use super::group_commit::{self, Committer, Limits};
-use super::{Inner, Notary};
+use super::head_cache::HeadCache;
+use super::{CosignStats, Inner, Notary};
 use crate::checkpoint::CheckpointSigner;
 use crate::commit_receipts::EarlyReceipts;
 use crate::db::{Db, StoreError};
@@ -212,6 +213,10 @@ fn with_batcher(
             queue,
             batcher: Mutex::new(Some(batcher)),
             batch_stats,
+            head_max_age: config.checkpoint_max_age,
+            checkpoints: HeadCache::default(),
+            status_lists: HeadCache::default(),
+            cosign_stats: Arc::new(CosignStats::default()),
         }),
     }
 }

@@ -2,14 +2,15 @@
 //! commit, and cosignatures of its own state.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use qianlian_proto::v1::raft_server::RaftServer;
 use tokio::sync::{mpsc, oneshot};
 
-use super::Notary;
 use super::error::{NotaryError, Unavailability, UnavailableReason};
 use super::group_commit::{ANSWER_GRACE, Pending};
+use super::{CosignStats, Notary};
 use crate::checkpoint::{CosignRefusal, Cosignature};
 use crate::network::{ForwardRefusal, ForwardedReceipt, LocalNode, RaftService};
 use crate::record::Record;
@@ -26,6 +27,7 @@ impl Notary {
             queue: self.inner.queue.clone(),
             reader: self.inner.reader.clone(),
             commit_timeout: self.inner.commit_timeout,
+            stats: self.inner.cosign_stats.clone(),
         });
         RaftService::with_node(self.inner.raft.clone(), node).into_server()
     }
@@ -43,6 +45,7 @@ struct NodeCalls {
     queue: mpsc::Sender<Pending>,
     reader: StateReader,
     commit_timeout: Duration,
+    stats: Arc<CosignStats>,
 }
 
 #[tonic::async_trait]
@@ -92,10 +95,16 @@ impl LocalNode for NodeCalls {
     }
 
     async fn cosign(&self, tree_size: u64) -> Result<Cosignature, CosignRefusal> {
+        self.stats
+            .checkpoint_requests_served
+            .fetch_add(1, Ordering::Relaxed);
         self.reader.cosign(tree_size).await
     }
 
     async fn cosign_status(&self, tree_size: u64) -> Result<Cosignature, CosignRefusal> {
+        self.stats
+            .status_list_requests_served
+            .fetch_add(1, Ordering::Relaxed);
         self.reader.cosign_status(tree_size).await
     }
 }

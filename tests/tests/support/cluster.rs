@@ -18,6 +18,9 @@ pub struct Cluster {
     pub nodes: Vec<Option<Node>>,
     /// Environment variables every node process gets.
     pub node_env: Vec<(String, String)>,
+    /// The ports of the nodes' own Raft listeners (`[raft] listen`); empty when Raft shares
+    /// the main port.
+    pub raft_ports: Vec<u16>,
 }
 
 /// The department whose gateway node i is, in order (`{dept}` in a node's extra config).
@@ -66,20 +69,42 @@ impl Cluster {
         Cluster::start_full(n, 0, extra, node_env)
     }
 
+    /// Start `n` voters that serve Raft on a port of their own (`[raft] listen`), which is
+    /// also the address the membership stores.
+    pub fn start_with_raft_ports(n: usize, extra: &str) -> Cluster {
+        Cluster::start_opts(n, 0, extra, Vec::new(), true)
+    }
+
     fn start_full(
         n: usize,
         spares: usize,
         extra: &str,
         node_env: Vec<(String, String)>,
     ) -> Cluster {
+        Cluster::start_opts(n, spares, extra, node_env, false)
+    }
+
+    fn start_opts(
+        n: usize,
+        spares: usize,
+        extra: &str,
+        node_env: Vec<(String, String)>,
+        raft_ports: bool,
+    ) -> Cluster {
         let total = n + spares;
         let env = Env::with_nodes(total);
         let ports: Vec<u16> = (0..total).map(|_| free_port()).collect();
+        let raft_ports = if raft_ports {
+            (0..total).map(|_| free_port()).collect()
+        } else {
+            Vec::new()
+        };
         let mut c = Cluster {
             env,
             ports,
             nodes: (0..total).map(|_| None).collect(),
             node_env,
+            raft_ports,
         };
         for i in 1..=total {
             c.write_config(i, extra);
@@ -88,7 +113,7 @@ impl Cluster {
         let mut args = vec!["init".to_owned()];
         for i in 1..=n {
             args.push("--node".into());
-            args.push(format!("{i}={}", c.endpoint(i)));
+            args.push(format!("{i}={}", c.raft_endpoint(i)));
         }
         let out = c.ops(1, &args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(out.status.success(), "cluster init: {}", stderr(&out));
@@ -103,12 +128,23 @@ impl Cluster {
         format!("https://127.0.0.1:{}", self.ports[i - 1])
     }
 
+    /// The address node `i` serves Raft on, as the membership stores it.
+    pub fn raft_endpoint(&self, i: usize) -> String {
+        match self.raft_ports.get(i - 1) {
+            Some(p) => format!("https://127.0.0.1:{p}"),
+            None => self.endpoint(i),
+        }
+    }
+
     fn write_config(&self, i: usize, extra: &str) {
         // `{dept}` in `extra` is this node's department (node i serves GATEWAYS[i - 1]);
         // `{pki}` is the PKI folder.
-        let extra = extra
+        let mut extra = extra
             .replace("{dept}", GATEWAYS[(i - 1) % GATEWAYS.len()])
             .replace("{pki}", &self.env.pki().display().to_string());
+        if let Some(p) = self.raft_ports.get(i - 1) {
+            extra.push_str(&format!("\n[raft]\nlisten = \"127.0.0.1:{p}\"\n"));
+        }
         let dir = self.dir(i);
         std::fs::create_dir_all(&dir).expect("node dir");
         let pki = self.env.pki();
@@ -253,7 +289,7 @@ min_cosigners = 2
     pub async fn checkpoint(&self, i: usize) -> Option<(u64, Vec<u8>, String)> {
         let ch = self.channel(i, "audit-office").await.ok()?;
         let c = NotaryClient::new(ch)
-            .get_checkpoint(GetCheckpointRequest {})
+            .get_checkpoint(GetCheckpointRequest::default())
             .await
             .ok()?
             .into_inner()
