@@ -89,6 +89,7 @@ struct Inner {
     queue: mpsc::Sender<Pending>,
     batcher: Mutex<Option<JoinHandle<()>>>,
     batch_stats: Arc<group_commit::BatchStats>,
+    authority_stats: Arc<crate::network::AuthorityStats>,
 }
 
 impl fmt::Debug for Notary {

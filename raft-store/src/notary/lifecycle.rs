@@ -186,6 +186,7 @@ fn with_batcher(
     let (queue, receiver) =
         mpsc::channel(config.max_batch.saturating_mul(config.max_in_flight + 1));
     let batch_stats = Arc::new(group_commit::BatchStats::default());
+    let authority_stats = Arc::new(crate::network::AuthorityStats::default());
     let committer = Committer {
         stats: batch_stats.clone(),
         node_id: config.node_id,
@@ -212,6 +213,7 @@ fn with_batcher(
             queue,
             batcher: Mutex::new(Some(batcher)),
             batch_stats,
+            authority_stats,
         }),
     }
 }
