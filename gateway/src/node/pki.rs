@@ -594,3 +594,6 @@ pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> std::io::Result
     }
     renamed
 }
+
+#[cfg(test)]
+mod tests;
