@@ -45,16 +45,14 @@ pub enum CrlError {
         issuer: String,
         next_update: String,
     },
-    #[error(
-        "{path}: the CRL of `{issuer}` (number {new_number}, thisUpdate {new_this_update}) is older than the one in force (number {old_number}, thisUpdate {old_this_update})"
-    )]
+    #[error("{path}: the CRL of `{issuer}` ({new}) is older than the one in force ({old})")]
     Older {
         path: String,
         issuer: String,
-        new_number: String,
-        new_this_update: String,
-        old_number: String,
-        old_this_update: String,
+        /// `number <n>, thisUpdate <time>` of the refused CRL.
+        new: String,
+        /// The same of the CRL in force.
+        old: String,
     },
     #[error(
         "{path} no longer holds a CRL of `{issuer}`, whose CA is still trusted; dropping it would un-revoke its certificates"
@@ -230,10 +228,16 @@ impl CrlSet {
                 return Err(CrlError::Older {
                     path: p(),
                     issuer: new.issuer_text.clone(),
-                    new_number: num(&new.number),
-                    new_this_update: rfc3339(new.this_update),
-                    old_number: num(&old.number),
-                    old_this_update: rfc3339(old.this_update),
+                    new: format!(
+                        "number {}, thisUpdate {}",
+                        num(&new.number),
+                        rfc3339(new.this_update)
+                    ),
+                    old: format!(
+                        "number {}, thisUpdate {}",
+                        num(&old.number),
+                        rfc3339(old.this_update)
+                    ),
                 });
             }
         }

@@ -61,6 +61,8 @@ pub(super) fn raft_routes(notary: &Notary) -> Routes {
 
 /// Every service of the main port, Raft's too when `with_raft`; `ready` answers the HTTP
 /// readiness probe; reflection only when `reflection` (config `grpc_reflection`).
+// One call site, in start-up, hands over the parts of the port.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn routes(
     services: Services,
     notary: &Notary,
