@@ -34,10 +34,17 @@ running() { [ -f "$dir/node-$1/pid" ] && kill -0 "$(cat "$dir/node-$1/pid")" 2>/
 
 prepare() {
     mkdir -p "$dir"
+    # A gateway node's certificate names its department: other gateways forward to it only then,
+    # and it may forward to the leader only its own department's records.
+    node_args=""
+    for n in $nodes; do
+        if [ -n "$gateways" ]; then node_args="$node_args --node node-$n=$(dept "$n")"
+        else node_args="$node_args --node node-$n"; fi
+    done
+    # shellcheck disable=SC2086
     "$bin" pki init --out "$dir/pki" --trust-domain gov.example \
         --dept market-regulation --dept natural-resources --dept housing \
-        --inspector audit-office --operator ops \
-        --node node-1 --node node-2 --node node-3 >/dev/null
+        --inspector audit-office --operator ops $node_args >/dev/null
     mkdir -p "$dir/policies"
     [ -f "$dir/policies/model.conf" ] || cp "$here/../policies/model.conf" "$dir/policies/"
     [ -f "$dir/policies/policy.csv" ] || cp "$here/../policies/policy.csv" "$dir/policies/"

@@ -174,23 +174,52 @@ pub async fn apply_config(
     text: String,
     model: Option<String>,
 ) -> anyhow::Result<()> {
+    use qianlian_proto::v1::ConfigVersion;
     use qianlian_proto::v1::admin_client::AdminClient;
-    let mut c = AdminClient::new(profile.connect().await?);
-    let resp = match kind {
-        "policy" => {
-            c.apply_policy(qianlian_proto::v1::ApplyPolicyRequest {
-                model: model.unwrap_or_default(),
-                rules: text,
-            })
-            .await
-        }
-        _ => {
-            c.apply_directory(qianlian_proto::v1::ApplyDirectoryRequest { toml: text })
+    async fn call(
+        profile: &Profile,
+        kind: &str,
+        text: &str,
+        model: &Option<String>,
+    ) -> anyhow::Result<Result<ConfigVersion, tonic::Status>> {
+        let mut c = AdminClient::new(profile.connect().await?);
+        let resp = match kind {
+            "policy" => {
+                c.apply_policy(qianlian_proto::v1::ApplyPolicyRequest {
+                    model: model.clone().unwrap_or_default(),
+                    rules: text.to_owned(),
+                })
                 .await
-        }
+            }
+            _ => {
+                c.apply_directory(qianlian_proto::v1::ApplyDirectoryRequest {
+                    toml: text.to_owned(),
+                })
+                .await
+            }
+        };
+        Ok(resp.map(tonic::Response::into_inner))
     }
-    .map_err(|s| anyhow::anyhow!(describe_status(&s)))?
-    .into_inner();
+    // Configuration changes run on the leader: follow it once.
+    let resp = match call(profile, kind, &text, &model).await? {
+        Ok(r) => r,
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            let Some(leader) = s
+                .metadata()
+                .get(LEADER_HEADER)
+                .and_then(|v| v.to_str().ok())
+            else {
+                anyhow::bail!(describe_status(&s));
+            };
+            eprintln!("{} is not the leader; asking {leader}", profile.endpoint);
+            let mut at_leader = profile.clone();
+            at_leader.endpoint = leader.to_owned();
+            call(&at_leader, kind, &text, &model)
+                .await?
+                .map_err(|s| anyhow::anyhow!(describe_status(&s)))?
+        }
+        Err(s) => anyhow::bail!(describe_status(&s)),
+    };
     println!(
         "{} version {} in force from log index {}",
         resp.kind, resp.version, resp.log_index

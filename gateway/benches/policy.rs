@@ -60,6 +60,7 @@ fn caller(department: &str) -> PeerIdentity {
         department: department.into(),
         role: Role::Department,
         cert_fingerprint: [0; 32],
+        node_department: None,
     }
 }
 

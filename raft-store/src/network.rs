@@ -18,6 +18,7 @@
 //! TLS: the client uses the configured `ClientTlsConfig` (node certificate for mutual TLS); the
 //! server side is mounted by the gateway on its own TLS listener, restricted to node certificates.
 
+mod authority;
 mod node_rpc;
 mod peers;
 mod wire;
@@ -42,6 +43,9 @@ use serde::de::DeserializeOwned;
 use tonic::transport::ClientTlsConfig;
 use tonic::{Code, Status};
 
+pub use self::authority::{
+    AuthorityStats, CallRefusal, CallingNode, authorize_call, may_originate,
+};
 pub use self::node_rpc::{
     CosignRequest, ForwardRefusal, ForwardRequest, ForwardedReceipt, LocalNode, PeerCallError,
 };
@@ -199,11 +203,17 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 
 /// The `qianlian.v1.Raft` gRPC service: hands peers' Raft messages to the local Raft node, and
 /// their `Forward`, `Cosign` and `CosignStatus` calls to the local notary ([`LocalNode`]).
+///
+/// With an authority ([`RaftService::with_authority`]) every call must carry the caller's
+/// [`CallingNode`] in its extensions and come from a current member in its own name (module
+/// `authority`); refusals are `PERMISSION_DENIED` and counted.
 #[derive(Clone)]
 pub struct RaftService {
     raft: openraft::Raft<TypeConfig>,
     // `None`: a bare Raft endpoint (tests); the node calls answer `UNIMPLEMENTED`.
     node: Option<Arc<dyn LocalNode>>,
+    // `None`: every caller is served (plain-HTTP tests only).
+    authority: Option<Arc<AuthorityStats>>,
 }
 
 impl fmt::Debug for RaftService {
@@ -218,7 +228,11 @@ impl RaftService {
     /// The service for `raft` alone: the node calls (Forward, Cosign, CosignStatus) answer
     /// `UNIMPLEMENTED`.
     pub fn new(raft: openraft::Raft<TypeConfig>) -> RaftService {
-        RaftService { raft, node: None }
+        RaftService {
+            raft,
+            node: None,
+            authority: None,
+        }
     }
 
     /// The service for `raft` that also serves the node calls from `node`.
@@ -226,7 +240,65 @@ impl RaftService {
         RaftService {
             raft,
             node: Some(node),
+            authority: None,
         }
+    }
+
+    /// Serve only current members calling in their own name, counting refusals in `stats`.
+    pub fn with_authority(mut self, stats: Arc<AuthorityStats>) -> RaftService {
+        self.authority = Some(stats);
+        self
+    }
+
+    /// Check the caller of `call` (see module `authority`); `sender` is the node the message
+    /// names, if it names one. Without an authority, every caller is served.
+    #[allow(clippy::result_large_err)]
+    fn authorize(
+        &self,
+        call: &'static str,
+        caller: Option<&CallingNode>,
+        sender: Option<NodeId>,
+    ) -> Result<(), Status> {
+        let Some(stats) = &self.authority else {
+            return Ok(());
+        };
+        let members: std::collections::BTreeSet<NodeId> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        authorize_call(call, caller, &members, sender)
+            .map(|_| ())
+            .map_err(|refusal| {
+                let counter = match refusal {
+                    CallRefusal::WrongSender { .. } => &stats.wrong_sender,
+                    _ => &stats.not_member,
+                };
+                AuthorityStats::count(counter);
+                tracing::warn!(call, caller = ?caller.map(|c| &c.name), "peer call refused: {refusal}");
+                Status::permission_denied(refusal.to_string())
+            })
+    }
+
+    /// Check a Raft message's caller before decoding it, and its sender after.
+    #[allow(clippy::result_large_err)]
+    fn decode_from<T: DeserializeOwned>(
+        &self,
+        call: &'static str,
+        request: tonic::Request<RaftMessage>,
+        sender: impl FnOnce(&T) -> Option<NodeId>,
+    ) -> Result<T, Status> {
+        let caller = request.extensions().get::<CallingNode>().cloned();
+        self.authorize(call, caller.as_ref(), None)?;
+        let rpc: T = decode_request(request)?;
+        // A message naming no sender (a vote of no candidate) cannot be anyone's.
+        let named = sender(&rpc).unwrap_or(NodeId::MAX);
+        self.authorize(call, caller.as_ref(), Some(named))?;
+        Ok(rpc)
     }
 
     /// The service wrapped as a tonic server with [`MAX_MESSAGE_BYTES`] limits, ready to mount.
@@ -258,7 +330,11 @@ impl RaftRpc for RaftService {
         &self,
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = decode_request(request)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = self.decode_from(
+            "AppendEntries",
+            request,
+            |r: &AppendEntriesRequest<TypeConfig>| r.vote.leader_id.voted_for(),
+        )?;
         reply(&self.raft.append_entries(rpc).await)
     }
 
@@ -266,7 +342,10 @@ impl RaftRpc for RaftService {
         &self,
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, Status> {
-        let rpc: VoteRequest<NodeId> = decode_request(request)?;
+        let rpc: VoteRequest<NodeId> =
+            self.decode_from("Vote", request, |r: &VoteRequest<NodeId>| {
+                r.vote.leader_id.voted_for()
+            })?;
         reply(&self.raft.vote(rpc).await)
     }
 
@@ -274,7 +353,11 @@ impl RaftRpc for RaftService {
         &self,
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, Status> {
-        let rpc: InstallSnapshotRequest<TypeConfig> = decode_request(request)?;
+        let rpc: InstallSnapshotRequest<TypeConfig> = self.decode_from(
+            "InstallSnapshot",
+            request,
+            |r: &InstallSnapshotRequest<TypeConfig>| r.vote.leader_id.voted_for(),
+        )?;
         reply(&self.raft.install_snapshot(rpc).await)
     }
 
@@ -283,8 +366,10 @@ impl RaftRpc for RaftService {
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, Status> {
         let node = self.node()?;
+        let caller = request.extensions().get::<CallingNode>().cloned();
+        self.authorize("Forward", caller.as_ref(), None)?;
         let rpc: ForwardRequest = decode_request(request)?;
-        reply(&node.forwarded(rpc.records).await)
+        reply(&node.forwarded(caller.as_ref(), rpc.records).await)
     }
 
     async fn cosign(
@@ -292,6 +377,8 @@ impl RaftRpc for RaftService {
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, Status> {
         let node = self.node()?;
+        let caller = request.extensions().get::<CallingNode>();
+        self.authorize("Cosign", caller, None)?;
         let rpc: CosignRequest = decode_request(request)?;
         reply(&node.cosign(rpc.tree_size).await)
     }
@@ -301,6 +388,8 @@ impl RaftRpc for RaftService {
         request: tonic::Request<RaftMessage>,
     ) -> Result<tonic::Response<RaftMessage>, Status> {
         let node = self.node()?;
+        let caller = request.extensions().get::<CallingNode>();
+        self.authorize("CosignStatus", caller, None)?;
         let rpc: CosignRequest = decode_request(request)?;
         reply(&node.cosign_status(rpc.tree_size).await)
     }

@@ -101,6 +101,7 @@ struct Inner {
     checkpoints: HeadCache<CosignedCheckpoint>,
     status_lists: HeadCache<CosignedStatusList>,
     cosign_stats: Arc<CosignStats>,
+    authority_stats: Arc<crate::network::AuthorityStats>,
 }
 
 impl fmt::Debug for Notary {

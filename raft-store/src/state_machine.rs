@@ -256,6 +256,7 @@ impl StateMachineStore {
                 promised: AtomicU64::new(0),
                 generation_lock: RwLock::new(()),
                 on_demand: Mutex::new(None),
+                snapshots_refused: AtomicU64::new(0),
                 config,
                 files: Files::default(),
             }),
@@ -282,6 +283,12 @@ impl StateMachineStore {
 }
 
 impl StateReader {
+    /// Snapshots refused since the node started because they did not extend a tree this node
+    /// signed.
+    pub fn snapshots_refused(&self) -> u64 {
+        self.shared.snapshots_refused.load(Ordering::Relaxed)
+    }
+
     /// Number of records applied: the next record gets this log index.
     pub fn tree_size(&self) -> u64 {
         *self.shared.tree_size.borrow()

@@ -55,7 +55,7 @@ impl Node {
         configure(&mut config);
         let notary = Notary::open(config).await?;
         let (stop_server, stopped) = oneshot::channel::<()>();
-        let service = notary.raft_service();
+        let service = notary.raft_service_without_authority();
         tokio::spawn(async move {
             let served = Server::builder()
                 .add_service(service)

@@ -26,10 +26,13 @@ pub struct InitArgs {
     /// An operator (client certificate, role `operator`); repeatable.
     #[arg(long = "operator")]
     pub operators: Vec<String>,
-    /// A gateway node (server certificate); default: one per department.
+    /// A gateway node (server certificate) as <name> or <name>=<department>, the department whose
+    /// gateway it is (named in its certificate); a cluster member is named node-<member id>;
+    /// repeatable. Default: one per department, named after it.
     #[arg(long = "node")]
     pub nodes: Vec<String>,
-    /// Extra DNS name or IP for node certificates; repeatable.
+    /// Extra DNS names or IPs for node certificates: <node>=<host>[,<host>...] for that node's
+    /// certificate only, or <host> for every node certificate; repeatable.
     #[arg(long = "host")]
     pub hosts: Vec<String>,
     /// Display name of a department as <id>=<name> (e.g. Chinese names); repeatable.

@@ -4,7 +4,9 @@
 //! A certificate names exactly one SPIFFE-style URI SAN, `spiffe://<trust-domain>/dept/<id>` for
 //! people-facing roles or `spiffe://<trust-domain>/node/<id>` for gateway nodes, and carries its
 //! role in the subject's organizational unit (OU): `department`, `inspector`, `operator` or
-//! `node`, and no other OU may name a role. Chain validation (CA, expiry, revocation) happens in rustls before this code runs.
+//! `node`, and no other OU may name a role. A node certificate may name the department whose
+//! gateway it is in the subject's organizationIdentifier (OID 2.5.4.97), and its member id in
+//! its name (`node/node-<member id>`). Chain validation (CA, expiry, revocation) happens in rustls before this code runs.
 
 use std::fmt;
 
@@ -70,6 +72,9 @@ pub struct PeerIdentity {
     pub role: Role,
     /// SHA-256 of the leaf certificate's DER bytes.
     pub cert_fingerprint: [u8; 32],
+    /// For a node certificate: the department whose gateway the node is, from the subject's
+    /// organizationIdentifier; `None` for an operator's node and for other roles.
+    pub node_department: Option<String>,
 }
 
 impl PeerIdentity {
@@ -116,6 +121,11 @@ pub enum IdentityError {
     /// The OU role does not match the SAN URI kind (e.g. a node URI with a department role).
     #[error("client certificate role `{role}` does not match its SAN URI `{uri}`")]
     RoleMismatch { role: String, uri: String },
+    /// A node certificate's organizationIdentifier is not one valid department id.
+    #[error(
+        "node certificate must name at most one department in its subject organizationIdentifier, as a department id; found {found:?}"
+    )]
+    BadNodeDepartment { found: Vec<String> },
     /// The node's CRLs passed their nextUpdate: whether the certificate is revoked cannot be
     /// known, so it is refused. The node's operator must load a current CRL.
     #[error(
@@ -123,6 +133,9 @@ pub enum IdentityError {
     )]
     RevocationUnknown { since: String },
 }
+
+/// OID of the subject attribute that names a node's department (X.520 organizationIdentifier).
+pub const ORGANIZATION_IDENTIFIER: &str = "2.5.4.97";
 
 /// Check a department or node id: 1–63 characters of `a-z`, `0-9` and `-`, not starting or
 /// ending with `-`. Returns a message naming the rule broken.
@@ -209,10 +222,27 @@ pub fn parse_peer(cert_der: &[u8], trust_domain: &str) -> Result<PeerIdentity, I
         });
     }
 
+    let node_department = if role == Role::Node {
+        let found: Vec<String> = cert
+            .subject()
+            .iter_attributes()
+            .filter(|a| a.attr_type().to_id_string() == ORGANIZATION_IDENTIFIER)
+            .map(|a| a.as_str().unwrap_or("(not a string)").to_owned())
+            .collect();
+        match found.as_slice() {
+            [] => None,
+            [d] if validate_id(d).is_ok() => Some(d.clone()),
+            _ => return Err(IdentityError::BadNodeDepartment { found }),
+        }
+    } else {
+        None
+    };
+
     Ok(PeerIdentity {
         department: id.to_owned(),
         role,
         cert_fingerprint: Sha256::digest(cert_der).into(),
+        node_department,
     })
 }
 

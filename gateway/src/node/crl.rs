@@ -49,7 +49,7 @@ pub enum CrlError {
     Older {
         path: String,
         issuer: String,
-        /// "number N, thisUpdate T" of the file read.
+        /// `number <n>, thisUpdate <time>` of the refused CRL.
         new: String,
         /// The same of the CRL in force.
         old: String,

@@ -1,9 +1,10 @@
 //! Reaching other systems: the owner department's gateway (over mutual TLS, with this
 //! department's client certificate) and HTTP/JSON backends that serve a dataset.
 //!
-//! The owner's server must hold a certificate from the CA for the directory's address and,
-//! where the directory pins one, be exactly the pinned certificate; the pin is checked after
-//! the handshake and before any request is written.
+//! The owner's server must hold a certificate from the CA for the directory's address, be the
+//! node certificate of the owner department's gateway (its subject names that department, see
+//! `domain::identity`) and, where the directory pins one, be exactly the pinned certificate; both
+//! are checked after the handshake and before any request is written.
 //!
 //! Every call is bounded by the gateway's forward timeout, connection included, so an owner
 //! that does not answer costs the caller at most that long.
@@ -61,7 +62,7 @@ pub enum ForwardError {
     WrongGateway(String),
 }
 
-type ChannelKey = (String, Option<[u8; 32]>);
+type ChannelKey = (String, Option<[u8; 32]>, String);
 
 /// One channel and the last pin refusal of its connector, if the latest connection had one.
 #[derive(Debug, Clone)]
@@ -75,6 +76,8 @@ struct Pinned {
 pub struct Forwarder {
     tls: Arc<ArcSwap<rustls::ClientConfig>>,
     timeout: Duration,
+    /// The trust domain the owner gateways' certificates are read in.
+    trust_domain: String,
     channels: Mutex<HashMap<ChannelKey, Pinned>>,
 }
 
@@ -88,11 +91,13 @@ impl Forwarder {
         key: PrivateKeyDer<'static>,
         crls: Vec<CertificateRevocationListDer<'static>>,
         timeout: Duration,
+        trust_domain: String,
     ) -> Result<Forwarder, TlsError> {
         let config = crate::node::tls::client_config(ca, cert_chain, key, crls)?;
         Ok(Forwarder {
             tls: Arc::new(ArcSwap::from_pointee(config)),
             timeout,
+            trust_domain,
             channels: Mutex::new(HashMap::new()),
         })
     }
@@ -122,7 +127,11 @@ impl Forwarder {
 
     fn channel(&self, owner: &OwnerGateway) -> Result<Pinned, ForwardError> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (owner.url.clone(), owner.cert_fingerprint);
+        let key = (
+            owner.url.clone(),
+            owner.cert_fingerprint,
+            owner.department.clone(),
+        );
         if let Some(c) = channels.get(&key) {
             return Ok(c.clone());
         }
@@ -143,6 +152,7 @@ impl Forwarder {
         let connector = PinnedTls {
             tls: self.tls.clone(),
             department: owner.department.clone(),
+            trust_domain: self.trust_domain.clone(),
             pin: owner.cert_fingerprint,
             refused: refused.clone(),
         };
@@ -233,6 +243,7 @@ struct PinnedTls {
     /// Read at each connection, so a reconnect uses the settings in force.
     tls: Arc<ArcSwap<rustls::ClientConfig>>,
     department: String,
+    trust_domain: String,
     pin: Option<[u8; 32]>,
     refused: Arc<Mutex<Option<String>>>,
 }
@@ -268,7 +279,9 @@ impl tower::Service<Uri> for PinnedTls {
             let tls = TlsConnector::from(this.tls.load_full())
                 .connect(name, tcp)
                 .await?;
-            let verdict = this.check_pin(&host, port, &tls);
+            let verdict = this
+                .check_owner(&host, port, &tls)
+                .and_then(|()| this.check_pin(&host, port, &tls));
             *this.refused.lock().unwrap_or_else(|e| e.into_inner()) = verdict.clone().err();
             match verdict {
                 Ok(()) => Ok(TokioIo::new(tls)),
@@ -285,6 +298,28 @@ impl tower::Service<Uri> for PinnedTls {
 }
 
 impl PinnedTls {
+    /// The server's certificate must be a node certificate naming the owner department: a
+    /// valid certificate of another department's gateway (or of no department's) is refused.
+    fn check_owner(
+        &self,
+        host: &str,
+        port: u16,
+        tls: &tokio_rustls::client::TlsStream<TcpStream>,
+    ) -> Result<(), String> {
+        let cert = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+        owner_identity_matches(
+            cert.map(|c| c.as_ref()),
+            &self.trust_domain,
+            &self.department,
+        )
+        .map_err(|why| {
+            format!(
+                "the server at {host}:{port} is not the gateway of `{}`: {why}; nothing was sent to it. The directory's gateway address for `{}` must reach that department's node, whose certificate names it (`qianlian pki init --node <name>={}`)",
+                self.department, self.department, self.department
+            )
+        })
+    }
+
     fn check_pin(
         &self,
         host: &str,
@@ -309,6 +344,33 @@ impl PinnedTls {
             hex::encode(want),
             self.department
         ))
+    }
+}
+
+/// Whether the leaf certificate `cert` (DER) is the node certificate of `department`'s gateway;
+/// `Err` says what it is instead.
+pub fn owner_identity_matches(
+    cert: Option<&[u8]>,
+    trust_domain: &str,
+    department: &str,
+) -> Result<(), String> {
+    let cert = cert.ok_or_else(|| "it presented no certificate".to_owned())?;
+    let id = crate::domain::identity::parse_peer(cert, trust_domain)
+        .map_err(|e| format!("its certificate carries no usable identity ({e})"))?;
+    match (&id.role, id.node_department.as_deref()) {
+        (crate::domain::identity::Role::Node, Some(d)) if d == department => Ok(()),
+        (crate::domain::identity::Role::Node, Some(d)) => Err(format!(
+            "its certificate is node `{}`'s, the gateway of `{d}`",
+            id.department
+        )),
+        (crate::domain::identity::Role::Node, None) => Err(format!(
+            "its certificate is node `{}`'s, which names no department",
+            id.department
+        )),
+        (role, _) => Err(format!(
+            "its certificate is a {role} certificate of `{}`, not a gateway node's",
+            id.department
+        )),
     }
 }
 

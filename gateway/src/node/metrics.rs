@@ -166,6 +166,8 @@ pub struct Metrics {
     limit_hits: Family<ReasonLabels, Counter>,
     connections_closed: Family<ReasonLabels, Counter>,
     crl_refused: Family<ReasonLabels, Counter>,
+    /// Peer calls and snapshots refused by node authority, by reason.
+    peer_refused: Family<ReasonLabels, Gauge>,
     /// The CRL file in force and its `nextUpdate` (Unix seconds), if any.
     crl_next_update: std::sync::Mutex<Option<(String, i64)>>,
     crl_next_update_seconds: Family<CrlLabels, Gauge>,
@@ -227,6 +229,7 @@ impl Metrics {
             limit_hits: Family::default(),
             connections_closed: Family::default(),
             crl_refused: Family::default(),
+            peer_refused: Family::default(),
             crl_next_update: std::sync::Mutex::new(None),
             crl_next_update_seconds: Family::default(),
             registry,
@@ -315,6 +318,11 @@ impl Metrics {
             m.crl_refused.clone(),
         );
         r.register(
+            "peer_refused",
+            "Peer calls refused since start: not_member (not a current member's node certificate), wrong_sender (a message in another member's name), forward_not_permitted (a forwarded record the sending node may not originate), snapshot_not_extending (a snapshot that does not extend this node's signed tree)",
+            m.peer_refused.clone(),
+        );
+        r.register(
             "crl_next_update_seconds",
             "Seconds until the CRLs in force pass their nextUpdate (negative: expired, client certificates other than nodes' are refused); absent without a CRL",
             m.crl_next_update_seconds.clone(),
@@ -375,6 +383,19 @@ impl Metrics {
                     node: id.to_string(),
                 })
                 .set(lag as i64);
+        }
+        let a = notary.authority_stats();
+        for (reason, n) in [
+            ("not_member", a.not_member.load(Relaxed)),
+            ("wrong_sender", a.wrong_sender.load(Relaxed)),
+            ("forward_not_permitted", a.forward_refused.load(Relaxed)),
+            ("snapshot_not_extending", notary.snapshots_refused()),
+        ] {
+            self.peer_refused
+                .get_or_create(&ReasonLabels {
+                    reason: reason.into(),
+                })
+                .set(n as i64);
         }
         let b = notary.batch_stats();
         self.batches.set(b.batches.load(Relaxed) as i64);

@@ -30,9 +30,13 @@ pub struct PkiPlan {
     pub departments: Vec<String>,
     pub inspectors: Vec<String>,
     pub operators: Vec<String>,
-    /// Gateway nodes; defaults to one per department when empty.
+    /// Gateway nodes, each `<name>` (an operator's node) or `<name>=<department>` (the gateway of
+    /// that department, named in its certificate); defaults to one per department, named after
+    /// it, when empty. A member of a cluster is named `node-<member id>`.
     pub nodes: Vec<String>,
-    /// Extra DNS names or IP addresses for node certificates (besides localhost and the id).
+    /// Extra DNS names or IP addresses for node certificates (besides localhost and the node's
+    /// name): `<host>` goes into every node certificate, `<node>=<host>[,<host>…]` into that
+    /// node's only.
     pub node_hosts: Vec<String>,
     /// Display names of departments (id, name), e.g. Chinese names; default: the id.
     pub names: Vec<(String, String)>,
@@ -76,15 +80,13 @@ pub fn init(plan: &PkiPlan) -> Result<PkiReport, PkiError> {
         (&plan.departments, "department id"),
         (&plan.inspectors, "inspector id"),
         (&plan.operators, "operator id"),
-        (&plan.nodes, "node id"),
     ] {
         for id in list {
             validate_id(id).map_err(|reason| PkiError::Invalid { what, reason })?;
         }
-        if what != "node id" {
-            ids.extend(list.iter().cloned());
-        }
+        ids.extend(list.iter().cloned());
     }
+    node_specs(plan)?;
     let mut seen = std::collections::HashSet::new();
     if let Some(dup) = ids.iter().find(|id| !seen.insert(id.as_str())) {
         return Err(PkiError::Invalid {
@@ -102,15 +104,10 @@ pub fn init(plan: &PkiPlan) -> Result<PkiReport, PkiError> {
 
     let issuer = ca(plan, &mut report)?;
 
-    let nodes = if plan.nodes.is_empty() {
-        &plan.departments
-    } else {
-        &plan.nodes
-    };
-    for id in nodes {
-        let base = plan.out.join("nodes").join(id);
-        leaf(plan, &base, id, Role::Node, &issuer, &mut report)?;
-        note_key(plan, &base, id, &mut report)?;
+    for node in node_specs(plan)? {
+        let base = plan.out.join("nodes").join(&node.name);
+        node_leaf(plan, &base, &node, &issuer, &mut report)?;
+        note_key(plan, &base, &node.name, &mut report)?;
     }
     for id in &plan.departments {
         license_key(plan, id, &mut report)?;
@@ -233,6 +230,136 @@ pub fn leaf_params(
     Ok(params)
 }
 
+/// One node certificate to write: its name, the department it serves, its host names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSpec {
+    pub name: String,
+    pub department: Option<String>,
+    pub hosts: Vec<String>,
+}
+
+/// The nodes of `plan` with their departments and host names (see [`PkiPlan::nodes`] and
+/// [`PkiPlan::node_hosts`]). Errors name the value and the form expected.
+pub fn node_specs(plan: &PkiPlan) -> Result<Vec<NodeSpec>, PkiError> {
+    let invalid = |what, reason: String| PkiError::Invalid { what, reason };
+    let mut nodes: Vec<NodeSpec> = Vec::new();
+    if plan.nodes.is_empty() {
+        nodes.extend(plan.departments.iter().map(|d| NodeSpec {
+            name: d.clone(),
+            department: Some(d.clone()),
+            hosts: Vec::new(),
+        }));
+    }
+    for spec in &plan.nodes {
+        let (name, department) = match spec.split_once('=') {
+            Some((n, d)) => (n, Some(d)),
+            None => (spec.as_str(), None),
+        };
+        validate_id(name).map_err(|r| invalid("node id", format!("--node `{spec}`: {r}")))?;
+        if let Some(d) = department {
+            validate_id(d).map_err(|r| {
+                invalid(
+                    "node department",
+                    format!("--node `{spec}` (write <node>=<department>): {r}"),
+                )
+            })?;
+        }
+        if nodes.iter().any(|n| n.name == name) {
+            return Err(invalid("node id", format!("node `{name}` is named twice")));
+        }
+        nodes.push(NodeSpec {
+            name: name.to_owned(),
+            department: department.map(str::to_owned),
+            hosts: Vec::new(),
+        });
+    }
+    let mut shared = Vec::new();
+    for host in &plan.node_hosts {
+        match host.split_once('=') {
+            None => shared.push(host.clone()),
+            Some((name, list)) => {
+                let node = nodes.iter_mut().find(|n| n.name == name).ok_or_else(|| {
+                    invalid(
+                        "host",
+                        format!(
+                            "--host `{host}` names node `{name}`, which is not one of the nodes ({}); write <node>=<host>[,<host>...] with a node given by --node",
+                            plan_node_names(plan)
+                        ),
+                    )
+                })?;
+                for h in list.split(',').map(str::trim) {
+                    if h.is_empty() {
+                        return Err(invalid(
+                            "host",
+                            format!("--host `{host}` has an empty host name"),
+                        ));
+                    }
+                    node.hosts.push(h.to_owned());
+                }
+            }
+        }
+    }
+    for node in &mut nodes {
+        let own = std::mem::take(&mut node.hosts);
+        node.hosts = shared.iter().cloned().chain(own).collect();
+    }
+    Ok(nodes)
+}
+
+fn plan_node_names(plan: &PkiPlan) -> String {
+    if plan.nodes.is_empty() {
+        plan.departments.join(", ")
+    } else {
+        plan.nodes
+            .iter()
+            .map(|n| n.split('=').next().unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Name `department` in a node certificate's subject (organizationIdentifier), which
+/// [`crate::domain::identity::parse_peer`] reads back as `node_department`.
+pub fn set_node_department(params: &mut CertificateParams, department: &str) {
+    params.distinguished_name.push(
+        DnType::CustomDnType(vec![2, 5, 4, 97]),
+        rcgen::DnValue::Utf8String(department.to_owned()),
+    );
+}
+
+fn node_leaf(
+    plan: &PkiPlan,
+    base: &Path,
+    node: &NodeSpec,
+    issuer: &Issuer<'_, KeyPair>,
+    report: &mut PkiReport,
+) -> Result<(), PkiError> {
+    let crt = base.with_extension("crt");
+    let key = base.with_extension("key");
+    if crt.exists() && key.exists() && !plan.force {
+        report.kept.push(crt);
+        return Ok(());
+    }
+    let now = OffsetDateTime::now_utc();
+    let mut params = leaf_params(
+        &plan.trust_domain,
+        &node.name,
+        Role::Node,
+        &node.hosts,
+        now - Duration::hours(1),
+        now + Duration::days(plan.leaf_days),
+    )?;
+    if let Some(d) = &node.department {
+        set_node_department(&mut params, d);
+    }
+    let key_pair = KeyPair::generate()?;
+    let cert = params.signed_by(&key_pair, issuer)?;
+    write(&key, &key_pair.serialize_pem(), true)?;
+    write(&crt, &cert.pem(), false)?;
+    report.written.extend([crt, key]);
+    Ok(())
+}
+
 fn leaf(
     plan: &PkiPlan,
     base: &Path,
@@ -252,7 +379,7 @@ fn leaf(
         &plan.trust_domain,
         id,
         role,
-        &plan.node_hosts,
+        &[],
         now - Duration::hours(1),
         now + Duration::days(plan.leaf_days),
     )?;
@@ -467,3 +594,6 @@ pub fn write_file(path: &Path, contents: &[u8], secret: bool) -> std::io::Result
     }
     renamed
 }
+
+#[cfg(test)]
+mod tests;

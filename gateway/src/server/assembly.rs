@@ -179,5 +179,6 @@ fn forwarder(config: &NodeConfig) -> Result<Option<Arc<Forwarder>>, StartError> 
         tls::load_key(key)?,
         crls,
         config.gateway.forward_timeout,
+        config.trust_domain.clone(),
     )?)))
 }

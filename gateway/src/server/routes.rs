@@ -10,6 +10,7 @@ use qianlian_proto::v1::audit_server::AuditServer;
 use qianlian_proto::v1::exchange_server::ExchangeServer;
 use qianlian_proto::v1::licenses_server::LicensesServer;
 use qianlian_proto::v1::notary_server::NotaryServer;
+use qianlian_raft_store::network::CallingNode;
 use qianlian_raft_store::notary::Notary;
 use tonic::service::Routes;
 use tonic::{Request, Status};
@@ -28,11 +29,20 @@ fn max_message(limits: &Limits) -> usize {
     limits.max_payload_bytes + 64 * 1024
 }
 
-/// Raft RPCs are for gateway nodes only.
+/// Raft RPCs are for gateway nodes only. The node certificate's name, member id and department
+/// go to the Raft service, which serves only current members in their own name.
 #[allow(clippy::result_large_err)]
-fn nodes_only(req: Request<()>) -> Result<Request<()>, Status> {
+fn nodes_only(mut req: Request<()>) -> Result<Request<()>, Status> {
     match req.extensions().get::<ConnInfo>().map(|c| &c.peer) {
-        Some(Some(Ok(id))) if id.role == Role::Node => Ok(req),
+        Some(Some(Ok(id))) if id.role == Role::Node => {
+            let caller = CallingNode {
+                name: id.department.clone(),
+                member_id: CallingNode::member_id_of(&id.department),
+                department: id.node_department.clone(),
+            };
+            req.extensions_mut().insert(caller);
+            Ok(req)
+        }
         Some(Some(Ok(id))) => Err(Status::permission_denied(format!(
             "Raft traffic is for gateway nodes; {id} is not a node certificate"
         ))),

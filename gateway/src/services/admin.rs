@@ -1,9 +1,11 @@
 //! The Admin service: Raft membership and the cluster's replicated configuration (policy and
 //! directory), for operator certificates only.
 //!
-//! Membership changes run on the leader. A node that is not the leader refuses with
-//! FAILED_PRECONDITION and names the leader in the `x-qianlian-leader` metadata, which the CLI
-//! follows once.
+//! Membership and configuration changes run on the leader. A node that is not the leader
+//! refuses with FAILED_PRECONDITION and names the leader in the `x-qianlian-leader` metadata,
+//! which the CLI follows once. A configuration record is thus appended by the leader from the
+//! operator's own call, whose operator certificate the leader checked: the leader refuses
+//! configuration records forwarded by a department's node.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -106,7 +108,7 @@ impl AdminService {
     }
 
     /// Refuse on a follower before trying, so the caller gets the leader's address at once.
-    fn require_leader(&self) -> Result<(), ServiceError> {
+    fn require_leader(&self, what: &str) -> Result<(), ServiceError> {
         let s = self.notary.status();
         if s.leader == Some(s.node_id) {
             return Ok(());
@@ -116,7 +118,7 @@ impl AdminService {
             .and_then(|l| s.voters.get(&l).or_else(|| s.learners.get(&l)).cloned());
         let message = match (s.leader, &addr) {
             (Some(l), Some(a)) => format!(
-                "node {} is not the leader; node {l} at {a} is: send membership changes there",
+                "node {} is not the leader; node {l} at {a} is: send {what} there",
                 s.node_id
             ),
             _ => format!(
@@ -188,7 +190,7 @@ impl AdminService {
             .ok_or_else(|| ServiceError::InvalidArgument("`member` is required".into()))?;
         check_node_id(m.node_id)?;
         check_address(&m.address)?;
-        self.require_leader()?;
+        self.require_leader("membership changes")?;
         self.notary
             .add_learner(m.node_id, m.address.clone())
             .await
@@ -203,7 +205,7 @@ impl AdminService {
     ) -> Result<ClusterStatus, ServiceError> {
         operator(&request)?;
         let id = request.into_inner().node_id;
-        self.require_leader()?;
+        self.require_leader("membership changes")?;
         let s = self.notary.status();
         if s.voters.contains_key(&id) {
             return Err(ServiceError::FailedPrecondition(format!(
@@ -231,7 +233,7 @@ impl AdminService {
     ) -> Result<ClusterStatus, ServiceError> {
         operator(&request)?;
         let id = request.into_inner().node_id;
-        self.require_leader()?;
+        self.require_leader("membership changes")?;
         let s = self.notary.status();
         if !s.voters.contains_key(&id) && !s.learners.contains_key(&id) {
             return Err(ServiceError::NotFound {
@@ -348,6 +350,7 @@ impl AdminService {
         change: ConfigChange,
     ) -> Result<ConfigVersion, ServiceError> {
         let kind = change.kind();
+        self.require_leader(&format!("{} changes", kind.as_str()))?;
         let receipt = self
             .notary
             .append(crate::node::cluster_config::config_record(

@@ -326,6 +326,7 @@ impl LicenseService {
             department: department.to_owned(),
             role: Role::Department,
             cert_fingerprint: [0; 32],
+            node_department: None,
         };
         self.policy
             .load()

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
 
+use super::authority::CallingNode;
 use super::peers::Peers;
 use super::wire::{decode_message, encode_message};
 use crate::checkpoint::{CosignRefusal, Cosignature};
@@ -49,6 +50,10 @@ pub enum ForwardRefusal {
     /// only once another leader is elected or the operator fixed the node.
     #[error("the leader failed the write: {reason}")]
     Failed { reason: String },
+    /// The leader refused the batch: a record breaks `Record::check`, or the sending node may
+    /// not originate it (see `may_originate`). Nothing was recorded; no retry helps.
+    #[error("the leader refused the forwarded batch: {reason}")]
+    NotPermitted { reason: String },
 }
 
 /// `Cosign` request: sign the checkpoint of the tree of this many records. `CosignStatus` sends
@@ -61,9 +66,11 @@ pub struct CosignRequest {
 /// What a node serves to its peers besides Raft. Implemented by the notary.
 #[tonic::async_trait]
 pub trait LocalNode: Send + Sync + 'static {
-    /// Append a forwarded batch through this node's group commit, if it leads.
+    /// Append a batch forwarded by `from` (`None`: a service without authority, in tests)
+    /// through this node's group commit, if it leads.
     async fn forwarded(
         &self,
+        from: Option<&CallingNode>,
         records: Vec<Record>,
     ) -> Result<Vec<ForwardedReceipt>, ForwardRefusal>;
 

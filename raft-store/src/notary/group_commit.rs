@@ -315,6 +315,13 @@ impl Committer {
                 fail(batch, &e);
                 Attempt::Done
             }
+            Ok(Err(ForwardRefusal::NotPermitted { reason })) => {
+                let e = NotaryError::InvalidRecord(format!(
+                    "the leader, node {leader}, refused the forwarded write: {reason}"
+                ));
+                fail(batch, &e);
+                Attempt::Done
+            }
             Err(PeerCallError::NotDelivered(e)) => {
                 tracing::debug!(leader, error = %e, "forwarding a batch to the leader");
                 Attempt::Retry(

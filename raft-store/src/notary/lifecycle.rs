@@ -187,6 +187,7 @@ fn with_batcher(
     let (queue, receiver) =
         mpsc::channel(config.max_batch.saturating_mul(config.max_in_flight + 1));
     let batch_stats = Arc::new(group_commit::BatchStats::default());
+    let authority_stats = Arc::new(crate::network::AuthorityStats::default());
     let committer = Committer {
         stats: batch_stats.clone(),
         node_id: config.node_id,
@@ -217,6 +218,7 @@ fn with_batcher(
             checkpoints: HeadCache::default(),
             status_lists: HeadCache::default(),
             cosign_stats: Arc::new(CosignStats::default()),
+            authority_stats,
         }),
     }
 }

@@ -12,7 +12,10 @@ use super::error::{NotaryError, Unavailability, UnavailableReason};
 use super::group_commit::{ANSWER_GRACE, Pending};
 use super::{CosignStats, Notary};
 use crate::checkpoint::{CosignRefusal, Cosignature};
-use crate::network::{ForwardRefusal, ForwardedReceipt, LocalNode, RaftService};
+use crate::network::{
+    AuthorityStats, CallingNode, ForwardRefusal, ForwardedReceipt, LocalNode, RaftService,
+    may_originate,
+};
 use crate::record::Record;
 use crate::state_machine::StateReader;
 
@@ -27,9 +30,35 @@ impl Notary {
             queue: self.inner.queue.clone(),
             reader: self.inner.reader.clone(),
             commit_timeout: self.inner.commit_timeout,
-            stats: self.inner.cosign_stats.clone(),
+            cosign_stats: self.inner.cosign_stats.clone(),
+            authority_stats: self.inner.authority_stats.clone(),
+        });
+        RaftService::with_node(self.inner.raft.clone(), node)
+            .with_authority(self.inner.authority_stats.clone())
+            .into_server()
+    }
+
+    /// The same service serving every caller, without checking who calls: only for tests that
+    /// run Raft over plain HTTP/2, where no certificate names the caller.
+    pub fn raft_service_without_authority(&self) -> RaftServer<RaftService> {
+        let node = Arc::new(NodeCalls {
+            queue: self.inner.queue.clone(),
+            reader: self.inner.reader.clone(),
+            commit_timeout: self.inner.commit_timeout,
+            cosign_stats: self.inner.cosign_stats.clone(),
+            authority_stats: self.inner.authority_stats.clone(),
         });
         RaftService::with_node(self.inner.raft.clone(), node).into_server()
+    }
+
+    /// Snapshots refused since this node started because they did not extend its signed tree.
+    pub fn snapshots_refused(&self) -> u64 {
+        self.inner.reader.snapshots_refused()
+    }
+
+    /// Peer calls refused since this node started.
+    pub fn authority_stats(&self) -> &AuthorityStats {
+        &self.inner.authority_stats
     }
 
     /// Reach peers with `tls` from now on (a renewed node certificate, a new CA bundle): every
@@ -45,15 +74,55 @@ struct NodeCalls {
     queue: mpsc::Sender<Pending>,
     reader: StateReader,
     commit_timeout: Duration,
-    stats: Arc<CosignStats>,
+    cosign_stats: Arc<CosignStats>,
+    authority_stats: Arc<AuthorityStats>,
+}
+
+impl NodeCalls {
+    /// Refuse the batch unless `from` may originate every record of it.
+    async fn check_origin(
+        &self,
+        from: Option<&CallingNode>,
+        records: &[Record],
+    ) -> Result<(), ForwardRefusal> {
+        let anyone = CallingNode {
+            name: "(unchecked)".into(),
+            member_id: None,
+            department: None,
+        };
+        let from = from.unwrap_or(&anyone);
+        for (i, record) in records.iter().enumerate() {
+            let issuer = match record {
+                Record::LicenseStatus(s) if from.department.is_some() => self
+                    .reader
+                    .license(s.license_hash)
+                    .await
+                    .map_err(|e| ForwardRefusal::Failed {
+                        reason: e.to_string(),
+                    })?
+                    .map(|v| v.issued.department),
+                _ => None,
+            };
+            if let Err(reason) = may_originate(from, record, issuer.as_deref()) {
+                AuthorityStats::count(&self.authority_stats.forward_refused);
+                tracing::warn!(from = %from, record = i, "forwarded batch refused: {reason}");
+                return Err(ForwardRefusal::NotPermitted {
+                    reason: format!("record {i} of the batch: {reason}"),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 #[tonic::async_trait]
 impl LocalNode for NodeCalls {
     async fn forwarded(
         &self,
+        from: Option<&CallingNode>,
         records: Vec<Record>,
     ) -> Result<Vec<ForwardedReceipt>, ForwardRefusal> {
+        self.check_origin(from, &records).await?;
         let timeout = self.commit_timeout;
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
@@ -95,14 +164,14 @@ impl LocalNode for NodeCalls {
     }
 
     async fn cosign(&self, tree_size: u64) -> Result<Cosignature, CosignRefusal> {
-        self.stats
+        self.cosign_stats
             .checkpoint_requests_served
             .fetch_add(1, Ordering::Relaxed);
         self.reader.cosign(tree_size).await
     }
 
     async fn cosign_status(&self, tree_size: u64) -> Result<Cosignature, CosignRefusal> {
-        self.stats
+        self.cosign_stats
             .status_list_requests_served
             .fetch_add(1, Ordering::Relaxed);
         self.reader.cosign_status(tree_size).await

@@ -50,6 +50,8 @@ pub(super) struct Shared {
     pub(super) generation_lock: RwLock<()>,
     // The newest head signed on a reader's demand, newer than the stored checkpoint.
     pub(super) on_demand: Mutex<Option<SignedCheckpoint>>,
+    // Snapshots refused because they did not extend a tree this node signed.
+    pub(super) snapshots_refused: AtomicU64,
     pub(super) config: StateMachineConfig,
     pub(super) files: Files,
 }

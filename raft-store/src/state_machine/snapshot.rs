@@ -34,10 +34,12 @@
 use std::fs;
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use openraft::{BasicNode, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, Snapshot, SnapshotMeta};
 use qianlian_verifier::Hash;
+use qianlian_verifier::proof::verify_consistency;
 use rocksdb::{ColumnFamily, DB, Direction, IteratorMode, WriteBatch};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -49,7 +51,7 @@ use super::meta::{
     KEY_TREE_SIZE, put_applied,
 };
 use super::shared::{Files, Shared};
-use super::tree::load_edge;
+use super::tree::{load_edge, read_node};
 use super::{audit_index, integrity};
 use crate::db::{
     self, CF_HOLDERS, CF_LEAF_INDEX, CF_LICENSE_CHANGES, CF_LICENSES, CF_RECORDS, CF_SM_META,
@@ -57,6 +59,7 @@ use crate::db::{
     encode_value, generation_prefix, get_value, hash_index_key, hash_index_key_parts, license_key,
     node_key, node_key_parts, record_key, record_key_parts,
 };
+use crate::merkle;
 use crate::record::Record;
 use crate::types::{LogId, NodeId, RaftStorageError, StoredMembership, TypeConfig};
 
@@ -733,12 +736,65 @@ fn read_into_generation<R: Read, W: Write>(
         IntegrityError::Store(e) => e,
         e @ IntegrityError::AuditIndex { .. } => StoreError::corrupt("snapshot", e),
     })?;
+    extends_signed(db, shared, generation, header.tree_size)?;
     Ok(Staged {
         generation,
         live,
         tree_size: header.tree_size,
         config,
     })
+}
+
+/// Check that the tree staged in `generation` extends every tree head this node signed (its
+/// stored checkpoint and the head it last signed on demand), with an RFC 6962 consistency
+/// proof computed from the staged tree and checked as any verifier would. Whatever its leader
+/// sends, a node never replaces the log it vouched for. A node that signed nothing accepts
+/// any internally consistent snapshot.
+fn extends_signed(
+    db: &DB,
+    shared: &Shared,
+    generation: u32,
+    tree_size: u64,
+) -> Result<(), StoreError> {
+    let stored = shared.applied().checkpoint.clone();
+    let on_demand = shared
+        .on_demand
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    for signed in [stored, on_demand].into_iter().flatten() {
+        let old_size = signed.size;
+        let refused = |why: String| {
+            shared.snapshots_refused.fetch_add(1, Ordering::Relaxed);
+            let e = StoreError::corrupt(
+                "snapshot",
+                format!(
+                    "it does not extend the tree this node signed ({old_size} records, root {}): {why}; refused, nothing installed",
+                    hex::encode(signed.root)
+                ),
+            );
+            tracing::error!(
+                signed_size = old_size,
+                snapshot_size = tree_size,
+                "snapshot refused: {e}"
+            );
+            e
+        };
+        if old_size == 0 {
+            continue;
+        }
+        if old_size > tree_size {
+            return Err(refused(format!(
+                "the snapshot holds {tree_size} records, fewer than the {old_size} signed"
+            )));
+        }
+        let mut node = |id| read_node(db, generation, id);
+        let new_root = merkle::root(tree_size, &mut node)?;
+        let proof = merkle::consistency_proof(old_size, tree_size, &mut node)?;
+        verify_consistency(old_size, tree_size, &signed.root, &new_root, &proof)
+            .map_err(|e| refused(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Keep the received file as the current snapshot and switch the state to the staged

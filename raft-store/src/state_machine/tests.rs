@@ -814,3 +814,48 @@ async fn whoever_sees_a_tree_size_sees_the_configuration_of_that_size() -> TestR
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_snapshot_must_extend_the_tree_this_node_signed() -> TestResult {
+    let leader_dir = tempfile::tempdir()?;
+    let (_l, mut leader) = open_with(leader_dir.path(), Some(key(1))).await?;
+    leader.apply([voters(&[1, 2, 3]), append(3, 0..5)]).await?;
+    let snapshot = leader.get_snapshot_builder().await.build_snapshot().await?;
+    let meta = snapshot.meta.clone();
+    let bytes = file_bytes(snapshot).await?;
+    let scratch = tempfile::tempdir()?;
+
+    // Node 2 signed another history of three records: the snapshot does not extend it.
+    let other_dir = tempfile::tempdir()?;
+    let (_o, mut other) = open_with(other_dir.path(), Some(key(2))).await?;
+    other.apply([append(1, 100..103)]).await?;
+    let signed = other.reader().checkpoint().map(|cp| (cp.size, cp.root));
+    assert_eq!(signed.map(|s| s.0), Some(3));
+    let refused = other
+        .install_snapshot(&meta, file_with(scratch.path(), &bytes).await?)
+        .await
+        .expect_err("a snapshot of another history");
+    let said = format!("{refused:?}");
+    assert!(
+        said.contains("does not extend the tree this node signed"),
+        "{said}"
+    );
+    assert_eq!(other.reader().snapshots_refused(), 1);
+    assert_eq!(other.reader().tree_size(), 3, "nothing installed");
+    assert_eq!(
+        other.reader().checkpoint().map(|cp| (cp.size, cp.root)),
+        signed
+    );
+
+    // Node 3 signed a prefix of the leader's history: the snapshot extends it.
+    let prefix_dir = tempfile::tempdir()?;
+    let (_p, mut prefix) = open_with(prefix_dir.path(), Some(key(3))).await?;
+    prefix.apply([append(1, 0..3)]).await?;
+    assert!(prefix.reader().checkpoint().is_some());
+    prefix
+        .install_snapshot(&meta, file_with(scratch.path(), &bytes).await?)
+        .await?;
+    assert_eq!(prefix.reader().tree_size(), 5);
+    assert_eq!(prefix.reader().snapshots_refused(), 0);
+    Ok(())
+}

@@ -92,7 +92,13 @@ impl Cluster {
         raft_ports: bool,
     ) -> Cluster {
         let total = n + spares;
-        let env = Env::with_nodes(total);
+        // Nodes that serve as departments' gateways carry their department in their certificate.
+        let env = if extra.contains("department = \"{dept}\"") {
+            let departments: Vec<&str> = (0..total).map(|i| GATEWAYS[i % GATEWAYS.len()]).collect();
+            Env::with_node_departments(total, &departments)
+        } else {
+            Env::with_nodes(total)
+        };
         let ports: Vec<u16> = (0..total).map(|_| free_port()).collect();
         let raft_ports = if raft_ports {
             (0..total).map(|_| free_port()).collect()

@@ -68,8 +68,14 @@ impl Env {
         Env::with_nodes(1)
     }
 
-    /// A PKI with nodes `node-1` … `node-<n>`.
+    /// A PKI with nodes `node-1` … `node-<n>`, operators' nodes (no department).
     pub fn with_nodes(n: usize) -> Env {
+        Env::with_node_departments(n, &[])
+    }
+
+    /// A PKI with nodes `node-1` … `node-<n>`; node i is the gateway of `departments[i - 1]`
+    /// (named in its certificate) where that exists.
+    pub fn with_node_departments(n: usize, departments: &[&str]) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = dir.path().join("pki");
         let mut args = vec![
@@ -86,7 +92,10 @@ impl Env {
         ];
         for i in 1..=n {
             args.push("--node".into());
-            args.push(format!("node-{i}"));
+            args.push(match departments.get(i - 1) {
+                Some(d) => format!("node-{i}={d}"),
+                None => format!("node-{i}"),
+            });
         }
         for d in DEPARTMENTS {
             args.push("--dept".into());

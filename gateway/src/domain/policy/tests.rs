@@ -11,6 +11,7 @@ fn dept(id: &str) -> PeerIdentity {
         department: id.into(),
         role: Role::Department,
         cert_fingerprint: [0; 32],
+        node_department: None,
     }
 }
 
