@@ -234,21 +234,28 @@ async fn idle_connections_and_a_stream_flood_leave_other_clients_answered_and_ra
         latencies.len()
     );
     assert_eq!(ok + exhausted + other.len(), 10_000);
+    // At 100 calls a second (burst 200) from its address the flooder gets a few hundred
+    // answers; without the limit it would get them all.
     assert!(
-        exhausted > 5_000,
-        "the flood was not rate limited: {ok} answered, {exhausted} RESOURCE_EXHAUSTED, others {other:?}"
+        ok <= 1_000 && exhausted > 0,
+        "the flood was not rate limited: {ok} answered, {exhausted} RESOURCE_EXHAUSTED, {} others",
+        other.len()
     );
-    // A call refused before the node read its request ends with a stream reset; the client
-    // now and then reports such a reset as UNAVAILABLE or UNKNOWN instead of the status sent.
-    // Those are refusals too; anything else, or more than a few, is not.
+    // A call refused before the node read its request ends with a stream reset, and a
+    // connection that makes the node reset more than h2 allows is sent away (GOAWAY): the
+    // flooder's calls still in flight then end CANCELLED, UNAVAILABLE or UNKNOWN. Those are
+    // refusals too; any other code is not.
     assert!(
-        other.len() <= 100
-            && other
-                .iter()
-                .all(|c| matches!(c, Code::Unavailable | Code::Unknown)),
+        other
+            .iter()
+            .all(|c| matches!(c, Code::Unavailable | Code::Unknown | Code::Cancelled)),
         "unexpected codes: {} of them, e.g. {:?}",
         other.len(),
-        other.iter().take(5).collect::<Vec<_>>()
+        other
+            .iter()
+            .filter(|c| !matches!(c, Code::Unavailable | Code::Unknown | Code::Cancelled))
+            .take(5)
+            .collect::<Vec<_>>()
     );
 
     let after = cluster.status(leader).await.expect("status after");
