@@ -116,7 +116,7 @@ fn load(file: Option<&Path>, qr: Option<&str>) -> anyhow::Result<(Vec<u8>, Optio
 
 /// Does `record` (canonical log bytes) record the issuance of `license_hash`?
 pub fn records_issuance(record: &[u8], license_hash: &Hash) -> bool {
-    matches!(Record::decode(record), Ok(Record::LicenseIssued(r)) if &r.license_hash == license_hash)
+    matches!(Record::decode(record).as_ref().map(Record::content), Ok(Record::LicenseIssued(r)) if &r.license_hash == license_hash)
 }
 
 /// `license verify --offline`: only the verifier crate and the trust bundle.

@@ -57,7 +57,7 @@ fn read_issued(
     log_index: u64,
     license_hash: &Hash,
 ) -> Result<LicenseIssuedRecord, StoreError> {
-    match read_record(db, generation, log_index)? {
+    match read_record(db, generation, log_index)?.into_content() {
         Record::LicenseIssued(r) if r.license_hash == *license_hash => Ok(r),
         _ => Err(StoreError::corrupt(
             format!("license index entry of {}", hex::encode(license_hash)),
@@ -152,8 +152,8 @@ impl<'a> LicenseStager<'a> {
         record: &Record,
     ) -> Result<(), StoreError> {
         let generation = self.generation;
-        match record {
-            Record::Access(_) | Record::Exchange(_) | Record::Config(_) => {}
+        match record.content() {
+            Record::Access(_) | Record::Exchange(_) | Record::Config(_) | Record::Sealed(_) => {}
             Record::LicenseIssued(r) => {
                 // First issuance wins: a repeat stays in the log and in its holder's index.
                 if self.issuance(&r.license_hash)?.is_none() {
@@ -223,7 +223,7 @@ pub(super) fn view(
     let mut status = LicenseCurrentStatus::Valid;
     let mut changes = Vec::with_capacity(indices.len());
     for index in indices {
-        let change = match read_record(db, generation, index)? {
+        let change = match read_record(db, generation, index)?.into_content() {
             Record::LicenseStatus(r) if r.license_hash == *license_hash => r,
             _ => {
                 return Err(StoreError::corrupt(
@@ -337,8 +337,8 @@ impl LicenseCheck {
         record: &Record,
     ) -> Result<(), IntegrityError> {
         let holders = db::cf(db, CF_HOLDERS)?;
-        match record {
-            Record::Access(_) | Record::Exchange(_) | Record::Config(_) => {}
+        match record.content() {
+            Record::Access(_) | Record::Exchange(_) | Record::Config(_) | Record::Sealed(_) => {}
             Record::LicenseIssued(r) => {
                 // At the first issuance the index must name it; at a repeat, an earlier
                 // issuance of the same license, which was checked when the scan passed it.

@@ -76,7 +76,9 @@ impl ConfigPointers {
 
     /// Account for `record` at `log_index`: a config record becomes the one in force.
     pub(crate) fn observe(&mut self, log_index: u64, record: &Record) {
-        let Record::Config(c) = record else { return };
+        let Record::Config(c) = record.content() else {
+            return;
+        };
         let slot = match c.change.kind() {
             ConfigKind::Policy => &mut self.policy,
             ConfigKind::Directory => &mut self.directory,

@@ -310,7 +310,7 @@ pub fn json_view(record: &Record) -> serde_json::Value {
 
 /// The replicated policy version a record was decided under (0: none, or node-local files).
 pub fn policy_version(record: &Record) -> u64 {
-    match record {
+    match record.content() {
         Record::Exchange(r) => r.policy_version,
         _ => 0,
     }

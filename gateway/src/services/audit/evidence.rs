@@ -166,7 +166,7 @@ impl AuditService {
         let mut records = Vec::with_capacity(hits.len());
         let mut highest_policy = 0;
         for h in hits {
-            if let Record::Exchange(x) = &h.record {
+            if let Record::Exchange(x) = h.record.content() {
                 highest_policy = highest_policy.max(x.policy_version);
             }
             let proof = self.notary.inclusion_proof(h.log_index, size).await?;

@@ -96,7 +96,7 @@ pub fn check_bundle(
             });
         }
         let record = committed(Entry::Policy, log_index, &p.record, &p.proof)?;
-        if !matches!(&record, Record::Config(c) if matches!(c.change, ConfigChange::Policy { .. }))
+        if !matches!(record.content(), Record::Config(c) if matches!(c.change, ConfigChange::Policy { .. }))
         {
             return Err(BundleError::NotAPolicy {
                 log_index,
@@ -225,7 +225,7 @@ fn first_difference(expected: &Value, got: &Value) -> Option<String> {
 
 /// A record's kind, for messages.
 fn kind(record: &Record) -> &'static str {
-    match record {
+    match record.content() {
         Record::Access(_) => "access",
         Record::LicenseIssued(_) => "license-issued",
         Record::LicenseStatus(_) => "license-status",
@@ -234,5 +234,6 @@ fn kind(record: &Record) -> &'static str {
             ConfigChange::Policy { .. } => "policy",
             ConfigChange::Directory { .. } => "directory",
         },
+        Record::Sealed(_) => "sealed",
     }
 }
