@@ -114,8 +114,24 @@ impl EarlyReceipts {
 
     /// Register `records`, about to be proposed as one entry; `None` for an empty batch or one
     /// larger than [`EARLY_MAX_RECORDS`].
+    ///
+    /// The origin check may refuse a record at the apply, which shifts the indices of those
+    /// after it; so a batch is registered only if every record's seal verifies and its
+    /// authority depends on the directory alone (no config or license status records, whose
+    /// effect or authority depend on more of the state), and [`EarlyReceipts::committed`]
+    /// checks that authority against the applied directory before it answers.
     pub fn register(self: &Arc<Self>, records: &[Record]) -> Option<Registration> {
         if records.is_empty() || records.len() > EARLY_MAX_RECORDS {
+            return None;
+        }
+        let predictable = records.iter().all(|r| {
+            !matches!(r.content(), Record::Config(_) | Record::LicenseStatus(_))
+                && match r {
+                    Record::Sealed(s) => s.verify_signature().is_ok(),
+                    _ => true,
+                }
+        });
+        if !predictable {
             return None;
         }
         let (answer, first_index) = oneshot::channel();
@@ -183,7 +199,7 @@ impl EarlyReceipts {
         let mut waiting = self.waiting();
         // The state machine may apply meanwhile; it cannot apply beyond `committed`, and an
         // apply that moves past `next` only means the apply answers those entries instead.
-        let (mut next, mut size) = self.reader.next_to_apply();
+        let (mut next, mut size, keys) = self.reader.next_to_apply();
         while next <= committed.index {
             let Some(w) = waiting
                 .iter_mut()
@@ -193,6 +209,15 @@ impl EarlyReceipts {
             };
             // The committed id names an entry of this log only at its own index.
             if next == committed.index && w.log_id != Some(*committed) {
+                break;
+            }
+            // Registered entries hold no directory change: the directory applied before `next`
+            // is the one in force for every entry of this chain.
+            if let Some(keys) = keys.as_deref()
+                && w.records
+                    .iter()
+                    .any(|r| keys.check_authority(r, None).is_err())
+            {
                 break;
             }
             let first = size;

@@ -74,6 +74,7 @@ pub struct Metrics {
     batches: Gauge,
     batched_records: Gauge,
     answered_at_commit: Gauge,
+    records_refused: Gauge,
     batch_size_le: Family<BatchBucket, Gauge>,
     data_bytes: Gauge,
     cert_expiry: Family<CertLabels, Gauge>,
@@ -134,6 +135,7 @@ impl Metrics {
             batches: Gauge::default(),
             batched_records: Gauge::default(),
             answered_at_commit: Gauge::default(),
+            records_refused: Gauge::default(),
             batch_size_le: Family::default(),
             data_bytes: Gauge::default(),
             cert_expiry: Family::default(),
@@ -188,6 +190,11 @@ impl Metrics {
             "group_commit_answered_at_commit",
             "Batches whose callers got their receipts at commit, before this node applied them",
             m.answered_at_commit.clone(),
+        );
+        r.register(
+            "records_refused",
+            "Records this node's state machine refused since it started: their originator signature or authority did not hold, so no node appended them",
+            m.records_refused.clone(),
         );
         r.register(
             "group_commit_batch_size",
@@ -286,6 +293,7 @@ impl Metrics {
         self.batched_records.set(b.records.load(Relaxed) as i64);
         self.answered_at_commit
             .set(b.answered_at_commit.load(Relaxed) as i64);
+        self.records_refused.set(notary.records_refused() as i64);
         let mut cumulative = 0;
         for (i, bucket) in b.size_buckets.iter().enumerate() {
             cumulative += bucket.load(Relaxed);

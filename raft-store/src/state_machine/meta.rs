@@ -47,6 +47,9 @@ pub(super) struct Applied {
     pub(super) signed_at: Option<Instant>,
     /// Where the current version of each kind of cluster configuration is.
     pub(super) config: ConfigPointers,
+    /// The keys of the directory `config` names, which records are checked against
+    /// (`origin`); `None` without a replicated directory. Derived, not stored.
+    pub(super) origin: Option<std::sync::Arc<qianlian_verifier::record::OriginKeys>>,
 }
 
 /// The log index and version of one kind of cluster configuration.
