@@ -215,6 +215,7 @@ impl AuditService {
                 id: d.id.clone(),
                 name: d.name.clone(),
                 keys: d.keys.clone(),
+                node_keys: d.node_keys.clone(),
             })
             .collect()
     }
