@@ -144,7 +144,26 @@ impl Directory {
             if !ids.insert(e.id.as_str()) {
                 return Err(invalid(format!("department `{}` is listed twice", e.id)));
             }
-            for k in e.keys.iter().chain(&e.node_keys) {
+            // A node serving several departments lists its key under each of them: node key
+            // ids are unique within a department, license key ids (COSE `kid`) everywhere.
+            let mut node_kids = std::collections::HashSet::new();
+            for k in &e.node_keys {
+                if !node_kids.insert(k.key_id.as_str()) {
+                    return Err(invalid(format!(
+                        "node key id `{}` is listed twice for `{}`",
+                        k.key_id, e.id
+                    )));
+                }
+                let bytes: [u8; 32] = k.public_key.as_slice().try_into().map_err(|_| {
+                    invalid(format!(
+                        "node key `{}` is not a 32-byte Ed25519 key",
+                        k.key_id
+                    ))
+                })?;
+                VerifyingKey::from_bytes(&bytes)
+                    .map_err(|e| invalid(format!("node key `{}`: {e}", k.key_id)))?;
+            }
+            for k in &e.keys {
                 if !kids.insert(k.key_id.as_str()) {
                     return Err(invalid(format!("key id `{}` is listed twice", k.key_id)));
                 }

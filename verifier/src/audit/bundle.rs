@@ -102,6 +102,11 @@ pub struct BundleDepartment {
     /// before seals, and for departments that publish none).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub node_keys: Vec<DepartmentKey>,
+    /// The log index from which the department's records must be sealed (the directory
+    /// version that made seals compulsory for it); records below it may be unsealed. Absent
+    /// with `node_keys`: from the start of the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_from: Option<u64>,
 }
 
 /// One record of the log with its inclusion proof.

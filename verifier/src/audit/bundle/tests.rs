@@ -97,6 +97,7 @@ fn bundle(signers: u8) -> EvidenceBundle {
                 &department_key,
             )],
             node_keys: vec![],
+            sealed_from: None,
         }],
         records: [2, 5, 6, 3]
             .into_iter()
@@ -425,6 +426,7 @@ fn sealed_bundle(node_keys: bool, records: &[u64]) -> EvidenceBundle {
             } else {
                 vec![]
             },
+            sealed_from: None,
         }],
         records: records
             .iter()
@@ -492,6 +494,15 @@ fn a_bundle_must_show_the_key_and_a_listed_departments_records_must_be_sealed() 
             ..
         }
     ));
-    // From a log before seals (no node keys), unsealed records still check.
+    // From a log before seals (no node keys), unsealed records still check; so do those
+    // written before the directory made seals compulsory.
     check_bundle(&sealed_bundle(false, &[1]), None).expect("valid bundle");
+    let mut b = sealed_bundle(true, &[0, 1]);
+    b.departments[0].sealed_from = Some(2);
+    check_bundle(&b, None).expect("valid bundle");
+    b.departments[0].sealed_from = Some(1);
+    assert!(matches!(
+        refused(&b),
+        BundleError::Origin { log_index: 1, .. }
+    ));
 }
