@@ -202,9 +202,14 @@ async fn a_records_origin_is_proven_offline_and_an_altered_seal_fails_the_check(
         "{text}"
     );
 
-    // The old bundle still checks after the switch.
+    // The old bundle still checks after the switch, and so does one frozen before seals.
     let (ok, text) = check(&old);
     assert!(ok, "old bundle after seals: {text}");
+    let frozen = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../verifier/testdata/evidence-before-seals.json");
+    let (ok, text) = check(&frozen);
+    assert!(ok, "frozen bundle: {text}");
+    assert!(text.contains("verified: 4 records"), "{text}");
 
     // One bit of one seal's signature (the last bytes of a sealed record), JSON view to match.
     let v: serde_json::Value =

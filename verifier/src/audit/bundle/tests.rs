@@ -506,3 +506,15 @@ fn a_bundle_must_show_the_key_and_a_listed_departments_records_must_be_sealed() 
         BundleError::Origin { log_index: 1, .. }
     ));
 }
+
+/// A bundle in the format from before seals (version-1 records, departments without node
+/// keys), frozen as exported; the checker of that time accepts it too.
+#[test]
+fn a_bundle_from_before_seals_still_checks() {
+    let frozen = include_str!("../../../testdata/evidence-before-seals.json");
+    let b = EvidenceBundle::from_json(frozen).expect("reads");
+    assert!(b.departments.iter().all(|d| d.node_keys.is_empty()));
+    let report = check_bundle(&b, None).expect("still checks");
+    assert_eq!((report.records_checked, report.policies_checked), (4, 2));
+    assert!(report.origins.is_empty());
+}
