@@ -371,7 +371,13 @@ impl Committer {
     async fn write_here(&self, batch: Vec<Pending>, deadline: Instant) -> Attempt {
         let timeout = self.limits.commit_timeout;
         let records = records_of(&batch);
-        let registration = self.early.register(&records);
+        // Records of this node's own callers had their seals verified on submission; those
+        // forwarded by a peer did not.
+        let registration = if batch.iter().any(|p| p.forwarded) {
+            self.early.register(&records)
+        } else {
+            self.early.register_verified(&records)
+        };
         let request = Request::Append { records };
         let proposed = tokio::time::timeout_at(deadline, self.raft.client_write_ff(request)).await;
         let mut applied = match proposed {
