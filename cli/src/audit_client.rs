@@ -109,7 +109,7 @@ impl Row {
             Decision::Allow => "allow".to_owned(),
             Decision::Deny => "deny".to_owned(),
         };
-        match record {
+        match record.content() {
             Record::Exchange(x) => {
                 row.side = match x.side {
                     Side::Provider => "provider".into(),

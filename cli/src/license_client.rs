@@ -114,9 +114,32 @@ fn load(file: Option<&Path>, qr: Option<&str>) -> anyhow::Result<(Vec<u8>, Optio
     }
 }
 
-/// Does `record` (canonical log bytes) record the issuance of `license_hash`?
-pub fn records_issuance(record: &[u8], license_hash: &Hash) -> bool {
-    matches!(Record::decode(record), Ok(Record::LicenseIssued(r)) if &r.license_hash == license_hash)
+/// Does `record` (canonical log bytes) record the issuance of `license_hash`? A sealed
+/// issuance record must also carry the issuing department's seal, by a key `trust` lists for
+/// it: the record was logged by the issuer, not in its name.
+pub fn records_issuance(record: &[u8], license_hash: &Hash, trust: Option<&TrustBundle>) -> bool {
+    let Ok(record) = Record::decode(record) else {
+        return false;
+    };
+    let Record::LicenseIssued(r) = record.content() else {
+        return false;
+    };
+    if &r.license_hash != license_hash {
+        return false;
+    }
+    match &record {
+        Record::Sealed(s) => {
+            let o = &s.seal.originator;
+            s.verify_signature().is_ok()
+                && o.department == r.department
+                && trust.is_none_or(|t| {
+                    t.issuer_key(&o.key_id).is_some_and(|(d, key)| {
+                        d.id == r.department && key.as_bytes() == &o.public_key
+                    })
+                })
+        }
+        _ => true,
+    }
 }
 
 /// `license verify --offline`: only the verifier crate and the trust bundle.
@@ -130,7 +153,7 @@ pub fn verify_offline_cli(
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", trust.display()))?;
     let trust = TrustBundle::from_json(&text)
         .map_err(|e| anyhow::anyhow!("{}: not a usable trust bundle: {e}", trust.display()))?;
-    let check = |record: &[u8], hash: &Hash| records_issuance(record, hash);
+    let check = |record: &[u8], hash: &Hash| records_issuance(record, hash, Some(&trust));
     let evidence = bundle.as_ref().and_then(|b| b.evidence.as_ref());
     let v = verify_offline(&license, evidence, &trust, now_unix(), &check);
     println!("{}", serde_json::to_string_pretty(&v.to_json())?);
@@ -281,4 +304,69 @@ fn write_png(code: &qrcode::QrCode, path: &Path) -> anyhow::Result<()> {
     let mut writer = enc.write_header()?;
     writer.write_image_data(&pixels)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use qianlian_verifier::ed25519_dalek::SigningKey;
+    use qianlian_verifier::record::{
+        Caller, LicenseIssuedRecord, Originator, Record, SealedRecord, SignerRole,
+    };
+
+    use super::records_issuance;
+
+    fn issued() -> Record {
+        Record::LicenseIssued(LicenseIssuedRecord {
+            request_id: "r".into(),
+            time_unix_ms: 1,
+            caller: Caller {
+                department: "market-regulation".into(),
+                role: "department".into(),
+                cert_fingerprint: "ab".repeat(32),
+            },
+            license_hash: [1; 32],
+            license_type: "business-license".into(),
+            number: "1".into(),
+            department: "market-regulation".into(),
+            holder_hash: [2; 32],
+            valid_from: 0,
+            valid_until: None,
+        })
+    }
+
+    fn sealed_as(department: &str) -> Record {
+        let originator = Originator {
+            role: SignerRole::LicenseIssuer,
+            department: department.into(),
+            key_id: "k".into(),
+            public_key: [0; 32],
+        };
+        let key = SigningKey::from_bytes(&[5; 32]);
+        Record::Sealed(Box::new(SealedRecord::seal(issued(), originator, &key)))
+    }
+
+    #[test]
+    fn an_issuance_record_counts_only_with_the_issuers_seal() {
+        assert!(records_issuance(&issued().encode(), &[1; 32], None));
+        assert!(records_issuance(
+            &sealed_as("market-regulation").encode(),
+            &[1; 32],
+            None
+        ));
+        assert!(!records_issuance(
+            &sealed_as("housing").encode(),
+            &[1; 32],
+            None
+        ));
+        let Record::Sealed(mut altered) = sealed_as("market-regulation") else {
+            panic!("sealed")
+        };
+        altered.seal.signature[0] ^= 1;
+        assert!(!records_issuance(
+            &Record::Sealed(altered).encode(),
+            &[1; 32],
+            None
+        ));
+        assert!(!records_issuance(&issued().encode(), &[3; 32], None));
+    }
 }

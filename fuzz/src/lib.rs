@@ -277,6 +277,8 @@ fn evidence_bundle(
             id: MARKET.into(),
             name: "贵州省市场监督管理局".into(),
             keys: vec![DepartmentKey::new(MARKET_KEY_ID, &key.verifying_key())],
+            node_keys: vec![],
+            sealed_from: None,
         }],
         records: [1, 2, 3, 5, 6, 7]
             .into_iter()

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod pki;
 pub mod records;
 pub mod request_id;
+pub mod seal;
 pub mod telemetry;
 pub mod time;
 pub mod tls;

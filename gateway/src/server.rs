@@ -85,6 +85,7 @@ pub async fn start(config: NodeConfig, listener: TcpListener) -> Result<Node, St
         store,
         &notary,
         metrics.as_ref().map(|(m, _)| m.clone()),
+        &storage::node_key(&config)?,
     )?;
     if config.bootstrap {
         local::seed(&config, &notary, &services.admin).await?;

@@ -83,7 +83,7 @@ fn side_str(side: Side) -> &'static str {
 pub(crate) fn terms(record: &Record) -> Vec<(u8, [u8; DIGEST_LEN])> {
     let mut out = Vec::new();
     let mut push = |tag: u8, value: &[u8]| out.push((tag, value_digest(tag, value)));
-    match record {
+    match record.content() {
         Record::Exchange(r) => {
             push(field::ALL, b"");
             push(field::CONSUMER, r.caller.department.as_bytes());
@@ -120,7 +120,7 @@ pub(crate) fn terms(record: &Record) -> Vec<(u8, [u8; DIGEST_LEN])> {
             push(field::POLICY_VERSION, r.policy_version.as_bytes());
         }
         Record::Config(r) => push(field::CONFIG, &[r.change.kind().tag()]),
-        Record::LicenseIssued(_) | Record::LicenseStatus(_) => {}
+        Record::LicenseIssued(_) | Record::LicenseStatus(_) | Record::Sealed(_) => {}
     }
     out.sort_unstable();
     out.dedup();
@@ -168,7 +168,7 @@ impl AuditFilter {
     /// Whether `record` is an access record that meets this condition: the exact check that
     /// follows every index lookup.
     pub fn matches(&self, record: &Record) -> bool {
-        match record {
+        match record.content() {
             Record::Exchange(r) => match self {
                 AuditFilter::Consumer(d) => r.caller.department == *d,
                 AuditFilter::Provider(o) => r.owner == *o,
@@ -199,7 +199,10 @@ impl AuditFilter {
                     false
                 }
             },
-            Record::Config(_) | Record::LicenseIssued(_) | Record::LicenseStatus(_) => false,
+            Record::Config(_)
+            | Record::Sealed(_)
+            | Record::LicenseIssued(_)
+            | Record::LicenseStatus(_) => false,
         }
     }
 
@@ -337,7 +340,7 @@ impl AuditQuery {
     /// Whether `record`, an access record, is an answer to this query (all filters and the time
     /// range; paging aside).
     pub fn matches(&self, record: &Record) -> bool {
-        let access = matches!(record, Record::Exchange(_) | Record::Access(_));
+        let access = matches!(record.content(), Record::Exchange(_) | Record::Access(_));
         let time = record.time_unix_ms();
         access
             && self.since_unix_ms.is_none_or(|s| time >= s)

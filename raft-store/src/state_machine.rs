@@ -42,6 +42,7 @@ pub(crate) mod error;
 pub mod integrity;
 mod licenses;
 pub(crate) mod meta;
+pub mod origin;
 mod shared;
 mod snapshot;
 pub(crate) mod tree;
@@ -78,8 +79,8 @@ use crate::license::LicenseView;
 use crate::merkle::{self, Subtree};
 use crate::record::{ConfigKind, Record};
 use crate::types::{
-    DEFAULT_MAX_BATCH, Entry, LogId, NodeId, RaftStorageError, Request, Response, StoredMembership,
-    TypeConfig,
+    DEFAULT_MAX_BATCH, Entry, LogId, NodeId, RaftStorageError, Refused, Request, Response,
+    StoredMembership, TypeConfig,
 };
 
 /// An apply signs the new tree head if the stored signature is at least this old. The stored
@@ -216,6 +217,8 @@ fn load_applied(db: &DB) -> Result<Applied, StoreError> {
         .map_err(|e| StoreError::corrupt("checkpoint", e))?;
     let config: Option<ConfigPointers> =
         get_value(db, CF_SM_META, KEY_CONFIG, "configuration pointers")?;
+    let config = config.unwrap_or_default();
+    let origin = origin::load(db, generation, &config)?;
     Ok(Applied {
         last_applied: last_applied.flatten(),
         last_membership: last_membership.unwrap_or_default(),
@@ -224,7 +227,8 @@ fn load_applied(db: &DB) -> Result<Applied, StoreError> {
         edge,
         checkpoint,
         signed_at: None,
-        config: config.unwrap_or_default(),
+        config,
+        origin,
     })
 }
 
@@ -254,6 +258,7 @@ impl StateMachineStore {
                 tree_size,
                 config_pointers,
                 promised: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
                 generation_lock: RwLock::new(()),
                 on_demand: Mutex::new(None),
                 snapshots_refused: AtomicU64::new(0),
@@ -294,12 +299,14 @@ impl StateReader {
         *self.shared.tree_size.borrow()
     }
 
-    /// The Raft index of the next entry to apply and the tree size it will start from, read
-    /// together.
-    pub(crate) fn next_to_apply(&self) -> (u64, u64) {
+    /// The Raft index of the next entry to apply, the tree size it will start from and the
+    /// directory keys it will be checked against, read together.
+    pub(crate) fn next_to_apply(
+        &self,
+    ) -> (u64, u64, Option<Arc<qianlian_verifier::record::OriginKeys>>) {
         let applied = self.shared.applied();
         let next = applied.last_applied.map_or(0, |id| id.index + 1);
-        (next, applied.tree_size)
+        (next, applied.tree_size, applied.origin.clone())
     }
 
     /// Callers have been told that the first `tree_size` records are committed; reads wait
@@ -358,6 +365,27 @@ impl StateReader {
             Err(ReadError::Store(e)) => Err(e),
             Err(ReadError::Range(e)) => Err(StoreError::Task(e.to_string())),
         }
+    }
+
+    /// Records the origin check refused since this process started, on this node.
+    pub fn refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Run the origin check on `record` as if it were appended now, against the applied state:
+    /// what every node will decide unless the directory in force changes first.
+    pub async fn check_origin(&self, record: &Record) -> Result<(), origin::Refusal> {
+        let keys = self.shared.applied().origin.clone();
+        let issuer = match record.content() {
+            Record::LicenseStatus(r) => self
+                .license(r.license_hash)
+                .await
+                .ok()
+                .flatten()
+                .map(|v| v.issued.department),
+            _ => None,
+        };
+        origin::judge(keys.as_deref(), record, issuer.as_deref()).map(|_| ())
     }
 
     /// The configuration in force as of the applied state.
@@ -744,20 +772,44 @@ fn apply_entries(
         match entry.payload {
             EntryPayload::Blank => responses.push(Response {
                 first_index,
-                hashes: Vec::new(),
+                ..Response::default()
             }),
             EntryPayload::Normal(Request::Append { records }) => {
                 let mut hashes = Vec::with_capacity(records.len());
-                for record in &records {
+                let mut refused = Vec::new();
+                for (position, record) in records.iter().enumerate() {
+                    let issuer = licenses.issuer_for(record)?;
+                    let keys =
+                        match origin::judge(applied.origin.as_deref(), record, issuer.as_deref()) {
+                            Ok(keys) => keys,
+                            Err(refusal) => {
+                                shared.refused.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(
+                                    raft_index = entry.log_id.index,
+                                    position,
+                                    reason = %refusal,
+                                    "record refused by the origin check: not appended"
+                                );
+                                refused.push(Refused {
+                                    position: u32::try_from(position).unwrap_or(u32::MAX),
+                                    reason: refusal.to_string(),
+                                });
+                                continue;
+                            }
+                        };
                     let index = appender.edge.size();
                     hashes.push(appender.append(&mut batch, record.encode())?);
                     licenses.stage(&mut batch, index, record)?;
                     audit.collect(index, record);
                     applied.config.observe(index, record);
+                    if let Some(keys) = keys {
+                        applied.origin = Some(Arc::new(keys));
+                    }
                 }
                 responses.push(Response {
                     first_index,
                     hashes,
+                    refused,
                 });
             }
             EntryPayload::Membership(membership) => {
@@ -765,7 +817,7 @@ fn apply_entries(
                 changed.membership = true;
                 responses.push(Response {
                     first_index,
-                    hashes: Vec::new(),
+                    ..Response::default()
                 });
             }
         }

@@ -62,6 +62,19 @@ pub enum Request {
 pub struct Response {
     /// Log index assigned to the first record of the batch; record `i` got `first_index + i`.
     pub first_index: u64,
-    /// RFC 6962 leaf hash of each record's canonical bytes, in batch order.
+    /// RFC 6962 leaf hash of each appended record's canonical bytes, in batch order: record
+    /// `i` of those appended got `first_index + i`.
     pub hashes: Vec<Hash>,
+    /// Records of the batch the origin check refused (not appended), by position in the batch,
+    /// ascending. Empty for blank and membership entries.
+    #[serde(default)]
+    pub refused: Vec<Refused>,
+}
+
+/// A record of a batch that the state machine refused to append, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// Position of the record in its batch (0-based).
+    pub position: u32,
+    pub reason: String,
 }

@@ -656,3 +656,84 @@ async fn a_snapshot_streams_in_chunks_over_grpc() -> TestResult {
     receiver.stop().await?;
     Ok(())
 }
+
+/// `record(i)` (market-regulation's side) sealed as market-regulation's gateway with `key`.
+fn sealed(i: u64, key: &NoteSigner) -> Record {
+    use qianlian_verifier::record::{Originator, SealedRecord, SignerRole};
+    let originator = Originator {
+        role: SignerRole::Gateway,
+        department: "market-regulation".into(),
+        key_id: key.name().to_owned(),
+        public_key: [0; 32],
+    };
+    Record::Sealed(Box::new(SealedRecord::seal(
+        record(i),
+        originator,
+        key.signing_key(),
+    )))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_without_its_departments_seal_is_refused_on_every_node() -> TestResult {
+    use qianlian_raft_store::record::{Caller, ConfigChange, ConfigRecord};
+    use qianlian_verifier::license::DepartmentKey;
+    let (n1, n2, n3) = three_nodes(|_| {}).await?;
+    wait_for_status(&n1, "a leader", |s| s.leader.is_some()).await;
+    // The directory publishes node 1's key as market-regulation's gateway key.
+    let entry = DepartmentKey::new(key(1).name(), &key(1).signing_key().verifying_key());
+    let public = serde_json::to_value(entry)?["public_key"]
+        .as_str()
+        .ok_or("base64")?
+        .to_owned();
+    let toml = format!(
+        "[[department]]\nid = \"market-regulation\"\nname = \"M\"\nnode_keys = [{{ key_id = \"{}\", public_key = \"{public}\" }}]\n",
+        key(1).name()
+    );
+    n1.notary
+        .append(Record::Config(ConfigRecord {
+            request_id: "directory".into(),
+            time_unix_ms: 1_764_000_000_000,
+            caller: Caller {
+                department: "ops".into(),
+                role: "operator".into(),
+                cert_fingerprint: "01".repeat(32),
+            },
+            change: ConfigChange::Directory { toml },
+        }))
+        .await?;
+    for node in [&n1, &n2, &n3] {
+        node.notary.wait_for_tree_size(1, STEP).await?;
+    }
+    // From a follower and from the leader: unsealed, sealed by another node's key.
+    for (node, forged, reason) in [
+        (&n2, record(100), "is not signed"),
+        (
+            &n3,
+            sealed(101, &key(3)),
+            "is not a gateway key of market-regulation",
+        ),
+        (
+            &n1,
+            sealed(102, &key(2)),
+            "is not a gateway key of market-regulation",
+        ),
+    ] {
+        match node.notary.append(forged).await {
+            Err(e @ NotaryError::Refused { .. }) => {
+                assert!(e.to_string().contains(reason), "{e}");
+            }
+            other => panic!("node {} accepted a forged record: {other:?}", node.id),
+        }
+    }
+    // The sealed record goes in from any node; every node holds the same two records.
+    let receipt = n3.notary.append(sealed(103, &key(1))).await?;
+    assert_eq!(receipt.log_index, 1);
+    let mut roots = BTreeSet::new();
+    for node in [&n1, &n2, &n3] {
+        node.notary.wait_for_tree_size(2, STEP).await?;
+        assert_eq!(node.notary.tree_size(), 2);
+        roots.insert(node.notary.root_at(2).await?);
+    }
+    assert_eq!(roots.len(), 1);
+    Ok(())
+}

@@ -401,6 +401,12 @@ impl NoteSigner {
         )
     }
 
+    /// The Ed25519 key itself, for the node's other signatures (record seals, whose messages
+    /// are domain-separated from notes).
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
     /// The key name.
     pub fn name(&self) -> &str {
         &self.name

@@ -1,13 +1,21 @@
 //! Typed, versioned notarization records and their canonical encoding.
 //!
-//! The canonical bytes of a record are `[FORMAT_V1] ++ postcard(Record)`. Postcard is
+//! The canonical bytes of an unsealed record are `[FORMAT_V1] ++ postcard(Record)`; of a record
+//! sealed by its originator ([`seal`]), `[FORMAT_V2] ++ postcard(SealedRecord)`. Postcard is
 //! deterministic for a given value (no maps, no floats here), so every node derives the same
 //! bytes and therefore the same leaf hash. Enum variants and struct fields are only ever added at
-//! the end; `tests::v1_bytes_are_frozen` pins the bytes of version 1 so old logs keep decoding.
+//! the end; `tests::v1_bytes_are_frozen` pins the bytes of version 1 so old logs keep decoding,
+//! and `tests::v2_bytes_are_frozen` those of version 2.
 
 use crate::license::status::MAX_REASON_LEN;
 use crate::{Hash, leaf_hash};
 use serde::{Deserialize, Serialize};
+
+pub mod seal;
+
+pub use seal::{
+    FORMAT_V2, OriginError, OriginKey, OriginKeys, Originator, Seal, SealedRecord, SignerRole,
+};
 
 /// First byte of every encoded record: the encoding version.
 pub const FORMAT_V1: u8 = 1;
@@ -26,6 +34,9 @@ pub enum Record {
     Exchange(ExchangeRecord),
     /// An operator replaced a piece of cluster-wide configuration (policy or directory).
     Config(ConfigRecord),
+    /// A record of one of the kinds above with its originator's seal; encoded as version 2.
+    /// Never nested: the inner record is unsealed.
+    Sealed(Box<SealedRecord>),
 }
 
 /// Which gateway wrote an exchange record.
@@ -279,10 +290,43 @@ pub enum DecodeError {
 impl Record {
     /// The canonical bytes of this record.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![FORMAT_V1];
         // Serialising plain structs, strings and integers into a Vec cannot fail.
-        out.extend(postcard::to_stdvec(self).unwrap_or_default());
-        out
+        match self {
+            Record::Sealed(sealed) => {
+                let mut out = vec![FORMAT_V2];
+                out.extend(postcard::to_stdvec(sealed.as_ref()).unwrap_or_default());
+                out
+            }
+            _ => {
+                let mut out = vec![FORMAT_V1];
+                out.extend(postcard::to_stdvec(self).unwrap_or_default());
+                out
+            }
+        }
+    }
+
+    /// The record without its seal.
+    pub fn content(&self) -> &Record {
+        match self {
+            Record::Sealed(sealed) => &sealed.record,
+            other => other,
+        }
+    }
+
+    /// The record without its seal, by value.
+    pub fn into_content(self) -> Record {
+        match self {
+            Record::Sealed(sealed) => sealed.record,
+            other => other,
+        }
+    }
+
+    /// The originator's seal, if the record has one.
+    pub fn seal(&self) -> Option<&Seal> {
+        match self {
+            Record::Sealed(sealed) => Some(&sealed.seal),
+            _ => None,
+        }
     }
 
     /// Decode canonical bytes. Trailing bytes, and any other spelling of a record than its
@@ -290,11 +334,23 @@ impl Record {
     /// one record has one encoding.
     pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
-        if version != FORMAT_V1 {
-            return Err(DecodeError::UnknownFormat(version));
+        let malformed = |e: postcard::Error| DecodeError::Malformed(e.to_string());
+        let (record, rest) = match version {
+            FORMAT_V1 => postcard::take_from_bytes::<Record>(body).map_err(malformed)?,
+            FORMAT_V2 => {
+                let (sealed, rest) =
+                    postcard::take_from_bytes::<SealedRecord>(body).map_err(malformed)?;
+                (Record::Sealed(Box::new(sealed)), rest)
+            }
+            _ => return Err(DecodeError::UnknownFormat(version)),
+        };
+        if matches!((version, &record), (FORMAT_V1, Record::Sealed(_)))
+            || matches!(record.content(), Record::Sealed(_))
+        {
+            return Err(DecodeError::Malformed(
+                "a sealed record inside a record: seals are not nested".into(),
+            ));
         }
-        let (record, rest) = postcard::take_from_bytes::<Record>(body)
-            .map_err(|e| DecodeError::Malformed(e.to_string()))?;
         if !rest.is_empty() {
             return Err(DecodeError::Malformed(format!(
                 "{} trailing bytes",
@@ -323,6 +379,7 @@ impl Record {
             Record::LicenseStatus(r) => r.time_unix_ms,
             Record::Exchange(r) => r.time_unix_ms,
             Record::Config(r) => r.time_unix_ms,
+            Record::Sealed(s) => s.record.time_unix_ms(),
         }
     }
 
@@ -330,7 +387,7 @@ impl Record {
     /// today, that a status change's reason is a reason code (the signed status list carries
     /// it). Records already in the log are never refused on these grounds.
     pub fn check(&self) -> Result<(), RecordError> {
-        match self {
+        match self.content() {
             Record::LicenseStatus(r) if !is_reason_code(&r.reason) => {
                 Err(RecordError::ReasonCode {
                     reason: r.reason.chars().take(40).collect(),

@@ -556,6 +556,14 @@ pub fn check(path: &Path, trust_bundle: Option<&Path>) -> anyhow::Result<bool> {
                 r.min_cosigners
             );
             println!("query: {}", bundle.query);
+            for (log_index, o) in &r.origins {
+                println!(
+                    "origin: log index {log_index} sealed by {} {} with key {}",
+                    o.department,
+                    o.role.as_str(),
+                    o.key_id
+                );
+            }
             Ok(true)
         }
         Err(e) => {

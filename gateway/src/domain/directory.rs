@@ -33,6 +33,12 @@ pub struct DirectoryEntry {
     /// License signing keys (several during a rotation).
     #[serde(default)]
     pub keys: Vec<DepartmentKey>,
+    /// Gateway node keys (Ed25519, normally a node's checkpoint note key): the records the
+    /// department's gateway writes for its side of an exchange must be sealed by one of them.
+    /// A department that lists none writes unsealed records (a directory from before seals);
+    /// once it lists one, every node refuses its unsealed or foreign-sealed records.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_keys: Vec<DepartmentKey>,
     /// The department's gateway, `https://host:port`; requests for its datasets are forwarded
     /// there by other departments' gateways.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,6 +144,25 @@ impl Directory {
             if !ids.insert(e.id.as_str()) {
                 return Err(invalid(format!("department `{}` is listed twice", e.id)));
             }
+            // A node serving several departments lists its key under each of them: node key
+            // ids are unique within a department, license key ids (COSE `kid`) everywhere.
+            let mut node_kids = std::collections::HashSet::new();
+            for k in &e.node_keys {
+                if !node_kids.insert(k.key_id.as_str()) {
+                    return Err(invalid(format!(
+                        "node key id `{}` is listed twice for `{}`",
+                        k.key_id, e.id
+                    )));
+                }
+                let bytes: [u8; 32] = k.public_key.as_slice().try_into().map_err(|_| {
+                    invalid(format!(
+                        "node key `{}` is not a 32-byte Ed25519 key",
+                        k.key_id
+                    ))
+                })?;
+                VerifyingKey::from_bytes(&bytes)
+                    .map_err(|e| invalid(format!("node key `{}`: {e}", k.key_id)))?;
+            }
             for k in &e.keys {
                 if !kids.insert(k.key_id.as_str()) {
                     return Err(invalid(format!("key id `{}` is listed twice", k.key_id)));
@@ -188,6 +213,15 @@ impl Directory {
 
     pub fn department(&self, id: &str) -> Option<&DirectoryEntry> {
         self.department.iter().find(|d| d.id == id)
+    }
+
+    /// The id under which `department` lists `public_key` as one of its gateway node keys.
+    pub fn node_key_id(&self, department: &str, public_key: &[u8; 32]) -> Option<&str> {
+        self.department(department)?
+            .node_keys
+            .iter()
+            .find(|k| k.public_key == public_key)
+            .map(|k| k.key_id.as_str())
     }
 
     /// The department and public key behind a license key id.

@@ -155,6 +155,7 @@ pub struct Metrics {
     batches: Gauge,
     batched_records: Gauge,
     answered_at_commit: Gauge,
+    records_refused: Gauge,
     batch_size_le: Family<BatchBucket, Gauge>,
     data_bytes: Gauge,
     cosign_sent: Family<CosignLabels, Gauge>,
@@ -219,6 +220,7 @@ impl Metrics {
             batches: Gauge::default(),
             batched_records: Gauge::default(),
             answered_at_commit: Gauge::default(),
+            records_refused: Gauge::default(),
             batch_size_le: Family::default(),
             data_bytes: Gauge::default(),
             cosign_sent: Family::default(),
@@ -276,6 +278,11 @@ impl Metrics {
             "group_commit_answered_at_commit",
             "Batches whose callers got their receipts at commit, before this node applied them",
             m.answered_at_commit.clone(),
+        );
+        r.register(
+            "records_refused",
+            "Records this node's state machine refused since it started: their originator signature or authority did not hold, so no node appended them",
+            m.records_refused.clone(),
         );
         r.register(
             "group_commit_batch_size",
@@ -402,6 +409,7 @@ impl Metrics {
         self.batched_records.set(b.records.load(Relaxed) as i64);
         self.answered_at_commit
             .set(b.answered_at_commit.load(Relaxed) as i64);
+        self.records_refused.set(notary.records_refused() as i64);
         let mut cumulative = 0;
         for (i, bucket) in b.size_buckets.iter().enumerate() {
             cumulative += bucket.load(Relaxed);

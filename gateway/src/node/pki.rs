@@ -473,10 +473,18 @@ fn write_registry(plan: &PkiPlan, report: &mut PkiReport) -> Result<(), PkiError
                 .map(|(_, d)| d.clone())
                 .collect(),
         };
+        // The department's gateway seals its records with its node's note key: published for
+        // the node named after the department (one node per department, the default), kept as
+        // the operator listed them otherwise.
+        let node_keys = match kept {
+            Some(d) if !d.node_keys.is_empty() => d.node_keys.clone(),
+            _ => node_note_key(plan, &id)?.into_iter().collect(),
+        };
         directory
             .department
             .push(crate::domain::directory::DirectoryEntry {
                 keys: vec![DepartmentKey::new(license_key_id(&id, &public), &public)],
+                node_keys,
                 gateway: kept.and_then(|d| d.gateway.clone()),
                 cert_fingerprint: kept.and_then(|d| d.cert_fingerprint.clone()),
                 datasets,
@@ -508,6 +516,22 @@ fn subject_key(plan: &PkiPlan, report: &mut PkiReport) -> Result<(), PkiError> {
     )?;
     report.written.push(path);
     Ok(())
+}
+
+/// The directory entry of node `id`'s note key, if the PKI has one.
+fn node_note_key(plan: &PkiPlan, id: &str) -> Result<Option<DepartmentKey>, PkiError> {
+    let path = plan.out.join("nodes").join(format!("{id}.note.key"));
+    if !path.exists() {
+        return Ok(None);
+    }
+    let signer = NoteSigner::from_skey(read(&path)?.trim()).map_err(|e| PkiError::Invalid {
+        what: "node note key",
+        reason: format!("{}: {e}", path.display()),
+    })?;
+    Ok(Some(DepartmentKey::new(
+        signer.name(),
+        &signer.signing_key().verifying_key(),
+    )))
 }
 
 /// The name a node's checkpoint signatures carry: `<node id>.<trust domain>`.

@@ -38,6 +38,7 @@ impl Services {
         store: RecordStore,
         notary: &Notary,
         metrics: Option<Arc<Metrics>>,
+        node_key: &qianlian_verifier::ed25519_dalek::SigningKey,
     ) -> Result<Services, StartError> {
         let in_force = local.in_force;
         // One identity provider for citizens: `audit mine` and license watches.
@@ -53,6 +54,10 @@ impl Services {
             forwarder: forwarder(config)?,
             adapters: adapters(config)?,
             subject_key: licenses.subject_key.clone(),
+            seal: Some(Arc::new(crate::node::seal::NodeSeal::new(
+                node_key.clone(),
+                in_force.directory.clone(),
+            ))),
         };
         let audit = AuditService {
             notary: notary.clone(),

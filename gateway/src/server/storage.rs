@@ -49,6 +49,16 @@ pub(super) fn peer_tls(files: &TlsFiles) -> Result<ClientTlsConfig, StartError> 
         .identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?)))
 }
 
+/// The node's Ed25519 key (its checkpoint note key), which also seals the records its gateway
+/// writes.
+pub(super) fn node_key(
+    config: &NodeConfig,
+) -> Result<qianlian_verifier::ed25519_dalek::SigningKey, StartError> {
+    Ok(checkpoint_signer(&config.checkpoint.signing_key)?
+        .signing_key()
+        .clone())
+}
+
 fn checkpoint_signer(path: &Path) -> Result<NoteSigner, StartError> {
     let skey = read_to_string(path)?;
     NoteSigner::from_skey(skey.trim()).map_err(|e| StartError::SigningKey {

@@ -100,7 +100,7 @@ pub fn access_entry(h: &AuditHit) -> Result<v1::AccessEntry, ServiceError> {
 
 /// An exchange record as the data subject it names sees it; `None` for other records.
 pub fn subject_access(h: &AuditHit) -> Option<v1::SubjectAccess> {
-    let Record::Exchange(x) = &h.record else {
+    let Record::Exchange(x) = h.record.content() else {
         return None;
     };
     Some(v1::SubjectAccess {

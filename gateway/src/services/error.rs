@@ -96,6 +96,10 @@ impl From<NotaryError> for ServiceError {
             // A proof or checkpoint asked for a size or index the log does not have.
             NotaryError::Range(r) => ServiceError::InvalidArgument(r.to_string()),
             NotaryError::InvalidRecord(m) => ServiceError::InvalidArgument(m),
+            e @ NotaryError::Refused { .. } => ServiceError::PermissionDenied {
+                message: e.to_string(),
+                receipt: None,
+            },
             NotaryError::NoCheckpoint(m) => ServiceError::Unavailable(format!(
                 "no signed checkpoint yet ({m}); retry once the log has records"
             )),

@@ -67,6 +67,8 @@ pub struct ExchangeService {
     /// Datasets served by HTTP/JSON backends, by dataset id.
     pub adapters: HashMap<String, HttpAdapter>,
     pub subject_key: Option<SubjectKey>,
+    /// Seals this gateway's exchange records with the node's key; `None` writes them unsealed.
+    pub seal: Option<Arc<crate::node::seal::NodeSeal>>,
 }
 
 /// A request that passed validation.
@@ -417,6 +419,10 @@ impl ExchangeService {
         outcome: &Outcome,
     ) -> Result<Receipt, ServiceError> {
         let who = &call.who;
+        let gateway = self
+            .department
+            .clone()
+            .unwrap_or_else(|| checked.owner.clone());
         let record = Record::Exchange(ExchangeRecord {
             request_id: call.request_id.clone(),
             time_unix_ms: now_ms(),
@@ -426,10 +432,7 @@ impl ExchangeService {
                 cert_fingerprint: who.fingerprint_hex(),
             },
             side,
-            gateway: self
-                .department
-                .clone()
-                .unwrap_or_else(|| checked.owner.clone()),
+            gateway: gateway.clone(),
             owner: checked.owner.clone(),
             dataset: checked.dataset.id.clone(),
             action,
@@ -449,6 +452,10 @@ impl ExchangeService {
             response_digest: outcome.response_digest,
             trace_id: crate::node::telemetry::current_trace_id().unwrap_or_default(),
         });
+        let record = match &self.seal {
+            Some(seal) => seal.seal(record, &gateway),
+            None => record,
+        };
         let started = std::time::Instant::now();
         let receipt = self.notary.append(record).await?;
         if let Some(m) = &self.metrics {

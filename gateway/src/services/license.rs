@@ -294,6 +294,23 @@ fn caller_record(who: &PeerIdentity) -> Caller {
 }
 
 impl LicenseService {
+    /// `record` sealed with `department`'s license key, if this node holds it; otherwise as it
+    /// is (and refused by every node if the department publishes node keys).
+    fn seal(&self, record: Record, department: &str) -> Record {
+        let Some((key, key_id)) = self.signing_keys.get(department) else {
+            return record;
+        };
+        let originator = qianlian_verifier::record::Originator {
+            role: qianlian_verifier::record::SignerRole::LicenseIssuer,
+            department: department.to_owned(),
+            key_id: key_id.clone(),
+            public_key: key.verifying_key().to_bytes(),
+        };
+        Record::Sealed(Box::new(qianlian_verifier::record::SealedRecord::seal(
+            record, originator, key,
+        )))
+    }
+
     fn directory(
         &self,
     ) -> Result<Arc<crate::node::cluster_config::DirectoryInForce>, ServiceError> {
@@ -462,6 +479,7 @@ impl LicenseService {
             valid_from: claims.valid_from,
             valid_until: claims.valid_until,
         });
+        let record = self.seal(record, &who.department);
         let receipt = self.notary.append(record).await?;
         tracing::info!(department = %who.department, license_type = license_type.slug(), log_index = receipt.log_index, "license issued");
         let (evidence, _) = self.evidence(receipt.log_index).await?;
@@ -519,17 +537,17 @@ impl LicenseService {
             }
             _ => {}
         }
-        let receipt = self
-            .notary
-            .append(Record::LicenseStatus(LicenseStatusRecord {
-                request_id: crate::node::request_id::new_request_id(),
-                time_unix_ms: now_unix() as u64 * 1000,
-                caller: caller_record(&who),
-                license_hash: hash,
-                change,
-                reason: r.reason.clone(),
-            }))
-            .await?;
+        let record = Record::LicenseStatus(LicenseStatusRecord {
+            request_id: crate::node::request_id::new_request_id(),
+            time_unix_ms: now_unix() as u64 * 1000,
+            caller: caller_record(&who),
+            license_hash: hash,
+            change,
+            reason: r.reason.clone(),
+        });
+        // Sealed by the issuer's license key: every node refuses a status change without it.
+        let record = self.seal(record, &view.issued.department);
+        let receipt = self.notary.append(record).await?;
         let status = match self.notary.license(&hash).await?.map(|v| v.status) {
             Some(LicenseCurrentStatus::Revoked { .. }) => "revoked",
             Some(LicenseCurrentStatus::Suspended { .. }) => "suspended",

@@ -47,7 +47,7 @@ impl NotaryService {
         };
         let record = Record::decode(&bytes)
             .map_err(|e| ServiceError::Internal(format!("log index {index}: {e}")))?;
-        let party = match &record {
+        let party = match record.content() {
             Record::Access(a) => a.caller.department == who.department || a.owner == who.department,
             Record::LicenseIssued(l) => l.department == who.department,
             Record::LicenseStatus(l) => l.caller.department == who.department,
@@ -58,6 +58,8 @@ impl NotaryService {
             }
             // Policy and directory govern every department: all may read them.
             Record::Config(_) => true,
+            // `content` strips the seal.
+            Record::Sealed(_) => false,
         };
         if who.role == Role::Department && !party {
             return Err(ServiceError::PermissionDenied {

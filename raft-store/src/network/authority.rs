@@ -158,6 +158,8 @@ pub fn may_originate(
         return Ok(());
     };
     match record {
+        // What a sealed record may carry is what its inner record may be.
+        Record::Sealed(s) => may_originate(from, &s.record, issuer),
         Record::Config(c) => Err(format!(
             "{from} may not forward a {} change: configuration changes are applied by an operator at the leader",
             c.change.kind().as_str()

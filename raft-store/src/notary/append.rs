@@ -74,6 +74,16 @@ impl Notary {
             record
                 .check()
                 .map_err(|e| NotaryError::InvalidRecord(format!("record {i} of the batch: {e}")))?;
+            // Every node runs the same check when it applies the record; refusing here saves
+            // the round and tells the caller before anything is queued.
+            self.inner
+                .reader
+                .check_origin(record)
+                .await
+                .map_err(|e| NotaryError::Refused {
+                    reason: format!("record {i} of the batch: {e}"),
+                    appended: 0,
+                })?;
         }
         let timeout = self.inner.commit_timeout;
         let waited = tokio::time::timeout(timeout + ANSWER_GRACE, async {
@@ -99,6 +109,11 @@ impl Notary {
         })
         .await;
         waited.unwrap_or(Err(NotaryError::commit_timed_out(timeout)))
+    }
+
+    /// Records the origin check refused on this node since it started (for metrics).
+    pub fn records_refused(&self) -> u64 {
+        self.inner.reader.refused()
     }
 
     /// Counters of the group-commit batches this node formed (for metrics).

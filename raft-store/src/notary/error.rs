@@ -50,6 +50,16 @@ pub enum NotaryError {
     /// no retry helps.
     #[error("record refused: {0}")]
     InvalidRecord(String),
+    /// The record's originator signature or authority does not hold (see
+    /// `state_machine::origin`): its submitter sent a record it may not write, or one whose
+    /// signing key the directory no longer lists. No retry helps: the refused records are not
+    /// in the log (no index, no leaf, no state); `appended` others of the same request are.
+    #[error("record refused by every node's origin check: {reason}")]
+    Refused {
+        reason: String,
+        /// Records of the same request that were appended all the same.
+        appended: usize,
+    },
     /// The notary configuration was refused; the operator must fix the named setting.
     #[error("invalid notary configuration: {0}")]
     Config(String),

@@ -42,7 +42,7 @@ use super::receipt::Receipt;
 use crate::commit_receipts::EarlyReceipts;
 use crate::network::{ForwardRefusal, PeerCallError, Peers};
 use crate::record::Record;
-use crate::types::{NodeId, Request, TypeConfig};
+use crate::types::{NodeId, Request, Response, TypeConfig};
 
 /// Extra time an append waits beyond `commit_timeout`, so that the batcher's own, more precise
 /// answer (which is bounded by `commit_timeout`) arrives before the caller gives up.
@@ -163,6 +163,46 @@ fn fail(batch: Vec<Pending>, error: &NotaryError) {
     for pending in batch {
         // A caller that left meanwhile has nobody to tell.
         let _ = pending.reply.send(Err(error.clone()));
+    }
+}
+
+/// Answer every caller in `batch` from the apply's answer: its slice of the records' receipts,
+/// or, when the state machine refused one of its records, why.
+fn answer_response(batch: Vec<Pending>, response: Response) {
+    if response.refused.is_empty() {
+        return answer(batch, receipts_from(response.first_index, response.hashes));
+    }
+    let total: usize = batch.iter().map(|p| p.records.len()).sum();
+    if response.hashes.len() + response.refused.len() != total {
+        let e = NotaryError::Internal(format!(
+            "a batch of {total} records was answered with {} receipts and {} refusals",
+            response.hashes.len(),
+            response.refused.len()
+        ));
+        return fail(batch, &e);
+    }
+    let mut receipts = receipts_from(response.first_index, response.hashes).into_iter();
+    let mut refused = response.refused.into_iter().peekable();
+    let mut position = 0u32;
+    for pending in batch {
+        let mut mine = Vec::with_capacity(pending.records.len());
+        let mut reasons = Vec::new();
+        for _ in 0..pending.records.len() {
+            match refused.next_if(|r| r.position == position) {
+                Some(r) => reasons.push(r.reason),
+                None => mine.extend(receipts.next()),
+            }
+            position += 1;
+        }
+        let reply = if reasons.is_empty() {
+            Ok(mine)
+        } else {
+            Err(NotaryError::Refused {
+                reason: reasons.join("; "),
+                appended: mine.len(),
+            })
+        };
+        let _ = pending.reply.send(reply);
     }
 }
 
@@ -338,7 +378,13 @@ impl Committer {
     async fn write_here(&self, batch: Vec<Pending>, deadline: Instant) -> Attempt {
         let timeout = self.limits.commit_timeout;
         let records = records_of(&batch);
-        let registration = self.early.register(&records);
+        // Records of this node's own callers had their seals verified on submission; those
+        // forwarded by a peer did not.
+        let registration = if batch.iter().any(|p| p.forwarded) {
+            self.early.register(&records)
+        } else {
+            self.early.register_verified(&records)
+        };
         let request = Request::Append { records };
         let proposed = tokio::time::timeout_at(deadline, self.raft.client_write_ff(request)).await;
         let mut applied = match proposed {
@@ -412,8 +458,7 @@ impl Committer {
                 Attempt::Done
             }
             Ok(Ok(Ok(response))) => {
-                let receipts = receipts_from(response.data.first_index, response.data.hashes);
-                answer(batch, receipts);
+                answer_response(batch, response.data);
                 Attempt::Done
             }
             // Leadership moved before the entry was proposed: nothing was recorded.

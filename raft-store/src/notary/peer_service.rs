@@ -92,7 +92,11 @@ impl NodeCalls {
         };
         let from = from.unwrap_or(&anyone);
         for (i, record) in records.iter().enumerate() {
-            let issuer = match record {
+            let unsealed = match record {
+                Record::Sealed(s) => &s.record,
+                r => r,
+            };
+            let issuer = match unsealed {
                 Record::LicenseStatus(s) if from.department.is_some() => self
                     .reader
                     .license(s.license_hash)

@@ -38,7 +38,7 @@ impl Notary {
             return Ok(None);
         };
         let bytes = self.inner.reader.record(pointer.log_index).await?;
-        match bytes.map(|b| Record::decode(&b)) {
+        match bytes.map(|b| Record::decode(&b).map(Record::into_content)) {
             Some(Ok(Record::Config(c))) if c.change.kind() == kind => Ok(Some((pointer, c))),
             _ => Err(NotaryError::Storage(StoreError::corrupt(
                 format!("record {}", pointer.log_index),

@@ -754,7 +754,7 @@ pub(super) fn config_history(
     let mut history = Vec::with_capacity(indices.len());
     for (log_index, time) in indices {
         let (_, record) = candidate(db, records, generation, log_index, time)?;
-        match record {
+        match record.content() {
             Record::Config(c) if c.change.kind() == kind => {}
             _ => {
                 return Err(StoreError::corrupt(

@@ -57,7 +57,7 @@ fn read_issued(
     log_index: u64,
     license_hash: &Hash,
 ) -> Result<LicenseIssuedRecord, StoreError> {
-    match read_record(db, generation, log_index)? {
+    match read_record(db, generation, log_index)?.into_content() {
         Record::LicenseIssued(r) if r.license_hash == *license_hash => Ok(r),
         _ => Err(StoreError::corrupt(
             format!("license index entry of {}", hex::encode(license_hash)),
@@ -119,8 +119,8 @@ pub(super) struct LicenseStager<'a> {
     db: &'a DB,
     generation: u32,
     // Licenses issued earlier in the batch not yet written, which the database cannot answer
-    // for: license hash → (issuance log index, holder hash).
-    unwritten: HashMap<Hash, (u64, Hash)>,
+    // for: license hash → (issuance log index, holder hash, issuing department).
+    unwritten: HashMap<Hash, (u64, Hash, String)>,
 }
 
 impl<'a> LicenseStager<'a> {
@@ -133,15 +133,24 @@ impl<'a> LicenseStager<'a> {
     }
 
     /// The issuance of `license_hash`: its log index and holder hash.
-    fn issuance(&self, license_hash: &Hash) -> Result<Option<(u64, Hash)>, StoreError> {
+    fn issuance(&self, license_hash: &Hash) -> Result<Option<(u64, Hash, String)>, StoreError> {
         if let Some(found) = self.unwritten.get(license_hash) {
-            return Ok(Some(*found));
+            return Ok(Some(found.clone()));
         }
         let Some(index) = issued_index(self.db, self.generation, license_hash)? else {
             return Ok(None);
         };
         let issued = read_issued(self.db, self.generation, index, license_hash)?;
-        Ok(Some((index, issued.holder_hash)))
+        Ok(Some((index, issued.holder_hash, issued.department)))
+    }
+
+    /// The department that issued the license a status record names, as the records applied
+    /// so far say; `None` for other records and for a license not issued.
+    pub(super) fn issuer_for(&self, record: &Record) -> Result<Option<String>, StoreError> {
+        match record.content() {
+            Record::LicenseStatus(r) => Ok(self.issuance(&r.license_hash)?.map(|(_, _, d)| d)),
+            _ => Ok(None),
+        }
     }
 
     /// Stage the state change of `record`, appended at `log_index`.
@@ -152,8 +161,8 @@ impl<'a> LicenseStager<'a> {
         record: &Record,
     ) -> Result<(), StoreError> {
         let generation = self.generation;
-        match record {
-            Record::Access(_) | Record::Exchange(_) | Record::Config(_) => {}
+        match record.content() {
+            Record::Access(_) | Record::Exchange(_) | Record::Config(_) | Record::Sealed(_) => {}
             Record::LicenseIssued(r) => {
                 // First issuance wins: a repeat stays in the log and in its holder's index.
                 if self.issuance(&r.license_hash)?.is_none() {
@@ -162,8 +171,10 @@ impl<'a> LicenseStager<'a> {
                         license_key(generation, &r.license_hash),
                         log_index.to_be_bytes(),
                     );
-                    self.unwritten
-                        .insert(r.license_hash, (log_index, r.holder_hash));
+                    self.unwritten.insert(
+                        r.license_hash,
+                        (log_index, r.holder_hash, r.department.clone()),
+                    );
                 }
                 batch.put_cf(
                     db::cf(self.db, CF_HOLDERS)?,
@@ -173,7 +184,7 @@ impl<'a> LicenseStager<'a> {
             }
             Record::LicenseStatus(r) => {
                 // A change of a license not (yet) issued stays in the log, outside the state.
-                let Some((_, holder)) = self.issuance(&r.license_hash)? else {
+                let Some((_, holder, _)) = self.issuance(&r.license_hash)? else {
                     return Ok(());
                 };
                 batch.put_cf(
@@ -223,7 +234,7 @@ pub(super) fn view(
     let mut status = LicenseCurrentStatus::Valid;
     let mut changes = Vec::with_capacity(indices.len());
     for index in indices {
-        let change = match read_record(db, generation, index)? {
+        let change = match read_record(db, generation, index)?.into_content() {
             Record::LicenseStatus(r) if r.license_hash == *license_hash => r,
             _ => {
                 return Err(StoreError::corrupt(
@@ -337,8 +348,8 @@ impl LicenseCheck {
         record: &Record,
     ) -> Result<(), IntegrityError> {
         let holders = db::cf(db, CF_HOLDERS)?;
-        match record {
-            Record::Access(_) | Record::Exchange(_) | Record::Config(_) => {}
+        match record.content() {
+            Record::Access(_) | Record::Exchange(_) | Record::Config(_) | Record::Sealed(_) => {}
             Record::LicenseIssued(r) => {
                 // At the first issuance the index must name it; at a repeat, an earlier
                 // issuance of the same license, which was checked when the scan passed it.

@@ -47,6 +47,9 @@ pub(super) struct Applied {
     pub(super) signed_at: Option<Instant>,
     /// Where the current version of each kind of cluster configuration is.
     pub(super) config: ConfigPointers,
+    /// The keys of the directory `config` names, which records are checked against
+    /// (`origin`); `None` without a replicated directory. Derived, not stored.
+    pub(super) origin: Option<std::sync::Arc<qianlian_verifier::record::OriginKeys>>,
 }
 
 /// The log index and version of one kind of cluster configuration.
@@ -76,7 +79,9 @@ impl ConfigPointers {
 
     /// Account for `record` at `log_index`: a config record becomes the one in force.
     pub(crate) fn observe(&mut self, log_index: u64, record: &Record) {
-        let Record::Config(c) = record else { return };
+        let Record::Config(c) = record.content() else {
+            return;
+        };
         let slot = match c.change.kind() {
             ConfigKind::Policy => &mut self.policy,
             ConfigKind::Directory => &mut self.directory,

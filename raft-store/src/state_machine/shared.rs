@@ -46,6 +46,8 @@ pub(super) struct Shared {
     // The largest tree size whose records callers were told are committed before this node
     // applied them (see `crate::commit_receipts`): readers wait until the tree has grown to it.
     pub(super) promised: AtomicU64,
+    // Records refused by the origin check since this process started (see `origin`).
+    pub(super) refused: AtomicU64,
     // Shared by every read of generation data, exclusive while an install switches generations.
     pub(super) generation_lock: RwLock<()>,
     // The newest head signed on a reader's demand, newer than the stored checkpoint.

@@ -839,6 +839,7 @@ fn persist_and_switch(
         checkpoint,
         signed_at: Some(std::time::Instant::now()),
         config,
+        origin: super::origin::load(db, generation, &config)?,
     };
     let mut batch = WriteBatch::default();
     put_applied(db, &mut batch, &applied, Changed::EVERYTHING)?;

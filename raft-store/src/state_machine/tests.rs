@@ -90,14 +90,16 @@ async fn applying_assigns_dense_log_indices_and_answers_hashes() -> TestResult {
         responses[0],
         Response {
             first_index: 0,
-            hashes: vec![]
+            hashes: vec![],
+            refused: vec![],
         }
     );
     assert_eq!(
         responses[1],
         Response {
             first_index: 0,
-            hashes: vec![]
+            hashes: vec![],
+            refused: vec![],
         }
     );
     assert_eq!(responses[2].first_index, 0);

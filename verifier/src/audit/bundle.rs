@@ -15,7 +15,8 @@
 //!   "min_cosigners": 2,
 //!   "departments": [
 //!     { "id": "market-regulation", "name": "贵州省市场监督管理局",
-//!       "keys": [ { "key_id": "market-regulation-2026", "public_key": "…32 bytes…" } ] }
+//!       "keys": [ { "key_id": "market-regulation-2026", "public_key": "…32 bytes…" } ],
+//!       "node_keys": [ { "key_id": "market-regulation.qianlian.example", "public_key": "…" } ] }
 //!   ],
 //!   "records": [
 //!     { "log_index": 17, "record": "AQM…", "record_json": { "Exchange": { … } },
@@ -29,6 +30,14 @@
 //! policy version from 1 up to the highest one a bundled exchange record was decided under, so
 //! the reader can see the rules that applied. `record_json` is a convenience for people; the
 //! check refuses a bundle whose JSON view differs from the bytes the log committed to.
+//!
+//! A sealed record (format version 2) proves its origin offline: its seal's signature must
+//! verify over the record, and its key must be one the bundle lists for the department that
+//! must seal it (a gateway node key of the department whose side an exchange record is; the
+//! issuer's license key for license records), else the check fails naming the record. A
+//! department whose bundle entry lists no node keys (a log from before seals) has unsealed
+//! exchange records, which still check. The keys are those of the directory in force when the
+//! bundle was exported.
 //!
 //! Without pinned keys ([`TrustedKeys`]) the bundle vouches for itself: the check then only shows
 //! that the records are consistent with a checkpoint signed by the keys the bundle names, and
@@ -89,6 +98,15 @@ pub struct BundleDepartment {
     pub name: String,
     /// Its license signing keys.
     pub keys: Vec<DepartmentKey>,
+    /// Its gateway node keys, which seal its side of exchanges (absent from bundles of logs
+    /// before seals, and for departments that publish none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_keys: Vec<DepartmentKey>,
+    /// The log index from which the department's records must be sealed (the directory
+    /// version that made seals compulsory for it); records below it may be unsealed. Absent
+    /// with `node_keys`: from the start of the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_from: Option<u64>,
 }
 
 /// One record of the log with its inclusion proof.
@@ -247,6 +265,9 @@ pub struct BundleReport {
     pub policies_checked: usize,
     /// Earliest and latest record time, Unix milliseconds; `None` without records.
     pub time_range_unix_ms: Option<(u64, u64)>,
+    /// The originator of every sealed record, by log index: whose key vouches for it, checked
+    /// against the keys the bundle lists (or vouches for itself, as `keys_pinned` says).
+    pub origins: Vec<(u64, crate::record::Originator)>,
 }
 
 impl EvidenceBundle {
@@ -310,7 +331,7 @@ pub fn json_view(record: &Record) -> serde_json::Value {
 
 /// The replicated policy version a record was decided under (0: none, or node-local files).
 pub fn policy_version(record: &Record) -> u64 {
-    match record {
+    match record.content() {
         Record::Exchange(r) => r.policy_version,
         _ => 0,
     }

@@ -228,3 +228,149 @@ fn json_view_uses_hex_digests() {
     assert_eq!(json["Access"]["request_digest"], "07".repeat(32));
     assert_eq!(json["Access"]["decision"], "allow");
 }
+
+/// A fixed gateway key of market-regulation, for frozen bytes.
+pub(crate) fn gateway_key() -> ed25519_dalek::SigningKey {
+    ed25519_dalek::SigningKey::from_bytes(&[0x42; 32])
+}
+
+pub(crate) fn gateway_originator(department: &str) -> Originator {
+    Originator {
+        role: SignerRole::Gateway,
+        department: department.into(),
+        key_id: format!("{department}.node"),
+        public_key: [0; 32],
+    }
+}
+
+pub(crate) fn sample_sealed() -> Record {
+    Record::Sealed(Box::new(SealedRecord::seal(
+        sample_exchange(),
+        gateway_originator("market-regulation"),
+        &gateway_key(),
+    )))
+}
+
+fn keys_of_market_regulation() -> OriginKeys {
+    OriginKeys {
+        keys: vec![OriginKey {
+            role: SignerRole::Gateway,
+            department: "market-regulation".into(),
+            key_id: "market-regulation.node".into(),
+            public_key: gateway_key().verifying_key().to_bytes(),
+        }],
+    }
+}
+
+#[test]
+fn v2_bytes_are_frozen() {
+    let record = sample_sealed();
+    let bytes = record.encode();
+    // Version 2, then the inner record's variant (exchange).
+    assert_eq!(bytes[..2], [FORMAT_V2, 3]);
+    assert_eq!(
+        hex::encode(leaf_hash(&bytes)),
+        FROZEN_V2_EXCHANGE_LEAF_HASH,
+        "the canonical encoding of a sealed record changed: old logs would no longer verify"
+    );
+    assert_eq!(Record::decode(&bytes).ok(), Some(record.clone()));
+    assert_eq!(record.content(), &sample_exchange());
+    // Ed25519 signatures are deterministic: the frozen bytes pin the signed message too.
+    assert_eq!(keys_of_market_regulation().check(&record, None), Ok(()));
+}
+
+const FROZEN_V2_EXCHANGE_LEAF_HASH: &str =
+    "1db0ac9e2c861f63f8bd59dfef303a5dd20310146b762e7dba00fc13e03ffe12";
+
+#[test]
+fn an_altered_record_or_seal_does_not_verify() {
+    let Record::Sealed(sealed) = sample_sealed() else {
+        panic!("sealed")
+    };
+    let keys = keys_of_market_regulation();
+    let mut altered = sealed.clone();
+    if let Record::Exchange(e) = &mut altered.record {
+        e.decision = Decision::Deny;
+    }
+    let mut resigned = sealed.clone();
+    resigned.seal.signature[0] ^= 1;
+    let mut renamed = sealed.clone();
+    renamed.seal.originator.key_id = "other.node".into();
+    for bad in [altered, resigned, renamed] {
+        let err = keys
+            .check(&Record::Sealed(bad), None)
+            .expect_err("must not verify");
+        assert!(matches!(err, OriginError::BadSignature { .. }), "{err:?}");
+        assert!(err.to_string().contains("does not verify"), "{err}");
+    }
+}
+
+#[test]
+fn only_the_responsible_departments_listed_key_may_seal() {
+    let keys = keys_of_market_regulation();
+    // Housing's gateway signing market-regulation's provider record, with its own key.
+    let housing = ed25519_dalek::SigningKey::from_bytes(&[0x43; 32]);
+    let as_housing = Record::Sealed(Box::new(SealedRecord::seal(
+        sample_exchange(),
+        gateway_originator("housing"),
+        &housing,
+    )));
+    assert!(matches!(
+        keys.check(&as_housing, None),
+        Err(OriginError::WrongSigner { .. })
+    ));
+    // Claiming to be market-regulation with a key the directory does not list.
+    let unlisted = Record::Sealed(Box::new(SealedRecord::seal(
+        sample_exchange(),
+        gateway_originator("market-regulation"),
+        &housing,
+    )));
+    assert!(matches!(
+        keys.check(&unlisted, None),
+        Err(OriginError::UnknownKey { .. })
+    ));
+    // A department that publishes gateway keys must seal; one that publishes none need not.
+    assert!(matches!(
+        keys.check(&sample_exchange(), None),
+        Err(OriginError::Unsealed { .. })
+    ));
+    assert_eq!(
+        OriginKeys::default().check(&sample_exchange(), None),
+        Ok(())
+    );
+    // A license status change answers to the license's issuer, whoever the caller is.
+    let issuer_keys = OriginKeys {
+        keys: vec![OriginKey {
+            role: SignerRole::Gateway,
+            department: "market-regulation".into(),
+            key_id: "n".into(),
+            public_key: [1; 32],
+        }],
+    };
+    assert!(matches!(
+        issuer_keys.check(&sample_status(), Some("market-regulation")),
+        Err(OriginError::Unsealed { .. })
+    ));
+    assert_eq!(issuer_keys.check(&sample_status(), Some("housing")), Ok(()));
+}
+
+#[test]
+fn seals_are_not_nested_and_v1_cannot_carry_one() {
+    let Record::Sealed(inner) = sample_sealed() else {
+        panic!("sealed")
+    };
+    let nested = Record::Sealed(Box::new(SealedRecord {
+        record: Record::Sealed(inner.clone()),
+        seal: inner.seal.clone(),
+    }));
+    assert!(matches!(
+        Record::decode(&nested.encode()),
+        Err(DecodeError::Malformed(_))
+    ));
+    let mut v1 = vec![FORMAT_V1];
+    v1.extend(postcard::to_stdvec(&Record::Sealed(inner)).unwrap_or_default());
+    assert!(matches!(
+        Record::decode(&v1),
+        Err(DecodeError::Malformed(_))
+    ));
+}

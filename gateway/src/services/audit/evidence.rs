@@ -110,7 +110,7 @@ impl AuditService {
             checkpoint: checkpoint.note,
             node_keys: self.trust_node_keys.clone(),
             min_cosigners: self.min_cosigners,
-            departments: self.departments(),
+            departments: self.departments(size).await?,
             records,
             policies,
         };
@@ -166,7 +166,7 @@ impl AuditService {
         let mut records = Vec::with_capacity(hits.len());
         let mut highest_policy = 0;
         for h in hits {
-            if let Record::Exchange(x) = &h.record {
+            if let Record::Exchange(x) = h.record.content() {
                 highest_policy = highest_policy.max(x.policy_version);
             }
             let proof = self.notary.inclusion_proof(h.log_index, size).await?;
@@ -204,18 +204,69 @@ impl AuditService {
         Ok(policies)
     }
 
-    /// The departments in force with their keys, for checking signed records.
-    fn departments(&self) -> Vec<BundleDepartment> {
+    /// The departments in force with their keys, for checking signed records. A department's
+    /// node keys come with the log index from which the replicated directory has made seals
+    /// compulsory for it (below `size`); a department the replicated directory does not seal
+    /// gets none, as no node checks its seals' authority.
+    async fn departments(&self, size: u64) -> Result<Vec<BundleDepartment>, ServiceError> {
+        let sealed_from = self.sealed_from(size).await?;
         let directory = self.in_force.directory.load();
-        directory
+        Ok(directory
             .directory
             .department
             .iter()
-            .map(|d| BundleDepartment {
-                id: d.id.clone(),
-                name: d.name.clone(),
-                keys: d.keys.clone(),
+            .map(|d| {
+                let from = sealed_from.get(&d.id).copied();
+                BundleDepartment {
+                    id: d.id.clone(),
+                    name: d.name.clone(),
+                    keys: d.keys.clone(),
+                    node_keys: if from.is_some() {
+                        d.node_keys.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    sealed_from: from,
+                }
             })
-            .collect()
+            .collect())
+    }
+
+    /// For each department, the log index of the replicated directory version that began the
+    /// run of versions, lasting to the tree of `size`, in which it publishes node keys.
+    async fn sealed_from(
+        &self,
+        size: u64,
+    ) -> Result<std::collections::HashMap<String, u64>, ServiceError> {
+        use qianlian_raft_store::record::{ConfigChange, SignerRole};
+        let history = self.notary.config_history(ConfigKind::Directory).await?;
+        let mut from = std::collections::HashMap::new();
+        for p in history.iter().filter(|p| p.log_index < size) {
+            let Some((bytes, _)) = self.notary.entry(p.log_index).await? else {
+                continue;
+            };
+            let Ok(record) = Record::decode(&bytes) else {
+                continue;
+            };
+            let Record::Config(c) = record.content() else {
+                continue;
+            };
+            let ConfigChange::Directory { toml } = &c.change else {
+                continue;
+            };
+            let keys = qianlian_raft_store::state_machine::origin::keys_from_directory(toml)
+                .unwrap_or_default();
+            let sealed: std::collections::HashSet<String> = keys
+                .keys
+                .into_iter()
+                .filter(|k| k.role == SignerRole::Gateway)
+                .map(|k| k.department)
+                .collect();
+            from.retain(|d, _| sealed.contains(d));
+            for d in sealed {
+                from.entry(d).or_insert(p.log_index);
+            }
+        }
+        Ok(from)
     }
 }

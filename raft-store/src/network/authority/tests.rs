@@ -129,3 +129,36 @@ fn a_department_node_forwards_only_its_own_records() {
     assert!(may_originate(&operator_node, &policy, None).is_ok());
     assert!(may_originate(&operator_node, &status("Not A Code"), None).is_err());
 }
+
+#[test]
+fn a_seal_does_not_widen_what_a_department_node_may_forward() {
+    use crate::record::{Originator, SealedRecord, SignerRole};
+    let market = node("node-1", Some("market-regulation"));
+    let sealed = |record: Record| {
+        let key = qianlian_verifier::ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+        let originator = Originator {
+            role: SignerRole::Gateway,
+            department: "housing".into(),
+            key_id: "k".into(),
+            public_key: [0; 32],
+        };
+        Record::Sealed(Box::new(SealedRecord::seal(record, originator, &key)))
+    };
+    let e = may_originate(
+        &market,
+        &sealed(access("housing", "natural-resources")),
+        None,
+    )
+    .expect_err("refused");
+    assert!(e.contains("neither is its department"), "{e}");
+    assert!(
+        may_originate(
+            &market,
+            &sealed(access("market-regulation", "housing")),
+            None
+        )
+        .is_ok()
+    );
+    let e = may_originate(&market, &sealed(status("fraud")), Some("housing")).expect_err("refused");
+    assert!(e.contains("issued by `housing`"), "{e}");
+}

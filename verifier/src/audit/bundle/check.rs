@@ -14,7 +14,7 @@ use crate::checkpoint::{CheckpointError, VerifiedCheckpoint, open_checkpoint};
 use crate::hash::{Hash, leaf_hash};
 use crate::note::{NoteError, NoteVerifier};
 use crate::proof::verify_inclusion;
-use crate::record::{ConfigChange, Record};
+use crate::record::{ConfigChange, OriginError, OriginKey, OriginKeys, Record, SignerRole};
 
 /// Checks a bundle: its version; the checkpoint signed by `min_cosigners` distinct node keys
 /// for the bundle's origin (the pinned `trust`, or else the bundle's own keys); department
@@ -46,6 +46,17 @@ pub fn check_bundle(
                 tree_size,
             });
         }
+        // A seal is checked first: an altered seal also breaks the inclusion proof, and the
+        // seal names what was altered.
+        if let Ok(Record::Sealed(sealed)) = Record::decode(bytes) {
+            sealed
+                .verify_signature()
+                .map_err(|source| BundleError::Origin {
+                    entry,
+                    log_index,
+                    source,
+                })?;
+        }
         verify_inclusion(&leaf_hash(bytes), log_index, tree_size, proof, &root).map_err(
             |source| BundleError::Inclusion {
                 entry,
@@ -60,6 +71,8 @@ pub fn check_bundle(
         })
     };
 
+    let keys = origin_keys(bundle);
+    let mut origins = Vec::new();
     let mut seen = BTreeSet::new();
     let mut time_range: Option<(u64, u64)> = None;
     // (version, log index of the record that references it)
@@ -73,6 +86,14 @@ pub fn check_bundle(
             });
         }
         let record = committed(Entry::Record, log_index, &r.record, &r.proof)?;
+        check_origin(bundle, &keys, log_index, &record).map_err(|source| BundleError::Origin {
+            entry: Entry::Record,
+            log_index,
+            source,
+        })?;
+        if let Some(seal) = record.seal() {
+            origins.push((log_index, seal.originator.clone()));
+        }
         if let Some(at) = first_difference(&json_view(&record), &r.record_json) {
             return Err(BundleError::JsonView { log_index, at });
         }
@@ -96,7 +117,7 @@ pub fn check_bundle(
             });
         }
         let record = committed(Entry::Policy, log_index, &p.record, &p.proof)?;
-        if !matches!(&record, Record::Config(c) if matches!(c.change, ConfigChange::Policy { .. }))
+        if !matches!(record.content(), Record::Config(c) if matches!(c.change, ConfigChange::Policy { .. }))
         {
             return Err(BundleError::NotAPolicy {
                 log_index,
@@ -124,6 +145,7 @@ pub fn check_bundle(
         records_checked: bundle.records.len(),
         policies_checked: bundle.policies.len(),
         time_range_unix_ms: time_range,
+        origins,
     })
 }
 
@@ -223,9 +245,56 @@ fn first_difference(expected: &Value, got: &Value) -> Option<String> {
     }
 }
 
+/// The keys the bundle's departments publish.
+fn origin_keys(bundle: &EvidenceBundle) -> OriginKeys {
+    let mut keys = Vec::new();
+    for d in &bundle.departments {
+        for (role, list) in [
+            (SignerRole::LicenseIssuer, &d.keys),
+            (SignerRole::Gateway, &d.node_keys),
+        ] {
+            for k in list {
+                if let Ok(public_key) = <[u8; 32]>::try_from(k.public_key.as_slice()) {
+                    keys.push(OriginKey {
+                        role,
+                        department: d.id.clone(),
+                        key_id: k.key_id.clone(),
+                        public_key,
+                    });
+                }
+            }
+        }
+    }
+    OriginKeys { keys }
+}
+
+/// A record's authority against the bundle's keys, by the rules every node applies (its
+/// seal's signature was checked with its inclusion): a department that lists node keys must
+/// have sealed its records, one that lists none (a log before seals) need not. A license
+/// status change answers to the department that made it, as the bundle does not carry the
+/// issuance (the nodes checked it against the issuer).
+fn check_origin(
+    bundle: &EvidenceBundle,
+    keys: &OriginKeys,
+    log_index: u64,
+    record: &Record,
+) -> Result<(), OriginError> {
+    let (_, department) = crate::record::seal::responsible(record, None);
+    let before_seals = bundle
+        .departments
+        .iter()
+        .find(|d| d.id == department)
+        .and_then(|d| d.sealed_from)
+        .is_some_and(|from| log_index < from);
+    if before_seals && record.seal().is_none() {
+        return Ok(());
+    }
+    keys.check_authority(record, None)
+}
+
 /// A record's kind, for messages.
 fn kind(record: &Record) -> &'static str {
-    match record {
+    match record.content() {
         Record::Access(_) => "access",
         Record::LicenseIssued(_) => "license-issued",
         Record::LicenseStatus(_) => "license-status",
@@ -234,5 +303,6 @@ fn kind(record: &Record) -> &'static str {
             ConfigChange::Policy { .. } => "policy",
             ConfigChange::Directory { .. } => "directory",
         },
+        Record::Sealed(_) => "sealed",
     }
 }

@@ -118,6 +118,16 @@ pub enum BundleError {
         source: DecodeError,
     },
 
+    /// The record's originator seal does not hold: its signature does not verify over the
+    /// record (the record or its seal was altered), or the key is not one the bundle lists for
+    /// the department and role that must seal it.
+    #[error("{entry} at log index {log_index}: origin not proven: {source}")]
+    Origin {
+        entry: Entry,
+        log_index: u64,
+        source: crate::record::OriginError,
+    },
+
     /// `record_json` is not what the record's bytes decode to: the JSON view was edited.
     #[error(
         "record at log index {log_index}: record_json differs from the logged record at {at:?}: the JSON view was edited"
@@ -170,6 +180,7 @@ impl BundleError {
             | BundleError::DuplicateIndex { log_index, .. }
             | BundleError::Inclusion { log_index, .. }
             | BundleError::Undecodable { log_index, .. }
+            | BundleError::Origin { log_index, .. }
             | BundleError::JsonView { log_index, .. }
             | BundleError::NotAPolicy { log_index, .. }
             | BundleError::PolicyOrder { log_index, .. }

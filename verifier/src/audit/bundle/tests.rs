@@ -96,6 +96,8 @@ fn bundle(signers: u8) -> EvidenceBundle {
                 "market-regulation-2026",
                 &department_key,
             )],
+            node_keys: vec![],
+            sealed_from: None,
         }],
         records: [2, 5, 6, 3]
             .into_iter()
@@ -384,4 +386,135 @@ fn department_entries_are_checked() {
     let mut b = bundle(2);
     b.departments.push(b.departments[0].clone());
     assert!(matches!(refused(&b), BundleError::Department { .. }));
+}
+
+/// A bundle of one log: 0 market-regulation's sealed exchange record, 1 the same unsealed;
+/// market-regulation lists its gateway key when `node_keys`.
+fn sealed_bundle(node_keys: bool, records: &[u64]) -> EvidenceBundle {
+    use crate::record::tests::{gateway_key, gateway_originator};
+    let sealed = crate::record::SealedRecord::seal(
+        exchange(0, 500),
+        gateway_originator("market-regulation"),
+        &gateway_key(),
+    );
+    let log = [Record::Sealed(Box::new(sealed)), exchange(0, 1_000)];
+    let mut tree = MemoryTree::new();
+    for r in &log {
+        tree.push_entry(&r.encode());
+    }
+    let size = tree.size();
+    let text = Checkpoint::new(ORIGIN, size, tree.root())
+        .sign(&node(1))
+        .expect("valid checkpoint");
+    EvidenceBundle {
+        version: EVIDENCE_BUNDLE_VERSION,
+        created_unix_ms: 5_000,
+        query: "exchanges of market-regulation".into(),
+        origin: ORIGIN.into(),
+        checkpoint: text,
+        node_keys: vec![node(1).verifier().to_vkey()],
+        min_cosigners: 1,
+        departments: vec![BundleDepartment {
+            id: "market-regulation".into(),
+            name: "贵州省市场监督管理局".into(),
+            keys: vec![],
+            node_keys: if node_keys {
+                vec![DepartmentKey::new(
+                    "market-regulation.node",
+                    &gateway_key().verifying_key(),
+                )]
+            } else {
+                vec![]
+            },
+            sealed_from: None,
+        }],
+        records: records
+            .iter()
+            .map(|&i| {
+                let proof = tree.inclusion_proof(i, size).expect("inside the tree");
+                BundleRecord::new(i, log[i as usize].encode(), proof).expect("decodes")
+            })
+            .collect(),
+        policies: vec![],
+    }
+}
+
+#[test]
+fn a_sealed_record_proves_its_gateway_offline() {
+    let report = check_bundle(&sealed_bundle(true, &[0]), None).expect("valid bundle");
+    assert_eq!(report.origins.len(), 1);
+    let (index, originator) = &report.origins[0];
+    assert_eq!(*index, 0);
+    assert_eq!(originator.department, "market-regulation");
+    assert_eq!(originator.key_id, "market-regulation.node");
+}
+
+#[test]
+fn an_altered_originator_signature_is_refused_with_the_reason() {
+    let mut b = sealed_bundle(true, &[0]);
+    let Ok(Record::Sealed(mut sealed)) = Record::decode(&b.records[0].record) else {
+        panic!("sealed")
+    };
+    sealed.seal.signature[10] ^= 0x01;
+    let altered = Record::Sealed(sealed);
+    b.records[0].record = altered.encode();
+    b.records[0].record_json = json_view(&altered);
+    let err = refused(&b);
+    assert!(
+        matches!(
+            err,
+            BundleError::Origin {
+                log_index: 0,
+                source: crate::record::OriginError::BadSignature { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("does not verify"), "{err}");
+}
+
+#[test]
+fn a_bundle_must_show_the_key_and_a_listed_departments_records_must_be_sealed() {
+    // The bundle does not list the sealing key.
+    let mut b = sealed_bundle(true, &[0]);
+    b.departments[0].node_keys[0].public_key = vec![9; 32];
+    assert!(matches!(
+        refused(&b),
+        BundleError::Origin {
+            source: crate::record::OriginError::UnknownKey { .. },
+            ..
+        }
+    ));
+    // An unsealed record of a department that lists node keys.
+    assert!(matches!(
+        refused(&sealed_bundle(true, &[1])),
+        BundleError::Origin {
+            source: crate::record::OriginError::Unsealed { .. },
+            ..
+        }
+    ));
+    // From a log before seals (no node keys), unsealed records still check; so do those
+    // written before the directory made seals compulsory.
+    check_bundle(&sealed_bundle(false, &[1]), None).expect("valid bundle");
+    let mut b = sealed_bundle(true, &[0, 1]);
+    b.departments[0].sealed_from = Some(2);
+    check_bundle(&b, None).expect("valid bundle");
+    b.departments[0].sealed_from = Some(1);
+    assert!(matches!(
+        refused(&b),
+        BundleError::Origin { log_index: 1, .. }
+    ));
+}
+
+/// A bundle in the format from before seals (version-1 records, departments without node
+/// keys), frozen as exported; the checker of that time accepts it too.
+#[test]
+fn a_bundle_from_before_seals_still_checks() {
+    let frozen = include_str!("../../../testdata/evidence-before-seals.json");
+    let b = EvidenceBundle::from_json(frozen).expect("reads");
+    assert!(b.departments.iter().all(|d| d.node_keys.is_empty()));
+    let report = check_bundle(&b, None).expect("still checks");
+    assert_eq!((report.records_checked, report.policies_checked), (4, 2));
+    assert!(report.origins.is_empty());
 }

@@ -1,0 +1,137 @@
+//! The origin check every node runs before a record changes anything: its originator's seal
+//! and authority (rules in [`qianlian_verifier::record::seal`]), against the keys published by
+//! the directory in force at that log position.
+//!
+//! The keys come from the replicated directory only (the config record the pointers name), never
+//! from a node's local files, so every node decides the same for the same log position. Until
+//! the cluster has a replicated directory, a seal's signature is checked but its authority
+//! cannot be. A directory document whose keys do not read publishes none (the gateway refuses
+//! such a document before it is appended; the log may still hold one from an older node).
+//!
+//! A refused record is not appended: it gets no log index and no leaf, changes no state, and
+//! the tree's root stays what it was. Its Raft entry stays in the Raft log (whose other records
+//! apply as usual) until that is compacted; the refusal is counted ([`super::StateReader::refused`])
+//! and its submitter is told why.
+
+use std::sync::Arc;
+
+use qianlian_verifier::license::DepartmentKey;
+use qianlian_verifier::record::{ConfigChange, OriginError, OriginKey, OriginKeys, SignerRole};
+use rocksdb::DB;
+use serde::Deserialize;
+
+use super::meta::ConfigPointers;
+use crate::db::{self, CF_RECORDS, StoreError, record_key};
+use crate::record::Record;
+
+/// The parts of a directory document the origin check reads; everything else is the gateway's.
+#[derive(Deserialize)]
+struct DirectoryKeys {
+    #[serde(default)]
+    department: Vec<DepartmentKeys>,
+}
+
+#[derive(Deserialize)]
+struct DepartmentKeys {
+    id: String,
+    /// License signing keys: they seal license issuance and status records.
+    #[serde(default)]
+    keys: Vec<DepartmentKey>,
+    /// Gateway node keys: they seal the department's side of exchanges.
+    #[serde(default)]
+    node_keys: Vec<DepartmentKey>,
+}
+
+/// The keys a directory document (TOML) publishes.
+pub fn keys_from_directory(toml_text: &str) -> Result<OriginKeys, String> {
+    let doc: DirectoryKeys = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+    let mut keys = Vec::new();
+    for d in doc.department {
+        for (role, list) in [
+            (SignerRole::LicenseIssuer, &d.keys),
+            (SignerRole::Gateway, &d.node_keys),
+        ] {
+            for k in list {
+                let public_key: [u8; 32] = k.public_key.as_slice().try_into().map_err(|_| {
+                    format!(
+                        "key {} of {} is {} bytes, not 32",
+                        k.key_id,
+                        d.id,
+                        k.public_key.len()
+                    )
+                })?;
+                keys.push(OriginKey {
+                    role,
+                    department: d.id.clone(),
+                    key_id: k.key_id.clone(),
+                    public_key,
+                });
+            }
+        }
+    }
+    Ok(OriginKeys { keys })
+}
+
+/// The keys of the directory `pointers` name, read from the stored record; `None` without a
+/// replicated directory.
+pub(super) fn load(
+    db: &DB,
+    generation: u32,
+    pointers: &ConfigPointers,
+) -> Result<Option<Arc<OriginKeys>>, StoreError> {
+    let Some(p) = pointers.directory else {
+        return Ok(None);
+    };
+    let what = || format!("record {} (the directory in force)", p.log_index);
+    let bytes = db
+        .get_pinned_cf(db::cf(db, CF_RECORDS)?, record_key(generation, p.log_index))?
+        .ok_or_else(|| StoreError::corrupt(what(), "missing below the tree size"))?;
+    let record = Record::decode(&bytes).map_err(|e| StoreError::corrupt(what(), e))?;
+    match record.content() {
+        Record::Config(c) => match &c.change {
+            ConfigChange::Directory { toml } => Ok(Some(Arc::new(readable_keys(toml)))),
+            ConfigChange::Policy { .. } => Err(StoreError::corrupt(what(), "a policy record")),
+        },
+        _ => Err(StoreError::corrupt(what(), "not a config record")),
+    }
+}
+
+/// The keys of a directory document, or none if they do not read.
+fn readable_keys(toml_text: &str) -> OriginKeys {
+    keys_from_directory(toml_text).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the directory in force publishes no readable keys");
+        OriginKeys::default()
+    })
+}
+
+/// Why a record was refused: its seal or authority does not hold.
+pub type Refusal = OriginError;
+
+/// Judge `record` against `keys` (the directory in force; `None`: none replicated yet).
+/// `issuer` is the issuing department of the license a status change names. On success,
+/// returns the keys of a directory change, which are in force from the next record on.
+pub(super) fn judge(
+    keys: Option<&OriginKeys>,
+    record: &Record,
+    issuer: Option<&str>,
+) -> Result<Option<OriginKeys>, Refusal> {
+    match keys {
+        Some(keys) => keys.check(record, issuer)?,
+        // Authority needs a directory: only the signature can be checked.
+        None => {
+            if let Record::Sealed(s) = record {
+                s.verify_signature()?;
+            }
+        }
+    }
+    Ok(match record.content() {
+        Record::Config(c) => match &c.change {
+            ConfigChange::Directory { toml } => Some(readable_keys(toml)),
+            ConfigChange::Policy { .. } => None,
+        },
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,353 @@
+//! The origin check as the state machine runs it: what it refuses is not appended on any node,
+//! what it accepts is, and every node decides the same.
+
+use openraft::EntryPayload;
+use openraft::storage::RaftStateMachine;
+use openraft::testing::log_id;
+use qianlian_verifier::ed25519_dalek::SigningKey;
+use qianlian_verifier::license::DepartmentKey;
+use qianlian_verifier::record::{Originator, SealedRecord, SignerRole};
+
+use super::super::StateMachineStore;
+use super::super::tests::open;
+use crate::record::{
+    Action, Caller, ConfigChange, ConfigRecord, Decision, ExchangeRecord, LicenseIssuedRecord,
+    LicenseStatusChange, LicenseStatusRecord, Record, Side,
+};
+use crate::types::{Entry, Request, Response};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+const MR: &str = "market-regulation";
+const HOUSING: &str = "housing";
+
+fn node_key(dept: &str) -> SigningKey {
+    SigningKey::from_bytes(&[if dept == MR { 1 } else { 2 }; 32])
+}
+
+fn license_key(dept: &str) -> SigningKey {
+    SigningKey::from_bytes(&[if dept == MR { 3 } else { 4 }; 32])
+}
+
+fn b64(key: &SigningKey) -> String {
+    let entry = DepartmentKey::new("k", &key.verifying_key());
+    serde_json::to_value(entry).map_or_else(
+        |_| String::new(),
+        |v| v["public_key"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// A directory in which both departments publish a license key and, if `sealed`, a node key.
+pub(crate) fn directory(sealed: bool) -> String {
+    let mut out = String::new();
+    for d in [MR, HOUSING] {
+        out.push_str(&format!(
+            "[[department]]\nid = \"{d}\"\nname = \"{d}\"\nkeys = [{{ key_id = \"{d}.license\", public_key = \"{}\" }}]\n",
+            b64(&license_key(d))
+        ));
+        if sealed {
+            out.push_str(&format!(
+                "node_keys = [{{ key_id = \"{d}.node\", public_key = \"{}\" }}]\n",
+                b64(&node_key(d))
+            ));
+        }
+    }
+    out
+}
+
+fn caller(dept: &str) -> Caller {
+    Caller {
+        department: dept.into(),
+        role: "department".into(),
+        cert_fingerprint: "ab".repeat(32),
+    }
+}
+
+fn config(toml: String) -> Record {
+    Record::Config(ConfigRecord {
+        request_id: "dir".into(),
+        time_unix_ms: 1_770_000_000_000,
+        caller: Caller {
+            department: "ops".into(),
+            role: "operator".into(),
+            cert_fingerprint: "01".repeat(32),
+        },
+        change: ConfigChange::Directory { toml },
+    })
+}
+
+/// Market-regulation's provider record of exchange `i`.
+fn exchange(i: u64) -> Record {
+    Record::Exchange(ExchangeRecord {
+        request_id: format!("x-{i}"),
+        time_unix_ms: 1_770_000_000_000 + i,
+        caller: caller(HOUSING),
+        side: Side::Provider,
+        gateway: MR.into(),
+        owner: MR.into(),
+        dataset: "enterprise-registration".into(),
+        action: Action::Read,
+        key: "91520100MA6DKJ8X3T".into(),
+        purpose: "permit-review".into(),
+        decision: Decision::Allow,
+        policy_version: 1,
+        rule: "p".into(),
+        disclosed_fields: vec![],
+        result_count: 1,
+        subjects: vec![],
+        request_digest: [7; 32],
+        response_digest: None,
+        trace_id: String::new(),
+    })
+}
+
+fn seal(record: Record, role: SignerRole, dept: &str, key: &SigningKey) -> Record {
+    let originator = Originator {
+        role,
+        department: dept.into(),
+        key_id: format!(
+            "{dept}.{}",
+            if role == SignerRole::Gateway {
+                "node"
+            } else {
+                "license"
+            }
+        ),
+        public_key: [0; 32],
+    };
+    Record::Sealed(Box::new(SealedRecord::seal(record, originator, key)))
+}
+
+fn by_gateway(record: Record, dept: &str) -> Record {
+    seal(record, SignerRole::Gateway, dept, &node_key(dept))
+}
+
+fn issued(dept: &str) -> Record {
+    Record::LicenseIssued(LicenseIssuedRecord {
+        request_id: "iss".into(),
+        time_unix_ms: 1_770_000_000_500,
+        caller: caller(dept),
+        license_hash: [0x11; 32],
+        license_type: "business-license".into(),
+        number: "GZ-1".into(),
+        department: dept.into(),
+        holder_hash: [0x22; 32],
+        valid_from: 1_770_000_000,
+        valid_until: None,
+    })
+}
+
+fn revoked(caller_dept: &str) -> Record {
+    Record::LicenseStatus(LicenseStatusRecord {
+        request_id: "rev".into(),
+        time_unix_ms: 1_770_000_000_600,
+        caller: caller(caller_dept),
+        license_hash: [0x11; 32],
+        change: LicenseStatusChange::Revoked,
+        reason: "fraud".into(),
+    })
+}
+
+fn entry(index: u64, records: Vec<Record>) -> Entry {
+    Entry {
+        log_id: log_id(1, 1, index),
+        payload: EntryPayload::Normal(Request::Append { records }),
+    }
+}
+
+/// The forgeries a captured node could try in market-regulation's name.
+fn forgeries() -> Vec<Record> {
+    let mut altered = by_gateway(exchange(2), MR);
+    if let Record::Sealed(s) = &mut altered
+        && let Record::Exchange(x) = &mut s.record
+    {
+        x.decision = Decision::Deny;
+    }
+    vec![
+        // No seal although market-regulation publishes node keys.
+        exchange(1),
+        // A seal over other contents.
+        altered,
+        // Housing's gateway key, honestly named.
+        by_gateway(exchange(3), HOUSING),
+        // Housing's gateway key, claiming to be market-regulation's.
+        seal(exchange(4), SignerRole::Gateway, MR, &node_key(HOUSING)),
+        // Market-regulation's license key, which does not speak for its gateway.
+        seal(exchange(5), SignerRole::LicenseIssuer, MR, &license_key(MR)),
+    ]
+}
+
+async fn apply(
+    sm: &mut StateMachineStore,
+    entries: Vec<Entry>,
+) -> Result<Vec<Response>, Box<dyn std::error::Error>> {
+    Ok(sm.apply(entries).await?)
+}
+
+#[tokio::test]
+async fn forged_or_unsealed_records_are_refused_on_every_node_and_change_nothing() -> TestResult {
+    let mut roots = Vec::new();
+    for _node in 0..2 {
+        let dir = tempfile::tempdir()?;
+        let (_db, mut sm) = open(dir.path()).await?;
+        let reader = sm.reader();
+        let mut batch = forgeries();
+        batch.insert(2, by_gateway(exchange(0), MR));
+        let responses = apply(
+            &mut sm,
+            vec![entry(1, vec![config(directory(true))]), entry(2, batch)],
+        )
+        .await?;
+        // The directory and the one honest record; the five forgeries get no index.
+        assert_eq!(reader.tree_size(), 2);
+        assert_eq!(responses[1].first_index, 1);
+        assert_eq!(
+            responses[1].hashes,
+            vec![by_gateway(exchange(0), MR).hash()]
+        );
+        let positions: Vec<u32> = responses[1].refused.iter().map(|r| r.position).collect();
+        assert_eq!(positions, vec![0, 1, 3, 4, 5]);
+        let reasons: Vec<&str> = responses[1]
+            .refused
+            .iter()
+            .map(|r| r.reason.as_str())
+            .collect();
+        assert!(reasons[0].contains("is not signed"), "{reasons:?}");
+        assert!(reasons[1].contains("does not verify"), "{reasons:?}");
+        assert!(
+            reasons[2].contains("must be signed by a gateway key of market-regulation"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[3].contains("is not a gateway key of market-regulation"),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons[4].contains("signed as license-issuer"),
+            "{reasons:?}"
+        );
+        assert_eq!(reader.refused(), 5);
+        // Nothing of them is readable either.
+        assert!(reader.record(2).await?.is_none());
+        assert!(reader.index_of(exchange(1).hash()).await?.is_none());
+        roots.push(reader.root_at(2).await?);
+
+        // The keys come from the stored directory: a reopened node refuses the same.
+        drop(reader);
+        drop(sm);
+        drop(_db);
+        let (_db, mut sm) = open(dir.path()).await?;
+        let responses = apply(&mut sm, vec![entry(3, vec![exchange(9)])]).await?;
+        assert_eq!(responses[0].refused.len(), 1);
+        assert_eq!(sm.reader().tree_size(), 2);
+    }
+    // Every node decided the same: the same tree.
+    assert_eq!(roots[0], roots[1]);
+    Ok(())
+}
+
+#[tokio::test]
+async fn only_the_issuers_license_key_changes_a_licenses_status() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (_db, mut sm) = open(dir.path()).await?;
+    let reader = sm.reader();
+    let issue = seal(issued(MR), SignerRole::LicenseIssuer, MR, &license_key(MR));
+    let responses = apply(
+        &mut sm,
+        vec![
+            entry(1, vec![config(directory(true))]),
+            entry(2, vec![issue]),
+            // Housing revokes market-regulation's license: with its own key, then with a
+            // claim to market-regulation's name, then unsealed in market-regulation's name.
+            entry(
+                3,
+                vec![
+                    seal(
+                        revoked(HOUSING),
+                        SignerRole::LicenseIssuer,
+                        HOUSING,
+                        &license_key(HOUSING),
+                    ),
+                    seal(
+                        revoked(MR),
+                        SignerRole::LicenseIssuer,
+                        MR,
+                        &license_key(HOUSING),
+                    ),
+                    revoked(MR),
+                ],
+            ),
+        ],
+    )
+    .await?;
+    assert_eq!(responses[1].refused, vec![]);
+    assert_eq!(responses[2].refused.len(), 3, "{:?}", responses[2].refused);
+    let view = reader.license([0x11; 32]).await?.ok_or("issued")?;
+    assert!(view.changes.is_empty(), "{:?}", view.changes);
+    // The issuer's own key revokes it.
+    let responses = apply(
+        &mut sm,
+        vec![entry(
+            4,
+            vec![seal(
+                revoked(MR),
+                SignerRole::LicenseIssuer,
+                MR,
+                &license_key(MR),
+            )],
+        )],
+    )
+    .await?;
+    assert_eq!(responses[0].refused, vec![]);
+    let view = reader.license([0x11; 32]).await?.ok_or("issued")?;
+    assert_eq!(view.changes.len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn without_published_node_keys_old_unsealed_records_still_apply() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (_db, mut sm) = open(dir.path()).await?;
+    let reader = sm.reader();
+    // A log written before seals: no directory, then a directory without node keys.
+    let responses = apply(
+        &mut sm,
+        vec![
+            entry(1, vec![exchange(0), issued(MR), revoked(MR)]),
+            entry(
+                2,
+                vec![config(directory(false)), exchange(1), issued(HOUSING)],
+            ),
+        ],
+    )
+    .await?;
+    assert!(
+        responses.iter().all(|r| r.refused.is_empty()),
+        "{responses:?}"
+    );
+    assert_eq!(reader.tree_size(), 6);
+    // A seal that does not verify is refused even then.
+    let mut bad = by_gateway(exchange(2), MR);
+    if let Record::Sealed(s) = &mut bad {
+        s.seal.signature[5] ^= 0x40;
+    }
+    let responses = apply(&mut sm, vec![entry(3, vec![bad])]).await?;
+    assert_eq!(responses[0].refused.len(), 1);
+    // Once the directory publishes node keys, unsealed records of that department are refused.
+    let responses = apply(
+        &mut sm,
+        vec![entry(
+            4,
+            vec![
+                config(directory(true)),
+                exchange(3),
+                by_gateway(exchange(4), MR),
+            ],
+        )],
+    )
+    .await?;
+    let positions: Vec<u32> = responses[0].refused.iter().map(|r| r.position).collect();
+    assert_eq!(positions, vec![1]);
+    assert_eq!(reader.tree_size(), 8);
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! Proof of origin, end to end: once the directory publishes a department gateway's node key,
+//! the real node seals that department's exchange records with it, an inspector proves offline
+//! from an evidence bundle which gateway wrote each record, an altered seal fails `audit check`
+//! with the reason, and a bundle from before seals still checks.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use qianlian_proto::v1::{GetRecordRequest, PutRecordRequest, RecordRef};
+use qianlian_verifier::record::Record;
+use support::*;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+fn enterprise(i: u64) -> RecordRef {
+    RecordRef {
+        department: "market-regulation".into(),
+        dataset: "enterprise-registration".into(),
+        key: uscc(i),
+    }
+}
+
+/// Market regulation puts enterprises `from..to`; housing reads each once.
+async fn traffic(env: &Env, node: &Node, from: u64, to: u64) {
+    let mut owner = exchange(env, node, "market-regulation").await;
+    let mut housing = exchange(env, node, "housing").await;
+    for i in from..to {
+        let body = serde_json::json!({
+            "unified_social_credit_code": uscc(i),
+            "name": format!("黔链测试企业{i}"),
+            "legal_representative": "张三",
+            "legal_representative_id": qianlian_gateway::domain::identifier::ResidentId::generate(100 + i).as_str(),
+            "registered_capital_cny": 1_000_000 + i,
+            "established": "2020-01-01",
+            "status": "active",
+        });
+        owner
+            .put_record(PutRecordRequest {
+                record: Some(enterprise(i)),
+                payload: body.to_string().into_bytes(),
+            })
+            .await
+            .expect("put");
+        housing
+            .get_record(GetRecordRequest {
+                record: Some(enterprise(i)),
+                purpose: "permit-review".into(),
+            })
+            .await
+            .expect("read");
+    }
+}
+
+fn audit_cli(env: &Env, node: &Node, args: &[&str]) -> std::process::Output {
+    let dir = env.path().to_str().expect("path").to_owned();
+    let mut all: Vec<&str> = vec!["audit"];
+    all.extend_from_slice(args);
+    let endpoint = node.endpoint();
+    all.extend([
+        "--as",
+        "audit-office",
+        "--dev-dir",
+        &dir,
+        "--endpoint",
+        &endpoint,
+    ]);
+    cli(&all)
+}
+
+/// Export market regulation's exchange records to `name` and return its path.
+fn export(env: &Env, node: &Node, name: &str) -> PathBuf {
+    let out_path = env.path().join(name);
+    let out = audit_cli(
+        env,
+        node,
+        &[
+            "export",
+            "--provider",
+            "market-regulation",
+            "--out",
+            out_path.to_str().expect("p"),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "export: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    out_path
+}
+
+fn check(file: &Path) -> (bool, String) {
+    let out = cli(&["audit", "check", file.to_str().expect("p")]);
+    (
+        out.status.success(),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
+}
+
+fn bundle_records(file: &Path) -> Vec<(serde_json::Value, Record)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(file).expect("bundle")).expect("json");
+    v["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .map(|r| {
+            let bytes = B64.decode(r["record"].as_str().expect("b64")).expect("b64");
+            (r.clone(), Record::decode(&bytes).expect("a record"))
+        })
+        .collect()
+}
+
+/// The PKI's directory with node-1's note key published as the gateway key of every
+/// department (the single node serves them all), applied by the operator.
+fn publish_node_key(env: &Env, node: &Node) {
+    let pki = env.pki();
+    let vkey = std::fs::read_to_string(pki.join("nodes/node-1.note.pub")).expect("note key");
+    let mut parts = vkey.trim().splitn(3, '+');
+    let name = parts.next().expect("name").to_owned();
+    let _id = parts.next().expect("key id");
+    let key = B64.decode(parts.next().expect("key")).expect("b64");
+    // Signed-note keys carry the algorithm byte first.
+    let public = B64.encode(&key[1..]);
+    let mut doc: toml::Table = std::fs::read_to_string(pki.join("departments.toml"))
+        .expect("directory")
+        .parse()
+        .expect("toml");
+    for d in doc["department"].as_array_mut().expect("departments") {
+        let mut entry = toml::Table::new();
+        entry.insert("key_id".into(), name.clone().into());
+        entry.insert("public_key".into(), public.clone().into());
+        d.as_table_mut()
+            .expect("table")
+            .insert("node_keys".into(), toml::Value::Array(vec![entry.into()]));
+    }
+    let file = env.path().join("directory.toml");
+    std::fs::write(&file, toml::to_string(&doc).expect("toml")).expect("write");
+    let ca = pki.join("ca.crt").display().to_string();
+    let cert = pki.join("clients/ops.crt").display().to_string();
+    let key = pki.join("clients/ops.key").display().to_string();
+    let endpoint = node.endpoint();
+    let out = cli(&[
+        "directory",
+        "--ca",
+        &ca,
+        "--cert",
+        &cert,
+        "--key",
+        &key,
+        "--endpoint",
+        &endpoint,
+        "apply",
+        file.to_str().expect("p"),
+    ]);
+    assert!(
+        out.status.success(),
+        "directory apply: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_records_origin_is_proven_offline_and_an_altered_seal_fails_the_check() {
+    let env = Env::new();
+    let node = env.start();
+
+    // Before the directory publishes node keys: unsealed records, a bundle as before seals.
+    traffic(&env, &node, 0, 3).await;
+    let old = export(&env, &node, "old.json");
+    let old_records = bundle_records(&old);
+    assert!(!old_records.is_empty());
+    assert!(old_records.iter().all(|(_, r)| r.seal().is_none()));
+    let (ok, text) = check(&old);
+    assert!(ok, "old bundle: {text}");
+    assert!(!text.contains("origin:"), "{text}");
+
+    publish_node_key(&env, &node);
+    traffic(&env, &node, 3, 6).await;
+    let new = export(&env, &node, "new.json");
+    let sealed: Vec<_> = bundle_records(&new)
+        .into_iter()
+        .filter(|(_, r)| r.seal().is_some())
+        .collect();
+    assert!(sealed.len() >= 3, "{} sealed records", sealed.len());
+    for (_, r) in &sealed {
+        let o = &r.seal().expect("sealed").originator;
+        assert_eq!(o.department, "market-regulation");
+        assert_eq!(o.key_id, "node-1.gov.example");
+    }
+    let (ok, text) = check(&new);
+    assert!(ok, "new bundle: {text}");
+    let first = sealed[0].0["log_index"].as_u64().expect("index");
+    assert!(
+        text.contains(&format!(
+            "origin: log index {first} sealed by market-regulation gateway with key node-1.gov.example"
+        )),
+        "{text}"
+    );
+
+    // The old bundle still checks after the switch, and so does one frozen before seals.
+    let (ok, text) = check(&old);
+    assert!(ok, "old bundle after seals: {text}");
+    let frozen = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../verifier/testdata/evidence-before-seals.json");
+    let (ok, text) = check(&frozen);
+    assert!(ok, "frozen bundle: {text}");
+    assert!(text.contains("verified: 4 records"), "{text}");
+
+    // One bit of one seal's signature (the last bytes of a sealed record), JSON view to match.
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&new).expect("bundle")).expect("json");
+    let at = v["records"]
+        .as_array()
+        .expect("records")
+        .iter()
+        .position(|r| r["log_index"].as_u64() == Some(first))
+        .expect("listed");
+    let mut altered_v = v.clone();
+    let mut bytes = B64
+        .decode(v["records"][at]["record"].as_str().expect("b64"))
+        .expect("b64");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    let altered = Record::decode(&bytes).expect("still a record");
+    altered_v["records"][at]["record"] = B64.encode(&bytes).into();
+    altered_v["records"][at]["record_json"] = serde_json::to_value(&altered).expect("json view");
+    let file = env.path().join("altered.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string_pretty(&altered_v).expect("json"),
+    )
+    .expect("write");
+    let (ok, text) = check(&file);
+    assert!(!ok, "an altered seal must fail: {text}");
+    assert!(
+        text.contains(&format!("log index {first}: origin not proven"))
+            && text.contains("does not verify"),
+        "{text}"
+    );
+    node.stop();
+}

@@ -1,0 +1,295 @@
+//! Originator seals: the signature of the party responsible for a record, and the rules that
+//! say who that party is.
+//!
+//! A sealed record is written in format version 2: `[FORMAT_V2] ++ postcard(Record) ++
+//! postcard(Seal)`, where the inner record is any version-1 record. The seal's Ed25519 signature
+//! covers [`seal_message`]: a fixed context, the originator (role, department, key id, public
+//! key) and the inner record's canonical version-1 bytes. So a seal cannot be moved to another
+//! record, nor re-attributed to another department or key, without breaking the signature.
+//!
+//! Who must seal what ([`responsible`]):
+//! - access and exchange records: a gateway key of the department whose side it is (the owner
+//!   for an access record, the writing gateway for an exchange record);
+//! - license issuance and status changes: a license key of the issuing department;
+//! - config records: an operator key (checked by the cluster configuration, not here).
+//!
+//! [`OriginKeys`] holds the keys a directory publishes and checks a record's authority against
+//! them; the state machine runs that check on every node and an inspector runs the same check
+//! offline from an evidence bundle.
+
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+
+use super::Record;
+
+/// First byte of a sealed record: version 2 of the record encoding.
+pub const FORMAT_V2: u8 = 2;
+
+/// Domain separation of seal signatures from every other signature made with the same keys
+/// (checkpoint notes, licenses).
+const SEAL_CONTEXT: &[u8] = b"qianlian/record-seal/v1\n";
+
+/// The capacity in which a key seals a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignerRole {
+    /// A department's gateway node, for its side of a data exchange.
+    Gateway,
+    /// A department's license key, for the licenses it issues and their status.
+    LicenseIssuer,
+    /// A cluster operator, for policy, directory and membership changes.
+    Operator,
+}
+
+impl SignerRole {
+    /// The role's name in messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignerRole::Gateway => "gateway",
+            SignerRole::LicenseIssuer => "license-issuer",
+            SignerRole::Operator => "operator",
+        }
+    }
+}
+
+/// Who sealed a record: a key, the department it speaks for and in what role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Originator {
+    pub role: SignerRole,
+    /// Department id (empty for an operator).
+    pub department: String,
+    /// The key's id in the directory (or in the cluster configuration for an operator).
+    pub key_id: String,
+    /// The 32-byte Ed25519 public key.
+    #[serde(with = "super::hex_hash")]
+    pub public_key: [u8; 32],
+}
+
+/// An originator and its signature over [`seal_message`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    pub originator: Originator,
+    /// 64-byte Ed25519 signature.
+    #[serde(with = "hex_bytes")]
+    pub signature: Vec<u8>,
+}
+
+/// A version-1 record and its originator's seal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedRecord {
+    pub record: Record,
+    pub seal: Seal,
+}
+
+/// The bytes a seal signs: context, originator, the inner record's canonical bytes.
+pub fn seal_message(originator: &Originator, record: &Record) -> Vec<u8> {
+    let mut out = SEAL_CONTEXT.to_vec();
+    // Serialising plain strings and arrays into a Vec cannot fail.
+    out.extend(postcard::to_stdvec(originator).unwrap_or_default());
+    out.extend(record.encode());
+    out
+}
+
+/// Why a record's origin does not hold. The record's submitter is at fault (or forged it); no
+/// retry helps.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OriginError {
+    /// The seal's public key is not an Ed25519 point.
+    #[error("the seal's public key ({key_id}) is not an Ed25519 key")]
+    BadKey { key_id: String },
+    /// The signature does not verify over the record and its originator.
+    #[error(
+        "the originator signature by {department}/{key_id} does not verify: the record or its seal was altered"
+    )]
+    BadSignature { department: String, key_id: String },
+    /// The record needs a seal (its department publishes keys) and has none.
+    #[error("the record is not signed, but {department} publishes {role} keys: it must be")]
+    Unsealed {
+        department: String,
+        role: &'static str,
+    },
+    /// The seal speaks for another department or in another role than the record needs.
+    #[error(
+        "the record must be signed by a {role} key of {department}, but is signed as {found_role} of {found_department}"
+    )]
+    WrongSigner {
+        role: &'static str,
+        department: String,
+        found_role: &'static str,
+        found_department: String,
+    },
+    /// The key is not one the directory in force publishes for that department and role.
+    #[error(
+        "key {key_id} is not a {role} key of {department} in the directory in force at this position"
+    )]
+    UnknownKey {
+        key_id: String,
+        role: &'static str,
+        department: String,
+    },
+}
+
+impl SealedRecord {
+    /// Seal `record` (a version-1 record) with `key` as `originator`, whose `public_key` is
+    /// replaced by `key`'s.
+    pub fn seal(record: Record, mut originator: Originator, key: &SigningKey) -> SealedRecord {
+        originator.public_key = key.verifying_key().to_bytes();
+        let signature = key.sign(&seal_message(&originator, &record));
+        SealedRecord {
+            record,
+            seal: Seal {
+                originator,
+                signature: signature.to_bytes().to_vec(),
+            },
+        }
+    }
+
+    /// Check the signature alone (not whether the key may seal this record: [`OriginKeys`]).
+    pub fn verify_signature(&self) -> Result<(), OriginError> {
+        let o = &self.seal.originator;
+        let bad = || OriginError::BadSignature {
+            department: o.department.clone(),
+            key_id: o.key_id.clone(),
+        };
+        let key = VerifyingKey::from_bytes(&o.public_key).map_err(|_| OriginError::BadKey {
+            key_id: o.key_id.clone(),
+        })?;
+        let bytes: [u8; 64] = self
+            .seal
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad())?;
+        key.verify_strict(
+            &seal_message(o, &self.record),
+            &Signature::from_bytes(&bytes),
+        )
+        .map_err(|_| bad())
+    }
+}
+
+/// The party that must seal `record`: its role and department. `issuer` is the department that
+/// issued the license a status change names, as the log says (`None`: not issued, and the
+/// caller's department answers for it).
+pub fn responsible(record: &Record, issuer: Option<&str>) -> (SignerRole, String) {
+    match record.content() {
+        Record::Access(r) => (SignerRole::Gateway, r.owner.clone()),
+        Record::Exchange(r) => (SignerRole::Gateway, r.gateway.clone()),
+        Record::LicenseIssued(r) => (SignerRole::LicenseIssuer, r.department.clone()),
+        Record::LicenseStatus(r) => (
+            SignerRole::LicenseIssuer,
+            issuer.unwrap_or(&r.caller.department).to_owned(),
+        ),
+        Record::Config(_) | Record::Sealed(_) => (SignerRole::Operator, String::new()),
+    }
+}
+
+/// One key a directory publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginKey {
+    pub role: SignerRole,
+    pub department: String,
+    pub key_id: String,
+    #[serde(with = "super::hex_hash")]
+    pub public_key: [u8; 32],
+}
+
+/// The keys that may seal records, as one version of the directory publishes them.
+///
+/// A department that publishes gateway keys is *sealed*: every record it answers for (its
+/// exchange records, its licenses and their status) must carry a seal by one of its keys of the
+/// right role. A department that publishes none (a directory written before seals existed) may
+/// still write unsealed records, so that old logs apply as they always did; a seal it does
+/// carry is checked all the same.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginKeys {
+    pub keys: Vec<OriginKey>,
+}
+
+impl OriginKeys {
+    /// Whether `department` publishes gateway keys, which makes seals compulsory for it.
+    pub fn is_sealed(&self, department: &str) -> bool {
+        self.keys
+            .iter()
+            .any(|k| k.role == SignerRole::Gateway && k.department == department)
+    }
+
+    /// Check `record`'s seal (signature and authority) against these keys. `issuer` as in
+    /// [`responsible`]. Config records are not checked here.
+    pub fn check(&self, record: &Record, issuer: Option<&str>) -> Result<(), OriginError> {
+        if let Record::Sealed(sealed) = record {
+            sealed.verify_signature()?;
+        }
+        self.check_authority(record, issuer)
+    }
+
+    /// [`OriginKeys::check`] without the signature: whether the record's seal, if its
+    /// signature verifies, speaks with authority. For a caller that verified the signature
+    /// already (it depends on the record alone).
+    pub fn check_authority(
+        &self,
+        record: &Record,
+        issuer: Option<&str>,
+    ) -> Result<(), OriginError> {
+        let (role, department) = responsible(record, issuer);
+        if role == SignerRole::Operator {
+            return Ok(());
+        }
+        let Record::Sealed(sealed) = record else {
+            return if self.is_sealed(&department) {
+                Err(OriginError::Unsealed {
+                    department,
+                    role: role.as_str(),
+                })
+            } else {
+                Ok(())
+            };
+        };
+        let o = &sealed.seal.originator;
+        if o.role != role || o.department != department {
+            return Err(OriginError::WrongSigner {
+                role: role.as_str(),
+                department,
+                found_role: o.role.as_str(),
+                found_department: o.department.clone(),
+            });
+        }
+        let listed = self.keys.iter().any(|k| {
+            k.role == role
+                && k.department == department
+                && k.key_id == o.key_id
+                && k.public_key == o.public_key
+        });
+        if !listed {
+            return Err(OriginError::UnknownKey {
+                key_id: o.key_id.clone(),
+                role: role.as_str(),
+                department,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Serialises bytes as hex in human-readable formats (JSON) and as a byte string in postcard.
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.serialize_str(&hex::encode(b))
+        } else {
+            s.serialize_bytes(b)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        if d.is_human_readable() {
+            let s = String::deserialize(d)?;
+            hex::decode(&s).map_err(serde::de::Error::custom)
+        } else {
+            // postcard's byte strings: a length and the bytes, as `Vec<u8>` reads them.
+            <Vec<u8> as Deserialize>::deserialize(d)
+        }
+    }
+}
