@@ -44,14 +44,39 @@ async fn exchange(c: &Cluster, node: usize, who: &str) -> ExchangeClient<Channel
 
 /// The JSON view of the record at `index`, read as the inspector.
 async fn entry(c: &Cluster, index: u64) -> (Vec<u8>, serde_json::Value) {
-    let mut n = NotaryClient::new(c.channel(HOUSING, "audit-office").await.expect("connect"));
-    let e = n
-        .get_log_entry(GetLogEntryRequest { log_index: index })
-        .await
-        .expect("log entry")
-        .into_inner();
+    let e = log_entry(c, index).await;
     let json: serde_json::Value = serde_json::from_str(&e.record_json).expect("json");
-    (e.record, json["Exchange"].clone())
+    // A gateway whose key the directory lists seals its records: the exchange is inside.
+    let record = json.get("Sealed").map_or(&json, |s| &s["record"]);
+    (e.record, record["Exchange"].clone())
+}
+
+/// The log entry at `index` as housing's node has it, once that node has applied it (a receipt
+/// may come from another node a moment before).
+async fn log_entry(c: &Cluster, index: u64) -> qianlian_proto::v1::GetLogEntryResponse {
+    let mut n = NotaryClient::new(c.channel(HOUSING, "audit-office").await.expect("connect"));
+    for _ in 0..100 {
+        match n
+            .get_log_entry(GetLogEntryRequest { log_index: index })
+            .await
+        {
+            Ok(e) => return e.into_inner(),
+            Err(s) if s.code() == Code::NotFound => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(s) => panic!("log entry {index}: {s:?}"),
+        }
+    }
+    panic!("log entry {index} did not reach housing's node within 10 s")
+}
+
+/// The department whose gateway sealed the record at `index`, if it is sealed.
+async fn sealed_by(c: &Cluster, index: u64) -> Option<String> {
+    let e = log_entry(c, index).await;
+    let json: serde_json::Value = serde_json::from_str(&e.record_json).expect("json");
+    json["Sealed"]["seal"]["originator"]["department"]
+        .as_str()
+        .map(str::to_owned)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,6 +153,13 @@ async fn departments_exchange_through_their_gateways_with_purpose_bound_fields()
     );
     assert_eq!(p["side"], "provider");
     assert_eq!(p["gateway"], "market-regulation");
+    // `pki init --node node-N=<department>` published each gateway's key, so each side's
+    // record carries its own gateway's seal.
+    assert_eq!(
+        sealed_by(&c, provider).await.as_deref(),
+        Some("market-regulation")
+    );
+    assert_eq!(sealed_by(&c, consumer).await.as_deref(), Some("housing"));
     assert_eq!(k["side"], "consumer");
     assert_eq!(k["gateway"], "housing");
     for r in [&p, &k] {
@@ -354,7 +386,7 @@ async fn departments_exchange_through_their_gateways_with_purpose_bound_fields()
         .iter()
         .map(|e| {
             let v: serde_json::Value = serde_json::from_str(&e.record_json).expect("json");
-            let x = &v["Exchange"];
+            let x = &v.get("Sealed").map_or(&v, |s| &s["record"])["Exchange"];
             (
                 x["request_id"].as_str().expect("id").to_owned(),
                 x["side"].as_str().expect("side").to_owned(),

@@ -356,7 +356,8 @@ async fn a_forwarded_read_is_one_trace_across_both_gateways_and_in_both_records(
             .expect("entry")
             .into_inner();
         let json: serde_json::Value = serde_json::from_str(&e.record_json).expect("json");
-        assert_eq!(json["Exchange"]["trace_id"], CROSS_TRACE, "{json}");
+        let record = json.get("Sealed").map_or(&json, |s| &s["record"]);
+        assert_eq!(record["Exchange"]["trace_id"], CROSS_TRACE, "{json}");
     }
 
     // Spans of both gateways arrive in that trace: housing's server and client spans, and

@@ -448,6 +448,7 @@ fn write_registry(plan: &PkiPlan, report: &mut PkiReport) -> Result<(), PkiError
         })
         .collect();
     ids.sort();
+    let specs = node_specs(plan)?;
     let path = plan.out.join("departments.toml");
     // Keep names given on earlier runs.
     let old = crate::domain::directory::Directory::load(&path).unwrap_or_default();
@@ -474,11 +475,22 @@ fn write_registry(plan: &PkiPlan, report: &mut PkiReport) -> Result<(), PkiError
                 .collect(),
         };
         // The department's gateway seals its records with its node's note key: published for
-        // the node named after the department (one node per department, the default), kept as
-        // the operator listed them otherwise.
+        // every node whose certificate names the department (`--node <name>=<department>`, or
+        // the default of one node per department, named after it), kept as the operator listed
+        // them otherwise.
         let node_keys = match kept {
             Some(d) if !d.node_keys.is_empty() => d.node_keys.clone(),
-            _ => node_note_key(plan, &id)?.into_iter().collect(),
+            _ => {
+                let mut keys = Vec::new();
+                for spec in &specs {
+                    if spec.department.as_deref() == Some(id.as_str())
+                        && let Some(k) = node_note_key(plan, &spec.name)?
+                    {
+                        keys.push(k);
+                    }
+                }
+                keys
+            }
         };
         directory
             .department

@@ -143,3 +143,27 @@ fn a_forwarding_gateway_accepts_only_the_owner_departments_node_certificate() {
     assert!(e.contains("not a gateway node's"), "{e}");
     assert!(owner_identity_matches(None, td, "market-regulation").is_err());
 }
+
+#[test]
+fn a_nodes_key_is_published_for_the_department_its_certificate_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("pki");
+    init(&plan(&out, &["node-1=market-regulation", "node-2"], &[])).expect("init");
+    let directory =
+        crate::domain::directory::Directory::load(&out.join("departments.toml")).expect("load");
+    let signer = NoteSigner::from_skey(
+        std::fs::read_to_string(out.join("nodes/node-1.note.key"))
+            .expect("note key")
+            .trim(),
+    )
+    .expect("signer");
+    let public = signer.signing_key().verifying_key().to_bytes();
+    assert_eq!(
+        directory.node_key_id("market-regulation", &public),
+        Some(signer.name()),
+        "{directory:?}"
+    );
+    // node-2 names no department: housing has no gateway key.
+    let housing = directory.department("housing").expect("listed");
+    assert!(housing.node_keys.is_empty(), "{:?}", housing.node_keys);
+}
