@@ -167,6 +167,37 @@ pub async fn query(
     Ok(())
 }
 
+/// `call` at `profile`'s node; when that node answers FAILED_PRECONDITION naming the leader
+/// (an operation that runs on the leader), `call` once more there. Statuses become errors
+/// that say what to do.
+async fn following_leader<T, Fut>(
+    profile: &Profile,
+    call: impl Fn(Profile) -> Fut,
+) -> anyhow::Result<T>
+where
+    Fut: std::future::Future<Output = anyhow::Result<Result<T, tonic::Status>>>,
+{
+    match call(profile.clone()).await? {
+        Ok(r) => Ok(r),
+        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
+            let Some(leader) = s
+                .metadata()
+                .get(LEADER_HEADER)
+                .and_then(|v| v.to_str().ok())
+            else {
+                anyhow::bail!(describe_status(&s));
+            };
+            eprintln!("{} is not the leader; asking {leader}", profile.endpoint);
+            let mut at_leader = profile.clone();
+            at_leader.endpoint = leader.to_owned();
+            call(at_leader)
+                .await?
+                .map_err(|s| anyhow::anyhow!(describe_status(&s)))
+        }
+        Err(s) => anyhow::bail!(describe_status(&s)),
+    }
+}
+
 /// `policy apply` / `directory apply`: validate locally, then append to the cluster.
 pub async fn apply_config(
     profile: &Profile,
@@ -200,26 +231,12 @@ pub async fn apply_config(
         };
         Ok(resp.map(tonic::Response::into_inner))
     }
-    // Configuration changes run on the leader: follow it once.
-    let resp = match call(profile, kind, &text, &model).await? {
-        Ok(r) => r,
-        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-            let Some(leader) = s
-                .metadata()
-                .get(LEADER_HEADER)
-                .and_then(|v| v.to_str().ok())
-            else {
-                anyhow::bail!(describe_status(&s));
-            };
-            eprintln!("{} is not the leader; asking {leader}", profile.endpoint);
-            let mut at_leader = profile.clone();
-            at_leader.endpoint = leader.to_owned();
-            call(&at_leader, kind, &text, &model)
-                .await?
-                .map_err(|s| anyhow::anyhow!(describe_status(&s)))?
-        }
-        Err(s) => anyhow::bail!(describe_status(&s)),
-    };
+    // Configuration changes run on the leader.
+    let (text, model) = (&text, &model);
+    let resp = following_leader(profile, move |p| async move {
+        call(&p, kind, text, model).await
+    })
+    .await?;
     println!(
         "{} version {} in force from log index {}",
         resp.kind, resp.version, resp.log_index
@@ -486,25 +503,12 @@ pub async fn cluster_is_initialised(profile: &Profile) -> anyhow::Result<bool> {
 /// `qianlian cluster …`: run a membership operation, following the leader once if the node
 /// asked is not the leader.
 pub async fn cluster(profile: &Profile, op: ClusterOp) -> anyhow::Result<()> {
-    let status = match cluster_call(profile, &op).await {
-        Ok(s) => s,
-        Err(s) if s.code() == tonic::Code::FailedPrecondition => {
-            let Some(leader) = s
-                .metadata()
-                .get(LEADER_HEADER)
-                .and_then(|v| v.to_str().ok())
-            else {
-                anyhow::bail!(describe_status(&s));
-            };
-            eprintln!("{} is not the leader; asking {leader}", profile.endpoint);
-            let mut at_leader = profile.clone();
-            at_leader.endpoint = leader.to_owned();
-            cluster_call(&at_leader, &op)
-                .await
-                .map_err(|s| anyhow::anyhow!(describe_status(&s)))?
-        }
-        Err(s) => anyhow::bail!(describe_status(&s)),
-    };
+    let op = &op;
+    let status = following_leader(
+        profile,
+        move |p| async move { Ok(cluster_call(&p, op).await) },
+    )
+    .await?;
     let list = |m: &[qianlian_proto::v1::Member]| {
         if m.is_empty() {
             "-".to_owned()

@@ -106,7 +106,7 @@ pub fn init(plan: &PkiPlan) -> Result<PkiReport, PkiError> {
 
     for node in node_specs(plan)? {
         let base = plan.out.join("nodes").join(&node.name);
-        node_leaf(plan, &base, &node, &issuer, &mut report)?;
+        signed_leaf(plan, &base, &node, Role::Node, &issuer, &mut report)?;
         note_key(plan, &base, &node.name, &mut report)?;
     }
     for id in &plan.departments {
@@ -327,10 +327,13 @@ pub fn set_node_department(params: &mut CertificateParams, department: &str) {
     );
 }
 
-fn node_leaf(
+/// A leaf certificate and key for `node` (its name, hosts and, for a node, its department) in
+/// `role` at `base`.crt/.key, kept when both exist unless `plan.force`.
+fn signed_leaf(
     plan: &PkiPlan,
     base: &Path,
     node: &NodeSpec,
+    role: Role,
     issuer: &Issuer<'_, KeyPair>,
     report: &mut PkiReport,
 ) -> Result<(), PkiError> {
@@ -344,7 +347,7 @@ fn node_leaf(
     let mut params = leaf_params(
         &plan.trust_domain,
         &node.name,
-        Role::Node,
+        role,
         &node.hosts,
         now - Duration::hours(1),
         now + Duration::days(plan.leaf_days),
@@ -368,27 +371,12 @@ fn leaf(
     issuer: &Issuer<'_, KeyPair>,
     report: &mut PkiReport,
 ) -> Result<(), PkiError> {
-    let crt = base.with_extension("crt");
-    let key = base.with_extension("key");
-    if crt.exists() && key.exists() && !plan.force {
-        report.kept.push(crt);
-        return Ok(());
-    }
-    let now = OffsetDateTime::now_utc();
-    let params = leaf_params(
-        &plan.trust_domain,
-        id,
-        role,
-        &[],
-        now - Duration::hours(1),
-        now + Duration::days(plan.leaf_days),
-    )?;
-    let key_pair = KeyPair::generate()?;
-    let cert = params.signed_by(&key_pair, issuer)?;
-    write(&key, &key_pair.serialize_pem(), true)?;
-    write(&crt, &cert.pem(), false)?;
-    report.written.extend([crt, key]);
-    Ok(())
+    let node = NodeSpec {
+        name: id.to_owned(),
+        department: None,
+        hosts: Vec::new(),
+    };
+    signed_leaf(plan, base, &node, role, issuer, report)
 }
 
 /// The key id of a department's license signing key: `<department>:<8 hex of SHA-256(key)>`.

@@ -139,11 +139,7 @@ impl Notary {
         }
         let applied = self.tree_size();
         let need = if min_size <= applied { min_size } else { 0 };
-        let members: Vec<u64> = self
-            .members_to_ask()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let members = self.member_ids_to_ask();
         let max_age = self.inner.head_max_age;
         let (this, members) = (self, &members);
         self.inner
@@ -168,6 +164,14 @@ impl Notary {
             .await
     }
 
+    /// The ids of the members a shared head asks to cosign (this node excluded).
+    fn member_ids_to_ask(&self) -> Vec<u64> {
+        self.members_to_ask()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
     /// The license status list at `tree_size` for calls anyone may make, kept and shared as
     /// [`Notary::shared_checkpoint`] is: the one collected last if it is of `tree_size` and
     /// recent or complete, otherwise a new one as [`Notary::status_list_at`] makes it. Errors
@@ -176,11 +180,7 @@ impl Notary {
         &self,
         tree_size: u64,
     ) -> Result<CosignedStatusList, NotaryError> {
-        let members: Vec<u64> = self
-            .members_to_ask()
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let members = self.member_ids_to_ask();
         let max_age = self.inner.head_max_age;
         let (this, members) = (self, &members);
         self.inner
