@@ -204,6 +204,7 @@ pub async fn apply_config(
     kind: &str,
     text: String,
     model: Option<String>,
+    signed_record: Vec<u8>,
 ) -> anyhow::Result<()> {
     use qianlian_proto::v1::ConfigVersion;
     use qianlian_proto::v1::admin_client::AdminClient;
@@ -212,6 +213,7 @@ pub async fn apply_config(
         kind: &str,
         text: &str,
         model: &Option<String>,
+        signed_record: &[u8],
     ) -> anyhow::Result<Result<ConfigVersion, tonic::Status>> {
         let mut c = AdminClient::new(profile.connect().await?);
         let resp = match kind {
@@ -219,12 +221,14 @@ pub async fn apply_config(
                 c.apply_policy(qianlian_proto::v1::ApplyPolicyRequest {
                     model: model.clone().unwrap_or_default(),
                     rules: text.to_owned(),
+                    signed_record: signed_record.to_vec(),
                 })
                 .await
             }
             _ => {
                 c.apply_directory(qianlian_proto::v1::ApplyDirectoryRequest {
                     toml: text.to_owned(),
+                    signed_record: signed_record.to_vec(),
                 })
                 .await
             }
@@ -232,9 +236,9 @@ pub async fn apply_config(
         Ok(resp.map(tonic::Response::into_inner))
     }
     // Configuration changes run on the leader.
-    let (text, model) = (&text, &model);
+    let (text, model, signed_record) = (&text, &model, &signed_record);
     let resp = following_leader(profile, move |p| async move {
-        call(&p, kind, text, model).await
+        call(&p, kind, text, model, signed_record).await
     })
     .await?;
     println!(
@@ -242,6 +246,27 @@ pub async fn apply_config(
         resp.kind, resp.version, resp.log_index
     );
     Ok(())
+}
+
+/// The version of `kind` in force and, for a policy, its model; `(0, None)` before the first.
+pub async fn config_in_force(
+    profile: &Profile,
+    kind: &str,
+) -> anyhow::Result<(u64, Option<String>)> {
+    use qianlian_proto::v1::admin_client::AdminClient;
+    let mut c = AdminClient::new(profile.connect().await?);
+    match c
+        .get_config(qianlian_proto::v1::GetConfigRequest { kind: kind.into() })
+        .await
+    {
+        Ok(resp) => {
+            let resp = resp.into_inner();
+            let version = resp.version.unwrap_or_default().version;
+            Ok((version, Some(resp.model).filter(|m| !m.is_empty())))
+        }
+        Err(s) if s.code() == tonic::Code::NotFound => Ok((0, None)),
+        Err(s) => Err(anyhow::anyhow!(describe_status(&s))),
+    }
 }
 
 /// `policy show` / `directory show`: the version in force and its text.
@@ -258,6 +283,11 @@ pub async fn show_config(profile: &Profile, kind: &str) -> anyhow::Result<()> {
         "# {} version {} (log index {})",
         v.kind, v.version, v.log_index
     );
+    if resp.signed_by.is_empty() {
+        println!("# not signed by an operator");
+    } else {
+        println!("# signed by {}", resp.signed_by.join(", "));
+    }
     if !resp.model.is_empty() {
         println!("# model\n{}\n# rules", resp.model);
     }

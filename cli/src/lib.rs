@@ -7,6 +7,7 @@
 pub mod audit_client;
 pub mod bench;
 pub mod client;
+pub mod config_signing;
 pub mod dev;
 pub mod license_client;
 pub mod profile;

@@ -279,6 +279,7 @@ fn evidence_bundle(
             keys: vec![DepartmentKey::new(MARKET_KEY_ID, &key.verifying_key())],
             node_keys: vec![],
             sealed_from: None,
+            retired_keys: vec![],
         }],
         records: [1, 2, 3, 5, 6, 7]
             .into_iter()

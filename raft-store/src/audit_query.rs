@@ -120,7 +120,11 @@ pub(crate) fn terms(record: &Record) -> Vec<(u8, [u8; DIGEST_LEN])> {
             push(field::POLICY_VERSION, r.policy_version.as_bytes());
         }
         Record::Config(r) => push(field::CONFIG, &[r.change.kind().tag()]),
-        Record::LicenseIssued(_) | Record::LicenseStatus(_) | Record::Sealed(_) => {}
+        Record::LicenseIssued(_)
+        | Record::LicenseStatus(_)
+        | Record::Sealed(_)
+        | Record::Authorized(_)
+        | Record::BatchSealed(_) => {}
     }
     out.sort_unstable();
     out.dedup();
@@ -201,6 +205,8 @@ impl AuditFilter {
             },
             Record::Config(_)
             | Record::Sealed(_)
+            | Record::Authorized(_)
+            | Record::BatchSealed(_)
             | Record::LicenseIssued(_)
             | Record::LicenseStatus(_) => false,
         }

@@ -143,6 +143,7 @@ impl EarlyReceipts {
             !matches!(r.content(), Record::Config(_) | Record::LicenseStatus(_))
                 && match r {
                     Record::Sealed(s) => seals_verified || s.verify_signature().is_ok(),
+                    Record::BatchSealed(s) => seals_verified || s.verify_signature().is_ok(),
                     _ => true,
                 }
         });

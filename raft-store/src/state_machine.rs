@@ -262,6 +262,7 @@ impl StateMachineStore {
                 generation_lock: RwLock::new(()),
                 on_demand: Mutex::new(None),
                 snapshots_refused: AtomicU64::new(0),
+                verified_batches: origin::VerifiedBatches::default(),
                 config,
                 files: Files::default(),
             }),
@@ -375,7 +376,10 @@ impl StateReader {
     /// Run the origin check on `record` as if it were appended now, against the applied state:
     /// what every node will decide unless the directory in force changes first.
     pub async fn check_origin(&self, record: &Record) -> Result<(), origin::Refusal> {
-        let keys = self.shared.applied().origin.clone();
+        let (keys, config) = {
+            let applied = self.shared.applied();
+            (applied.origin.clone(), applied.config)
+        };
         let issuer = match record.content() {
             Record::LicenseStatus(r) => self
                 .license(r.license_hash)
@@ -385,7 +389,14 @@ impl StateReader {
                 .map(|v| v.issued.department),
             _ => None,
         };
-        origin::judge(keys.as_deref(), record, issuer.as_deref()).map(|_| ())
+        origin::judge(
+            keys.as_deref(),
+            &config,
+            record,
+            issuer.as_deref(),
+            &self.shared.verified_batches,
+        )
+        .map(|_| ())
     }
 
     /// The configuration in force as of the applied state.
@@ -779,24 +790,29 @@ fn apply_entries(
                 let mut refused = Vec::new();
                 for (position, record) in records.iter().enumerate() {
                     let issuer = licenses.issuer_for(record)?;
-                    let keys =
-                        match origin::judge(applied.origin.as_deref(), record, issuer.as_deref()) {
-                            Ok(keys) => keys,
-                            Err(refusal) => {
-                                shared.refused.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(
-                                    raft_index = entry.log_id.index,
-                                    position,
-                                    reason = %refusal,
-                                    "record refused by the origin check: not appended"
-                                );
-                                refused.push(Refused {
-                                    position: u32::try_from(position).unwrap_or(u32::MAX),
-                                    reason: refusal.to_string(),
-                                });
-                                continue;
-                            }
-                        };
+                    let keys = match origin::judge(
+                        applied.origin.as_deref(),
+                        &applied.config,
+                        record,
+                        issuer.as_deref(),
+                        &shared.verified_batches,
+                    ) {
+                        Ok(keys) => keys,
+                        Err(refusal) => {
+                            shared.refused.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(
+                                raft_index = entry.log_id.index,
+                                position,
+                                reason = %refusal,
+                                "record refused by the origin check: not appended"
+                            );
+                            refused.push(Refused {
+                                position: u32::try_from(position).unwrap_or(u32::MAX),
+                                reason: refusal.to_string(),
+                            });
+                            continue;
+                        }
+                    };
                     let index = appender.edge.size();
                     hashes.push(appender.append(&mut batch, record.encode())?);
                     licenses.stage(&mut batch, index, record)?;

@@ -710,12 +710,12 @@ async fn a_record_without_its_departments_seal_is_refused_on_every_node() -> Tes
         (
             &n3,
             sealed(101, &key(3)),
-            "is not a gateway key of market-regulation",
+            "of market-regulation is not among the gateway keys",
         ),
         (
             &n1,
             sealed(102, &key(2)),
-            "is not a gateway key of market-regulation",
+            "of market-regulation is not among the gateway keys",
         ),
     ] {
         match node.notary.append(forged).await {

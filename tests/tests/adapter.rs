@@ -161,6 +161,7 @@ async fn a_backend_serves_reads_and_queries_under_policy_and_on_the_record() {
         .expect("entry")
         .into_inner();
     let r: serde_json::Value = serde_json::from_str(&e.record_json).expect("json");
+    let r = unsealed(&r);
     assert_eq!(r["Exchange"]["result_count"], 1);
     assert_eq!(
         r["Exchange"]["subjects"].as_array().map(Vec::len),

@@ -60,7 +60,7 @@ async fn allowed_cross_department_read_returns_the_record_and_a_receipt_on_the_l
         receipt.record_hash
     );
     let json: serde_json::Value = serde_json::from_str(&entry.record_json).expect("json");
-    let a = &json["Exchange"];
+    let a = &unsealed(&json)["Exchange"];
     assert_eq!(a["caller"]["department"], "housing");
     assert_eq!(a["side"], "provider");
     assert_eq!(a["owner"], "market-regulation");
@@ -259,7 +259,7 @@ async fn the_gateway_draws_the_request_id_and_echoes_the_callers_own() {
         .expect("entry")
         .into_inner();
     let json: serde_json::Value = serde_json::from_str(&entry.record_json).expect("json");
-    assert_eq!(json["Exchange"]["request_id"], id.as_str());
+    assert_eq!(unsealed(&json)["Exchange"]["request_id"], id.as_str());
     assert!(!entry.record_json.contains(mine), "never recorded");
     // In the gateway's log beside the request id.
     let mut logged = false;

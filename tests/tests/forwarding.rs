@@ -17,7 +17,7 @@ use qianlian_proto::v1::{
     GetRecordRequest, PutRecordRequest, QueryAccessesRequest, QueryRecordsRequest, RecordRef,
 };
 use support::cluster::{Cluster, GATEWAY_CONFIG};
-use support::{policies, stderr, stdout, uscc};
+use support::{applied_entry, policies, sealed_for, stderr, stdout, unsealed, uscc};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -47,36 +47,21 @@ async fn entry(c: &Cluster, index: u64) -> (Vec<u8>, serde_json::Value) {
     let e = log_entry(c, index).await;
     let json: serde_json::Value = serde_json::from_str(&e.record_json).expect("json");
     // A gateway whose key the directory lists seals its records: the exchange is inside.
-    let record = json.get("Sealed").map_or(&json, |s| &s["record"]);
-    (e.record, record["Exchange"].clone())
+    (e.record, unsealed(&json)["Exchange"].clone())
 }
 
 /// The log entry at `index` as housing's node has it, once that node has applied it (a receipt
 /// may come from another node a moment before).
 async fn log_entry(c: &Cluster, index: u64) -> qianlian_proto::v1::GetLogEntryResponse {
     let mut n = NotaryClient::new(c.channel(HOUSING, "audit-office").await.expect("connect"));
-    for _ in 0..100 {
-        match n
-            .get_log_entry(GetLogEntryRequest { log_index: index })
-            .await
-        {
-            Ok(e) => return e.into_inner(),
-            Err(s) if s.code() == Code::NotFound => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            Err(s) => panic!("log entry {index}: {s:?}"),
-        }
-    }
-    panic!("log entry {index} did not reach housing's node within 10 s")
+    applied_entry(&mut n, index).await
 }
 
 /// The department whose gateway sealed the record at `index`, if it is sealed.
 async fn sealed_by(c: &Cluster, index: u64) -> Option<String> {
     let e = log_entry(c, index).await;
     let json: serde_json::Value = serde_json::from_str(&e.record_json).expect("json");
-    json["Sealed"]["seal"]["originator"]["department"]
-        .as_str()
-        .map(str::to_owned)
+    sealed_for(&json).map(str::to_owned)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,7 +371,7 @@ async fn departments_exchange_through_their_gateways_with_purpose_bound_fields()
         .iter()
         .map(|e| {
             let v: serde_json::Value = serde_json::from_str(&e.record_json).expect("json");
-            let x = &v.get("Sealed").map_or(&v, |s| &s["record"])["Exchange"];
+            let x = &unsealed(&v)["Exchange"];
             (
                 x["request_id"].as_str().expect("id").to_owned(),
                 x["side"].as_str().expect("side").to_owned(),
@@ -560,6 +545,7 @@ async fn a_policy_change_switches_every_read_at_one_version_and_a_bad_one_change
         .apply_policy(ApplyPolicyRequest {
             model: String::new(),
             rules: "p, housing, x, y, read, z, Bad Field\n".into(),
+            ..Default::default()
         })
         .await
         .expect_err("refused");
@@ -580,6 +566,7 @@ async fn a_policy_change_switches_every_read_at_one_version_and_a_bad_one_change
         .apply_policy(ApplyPolicyRequest {
             model: String::new(),
             rules: rules.clone(),
+            ..Default::default()
         })
         .await
         .expect_err("not an operator");

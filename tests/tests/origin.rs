@@ -1,7 +1,7 @@
-//! Proof of origin, end to end: once the directory publishes a department gateway's node key,
-//! the real node seals that department's exchange records with it, an inspector proves offline
-//! from an evidence bundle which gateway wrote each record, an altered seal fails `audit check`
-//! with the reason, and a bundle from before seals still checks.
+//! Proof of origin, end to end: the real node seals each department's exchange records with
+//! the key the directory publishes for it, an inspector proves offline from an evidence bundle
+//! which gateway wrote each record (also after the key has been retired), an altered seal fails
+//! `audit check` with the reason, and a bundle from before seals still checks.
 
 mod support;
 
@@ -114,28 +114,16 @@ fn bundle_records(file: &Path) -> Vec<(serde_json::Value, Record)> {
         .collect()
 }
 
-/// The PKI's directory with node-1's note key published as the gateway key of every
-/// department (the single node serves them all), applied by the operator.
-fn publish_node_key(env: &Env, node: &Node) {
+/// The PKI's directory with every department's node keys removed, applied by the operator:
+/// the node's key retires, and records are no longer sealed.
+fn retire_node_keys(env: &Env, node: &Node) {
     let pki = env.pki();
-    let vkey = std::fs::read_to_string(pki.join("nodes/node-1.note.pub")).expect("note key");
-    let mut parts = vkey.trim().splitn(3, '+');
-    let name = parts.next().expect("name").to_owned();
-    let _id = parts.next().expect("key id");
-    let key = B64.decode(parts.next().expect("key")).expect("b64");
-    // Signed-note keys carry the algorithm byte first.
-    let public = B64.encode(&key[1..]);
     let mut doc: toml::Table = std::fs::read_to_string(pki.join("departments.toml"))
         .expect("directory")
         .parse()
         .expect("toml");
     for d in doc["department"].as_array_mut().expect("departments") {
-        let mut entry = toml::Table::new();
-        entry.insert("key_id".into(), name.clone().into());
-        entry.insert("public_key".into(), public.clone().into());
-        d.as_table_mut()
-            .expect("table")
-            .insert("node_keys".into(), toml::Value::Array(vec![entry.into()]));
+        d.as_table_mut().expect("table").remove("node_keys");
     }
     let file = env.path().join("directory.toml");
     std::fs::write(&file, toml::to_string(&doc).expect("toml")).expect("write");
@@ -169,26 +157,17 @@ async fn a_records_origin_is_proven_offline_and_an_altered_seal_fails_the_check(
     let env = Env::new();
     let node = env.start();
 
-    // Before the directory publishes node keys: unsealed records, a bundle as before seals.
+    // The node serves every department, and `pki init` published its key for each: its
+    // records are sealed from the first.
     traffic(&env, &node, 0, 3).await;
-    let old = export(&env, &node, "old.json");
-    let old_records = bundle_records(&old);
-    assert!(!old_records.is_empty());
-    assert!(old_records.iter().all(|(_, r)| r.seal().is_none()));
-    let (ok, text) = check(&old);
-    assert!(ok, "old bundle: {text}");
-    assert!(!text.contains("origin:"), "{text}");
-
-    publish_node_key(&env, &node);
-    traffic(&env, &node, 3, 6).await;
     let new = export(&env, &node, "new.json");
     let sealed: Vec<_> = bundle_records(&new)
         .into_iter()
-        .filter(|(_, r)| r.seal().is_some())
+        .filter(|(_, r)| r.originator().is_some())
         .collect();
     assert!(sealed.len() >= 3, "{} sealed records", sealed.len());
     for (_, r) in &sealed {
-        let o = &r.seal().expect("sealed").originator;
+        let o = r.originator().expect("sealed");
         assert_eq!(o.department, "market-regulation");
         assert_eq!(o.key_id, "node-1.gov.example");
     }
@@ -202,9 +181,48 @@ async fn a_records_origin_is_proven_offline_and_an_altered_seal_fails_the_check(
         "{text}"
     );
 
-    // The old bundle still checks after the switch, and so does one frozen before seals.
-    let (ok, text) = check(&old);
-    assert!(ok, "old bundle after seals: {text}");
+    // The operator retires the node's keys: later records are unsealed, and a bundle exported
+    // afterwards still proves who sealed the earlier ones, by the key as it was listed then.
+    retire_node_keys(&env, &node);
+    traffic(&env, &node, 3, 6).await;
+    let after = export(&env, &node, "after.json");
+    let records = bundle_records(&after);
+    assert!(records.iter().any(|(_, r)| r.originator().is_none()));
+    let (ok, text) = check(&after);
+    assert!(ok, "bundle after the rotation: {text}");
+    assert!(
+        text.contains(&format!(
+            "origin: log index {first} sealed by market-regulation"
+        )),
+        "{text}"
+    );
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&after).expect("bundle")).expect("json");
+    let mr = v["departments"]
+        .as_array_mut()
+        .expect("departments")
+        .iter_mut()
+        .find(|d| d["id"] == "market-regulation")
+        .expect("market-regulation");
+    let retired = mr["retired_keys"].as_array_mut().expect("retired keys");
+    let gateway = retired
+        .iter_mut()
+        .find(|k| k["role"] == "gateway")
+        .expect("the node key, retired");
+    assert_eq!(gateway["key"]["key_id"], "node-1.gov.example");
+    assert!(gateway["from"].as_u64().expect("from") <= first);
+    // Claimed retired before the record it sealed: the record's origin is not proven.
+    gateway["until"] = first.into();
+    let shrunk = env.path().join("shrunk.json");
+    std::fs::write(&shrunk, serde_json::to_string(&v).expect("json")).expect("write");
+    let (ok, text) = check(&shrunk);
+    assert!(!ok, "a key retired before its record: {text}");
+    assert!(
+        text.contains(&format!("log index {first}: origin not proven")),
+        "{text}"
+    );
+
+    // A bundle frozen before seals still checks.
     let frozen = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../verifier/testdata/evidence-before-seals.json");
     let (ok, text) = check(&frozen);

@@ -301,7 +301,6 @@ async fn without_an_endpoint_nothing_is_exported_and_the_node_serves_as_usual() 
 /// gateways, and its id in both sides' access records.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forwarded_read_is_one_trace_across_both_gateways_and_in_both_records() {
-    use qianlian_proto::v1::GetLogEntryRequest;
     use qianlian_proto::v1::exchange_client::ExchangeClient;
     use qianlian_proto::v1::notary_client::NotaryClient;
     use support::cluster::{Cluster, GATEWAY_CONFIG};
@@ -350,13 +349,9 @@ async fn a_forwarded_read_is_one_trace_across_both_gateways_and_in_both_records(
     let mut notary = NotaryClient::new(c.channel(3, "audit-office").await.expect("connect"));
     for receipt in [got.receipt, got.consumer_receipt] {
         let index = receipt.expect("receipt").log_index;
-        let e = notary
-            .get_log_entry(GetLogEntryRequest { log_index: index })
-            .await
-            .expect("entry")
-            .into_inner();
+        let e = applied_entry(&mut notary, index).await;
         let json: serde_json::Value = serde_json::from_str(&e.record_json).expect("json");
-        let record = json.get("Sealed").map_or(&json, |s| &s["record"]);
+        let record = unsealed(&json);
         assert_eq!(record["Exchange"]["trace_id"], CROSS_TRACE, "{json}");
     }
 

@@ -6,6 +6,10 @@
 //! - `seal/check`: every node's origin check (one strict Ed25519 verification and the
 //!   authority lookup in a directory of 40 departments).
 //! - `seal/sealed_encode_and_hash`: the canonical bytes and leaf hash of the sealed record.
+//! - `batch_seal/sign_32`: a gateway sealing 32 records waiting together (one signature, a
+//!   Merkle tree over their signed bytes, a path for each).
+//! - `batch_seal/path_32`: a node's per-record work once the batch's signature is verified:
+//!   the record's path to the batch root (the cache key of the verified signature).
 //!
 //! Every benchmark reports elements per second: one element is one record.
 
@@ -14,8 +18,8 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
 use qianlian_verifier::record::{
-    Action, Caller, Decision, ExchangeRecord, OriginKey, OriginKeys, Originator, Record,
-    SealedRecord, Side, SignerRole, SubjectHash,
+    Action, BatchSealedRecord, Caller, Decision, ExchangeRecord, OriginKey, OriginKeys, Originator,
+    Record, SealedRecord, Side, SignerRole, SubjectHash,
 };
 
 fn exchange() -> Record {
@@ -77,7 +81,10 @@ fn seals(c: &mut Criterion) {
         key_id: "market-regulation.gov.example".into(),
         public_key: key.verifying_key().to_bytes(),
     });
-    let keys = OriginKeys { keys };
+    let keys = OriginKeys {
+        keys,
+        ..Default::default()
+    };
     assert_eq!(keys.check(&sealed, None), Ok(()));
 
     let mut group = c.benchmark_group("seal");
@@ -99,6 +106,35 @@ fn seals(c: &mut Criterion) {
     });
     group.bench_function("sealed_encode_and_hash", |b| {
         b.iter(|| black_box(black_box(&sealed).hash()))
+    });
+    group.finish();
+
+    let batch: Vec<(Record, Originator)> =
+        (0..32).map(|_| (record.clone(), originator())).collect();
+    let sealed_batch = BatchSealedRecord::seal_batch(batch.clone(), &key);
+    assert_eq!(
+        keys.check(
+            &Record::BatchSealed(Box::new(sealed_batch[5].clone())),
+            None
+        ),
+        Ok(())
+    );
+    let mut group = c.benchmark_group("batch_seal");
+    group.throughput(Throughput::Elements(32));
+    group.bench_function("sign_32", |b| {
+        b.iter(|| {
+            black_box(BatchSealedRecord::seal_batch(
+                black_box(batch.clone()),
+                &key,
+            ))
+        })
+    });
+    group.bench_function("path_32", |b| {
+        b.iter(|| {
+            for s in &sealed_batch {
+                black_box(black_box(s).batch_key().ok());
+            }
+        })
     });
     group.finish();
 }

@@ -19,7 +19,7 @@ mod unique_keys;
 pub use bundle::check::check_bundle;
 pub use bundle::{
     BundleDepartment, BundleError, BundlePolicy, BundleRecord, BundleReport,
-    EVIDENCE_BUNDLE_VERSION, Entry, EvidenceBundle, TrustedKeys,
+    EVIDENCE_BUNDLE_VERSION, Entry, EvidenceBundle, RetiredKey, TrustedKeys,
 };
 pub use log::{
     CheckpointMatch, LocateError, LogError, LogSummary, LogVerifier, TrustedRoot,

@@ -1,18 +1,26 @@
 //! Typed, versioned notarization records and their canonical encoding.
 //!
 //! The canonical bytes of an unsealed record are `[FORMAT_V1] ++ postcard(Record)`; of a record
-//! sealed by its originator ([`seal`]), `[FORMAT_V2] ++ postcard(SealedRecord)`. Postcard is
+//! sealed by its originator ([`seal`]), `[FORMAT_V2] ++ postcard(SealedRecord)`; of a config
+//! record with its operators' signatures ([`authorize`]), `[FORMAT_V3] ++
+//! postcard(AuthorizedRecord)`; of a record sealed as one of a batch ([`batch`]), `[FORMAT_V4] ++
+//! postcard(BatchSealedRecord)`. Postcard is
 //! deterministic for a given value (no maps, no floats here), so every node derives the same
 //! bytes and therefore the same leaf hash. Enum variants and struct fields are only ever added at
 //! the end; `tests::v1_bytes_are_frozen` pins the bytes of version 1 so old logs keep decoding,
-//! and `tests::v2_bytes_are_frozen` those of version 2.
+//! `tests::v2_bytes_are_frozen` those of version 2 and `tests::v3_bytes_are_frozen` those of
+//! version 3.
 
 use crate::license::status::MAX_REASON_LEN;
 use crate::{Hash, leaf_hash};
 use serde::{Deserialize, Serialize};
 
+pub mod authorize;
+pub mod batch;
 pub mod seal;
 
+pub use authorize::{AuthorizedRecord, FORMAT_V3, authorization_message, signatures_needed};
+pub use batch::{BatchKey, BatchSeal, BatchSealedRecord, FORMAT_V4, batch_leaf, batch_message};
 pub use seal::{
     FORMAT_V2, OriginError, OriginKey, OriginKeys, Originator, Seal, SealedRecord, SignerRole,
 };
@@ -37,6 +45,12 @@ pub enum Record {
     /// A record of one of the kinds above with its originator's seal; encoded as version 2.
     /// Never nested: the inner record is unsealed.
     Sealed(Box<SealedRecord>),
+    /// A config record with the operator signatures that authorise it; encoded as version 3.
+    /// The inner record is an unsealed config record.
+    Authorized(Box<AuthorizedRecord>),
+    /// A record sealed by its originator as one of a batch with one signature; encoded as
+    /// version 4. The inner record is unsealed.
+    BatchSealed(Box<BatchSealedRecord>),
 }
 
 /// Which gateway wrote an exchange record.
@@ -297,6 +311,16 @@ impl Record {
                 out.extend(postcard::to_stdvec(sealed.as_ref()).unwrap_or_default());
                 out
             }
+            Record::Authorized(authorized) => {
+                let mut out = vec![FORMAT_V3];
+                out.extend(postcard::to_stdvec(authorized.as_ref()).unwrap_or_default());
+                out
+            }
+            Record::BatchSealed(sealed) => {
+                let mut out = vec![FORMAT_V4];
+                out.extend(postcard::to_stdvec(sealed.as_ref()).unwrap_or_default());
+                out
+            }
             _ => {
                 let mut out = vec![FORMAT_V1];
                 out.extend(postcard::to_stdvec(self).unwrap_or_default());
@@ -305,26 +329,39 @@ impl Record {
         }
     }
 
-    /// The record without its seal.
+    /// The record without its seal or operator signatures.
     pub fn content(&self) -> &Record {
         match self {
             Record::Sealed(sealed) => &sealed.record,
+            Record::Authorized(authorized) => &authorized.record,
+            Record::BatchSealed(sealed) => &sealed.record,
             other => other,
         }
     }
 
-    /// The record without its seal, by value.
+    /// The record without its seal or operator signatures, by value.
     pub fn into_content(self) -> Record {
         match self {
             Record::Sealed(sealed) => sealed.record,
+            Record::Authorized(authorized) => authorized.record,
+            Record::BatchSealed(sealed) => sealed.record,
             other => other,
         }
     }
 
-    /// The originator's seal, if the record has one.
+    /// The originator's seal, if the record has a single one.
     pub fn seal(&self) -> Option<&Seal> {
         match self {
             Record::Sealed(sealed) => Some(&sealed.seal),
+            _ => None,
+        }
+    }
+
+    /// Who sealed the record, alone or in a batch; `None` if it is not sealed.
+    pub fn originator(&self) -> Option<&Originator> {
+        match self {
+            Record::Sealed(sealed) => Some(&sealed.seal.originator),
+            Record::BatchSealed(sealed) => Some(&sealed.seal.originator),
             _ => None,
         }
     }
@@ -342,11 +379,30 @@ impl Record {
                     postcard::take_from_bytes::<SealedRecord>(body).map_err(malformed)?;
                 (Record::Sealed(Box::new(sealed)), rest)
             }
+            FORMAT_V3 => {
+                let (authorized, rest) =
+                    postcard::take_from_bytes::<AuthorizedRecord>(body).map_err(malformed)?;
+                if !matches!(authorized.record, Record::Config(_)) {
+                    return Err(DecodeError::Malformed(
+                        "operator signatures on a record that is not a config change".into(),
+                    ));
+                }
+                (Record::Authorized(Box::new(authorized)), rest)
+            }
+            FORMAT_V4 => {
+                let (sealed, rest) =
+                    postcard::take_from_bytes::<BatchSealedRecord>(body).map_err(malformed)?;
+                (Record::BatchSealed(Box::new(sealed)), rest)
+            }
             _ => return Err(DecodeError::UnknownFormat(version)),
         };
-        if matches!((version, &record), (FORMAT_V1, Record::Sealed(_)))
-            || matches!(record.content(), Record::Sealed(_))
-        {
+        let wrapped = |r: &Record| {
+            matches!(
+                r,
+                Record::Sealed(_) | Record::Authorized(_) | Record::BatchSealed(_)
+            )
+        };
+        if (version == FORMAT_V1 && wrapped(&record)) || wrapped(record.content()) {
             return Err(DecodeError::Malformed(
                 "a sealed record inside a record: seals are not nested".into(),
             ));
@@ -380,6 +436,8 @@ impl Record {
             Record::Exchange(r) => r.time_unix_ms,
             Record::Config(r) => r.time_unix_ms,
             Record::Sealed(s) => s.record.time_unix_ms(),
+            Record::Authorized(a) => a.record.time_unix_ms(),
+            Record::BatchSealed(s) => s.record.time_unix_ms(),
         }
     }
 

@@ -54,12 +54,27 @@ pub struct DirectoryEntry {
     pub datasets: Vec<crate::domain::dataset::Dataset>,
 }
 
-/// All departments.
+/// A cluster operator whose signature authorises policy and directory changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorEntry {
+    /// The operator's id, as in its certificate (`spiffe://<domain>/dept/<id>`, OU operator).
+    pub id: String,
+    /// Ed25519 keys the operator signs configuration changes with (several during a rotation).
+    #[serde(default)]
+    pub keys: Vec<DepartmentKey>,
+}
+
+/// All departments, and the operators who may change the cluster's configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Directory {
     #[serde(default)]
     pub department: Vec<DirectoryEntry>,
+    /// Once the directory in force lists an operator key, every node refuses a policy or
+    /// directory change that operators have not signed (see `qianlian_verifier::record::authorize`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operator: Vec<OperatorEntry>,
 }
 
 impl Directory {
@@ -174,7 +189,39 @@ impl Directory {
                     .map_err(|e| invalid(format!("key `{}`: {e}", k.key_id)))?;
             }
         }
+        let mut operators = std::collections::HashSet::new();
+        for o in &d.operator {
+            crate::domain::identity::validate_id(&o.id)
+                .map_err(|why| invalid(format!("operator id `{}`: {why}", o.id)))?;
+            if !operators.insert(o.id.as_str()) {
+                return Err(invalid(format!("operator `{}` is listed twice", o.id)));
+            }
+            for k in &o.keys {
+                if !kids.insert(k.key_id.as_str()) {
+                    return Err(invalid(format!("key id `{}` is listed twice", k.key_id)));
+                }
+                let bytes: [u8; 32] = k.public_key.as_slice().try_into().map_err(|_| {
+                    invalid(format!(
+                        "operator key `{}` is not a 32-byte Ed25519 key",
+                        k.key_id
+                    ))
+                })?;
+                VerifyingKey::from_bytes(&bytes)
+                    .map_err(|e| invalid(format!("operator key `{}`: {e}", k.key_id)))?;
+            }
+        }
         Ok(())
+    }
+
+    /// The operator `id` and the id under which it lists `public_key`, if it does.
+    pub fn operator_key_id(&self, id: &str, public_key: &[u8; 32]) -> Option<&str> {
+        self.operator
+            .iter()
+            .find(|o| o.id == id)?
+            .keys
+            .iter()
+            .find(|k| k.public_key == public_key)
+            .map(|k| k.key_id.as_str())
     }
 
     /// The dataset `id` and its owner. A directory that lists no datasets at all gets the

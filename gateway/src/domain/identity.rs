@@ -157,6 +157,28 @@ pub fn validate_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The identity in one's own certificate (PEM), in whatever trust domain its SAN URI names:
+/// what the command line signs as.
+pub fn parse_own(cert_pem: &[u8]) -> Result<PeerIdentity, IdentityError> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(cert_pem)
+        .map_err(|e| IdentityError::Malformed(format!("not a PEM certificate: {e}")))?;
+    let (_, cert) =
+        X509Certificate::from_der(&der).map_err(|e| IdentityError::Malformed(e.to_string()))?;
+    let trust_domain = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san.value.general_names.iter().find_map(|n| match n {
+            GeneralName::URI(u) => u
+                .strip_prefix("spiffe://")
+                .and_then(|r| r.split_once('/'))
+                .map(|(td, _)| td.to_owned()),
+            _ => None,
+        }),
+        _ => None,
+    }
+    .unwrap_or_default();
+    parse_peer(&der, &trust_domain)
+}
+
 /// Parse the identity out of a leaf certificate (DER) that rustls has already validated.
 pub fn parse_peer(cert_der: &[u8], trust_domain: &str) -> Result<PeerIdentity, IdentityError> {
     let (_, cert) =

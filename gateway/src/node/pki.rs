@@ -3,7 +3,9 @@
 //!
 //! Layout under the output folder:
 //! `ca.crt`, `ca.key`, `nodes/<id>.crt|key`, `nodes/<id>.note.key|note.pub` (checkpoint signing),
-//! `clients/<id>.crt|key`.
+//! `clients/<id>.crt|key`, `clients/<operator>.sign.key` (an operator's signature on policy and
+//! directory changes), `departments/<id>.license.key`, `departments.toml` (the directory, with
+//! every department's and operator's public keys).
 //! Identity lives in one SAN URI (`spiffe://<trust-domain>/dept/<id>` or `.../node/<id>`) and the
 //! role in the subject OU, which is what [`crate::domain::identity::parse_peer`] reads back.
 //! Existing files are never overwritten unless `force` is set: re-running adds what is missing
@@ -111,6 +113,14 @@ pub fn init(plan: &PkiPlan) -> Result<PkiReport, PkiError> {
     }
     for id in &plan.departments {
         license_key(plan, id, &mut report)?;
+    }
+    for id in &plan.operators {
+        ed25519_key(
+            plan,
+            &plan.out.join("clients").join(format!("{id}.sign.key")),
+            "operator signing key",
+            &mut report,
+        )?;
     }
     write_registry(plan, &mut report)?;
     subject_key(plan, &mut report)?;
@@ -388,34 +398,95 @@ pub fn license_key_id(department: &str, key: &ed25519_dalek::VerifyingKey) -> St
 
 /// A department's Ed25519 license signing key, `departments/<id>.license.key` (PKCS#8 PEM).
 fn license_key(plan: &PkiPlan, id: &str, report: &mut PkiReport) -> Result<(), PkiError> {
-    use ed25519_dalek::pkcs8::EncodePrivateKey;
     let dir = plan.out.join("departments");
     mkdir(&dir)?;
-    let path = dir.join(format!("{id}.license.key"));
+    ed25519_key(
+        plan,
+        &dir.join(format!("{id}.license.key")),
+        "license key",
+        report,
+    )
+}
+
+/// A new Ed25519 signing key at `path` (PKCS#8 PEM, owner-only), unless one is there.
+fn ed25519_key(
+    plan: &PkiPlan,
+    path: &Path,
+    what: &'static str,
+    report: &mut PkiReport,
+) -> Result<(), PkiError> {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
     if path.exists() && !plan.force {
-        report.kept.push(path);
+        report.kept.push(path.to_owned());
         return Ok(());
     }
     let key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
     let pem = key
         .to_pkcs8_pem(Default::default())
         .map_err(|e| PkiError::Invalid {
-            what: "license key",
+            what,
             reason: e.to_string(),
         })?;
-    write(&path, &pem, true)?;
-    report.written.push(path);
+    write(path, &pem, true)?;
+    report.written.push(path.to_owned());
     Ok(())
 }
 
 /// Read a department's license signing key (PKCS#8 PEM).
 pub fn read_license_key(path: &Path) -> Result<ed25519_dalek::SigningKey, PkiError> {
+    read_ed25519_key(path, "license key")
+}
+
+/// Read an Ed25519 signing key (PKCS#8 PEM): a license key or an operator's signing key.
+pub fn read_ed25519_key(
+    path: &Path,
+    what: &'static str,
+) -> Result<ed25519_dalek::SigningKey, PkiError> {
     use ed25519_dalek::pkcs8::DecodePrivateKey;
     let pem = read(path)?;
     ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).map_err(|e| PkiError::Invalid {
-        what: "license key",
+        what,
         reason: format!("{}: not an Ed25519 PKCS#8 PEM key ({e})", path.display()),
     })
+}
+
+/// The operators whose signing keys are under `clients/` (`<id>.sign.key`), with the operators
+/// and keys an earlier directory listed that are not.
+fn operator_entries(
+    plan: &PkiPlan,
+    old: &crate::domain::directory::Directory,
+) -> Result<Vec<crate::domain::directory::OperatorEntry>, PkiError> {
+    let dir = plan.out.join("clients");
+    let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
+        .map_err(|source| PkiError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e
+                .file_name()
+                .to_str()?
+                .strip_suffix(".sign.key")?
+                .to_owned();
+            Some((name, e.path()))
+        })
+        .collect();
+    found.sort();
+    let mut operators = old.operator.clone();
+    for (id, path) in found {
+        let public = read_ed25519_key(&path, "operator signing key")?.verifying_key();
+        let key = DepartmentKey::new(license_key_id(&id, &public), &public);
+        match operators.iter_mut().find(|o| o.id == id) {
+            Some(o) if o.keys.contains(&key) => {}
+            Some(o) => o.keys.push(key),
+            None => operators.push(crate::domain::directory::OperatorEntry {
+                id,
+                keys: vec![key],
+            }),
+        }
+    }
+    Ok(operators)
 }
 
 /// `departments.toml`: every department with a license key under `departments/`, with its
@@ -462,18 +533,27 @@ fn write_registry(plan: &PkiPlan, report: &mut PkiReport) -> Result<(), PkiError
                 .map(|(_, d)| d.clone())
                 .collect(),
         };
-        // The department's gateway seals its records with its node's note key: published for
-        // every node whose certificate names the department (`--node <name>=<department>`, or
-        // the default of one node per department, named after it), kept as the operator listed
-        // them otherwise.
+        // The nodes that write a department's records seal them with their note keys:
+        // published for every node whose certificate names the department (`--node
+        // <name>=<department>`, or the default of one node per department, named after it), or,
+        // for a department without a gateway of its own, for every node that names no
+        // department (an operator's node serves every such department: `qianlian dev`, the
+        // compose and Kubernetes examples). Kept as the operator listed them otherwise.
         let node_keys = match kept {
             Some(d) if !d.node_keys.is_empty() => d.node_keys.clone(),
             _ => {
+                let own: Vec<_> = specs
+                    .iter()
+                    .filter(|s| s.department.as_deref() == Some(id.as_str()))
+                    .collect();
+                let writers = if own.is_empty() {
+                    specs.iter().filter(|s| s.department.is_none()).collect()
+                } else {
+                    own
+                };
                 let mut keys = Vec::new();
-                for spec in &specs {
-                    if spec.department.as_deref() == Some(id.as_str())
-                        && let Some(k) = node_note_key(plan, &spec.name)?
-                    {
+                for spec in writers {
+                    if let Some(k) = node_note_key(plan, &spec.name)? {
                         keys.push(k);
                     }
                 }
@@ -492,6 +572,7 @@ fn write_registry(plan: &PkiPlan, report: &mut PkiReport) -> Result<(), PkiError
                 name,
             });
     }
+    directory.operator = operator_entries(plan, &old)?;
     let text = format!(
         "# The department directory: departments, their license public keys, gateways and datasets.\n# Written by `qianlian pki init`; apply it to a cluster with `qianlian directory apply`.\n\n{}",
         directory.to_toml()

@@ -6,6 +6,11 @@
 //! which the CLI follows once. A configuration record is thus appended by the leader from the
 //! operator's own call, whose operator certificate the leader checked: the leader refuses
 //! configuration records forwarded by a department's node.
+//!
+//! Once the directory in force lists operator keys, a change must also carry the signatures of
+//! operators (`signed_record`, made by the CLI with the operators' keys); every node checks
+//! them before the change applies, so neither the leader nor a stolen operator certificate
+//! alone can change the configuration.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,7 +20,7 @@ use qianlian_proto::v1::{
     ConfigVersion, GetConfigRequest, InitClusterRequest, NodeRequest, StatusRequest,
 };
 use qianlian_raft_store::notary::{Notary, NotaryError, UnavailableReason};
-use qianlian_raft_store::record::{Caller, ConfigChange, ConfigKind};
+use qianlian_raft_store::record::{Caller, ConfigChange, ConfigKind, Record};
 use tonic::{Request, Response, Status};
 
 use crate::domain::identity::{PeerIdentity, Role};
@@ -254,6 +259,58 @@ impl AdminService {
         Ok(self.cluster_status())
     }
 
+    /// The record a request asks to append: the operators' signed record, or an unsigned one
+    /// made here from `change` (which nodes refuse where operator keys are in force).
+    fn signed_or_unsigned(
+        who: &PeerIdentity,
+        kind: ConfigKind,
+        signed_record: &[u8],
+    ) -> Result<Option<(Record, ConfigChange)>, ServiceError> {
+        if signed_record.is_empty() {
+            return Ok(None);
+        }
+        let bad = |why: String| {
+            ServiceError::InvalidArgument(format!(
+                "signed_record: {why}; nothing changed (make it with `qianlian {} apply`)",
+                kind.as_str()
+            ))
+        };
+        let record = Record::decode(signed_record).map_err(|e| bad(e.to_string()))?;
+        let Record::Authorized(authorized) = &record else {
+            return Err(bad("not a config record with operator signatures".into()));
+        };
+        let Some(config) = authorized.config() else {
+            return Err(bad("not a config record".into()));
+        };
+        if config.change.kind() != kind {
+            return Err(bad(format!(
+                "a {} change, sent as a {} change",
+                config.change.kind().as_str(),
+                kind.as_str()
+            )));
+        }
+        let signers: Vec<&str> = authorized
+            .signatures
+            .iter()
+            .map(|s| s.originator.department.as_str())
+            .collect();
+        if !signers.contains(&who.department.as_str()) {
+            return Err(ServiceError::PermissionDenied {
+                message: format!(
+                    "{who} did not sign this change (signed by: {}); the submitting operator must be one of its signers",
+                    if signers.is_empty() {
+                        "nobody".to_owned()
+                    } else {
+                        signers.join(", ")
+                    }
+                ),
+                receipt: None,
+            });
+        }
+        let change = config.change.clone();
+        Ok(Some((record, change)))
+    }
+
     /// A new policy, validated exactly as every node will build it; an empty model keeps the
     /// one in force.
     async fn policy_change(&self, req: ApplyPolicyRequest) -> Result<ConfigChange, ServiceError> {
@@ -337,27 +394,33 @@ impl AdminService {
                 receipt: None,
             });
         };
-        Ok(convert::config_document(
+        let mut doc = convert::config_document(
             convert::config_version(kind, p.version, p.log_index),
             record.change,
-        ))
+        );
+        if let Some((_, Record::Authorized(a))) = self.notary.config_signed(kind).await? {
+            doc.signed_by = a
+                .signatures
+                .iter()
+                .map(|s| s.originator.department.clone())
+                .collect();
+        }
+        Ok(doc)
     }
 
-    /// Append a validated config change and wait until this node has switched to it.
+    /// Append a validated config change (`signed`: as operators signed it; otherwise an
+    /// unsigned record of `change`) and wait until this node has switched to it.
     async fn apply(
         &self,
         who: &PeerIdentity,
         change: ConfigChange,
+        signed: Option<Record>,
     ) -> Result<ConfigVersion, ServiceError> {
         let kind = change.kind();
         self.require_leader(&format!("{} changes", kind.as_str()))?;
-        let receipt = self
-            .notary
-            .append(crate::node::cluster_config::config_record(
-                as_caller(who),
-                change,
-            ))
-            .await?;
+        let record = signed
+            .unwrap_or_else(|| crate::node::cluster_config::config_record(as_caller(who), change));
+        let receipt = self.notary.append(record).await?;
         // The version is the count of this kind's records up to this one: read it back.
         self.notary
             .wait_for_tree_size(receipt.log_index + 1, SWITCH_TIMEOUT)
@@ -428,8 +491,27 @@ impl Admin for AdminService {
         request: Request<ApplyPolicyRequest>,
     ) -> Result<Response<ConfigVersion>, Status> {
         let who = operator(&request)?;
-        let change = self.policy_change(request.into_inner()).await?;
-        Ok(Response::new(self.apply(&who, change).await?))
+        let req = request.into_inner();
+        let (signed, req) =
+            match Self::signed_or_unsigned(&who, ConfigKind::Policy, &req.signed_record)? {
+                Some((record, ConfigChange::Policy { model, rules })) => (
+                    Some(record),
+                    ApplyPolicyRequest {
+                        model,
+                        rules,
+                        signed_record: Vec::new(),
+                    },
+                ),
+                _ => (None, req),
+            };
+        if signed.is_some() && req.model.trim().is_empty() {
+            return Err(ServiceError::InvalidArgument(
+                "a signed policy change must carry its model: the signatures cover the whole policy".into(),
+            )
+            .into());
+        }
+        let change = self.policy_change(req).await?;
+        Ok(Response::new(self.apply(&who, change, signed).await?))
     }
 
     async fn apply_directory(
@@ -437,8 +519,14 @@ impl Admin for AdminService {
         request: Request<ApplyDirectoryRequest>,
     ) -> Result<Response<ConfigVersion>, Status> {
         let who = operator(&request)?;
-        let change = self.directory_change(request.into_inner().toml)?;
-        Ok(Response::new(self.apply(&who, change).await?))
+        let req = request.into_inner();
+        let (signed, toml) =
+            match Self::signed_or_unsigned(&who, ConfigKind::Directory, &req.signed_record)? {
+                Some((record, ConfigChange::Directory { toml })) => (Some(record), toml),
+                _ => (None, req.toml),
+            };
+        let change = self.directory_change(toml)?;
+        Ok(Response::new(self.apply(&who, change, signed).await?))
     }
 
     async fn get_config(

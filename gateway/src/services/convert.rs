@@ -82,6 +82,7 @@ pub fn config_document(version: v1::ConfigVersion, change: ConfigChange) -> v1::
         version: Some(version),
         model,
         text,
+        signed_by: Vec::new(),
     }
 }
 

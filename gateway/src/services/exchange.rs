@@ -453,7 +453,7 @@ impl ExchangeService {
             trace_id: crate::node::telemetry::current_trace_id().unwrap_or_default(),
         });
         let record = match &self.seal {
-            Some(seal) => seal.seal(record, &gateway),
+            Some(seal) => seal.seal(record, &gateway).await,
             None => record,
         };
         let started = std::time::Instant::now();

@@ -59,7 +59,7 @@ impl NotaryService {
             // Policy and directory govern every department: all may read them.
             Record::Config(_) => true,
             // `content` strips the seal.
-            Record::Sealed(_) => false,
+            Record::Sealed(_) | Record::Authorized(_) | Record::BatchSealed(_) => false,
         };
         if who.role == Role::Department && !party {
             return Err(ServiceError::PermissionDenied {

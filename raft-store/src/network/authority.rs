@@ -160,6 +160,8 @@ pub fn may_originate(
     match record {
         // What a sealed record may carry is what its inner record may be.
         Record::Sealed(s) => may_originate(from, &s.record, issuer),
+        Record::Authorized(a) => may_originate(from, &a.record, issuer),
+        Record::BatchSealed(s) => may_originate(from, &s.record, issuer),
         Record::Config(c) => Err(format!(
             "{from} may not forward a {} change: configuration changes are applied by an operator at the leader",
             c.change.kind().as_str()

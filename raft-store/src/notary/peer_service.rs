@@ -92,10 +92,7 @@ impl NodeCalls {
         };
         let from = from.unwrap_or(&anyone);
         for (i, record) in records.iter().enumerate() {
-            let unsealed = match record {
-                Record::Sealed(s) => &s.record,
-                r => r,
-            };
+            let unsealed = record.content();
             let issuer = match unsealed {
                 Record::LicenseStatus(s) if from.department.is_some() => self
                     .reader

@@ -33,13 +33,29 @@ impl Notary {
         &self,
         kind: ConfigKind,
     ) -> Result<Option<(ConfigPointer, ConfigRecord)>, NotaryError> {
+        Ok(self
+            .config_signed(kind)
+            .await?
+            .and_then(|(p, r)| match r.into_content() {
+                Record::Config(c) => Some((p, c)),
+                _ => None,
+            }))
+    }
+
+    /// [`Notary::config`] as it is in the log: with the operator signatures it carries.
+    pub async fn config_signed(
+        &self,
+        kind: ConfigKind,
+    ) -> Result<Option<(ConfigPointer, Record)>, NotaryError> {
         self.settled().await?;
         let Some(pointer) = self.inner.reader.config_pointers().get(kind) else {
             return Ok(None);
         };
         let bytes = self.inner.reader.record(pointer.log_index).await?;
-        match bytes.map(|b| Record::decode(&b).map(Record::into_content)) {
-            Some(Ok(Record::Config(c))) if c.change.kind() == kind => Ok(Some((pointer, c))),
+        match bytes.map(|b| Record::decode(&b)) {
+            Some(Ok(r)) if matches!(r.content(), Record::Config(c) if c.change.kind() == kind) => {
+                Ok(Some((pointer, r)))
+            }
             _ => Err(NotaryError::Storage(StoreError::corrupt(
                 format!("record {}", pointer.log_index),
                 format!(

@@ -162,7 +162,12 @@ impl<'a> LicenseStager<'a> {
     ) -> Result<(), StoreError> {
         let generation = self.generation;
         match record.content() {
-            Record::Access(_) | Record::Exchange(_) | Record::Config(_) | Record::Sealed(_) => {}
+            Record::Access(_)
+            | Record::Exchange(_)
+            | Record::Config(_)
+            | Record::Sealed(_)
+            | Record::Authorized(_)
+            | Record::BatchSealed(_) => {}
             Record::LicenseIssued(r) => {
                 // First issuance wins: a repeat stays in the log and in its holder's index.
                 if self.issuance(&r.license_hash)?.is_none() {
@@ -349,7 +354,12 @@ impl LicenseCheck {
     ) -> Result<(), IntegrityError> {
         let holders = db::cf(db, CF_HOLDERS)?;
         match record.content() {
-            Record::Access(_) | Record::Exchange(_) | Record::Config(_) | Record::Sealed(_) => {}
+            Record::Access(_)
+            | Record::Exchange(_)
+            | Record::Config(_)
+            | Record::Sealed(_)
+            | Record::Authorized(_)
+            | Record::BatchSealed(_) => {}
             Record::LicenseIssued(r) => {
                 // At the first issuance the index must name it; at a repeat, an earlier
                 // issuance of the same license, which was checked when the scan passed it.

@@ -16,7 +16,9 @@
 use std::sync::Arc;
 
 use qianlian_verifier::license::DepartmentKey;
-use qianlian_verifier::record::{ConfigChange, OriginError, OriginKey, OriginKeys, SignerRole};
+use qianlian_verifier::record::{
+    BatchKey, BatchSealedRecord, ConfigChange, OriginError, OriginKey, OriginKeys, SignerRole,
+};
 use rocksdb::DB;
 use serde::Deserialize;
 
@@ -29,6 +31,33 @@ use crate::record::Record;
 struct DirectoryKeys {
     #[serde(default)]
     department: Vec<DepartmentKeys>,
+    #[serde(default)]
+    operator: Vec<OperatorKeys>,
+}
+
+/// An operator and the keys that sign its configuration changes.
+#[derive(Deserialize)]
+struct OperatorKeys {
+    id: String,
+    #[serde(default)]
+    keys: Vec<DepartmentKey>,
+}
+
+/// A directory key as an origin key, or why it is not one.
+fn origin_key(role: SignerRole, owner: &str, k: &DepartmentKey) -> Result<OriginKey, String> {
+    let public_key: [u8; 32] = k.public_key.as_slice().try_into().map_err(|_| {
+        format!(
+            "key {} of {owner} is {} bytes, not 32",
+            k.key_id,
+            k.public_key.len()
+        )
+    })?;
+    Ok(OriginKey {
+        role,
+        department: owner.to_owned(),
+        key_id: k.key_id.clone(),
+        public_key,
+    })
 }
 
 #[derive(Deserialize)]
@@ -46,30 +75,26 @@ struct DepartmentKeys {
 pub fn keys_from_directory(toml_text: &str) -> Result<OriginKeys, String> {
     let doc: DirectoryKeys = toml::from_str(toml_text).map_err(|e| e.to_string())?;
     let mut keys = Vec::new();
+    let mut departments = Vec::new();
     for d in doc.department {
         for (role, list) in [
             (SignerRole::LicenseIssuer, &d.keys),
             (SignerRole::Gateway, &d.node_keys),
         ] {
             for k in list {
-                let public_key: [u8; 32] = k.public_key.as_slice().try_into().map_err(|_| {
-                    format!(
-                        "key {} of {} is {} bytes, not 32",
-                        k.key_id,
-                        d.id,
-                        k.public_key.len()
-                    )
-                })?;
-                keys.push(OriginKey {
-                    role,
-                    department: d.id.clone(),
-                    key_id: k.key_id.clone(),
-                    public_key,
-                });
+                keys.push(origin_key(role, &d.id, k)?);
             }
         }
+        departments.push(d.id);
     }
-    Ok(OriginKeys { keys })
+    for o in doc.operator {
+        for k in &o.keys {
+            keys.push(origin_key(SignerRole::Operator, &o.id, k)?);
+        }
+    }
+    departments.sort();
+    departments.dedup();
+    Ok(OriginKeys { keys, departments })
 }
 
 /// The keys of the directory `pointers` name, read from the stored record; `None` without a
@@ -107,30 +132,85 @@ fn readable_keys(toml_text: &str) -> OriginKeys {
 /// Why a record was refused: its seal or authority does not hold.
 pub type Refusal = OriginError;
 
-/// Judge `record` against `keys` (the directory in force; `None`: none replicated yet).
-/// `issuer` is the issuing department of the license a status change names. On success,
-/// returns the keys of a directory change, which are in force from the next record on.
+/// Judge `record` against `keys` (the directory in force; `None`: none replicated yet) and
+/// `config` (the versions in force, which a signed config change must replace). `issuer` is
+/// the issuing department of the license a status change names. On success, returns the keys
+/// of a directory change, which are in force from the next record on.
 pub(super) fn judge(
     keys: Option<&OriginKeys>,
+    config: &ConfigPointers,
     record: &Record,
     issuer: Option<&str>,
+    batches: &VerifiedBatches,
 ) -> Result<Option<OriginKeys>, Refusal> {
-    match keys {
-        Some(keys) => keys.check(record, issuer)?,
-        // Authority needs a directory: only the signature can be checked.
-        None => {
-            if let Record::Sealed(s) = record {
-                s.verify_signature()?;
-            }
-        }
-    }
-    Ok(match record.content() {
+    let new_keys = match record.content() {
         Record::Config(c) => match &c.change {
             ConfigChange::Directory { toml } => Some(readable_keys(toml)),
             ConfigChange::Policy { .. } => None,
         },
         _ => None,
-    })
+    };
+    // Signatures first (a batch's once), then whether the signer may speak for the record.
+    match record {
+        Record::Sealed(s) => s.verify_signature()?,
+        Record::BatchSealed(s) => batches.verify(s)?,
+        Record::Authorized(a) => a.verify_signatures()?,
+        _ => {}
+    }
+    // Authority needs a directory: without one, only signatures can be checked.
+    if let Some(keys) = keys {
+        keys.check_authority(record, issuer)?;
+        keys.check_config(
+            record,
+            |kind| config.get(kind).map_or(0, |p| p.version),
+            new_keys.as_ref(),
+        )?;
+    }
+    Ok(new_keys)
+}
+
+/// How many verified batch signatures a node remembers: a batch's records reach the origin
+/// check within moments of each other (submission, then apply), so the last few thousand
+/// suffice; an older one is verified again, which costs time, never a wrong answer.
+const VERIFIED_BATCHES: usize = 4096;
+
+/// Batch signatures verified on this node, newest last. Only signatures that verified are
+/// kept, keyed by what they sign and the signature itself, so a hit means the same check
+/// already passed.
+#[derive(Debug, Default)]
+pub(crate) struct VerifiedBatches {
+    seen: std::sync::Mutex<(
+        std::collections::HashSet<BatchKey>,
+        std::collections::VecDeque<BatchKey>,
+    )>,
+}
+
+impl VerifiedBatches {
+    /// Check `sealed`'s path and batch signature, verifying the signature only if this node
+    /// has not already verified it.
+    pub(crate) fn verify(&self, sealed: &BatchSealedRecord) -> Result<(), OriginError> {
+        let key = sealed.batch_key()?;
+        let known = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .contains(&key);
+        if known {
+            return Ok(());
+        }
+        sealed.verify_signature()?;
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.0.insert(key) {
+            seen.1.push_back(key);
+            while seen.1.len() > VERIFIED_BATCHES {
+                if let Some(old) = seen.1.pop_front() {
+                    seen.0.remove(&old);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,8 @@ pub(super) struct Shared {
     pub(super) on_demand: Mutex<Option<SignedCheckpoint>>,
     // Snapshots refused because they did not extend a tree this node signed.
     pub(super) snapshots_refused: AtomicU64,
+    // Batch signatures this node has verified, so that each is verified once.
+    pub(super) verified_batches: super::origin::VerifiedBatches,
     pub(super) config: StateMachineConfig,
     pub(super) files: Files,
 }

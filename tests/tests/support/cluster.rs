@@ -75,6 +75,12 @@ impl Cluster {
         Cluster::start_opts(n, 0, extra, Vec::new(), true)
     }
 
+    /// Start `n` voters from a PKI with these operators; the first one initialises the cluster.
+    pub fn start_with_operators(n: usize, extra: &str, operators: &[&str]) -> Cluster {
+        let env = Env::with_operators(n, &[], operators);
+        Cluster::start_in(env, n, 0, extra, Vec::new(), false)
+    }
+
     fn start_full(
         n: usize,
         spares: usize,
@@ -99,6 +105,18 @@ impl Cluster {
         } else {
             Env::with_nodes(total)
         };
+        Cluster::start_in(env, n, spares, extra, node_env, raft_ports)
+    }
+
+    fn start_in(
+        env: Env,
+        n: usize,
+        spares: usize,
+        extra: &str,
+        node_env: Vec<(String, String)>,
+        raft_ports: bool,
+    ) -> Cluster {
+        let total = n + spares;
         let ports: Vec<u16> = (0..total).map(|_| free_port()).collect();
         let raft_ports = if raft_ports {
             (0..total).map(|_| free_port()).collect()
@@ -232,10 +250,21 @@ min_cosigners = 2
 
     /// Run `qianlian <command> <args>` as the operator against node `i`.
     pub fn operator(&self, i: usize, command: &str, args: &[&str]) -> std::process::Output {
+        self.operator_as("ops", i, command, args)
+    }
+
+    /// Run `qianlian <command> <args>` as operator `who` against node `i`.
+    pub fn operator_as(
+        &self,
+        who: &str,
+        i: usize,
+        command: &str,
+        args: &[&str],
+    ) -> std::process::Output {
         let pki = self.env.pki();
         let ca = pki.join("ca.crt").display().to_string();
-        let cert = pki.join("clients/ops.crt").display().to_string();
-        let key = pki.join("clients/ops.key").display().to_string();
+        let (cert, key) = self.env.identity(who);
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
         let endpoint = self.endpoint(i);
         let mut all = vec![
             command,

@@ -76,6 +76,12 @@ impl Env {
     /// A PKI with nodes `node-1` … `node-<n>`; node i is the gateway of `departments[i - 1]`
     /// (named in its certificate) where that exists.
     pub fn with_node_departments(n: usize, departments: &[&str]) -> Env {
+        Env::with_operators(n, departments, &["ops"])
+    }
+
+    /// [`Env::with_node_departments`] with these operators (each gets a certificate and a
+    /// signing key, and the directory lists their keys).
+    pub fn with_operators(n: usize, departments: &[&str], operators: &[&str]) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let pki = dir.path().join("pki");
         let mut args = vec![
@@ -87,9 +93,11 @@ impl Env {
             "gov.example".into(),
             "--inspector".into(),
             "audit-office".into(),
-            "--operator".into(),
-            "ops".into(),
         ];
+        for o in operators {
+            args.push("--operator".into());
+            args.push((*o).into());
+        }
         for i in 1..=n {
             args.push("--node".into());
             args.push(match departments.get(i - 1) {
@@ -337,3 +345,40 @@ pub fn uscc(i: u64) -> String {
 }
 pub mod cluster;
 pub mod rfc6962;
+
+/// The record inside a record's JSON view (`record_json`), whatever seal or signatures wrap it.
+pub fn unsealed(json: &serde_json::Value) -> &serde_json::Value {
+    ["Sealed", "BatchSealed", "Authorized"]
+        .iter()
+        .find_map(|k| json.get(*k))
+        .map_or(json, |s| &s["record"])
+}
+
+/// The department whose gateway sealed a record, from its JSON view; `None` if unsealed.
+pub fn sealed_for(json: &serde_json::Value) -> Option<&str> {
+    ["Sealed", "BatchSealed"]
+        .iter()
+        .find_map(|k| json.get(*k))
+        .and_then(|s| s["seal"]["originator"]["department"].as_str())
+}
+
+/// The log entry at `index` as the node behind `notary` has it, once that node has applied it
+/// (a receipt may come from another node a moment before); panics after 10 s.
+pub async fn applied_entry(
+    notary: &mut NotaryClient<Channel>,
+    index: u64,
+) -> qianlian_proto::v1::GetLogEntryResponse {
+    for _ in 0..100 {
+        match notary
+            .get_log_entry(qianlian_proto::v1::GetLogEntryRequest { log_index: index })
+            .await
+        {
+            Ok(e) => return e.into_inner(),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            Err(s) => panic!("log entry {index}: {s:?}"),
+        }
+    }
+    panic!("log entry {index} was not applied on this node within 10 s")
+}

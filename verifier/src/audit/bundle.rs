@@ -107,6 +107,25 @@ pub struct BundleDepartment {
     /// with `node_keys`: from the start of the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sealed_from: Option<u64>,
+    /// Keys the department published in earlier directory versions and no longer does, each
+    /// with the log positions between which it was in force: the records it sealed then still
+    /// prove their origin after a rotation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retired_keys: Vec<RetiredKey>,
+}
+
+/// A key a department no longer publishes, and when it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredKey {
+    /// What the key sealed: `gateway` (node keys) or `license-issuer` (license keys).
+    pub role: crate::record::SignerRole,
+    pub key: DepartmentKey,
+    /// Log index of the directory version from which it was listed.
+    pub from: u64,
+    /// Log index of the directory version that no longer listed it: records from here on may
+    /// not carry its seal.
+    pub until: u64,
 }
 
 /// One record of the log with its inclusion proof.

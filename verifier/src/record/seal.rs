@@ -37,7 +37,7 @@ pub enum SignerRole {
     Gateway,
     /// A department's license key, for the licenses it issues and their status.
     LicenseIssuer,
-    /// A cluster operator, for policy, directory and membership changes.
+    /// A cluster operator, for policy and directory changes ([`super::authorize`]).
     Operator,
 }
 
@@ -56,7 +56,7 @@ impl SignerRole {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Originator {
     pub role: SignerRole,
-    /// Department id (empty for an operator).
+    /// Department id; for an operator, the operator's id.
     pub department: String,
     /// The key's id in the directory (or in the cluster configuration for an operator).
     pub key_id: String,
@@ -118,9 +118,38 @@ pub enum OriginError {
         found_role: &'static str,
         found_department: String,
     },
+    /// A config record carries no operator signature, but the directory in force lists
+    /// operator keys.
+    #[error(
+        "the {kind} change is not signed, but the directory in force lists operator keys: sign it with an operator key (`qianlian {kind} apply` signs with the operator's `.sign.key`)"
+    )]
+    UnsignedConfig { kind: &'static str },
+    /// A config change was signed against another version than the one in force (replayed,
+    /// or another change came first).
+    #[error(
+        "the {kind} change was signed to replace version {replaces}, but version {in_force} is in force: fetch the current {kind} and sign the change again"
+    )]
+    Stale {
+        kind: &'static str,
+        replaces: u64,
+        in_force: u64,
+    },
+    /// Fewer different operators signed than the change needs.
+    #[error(
+        "the {kind} change needs the signatures of {needed} different operators ({why}), but has {found}: have another operator add theirs (`qianlian {kind} apply --cosign`)"
+    )]
+    TooFewSignatures {
+        kind: &'static str,
+        needed: usize,
+        found: usize,
+        why: String,
+    },
+    /// One key signed twice.
+    #[error("key {key_id} signed the change twice")]
+    DuplicateSignature { key_id: String },
     /// The key is not one the directory in force publishes for that department and role.
     #[error(
-        "key {key_id} is not a {role} key of {department} in the directory in force at this position"
+        "key {key_id} of {department} is not among the {role} keys the directory in force lists at this position"
     )]
     UnknownKey {
         key_id: String,
@@ -180,7 +209,9 @@ pub fn responsible(record: &Record, issuer: Option<&str>) -> (SignerRole, String
             SignerRole::LicenseIssuer,
             issuer.unwrap_or(&r.caller.department).to_owned(),
         ),
-        Record::Config(_) | Record::Sealed(_) => (SignerRole::Operator, String::new()),
+        Record::Config(_) | Record::Sealed(_) | Record::Authorized(_) | Record::BatchSealed(_) => {
+            (SignerRole::Operator, String::new())
+        }
     }
 }
 
@@ -204,6 +235,10 @@ pub struct OriginKey {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OriginKeys {
     pub keys: Vec<OriginKey>,
+    /// Every department the directory lists, keys or not: a change that removes one needs
+    /// more operators ([`super::authorize::signatures_needed`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub departments: Vec<String>,
 }
 
 impl OriginKeys {
@@ -217,8 +252,10 @@ impl OriginKeys {
     /// Check `record`'s seal (signature and authority) against these keys. `issuer` as in
     /// [`responsible`]. Config records are not checked here.
     pub fn check(&self, record: &Record, issuer: Option<&str>) -> Result<(), OriginError> {
-        if let Record::Sealed(sealed) = record {
-            sealed.verify_signature()?;
+        match record {
+            Record::Sealed(sealed) => sealed.verify_signature()?,
+            Record::BatchSealed(sealed) => sealed.verify_signature()?,
+            _ => {}
         }
         self.check_authority(record, issuer)
     }
@@ -235,7 +272,7 @@ impl OriginKeys {
         if role == SignerRole::Operator {
             return Ok(());
         }
-        let Record::Sealed(sealed) = record else {
+        let Some(o) = record.originator() else {
             return if self.is_sealed(&department) {
                 Err(OriginError::Unsealed {
                     department,
@@ -245,7 +282,6 @@ impl OriginKeys {
                 Ok(())
             };
         };
-        let o = &sealed.seal.originator;
         if o.role != role || o.department != department {
             return Err(OriginError::WrongSigner {
                 role: role.as_str(),
@@ -272,7 +308,7 @@ impl OriginKeys {
 }
 
 /// Serialises bytes as hex in human-readable formats (JSON) and as a byte string in postcard.
-mod hex_bytes {
+pub(super) mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {

@@ -259,6 +259,7 @@ fn keys_of_market_regulation() -> OriginKeys {
             key_id: "market-regulation.node".into(),
             public_key: gateway_key().verifying_key().to_bytes(),
         }],
+        ..Default::default()
     }
 }
 
@@ -346,6 +347,7 @@ fn only_the_responsible_departments_listed_key_may_seal() {
             key_id: "n".into(),
             public_key: [1; 32],
         }],
+        ..Default::default()
     };
     assert!(matches!(
         issuer_keys.check(&sample_status(), Some("market-regulation")),

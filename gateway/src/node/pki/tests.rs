@@ -163,7 +163,69 @@ fn a_nodes_key_is_published_for_the_department_its_certificate_names() {
         Some(signer.name()),
         "{directory:?}"
     );
-    // node-2 names no department: housing has no gateway key.
+    // node-2 names no department: it writes for the departments without a gateway of their
+    // own (housing), and not for market-regulation, which has node-1.
+    let key_of = |node: &str| {
+        NoteSigner::from_skey(
+            std::fs::read_to_string(out.join(format!("nodes/{node}.note.key")))
+                .expect("note key")
+                .trim(),
+        )
+        .expect("signer")
+        .signing_key()
+        .verifying_key()
+        .to_bytes()
+    };
     let housing = directory.department("housing").expect("listed");
-    assert!(housing.node_keys.is_empty(), "{:?}", housing.node_keys);
+    assert_eq!(housing.node_keys.len(), 1, "{:?}", housing.node_keys);
+    assert!(
+        directory
+            .node_key_id("housing", &key_of("node-2"))
+            .is_some()
+    );
+    assert!(
+        directory
+            .node_key_id("housing", &key_of("node-1"))
+            .is_none()
+    );
+    assert!(
+        directory
+            .node_key_id("market-regulation", &key_of("node-2"))
+            .is_none()
+    );
+}
+
+#[test]
+fn operators_get_a_signing_key_that_the_directory_lists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("pki");
+    let with_ops = PkiPlan {
+        operators: vec!["ops".into()],
+        ..plan(&out, &["node-1"], &[])
+    };
+    init(&with_ops).expect("init");
+    let directory =
+        crate::domain::directory::Directory::load(&out.join("departments.toml")).expect("load");
+    let key = read_ed25519_key(&out.join("clients/ops.sign.key"), "operator signing key")
+        .expect("a signing key");
+    let public = key.verifying_key().to_bytes();
+    assert_eq!(
+        directory.operator_key_id("ops", &public),
+        Some(license_key_id("ops", &key.verifying_key()).as_str()),
+        "{directory:?}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(out.join("clients/ops.sign.key"))
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // A second run keeps the key and the listing.
+    init(&with_ops).expect("init again");
+    let again =
+        crate::domain::directory::Directory::load(&out.join("departments.toml")).expect("load");
+    assert_eq!(again.operator, directory.operator);
 }

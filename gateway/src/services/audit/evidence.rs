@@ -207,16 +207,17 @@ impl AuditService {
     /// The departments in force with their keys, for checking signed records. A department's
     /// node keys come with the log index from which the replicated directory has made seals
     /// compulsory for it (below `size`); a department the replicated directory does not seal
-    /// gets none, as no node checks its seals' authority.
+    /// gets none, as no node checks its seals' authority. Keys it listed in earlier versions and
+    /// no longer does come with the log positions between which they were listed.
     async fn departments(&self, size: u64) -> Result<Vec<BundleDepartment>, ServiceError> {
-        let sealed_from = self.sealed_from(size).await?;
+        let mut history = self.key_history(size).await?;
         let directory = self.in_force.directory.load();
         Ok(directory
             .directory
             .department
             .iter()
             .map(|d| {
-                let from = sealed_from.get(&d.id).copied();
+                let from = history.sealed_from.get(&d.id).copied();
                 BundleDepartment {
                     id: d.id.clone(),
                     name: d.name.clone(),
@@ -227,20 +228,24 @@ impl AuditService {
                         Vec::new()
                     },
                     sealed_from: from,
+                    retired_keys: history.retired.remove(&d.id).unwrap_or_default(),
                 }
             })
             .collect())
     }
 
-    /// For each department, the log index of the replicated directory version that began the
-    /// run of versions, lasting to the tree of `size`, in which it publishes node keys.
-    async fn sealed_from(
-        &self,
-        size: u64,
-    ) -> Result<std::collections::HashMap<String, u64>, ServiceError> {
+    /// Walk the replicated directory's versions below `size`: for each department, the log
+    /// index of the version that began the run of versions, lasting to `size`, in which it
+    /// publishes node keys; and the keys it listed in some versions and not in the last.
+    async fn key_history(&self, size: u64) -> Result<KeyHistory, ServiceError> {
         use qianlian_raft_store::record::{ConfigChange, SignerRole};
+        use qianlian_verifier::audit::RetiredKey;
+        use qianlian_verifier::license::DepartmentKey;
         let history = self.notary.config_history(ConfigKind::Directory).await?;
-        let mut from = std::collections::HashMap::new();
+        let mut out = KeyHistory::default();
+        // (department, role, key id, public key) -> log index from which it is listed.
+        let mut listed: std::collections::BTreeMap<(String, SignerRole, String, [u8; 32]), u64> =
+            std::collections::BTreeMap::new();
         for p in history.iter().filter(|p| p.log_index < size) {
             let Some((bytes, _)) = self.notary.entry(p.log_index).await? else {
                 continue;
@@ -258,15 +263,48 @@ impl AuditService {
                 .unwrap_or_default();
             let sealed: std::collections::HashSet<String> = keys
                 .keys
-                .into_iter()
+                .iter()
                 .filter(|k| k.role == SignerRole::Gateway)
-                .map(|k| k.department)
+                .map(|k| k.department.clone())
                 .collect();
-            from.retain(|d, _| sealed.contains(d));
+            out.sealed_from.retain(|d, _| sealed.contains(d));
             for d in sealed {
-                from.entry(d).or_insert(p.log_index);
+                out.sealed_from.entry(d).or_insert(p.log_index);
+            }
+            let now: std::collections::BTreeSet<(String, SignerRole, String, [u8; 32])> = keys
+                .keys
+                .into_iter()
+                .filter(|k| k.role != SignerRole::Operator)
+                .map(|k| (k.department, k.role, k.key_id, k.public_key))
+                .collect();
+            listed.retain(|k, since| {
+                if now.contains(k) {
+                    return true;
+                }
+                let (department, role, key_id, public_key) = k.clone();
+                out.retired.entry(department).or_default().push(RetiredKey {
+                    role,
+                    key: DepartmentKey {
+                        key_id,
+                        public_key: public_key.to_vec(),
+                    },
+                    from: *since,
+                    until: p.log_index,
+                });
+                false
+            });
+            for k in now {
+                listed.entry(k).or_insert(p.log_index);
             }
         }
-        Ok(from)
+        Ok(out)
     }
+}
+
+/// What the directory's history says about departments' keys (see
+/// [`AuditService::key_history`]).
+#[derive(Debug, Default)]
+struct KeyHistory {
+    sealed_from: std::collections::HashMap<String, u64>,
+    retired: std::collections::HashMap<String, Vec<qianlian_verifier::audit::RetiredKey>>,
 }

@@ -219,7 +219,7 @@ async fn forged_or_unsealed_records_are_refused_on_every_node_and_change_nothing
             "{reasons:?}"
         );
         assert!(
-            reasons[3].contains("is not a gateway key of market-regulation"),
+            reasons[3].contains("of market-regulation is not among the gateway keys"),
             "{reasons:?}"
         );
         assert!(
@@ -349,5 +349,127 @@ async fn without_published_node_keys_old_unsealed_records_still_apply() -> TestR
     let positions: Vec<u32> = responses[0].refused.iter().map(|r| r.position).collect();
     assert_eq!(positions, vec![1]);
     assert_eq!(reader.tree_size(), 8);
+    Ok(())
+}
+
+fn operator_key(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+/// [`directory`] with operators `ops-a` (key 0x51) and `ops-b` (key 0x52), and `housing` only
+/// if `with_housing`.
+fn directory_with_operators(with_housing: bool) -> String {
+    let mut out = directory(false);
+    if !with_housing {
+        let at = out
+            .find("[[department]]\nid = \"housing\"")
+            .unwrap_or(out.len());
+        out.truncate(at);
+    }
+    for (id, seed) in [("ops-a", 0x51), ("ops-b", 0x52)] {
+        out.push_str(&format!(
+            "[[operator]]\nid = \"{id}\"\nkeys = [{{ key_id = \"{id}.sign\", public_key = \"{}\" }}]\n",
+            b64(&operator_key(seed))
+        ));
+    }
+    out
+}
+
+fn authorized(record: Record, replaces: u64, by: &[(&str, u8)]) -> Record {
+    let mut a = qianlian_verifier::record::AuthorizedRecord::new(record, replaces);
+    for (id, seed) in by {
+        a.sign(id, &format!("{id}.sign"), &operator_key(*seed));
+    }
+    Record::Authorized(Box::new(a))
+}
+
+fn policy(rules: &str) -> Record {
+    Record::Config(ConfigRecord {
+        request_id: rules.into(),
+        time_unix_ms: 1_770_000_000_001,
+        caller: caller("ops-a"),
+        change: ConfigChange::Policy {
+            model: "m".into(),
+            rules: rules.into(),
+        },
+    })
+}
+
+/// What a captured leader could put straight into the Raft log once operators are listed:
+/// every node refuses it at apply, whatever the gateway in front would have said.
+#[tokio::test]
+async fn config_changes_without_the_operators_signatures_are_refused_at_apply() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (_db, mut sm) = open(dir.path()).await?;
+    let reader = sm.reader();
+    // Version 1 of the directory, unsigned: the cluster's first, which names the operators.
+    let first = apply(
+        &mut sm,
+        vec![entry(1, vec![config(directory_with_operators(true))])],
+    )
+    .await?;
+    assert!(first[0].refused.is_empty());
+    let removes_housing = config(directory_with_operators(false));
+    let batch = vec![
+        // Unsigned.
+        policy("p, a"),
+        // Signed by a key no operator lists.
+        authorized(policy("p, b"), 0, &[("ops-a", 0x60)]),
+        // Signed, but against a version of the directory that is not in force.
+        authorized(
+            removes_housing.clone(),
+            0,
+            &[("ops-a", 0x51), ("ops-b", 0x52)],
+        ),
+        // Removes a department with one operator's signature.
+        authorized(removes_housing.clone(), 1, &[("ops-a", 0x51)]),
+        // Honest: a policy signed by one operator, replacing none.
+        authorized(policy("p, c"), 0, &[("ops-b", 0x52)]),
+        // Honest: the removal signed by both.
+        authorized(
+            removes_housing.clone(),
+            1,
+            &[("ops-a", 0x51), ("ops-b", 0x52)],
+        ),
+        // The honest policy replayed: version 1 is in force now.
+        authorized(policy("p, c"), 0, &[("ops-b", 0x52)]),
+    ];
+    let responses = apply(&mut sm, vec![entry(2, batch)]).await?;
+    let reasons: Vec<(u32, &str)> = responses[0]
+        .refused
+        .iter()
+        .map(|r| (r.position, r.reason.as_str()))
+        .collect();
+    let positions: Vec<u32> = reasons.iter().map(|(p, _)| *p).collect();
+    assert_eq!(positions, vec![0, 1, 2, 3, 6], "{reasons:?}");
+    assert!(reasons[0].1.contains("is not signed"), "{reasons:?}");
+    assert!(
+        reasons[1]
+            .1
+            .contains("of ops-a is not among the operator keys"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].1.contains("replace version 0, but version 1"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[3].1.contains("removes department housing"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[4].1.contains("replace version 0, but version 1"),
+        "{reasons:?}"
+    );
+    assert_eq!(reader.tree_size(), 3);
+    let pointers = reader.config_pointers();
+    assert_eq!(
+        pointers.policy.map(|p| (p.log_index, p.version)),
+        Some((1, 1))
+    );
+    assert_eq!(
+        pointers.directory.map(|p| (p.log_index, p.version)),
+        Some((2, 2))
+    );
     Ok(())
 }

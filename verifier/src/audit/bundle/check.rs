@@ -48,15 +48,17 @@ pub fn check_bundle(
         }
         // A seal is checked first: an altered seal also breaks the inclusion proof, and the
         // seal names what was altered.
-        if let Ok(Record::Sealed(sealed)) = Record::decode(bytes) {
-            sealed
-                .verify_signature()
-                .map_err(|source| BundleError::Origin {
-                    entry,
-                    log_index,
-                    source,
-                })?;
-        }
+        let origin = match Record::decode(bytes) {
+            Ok(Record::Sealed(sealed)) => sealed.verify_signature(),
+            Ok(Record::Authorized(authorized)) => authorized.verify_signatures(),
+            Ok(Record::BatchSealed(sealed)) => sealed.verify_signature(),
+            _ => Ok(()),
+        };
+        origin.map_err(|source| BundleError::Origin {
+            entry,
+            log_index,
+            source,
+        })?;
         verify_inclusion(&leaf_hash(bytes), log_index, tree_size, proof, &root).map_err(
             |source| BundleError::Inclusion {
                 entry,
@@ -91,8 +93,8 @@ pub fn check_bundle(
             log_index,
             source,
         })?;
-        if let Some(seal) = record.seal() {
-            origins.push((log_index, seal.originator.clone()));
+        if let Some(originator) = record.originator() {
+            origins.push((log_index, originator.clone()));
         }
         if let Some(at) = first_difference(&json_view(&record), &r.record_json) {
             return Err(BundleError::JsonView { log_index, at });
@@ -265,7 +267,10 @@ fn origin_keys(bundle: &EvidenceBundle) -> OriginKeys {
             }
         }
     }
-    OriginKeys { keys }
+    OriginKeys {
+        keys,
+        ..Default::default()
+    }
 }
 
 /// A record's authority against the bundle's keys, by the rules every node applies (its
@@ -286,10 +291,36 @@ fn check_origin(
         .find(|d| d.id == department)
         .and_then(|d| d.sealed_from)
         .is_some_and(|from| log_index < from);
-    if before_seals && record.seal().is_none() {
+    if before_seals && record.originator().is_none() {
         return Ok(());
     }
-    keys.check_authority(record, None)
+    match keys.check_authority(record, None) {
+        // A key rotated out since: good for the records sealed while it was listed.
+        Err(OriginError::UnknownKey { .. })
+            if retired_at(bundle, &department, log_index, record) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Whether `record`'s seal is by a key `department` listed at `log_index` and has retired since.
+fn retired_at(bundle: &EvidenceBundle, department: &str, log_index: u64, record: &Record) -> bool {
+    let Some(o) = record.originator() else {
+        return false;
+    };
+    bundle
+        .departments
+        .iter()
+        .filter(|d| d.id == department)
+        .flat_map(|d| &d.retired_keys)
+        .any(|r| {
+            r.role == o.role
+                && r.key.key_id == o.key_id
+                && r.key.public_key == o.public_key
+                && (r.from..r.until).contains(&log_index)
+        })
 }
 
 /// A record's kind, for messages.
@@ -304,5 +335,7 @@ fn kind(record: &Record) -> &'static str {
             ConfigChange::Directory { .. } => "directory",
         },
         Record::Sealed(_) => "sealed",
+        Record::Authorized(_) => "authorized",
+        Record::BatchSealed(_) => "sealed",
     }
 }

@@ -58,9 +58,9 @@ fn log() -> Vec<Record> {
     ]
 }
 
-fn tree() -> MemoryTree {
+fn tree_of(log: &[Record]) -> MemoryTree {
     let mut tree = MemoryTree::new();
-    for r in log() {
+    for r in log {
         tree.push_entry(&r.encode());
     }
     tree
@@ -69,8 +69,12 @@ fn tree() -> MemoryTree {
 /// A bundle of records 2, 5, 6 and 3 and policies 1 and 2, its checkpoint signed by the first
 /// `signers` of three nodes, two of which are required.
 fn bundle(signers: u8) -> EvidenceBundle {
-    let log = log();
-    let tree = tree();
+    bundle_of(log(), signers)
+}
+
+/// [`bundle`] over another log of the same shape.
+fn bundle_of(log: Vec<Record>, signers: u8) -> EvidenceBundle {
+    let tree = tree_of(&log);
     let size = tree.size();
     let proof = |i: u64| tree.inclusion_proof(i, size).expect("inside the tree");
     let text = Checkpoint::new(ORIGIN, size, tree.root())
@@ -98,6 +102,7 @@ fn bundle(signers: u8) -> EvidenceBundle {
             )],
             node_keys: vec![],
             sealed_from: None,
+            retired_keys: vec![],
         }],
         records: [2, 5, 6, 3]
             .into_iter()
@@ -312,7 +317,9 @@ fn policies_must_run_from_version_one_to_the_highest_referenced() {
         version: 2,
         log_index: 1,
         record: log()[1].encode(),
-        proof: tree().inclusion_proof(1, 8).expect("inside the tree"),
+        proof: tree_of(&log())
+            .inclusion_proof(1, 8)
+            .expect("inside the tree"),
     };
     assert!(matches!(
         refused(&b),
@@ -427,6 +434,7 @@ fn sealed_bundle(node_keys: bool, records: &[u64]) -> EvidenceBundle {
                 vec![]
             },
             sealed_from: None,
+            retired_keys: vec![],
         }],
         records: records
             .iter()
@@ -517,4 +525,80 @@ fn a_bundle_from_before_seals_still_checks() {
     let report = check_bundle(&b, None).expect("still checks");
     assert_eq!((report.records_checked, report.policies_checked), (4, 2));
     assert!(report.origins.is_empty());
+}
+
+/// [`log`] with policy version 2 signed by an operator.
+fn log_with_signed_policy() -> Vec<Record> {
+    let mut log = log();
+    let mut signed = crate::record::AuthorizedRecord::new(log[4].clone(), 1);
+    signed.sign("ops", "ops:1", &SigningKey::from_bytes(&[0x51; 32]));
+    log[4] = Record::Authorized(Box::new(signed));
+    log
+}
+
+#[test]
+fn an_operators_signature_on_a_policy_is_checked_offline() {
+    let b = bundle_of(log_with_signed_policy(), 2);
+    let report = check_bundle(&b, None).expect("a signed policy checks");
+    assert_eq!(report.policies_checked, 2);
+
+    let mut b = bundle_of(log_with_signed_policy(), 2);
+    let Ok(Record::Authorized(mut signed)) = Record::decode(&b.policies[1].record) else {
+        panic!("authorized")
+    };
+    signed.signatures[0].signature[3] ^= 0x01;
+    b.policies[1].record = Record::Authorized(signed).encode();
+    let err = refused(&b);
+    assert!(
+        matches!(
+            err,
+            BundleError::Origin {
+                log_index: 4,
+                source: crate::record::OriginError::BadSignature { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("ops/ops:1 does not verify"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_key_rotated_out_proves_the_records_it_sealed_while_listed_and_no_others() {
+    use crate::record::tests::gateway_key;
+    // Market regulation no longer lists the key that sealed record 0.
+    let mut b = sealed_bundle(false, &[0]);
+    let err = refused(&b);
+    assert!(
+        matches!(
+            err,
+            BundleError::Origin {
+                source: crate::record::OriginError::UnknownKey { .. },
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let retired = |from, until| super::RetiredKey {
+        role: crate::record::SignerRole::Gateway,
+        key: DepartmentKey::new("market-regulation.node", &gateway_key().verifying_key()),
+        from,
+        until,
+    };
+    b.departments[0].retired_keys = vec![retired(0, 1)];
+    let report = check_bundle(&b, None).expect("sealed while the key was listed");
+    assert_eq!(report.records_checked, 1);
+    // Listed only from after the record, or retired before it: not proven.
+    for (from, until) in [(1, 2), (0, 0)] {
+        b.departments[0].retired_keys = vec![retired(from, until)];
+        assert!(matches!(refused(&b), BundleError::Origin { .. }));
+    }
+    // A retired license key does not stand in for a gateway key.
+    let mut as_license = retired(0, 1);
+    as_license.role = crate::record::SignerRole::LicenseIssuer;
+    b.departments[0].retired_keys = vec![as_license];
+    assert!(matches!(refused(&b), BundleError::Origin { .. }));
 }
