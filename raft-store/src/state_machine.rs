@@ -368,6 +368,21 @@ impl StateReader {
         }
     }
 
+    /// Remember `key` as a verified batch signature: this node made it.
+    pub(crate) fn trust_batch(&self, key: qianlian_verifier::record::BatchKey) {
+        self.shared.verified_batches.remember(key);
+    }
+
+    /// Whether every seal of `records` verifies (batch signatures through this node's cache of
+    /// verified ones); unsealed records pass.
+    pub(crate) fn seals_verify(&self, records: &[Record]) -> bool {
+        records.iter().all(|r| match r {
+            Record::Sealed(s) => s.verify_signature().is_ok(),
+            Record::BatchSealed(s) => self.shared.verified_batches.verify(s).is_ok(),
+            _ => true,
+        })
+    }
+
     /// Records the origin check refused since this process started, on this node.
     pub fn refused(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)

@@ -737,3 +737,88 @@ async fn a_record_without_its_departments_seal_is_refused_on_every_node() -> Tes
     assert_eq!(roots.len(), 1);
     Ok(())
 }
+
+/// A node's seal as market-regulation's gateway, before the notary signs it.
+fn gateway_of(id: u64) -> qianlian_verifier::record::Originator {
+    qianlian_verifier::record::Originator {
+        role: qianlian_verifier::record::SignerRole::Gateway,
+        department: "market-regulation".into(),
+        key_id: key(id).name().to_owned(),
+        public_key: key(id).signing_key().verifying_key().to_bytes(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_a_node_seals_share_one_signature_per_batch_and_apply_on_every_node() -> TestResult
+{
+    use qianlian_raft_store::record::{Caller, ConfigChange, ConfigRecord};
+    use qianlian_verifier::license::DepartmentKey;
+    let (n1, n2, n3) = three_nodes(|_| {}).await?;
+    wait_for_status(&n1, "a leader", |s| s.leader.is_some()).await;
+    let mut node_keys = Vec::new();
+    for id in [1, 2] {
+        let entry = DepartmentKey::new(key(id).name(), &key(id).signing_key().verifying_key());
+        let public = serde_json::to_value(entry)?["public_key"]
+            .as_str()
+            .ok_or("base64")?
+            .to_owned();
+        node_keys.push(format!(
+            "{{ key_id = \"{}\", public_key = \"{public}\" }}",
+            key(id).name()
+        ));
+    }
+    let toml = format!(
+        "[[department]]\nid = \"market-regulation\"\nname = \"M\"\nnode_keys = [{}]\n",
+        node_keys.join(", ")
+    );
+    n1.notary
+        .append(Record::Config(ConfigRecord {
+            request_id: "directory".into(),
+            time_unix_ms: 1_764_000_000_000,
+            caller: Caller {
+                department: "ops".into(),
+                role: "operator".into(),
+                cert_fingerprint: "01".repeat(32),
+            },
+            change: ConfigChange::Directory { toml },
+        }))
+        .await?;
+    // Forty records at once from a follower (sealed there, forwarded) and forty from the
+    // leader (sealed where they are written).
+    let mut calls = Vec::new();
+    for (node, id, from) in [(&n2, 2, 200), (&n1, 1, 300)] {
+        for i in from..from + 40 {
+            let notary = node.notary.clone();
+            calls.push(tokio::spawn(async move {
+                notary.append_sealed(record(i), gateway_of(id)).await
+            }));
+        }
+    }
+    for call in calls {
+        call.await??;
+    }
+    for node in [&n1, &n2, &n3] {
+        node.notary.wait_for_tree_size(81, STEP).await?;
+    }
+    let mut batches = BTreeSet::new();
+    for index in 1..81 {
+        let (bytes, _) = n3.notary.entry(index).await?.ok_or("entry")?;
+        let Record::BatchSealed(s) = Record::decode(&bytes)? else {
+            panic!("record {index} is not batch-sealed")
+        };
+        s.verify_signature()?;
+        batches.insert(s.batch_key()?);
+    }
+    assert!(
+        batches.len() < 40,
+        "80 records sealed in {} batches: one signature each",
+        batches.len()
+    );
+    let mut roots = BTreeSet::new();
+    for node in [&n1, &n2, &n3] {
+        roots.insert(node.notary.root_at(81).await?);
+        assert_eq!(node.notary.records_refused(), 0);
+    }
+    assert_eq!(roots.len(), 1);
+    Ok(())
+}

@@ -6,7 +6,7 @@
 //! - `seal/check`: every node's origin check (one strict Ed25519 verification and the
 //!   authority lookup in a directory of 40 departments).
 //! - `seal/sealed_encode_and_hash`: the canonical bytes and leaf hash of the sealed record.
-//! - `batch_seal/sign_32`: a gateway sealing 32 records waiting together (one signature, a
+//! - `batch_seal/sign_32`: a node sealing the 32 records of a group-commit batch (one signature, a
 //!   Merkle tree over their signed bytes, a path for each).
 //! - `batch_seal/path_32`: a node's per-record work once the batch's signature is verified:
 //!   the record's path to the batch root (the cache key of the verified signature).

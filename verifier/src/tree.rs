@@ -168,6 +168,29 @@ pub(crate) fn mth(leaves: &[Hash]) -> Hash {
     }
 }
 
+/// `MTH(D[n])` and `PATH(m, D[n])` for every leaf `m`, in order: what
+/// [`MemoryTree::root`] and [`MemoryTree::inclusion_proof`] give one by one, in O(n log n)
+/// hashes instead of O(n) per path.
+pub fn root_and_paths(leaves: &[Hash]) -> (Hash, Vec<Vec<Hash>>) {
+    match leaves {
+        [] => (empty_root(), Vec::new()),
+        [leaf] => (*leaf, vec![Vec::new()]),
+        _ => {
+            let k = split(leaves.len());
+            let (left_root, mut paths) = root_and_paths(&leaves[..k]);
+            let (right_root, right) = root_and_paths(&leaves[k..]);
+            for p in &mut paths {
+                p.push(right_root);
+            }
+            paths.extend(right.into_iter().map(|mut p| {
+                p.push(left_root);
+                p
+            }));
+            (node_hash(&left_root, &right_root), paths)
+        }
+    }
+}
+
 /// `PATH(m, D[n])` of RFC 6962 §2.1.1, appended to `out` bottom-up (`m < n`).
 fn path(m: usize, leaves: &[Hash], out: &mut Vec<Hash>) {
     let n = leaves.len();

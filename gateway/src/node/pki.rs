@@ -457,24 +457,10 @@ fn operator_entries(
     old: &crate::domain::directory::Directory,
 ) -> Result<Vec<crate::domain::directory::OperatorEntry>, PkiError> {
     let dir = plan.out.join("clients");
-    let mut found: Vec<(String, PathBuf)> = std::fs::read_dir(&dir)
-        .map_err(|source| PkiError::Io {
-            path: dir.display().to_string(),
-            source,
-        })?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e
-                .file_name()
-                .to_str()?
-                .strip_suffix(".sign.key")?
-                .to_owned();
-            Some((name, e.path()))
-        })
-        .collect();
-    found.sort();
+    let found = ids_with_suffix(&dir, ".sign.key")?;
     let mut operators = old.operator.clone();
-    for (id, path) in found {
+    for id in found {
+        let path = dir.join(format!("{id}.sign.key"));
         let public = read_ed25519_key(&path, "operator signing key")?.verifying_key();
         let key = DepartmentKey::new(license_key_id(&id, &public), &public);
         match operators.iter_mut().find(|o| o.id == id) {
@@ -489,11 +475,9 @@ fn operator_entries(
     Ok(operators)
 }
 
-/// `departments.toml`: every department with a license key under `departments/`, with its
-/// public key. Every node loads it to check license signatures; rewritten on each run.
-fn write_registry(plan: &PkiPlan, report: &mut PkiReport) -> Result<(), PkiError> {
-    let dir = plan.out.join("departments");
-    let mut ids: Vec<String> = std::fs::read_dir(&dir)
+/// The ids of the files `<id><suffix>` in `dir`, sorted.
+fn ids_with_suffix(dir: &Path, suffix: &str) -> Result<Vec<String>, PkiError> {
+    let mut ids: Vec<String> = std::fs::read_dir(dir)
         .map_err(|source| PkiError::Io {
             path: dir.display().to_string(),
             source,
@@ -502,11 +486,19 @@ fn write_registry(plan: &PkiPlan, report: &mut PkiReport) -> Result<(), PkiError
         .filter_map(|e| {
             e.file_name()
                 .to_str()
-                .and_then(|n| n.strip_suffix(".license.key"))
+                .and_then(|n| n.strip_suffix(suffix))
                 .map(str::to_owned)
         })
         .collect();
     ids.sort();
+    Ok(ids)
+}
+
+/// `departments.toml`: every department with a license key under `departments/`, with its
+/// public key. Every node loads it to check license signatures; rewritten on each run.
+fn write_registry(plan: &PkiPlan, report: &mut PkiReport) -> Result<(), PkiError> {
+    let dir = plan.out.join("departments");
+    let ids = ids_with_suffix(&dir, ".license.key")?;
     let specs = node_specs(plan)?;
     let path = plan.out.join("departments.toml");
     // Keep names given on earlier runs.

@@ -55,7 +55,7 @@ impl Services {
             adapters: adapters(config)?,
             subject_key: licenses.subject_key.clone(),
             seal: Some(Arc::new(crate::node::seal::NodeSeal::new(
-                node_key.clone(),
+                node_key.verifying_key().to_bytes(),
                 in_force.directory.clone(),
             ))),
         };

@@ -452,12 +452,11 @@ impl ExchangeService {
             response_digest: outcome.response_digest,
             trace_id: crate::node::telemetry::current_trace_id().unwrap_or_default(),
         });
-        let record = match &self.seal {
-            Some(seal) => seal.seal(record, &gateway).await,
-            None => record,
-        };
         let started = std::time::Instant::now();
-        let receipt = self.notary.append(record).await?;
+        let receipt = match &self.seal {
+            Some(seal) => seal.append(&self.notary, record, &gateway).await?,
+            None => self.notary.append(record).await?,
+        };
         if let Some(m) = &self.metrics {
             m.commit_seconds.observe(started.elapsed().as_secs_f64());
             m.decisions

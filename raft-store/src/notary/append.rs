@@ -7,6 +7,7 @@ use super::error::NotaryError;
 use super::group_commit::{self, ANSWER_GRACE, Pending};
 use super::receipt::Receipt;
 use crate::record::Record;
+use qianlian_verifier::record::Originator;
 
 impl Notary {
     /// Append `record` to the notarization log. Returns once it is committed on a majority, with
@@ -32,7 +33,35 @@ impl Notary {
         )
     )]
     pub async fn append(&self, record: Record) -> Result<Receipt, NotaryError> {
-        let receipts = self.submit(vec![vec![record]]).await;
+        let receipts = self.submit(vec![vec![record]], None).await;
+        record_outcome(&receipts);
+        receipts?
+            .pop()
+            .ok_or_else(|| NotaryError::Internal("an append was answered without a receipt".into()))
+    }
+
+    /// [`Notary::append`] for an unsealed record that this node seals as `originator` (whose
+    /// public key must be this node's checkpoint key) when the group-commit batch it joins is
+    /// formed: one signature for every record sealed in that batch, which every node then
+    /// verifies once (see `qianlian_verifier::record::batch`). The origin check runs on
+    /// every node when the record applies, as for any record.
+    #[tracing::instrument(
+        name = "notary.append",
+        level = "info",
+        skip_all,
+        fields(
+            records = 1,
+            log_index = tracing::field::Empty,
+            error = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        )
+    )]
+    pub async fn append_sealed(
+        &self,
+        record: Record,
+        originator: Originator,
+    ) -> Result<Receipt, NotaryError> {
+        let receipts = self.submit(vec![vec![record]], Some(originator)).await;
         record_outcome(&receipts);
         receipts?
             .pop()
@@ -62,18 +91,28 @@ impl Notary {
             .chunks(self.inner.max_batch)
             .map(<[Record]>::to_vec)
             .collect();
-        let receipts = self.submit(chunks).await;
+        let receipts = self.submit(chunks, None).await;
         record_outcome(&receipts);
         receipts
     }
 
     /// Queue each chunk as one group-commit request and collect the receipts in order.
-    async fn submit(&self, chunks: Vec<Vec<Record>>) -> Result<Vec<Receipt>, NotaryError> {
+    /// `seal_as`: the originator a single record is to be sealed as by this node.
+    async fn submit(
+        &self,
+        chunks: Vec<Vec<Record>>,
+        seal_as: Option<Originator>,
+    ) -> Result<Vec<Receipt>, NotaryError> {
         // Refuse before anything is queued: a record in the log stays there for good.
         for (i, record) in chunks.iter().flatten().enumerate() {
             record
                 .check()
                 .map_err(|e| NotaryError::InvalidRecord(format!("record {i} of the batch: {e}")))?;
+            // A record this node seals is sealed with a key the directory lists for it (the
+            // caller looked it up); its seal exists only once the batch is formed.
+            if seal_as.is_some() {
+                continue;
+            }
             // Every node runs the same check when it applies the record; refusing here saves
             // the round and tells the caller before anything is queued.
             self.inner
@@ -93,6 +132,10 @@ impl Notary {
                 self.inner
                     .queue
                     .send(Pending {
+                        seal_as: match &seal_as {
+                            Some(o) => vec![Some(o.clone()); records.len()],
+                            None => Vec::new(),
+                        },
                         records,
                         reply,
                         forwarded: false,

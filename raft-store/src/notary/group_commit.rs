@@ -42,7 +42,9 @@ use super::receipt::Receipt;
 use crate::commit_receipts::EarlyReceipts;
 use crate::network::{ForwardRefusal, PeerCallError, Peers};
 use crate::record::Record;
+use crate::state_machine::StateReader;
 use crate::types::{NodeId, Request, Response, TypeConfig};
+use qianlian_verifier::record::Originator;
 
 /// Extra time an append waits beyond `commit_timeout`, so that the batcher's own, more precise
 /// answer (which is bounded by `commit_timeout`) arrives before the caller gives up.
@@ -59,6 +61,9 @@ pub(super) struct Pending {
     pub(super) reply: oneshot::Sender<Result<Vec<Receipt>, NotaryError>>,
     /// Sent here by a follower's `Forward`: never forwarded again.
     pub(super) forwarded: bool,
+    /// For each record, the originator this node seals it as when the batch is formed (empty:
+    /// none is sealed here).
+    pub(super) seal_as: Vec<Option<Originator>>,
 }
 
 /// How the batcher batches.
@@ -106,6 +111,8 @@ pub(super) struct Committer {
     pub(super) early: Arc<EarlyReceipts>,
     pub(super) peers: Peers,
     pub(super) limits: Limits,
+    /// The applied state: this node's key (to seal batches) and its verified signatures.
+    pub(super) reader: StateReader,
 }
 
 /// Run the batcher until every sender is gone (or the task is aborted at shutdown).
@@ -142,6 +149,7 @@ pub(super) async fn run(committer: Committer, mut queue: mpsc::Receiver<Pending>
             }
         }
         committer.stats.record(count);
+        committer.seal(&mut batch);
         if limits.max_in_flight == 1 {
             // One write at a time: the next batch could not leave before this one is done
             // anyway, so write it from here. A task of its own would cost every write two more
@@ -223,6 +231,22 @@ fn answer(batch: Vec<Pending>, receipts: Vec<Receipt>) {
     }
 }
 
+/// A record standing in for one being sealed, for the moment it takes.
+fn placeholder() -> Record {
+    Record::Config(crate::record::ConfigRecord {
+        request_id: String::new(),
+        time_unix_ms: 0,
+        caller: crate::record::Caller {
+            department: String::new(),
+            role: String::new(),
+            cert_fingerprint: String::new(),
+        },
+        change: crate::record::ConfigChange::Directory {
+            toml: String::new(),
+        },
+    })
+}
+
 fn records_of(batch: &[Pending]) -> Vec<Record> {
     batch
         .iter()
@@ -244,6 +268,40 @@ enum Attempt {
 }
 
 impl Committer {
+    /// Seal the records of `batch` that ask for it with one signature by this node's key, and
+    /// remember that signature as verified (this node made it). Records are sealed once, when
+    /// the batch is formed, and keep their seal through any retry or forward.
+    fn seal(&self, batch: &mut [Pending]) {
+        // Without a key nothing is sealed: the records go as they came (and every node refuses
+        // those whose department requires a seal, saying why).
+        if self.reader.signer().verifier().is_none() {
+            return;
+        }
+        let mut at = Vec::new();
+        let mut items = Vec::new();
+        for (p, pending) in batch.iter_mut().enumerate() {
+            for (r, originator) in std::mem::take(&mut pending.seal_as).into_iter().enumerate() {
+                if let Some(originator) = originator
+                    && r < pending.records.len()
+                {
+                    let record = std::mem::replace(&mut pending.records[r], placeholder());
+                    at.push((p, r));
+                    items.push((record, originator));
+                }
+            }
+        }
+        if items.is_empty() {
+            return;
+        }
+        let sealed = self.reader.signer().seal_batch(items).unwrap_or_default();
+        if let Some(Ok(key)) = sealed.first().map(|s| s.batch_key()) {
+            self.reader.trust_batch(key);
+        }
+        for ((p, r), s) in at.into_iter().zip(sealed) {
+            batch[p].records[r] = Record::BatchSealed(Box::new(s));
+        }
+    }
+
     /// Write one batch and answer every caller in it, within `commit_timeout`.
     async fn commit(&self, batch: Vec<Pending>) {
         let timeout = self.limits.commit_timeout;
@@ -380,11 +438,14 @@ impl Committer {
         let records = records_of(&batch);
         // Records of this node's own callers had their seals verified on submission; those
         // forwarded by a peer did not.
-        let registration = if batch.iter().any(|p| p.forwarded) {
-            self.early.register(&records)
-        } else {
-            self.early.register_verified(&records)
-        };
+        // A follower's batch was sealed there: its signatures are checked once here (and
+        // remembered for the apply).
+        let registration =
+            if batch.iter().any(|p| p.forwarded) && !self.reader.seals_verify(&records) {
+                self.early.register(&records)
+            } else {
+                self.early.register_verified(&records)
+            };
         let request = Request::Append { records };
         let proposed = tokio::time::timeout_at(deadline, self.raft.client_write_ff(request)).await;
         let mut applied = match proposed {

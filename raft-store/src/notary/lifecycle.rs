@@ -199,6 +199,7 @@ fn with_batcher(
             max_in_flight: config.max_in_flight,
             commit_timeout: config.commit_timeout,
         },
+        reader: reader.clone(),
     };
     let batcher = tokio::spawn(group_commit::run(committer, receiver));
     Notary {

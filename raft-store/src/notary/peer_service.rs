@@ -130,6 +130,7 @@ impl LocalNode for NodeCalls {
             records,
             reply,
             forwarded: true,
+            seal_as: Vec::new(),
         };
         let waited = tokio::time::timeout(timeout + ANSWER_GRACE, async {
             self.queue

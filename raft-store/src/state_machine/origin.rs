@@ -200,6 +200,12 @@ impl VerifiedBatches {
             return Ok(());
         }
         sealed.verify_signature()?;
+        self.remember(key);
+        Ok(())
+    }
+
+    /// Remember `key` as verified (by this node, or made by it).
+    pub(crate) fn remember(&self, key: BatchKey) {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.0.insert(key) {
             seen.1.push_back(key);
@@ -209,7 +215,6 @@ impl VerifiedBatches {
                 }
             }
         }
-        Ok(())
     }
 }
 

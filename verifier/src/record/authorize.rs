@@ -13,10 +13,10 @@
 //! the directory in force lists two or more) for a directory change that removes a department or
 //! removes or replaces an operator key, the changes that take authority away from someone.
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey};
 use serde::{Deserialize, Serialize};
 
-use super::seal::{OriginError, OriginKeys, Originator, Seal, SignerRole};
+use super::seal::{OriginError, OriginKeys, Originator, Seal, SignerRole, verify_by};
 use super::{ConfigChange, ConfigKind, Record};
 
 /// First byte of an authorised config record: version 3 of the record encoding.
@@ -96,10 +96,6 @@ impl AuthorizedRecord {
                     key_id: o.key_id.clone(),
                 });
             }
-            let bad = || OriginError::BadSignature {
-                department: o.department.clone(),
-                key_id: o.key_id.clone(),
-            };
             if o.role != SignerRole::Operator {
                 return Err(OriginError::WrongSigner {
                     role: SignerRole::Operator.as_str(),
@@ -108,15 +104,11 @@ impl AuthorizedRecord {
                     found_department: o.department.clone(),
                 });
             }
-            let key = VerifyingKey::from_bytes(&o.public_key).map_err(|_| OriginError::BadKey {
-                key_id: o.key_id.clone(),
-            })?;
-            let bytes: [u8; 64] = seal.signature.as_slice().try_into().map_err(|_| bad())?;
-            key.verify_strict(
+            verify_by(
+                o,
                 &authorization_message(o, self.replaces, &self.record),
-                &Signature::from_bytes(&bytes),
-            )
-            .map_err(|_| bad())?;
+                &seal.signature,
+            )?;
         }
         Ok(())
     }

@@ -12,14 +12,14 @@
 //!
 //! Who must seal what is the same as for single seals ([`super::seal::responsible`]).
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer as _, SigningKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Record;
-use super::seal::{OriginError, Originator, seal_message};
+use super::seal::{OriginError, Originator, seal_message, verify_by};
 use crate::proof::root_from_inclusion;
-use crate::tree::MemoryTree;
+use crate::tree::root_and_paths;
 use crate::{Hash, leaf_hash};
 
 /// First byte of a batch-sealed record: version 4 of the record encoding.
@@ -87,29 +87,26 @@ impl BatchSealedRecord {
                 (r, o)
             })
             .collect();
-        let tree =
-            MemoryTree::from_leaf_hashes(records.iter().map(|(r, o)| batch_leaf(o, r)).collect());
-        let size = tree.size();
+        let leaves: Vec<Hash> = records.iter().map(|(r, o)| batch_leaf(o, r)).collect();
+        let (root, paths) = root_and_paths(&leaves);
+        let size = leaves.len() as u64;
         let signature = key
-            .sign(&batch_message(&public_key, size, &tree.root()))
+            .sign(&batch_message(&public_key, size, &root))
             .to_bytes()
             .to_vec();
         records
             .into_iter()
+            .zip(paths)
             .enumerate()
-            .map(|(i, (record, originator))| {
-                let index = i as u64;
-                BatchSealedRecord {
-                    record,
-                    seal: BatchSeal {
-                        originator,
-                        batch_size: size,
-                        index,
-                        // The index is below the size of the tree it was built from.
-                        path: tree.inclusion_proof(index, size).unwrap_or_default(),
-                        signature: signature.clone(),
-                    },
-                }
+            .map(|(i, ((record, originator), path))| BatchSealedRecord {
+                record,
+                seal: BatchSeal {
+                    originator,
+                    batch_size: size,
+                    index: i as u64,
+                    path,
+                    signature: signature.clone(),
+                },
             })
             .collect()
     }
@@ -150,20 +147,11 @@ impl BatchSealedRecord {
     pub fn verify_signature(&self) -> Result<(), OriginError> {
         let o = &self.seal.originator;
         let root = self.root()?;
-        let key = VerifyingKey::from_bytes(&o.public_key).map_err(|_| OriginError::BadKey {
-            key_id: o.key_id.clone(),
-        })?;
-        let bytes: [u8; 64] = self
-            .seal
-            .signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| self.bad())?;
-        key.verify_strict(
+        verify_by(
+            o,
             &batch_message(&o.public_key, self.seal.batch_size, &root),
-            &Signature::from_bytes(&bytes),
+            &self.seal.signature,
         )
-        .map_err(|_| self.bad())
     }
 }
 

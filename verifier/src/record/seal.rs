@@ -176,25 +176,27 @@ impl SealedRecord {
     /// Check the signature alone (not whether the key may seal this record: [`OriginKeys`]).
     pub fn verify_signature(&self) -> Result<(), OriginError> {
         let o = &self.seal.originator;
-        let bad = || OriginError::BadSignature {
-            department: o.department.clone(),
-            key_id: o.key_id.clone(),
-        };
-        let key = VerifyingKey::from_bytes(&o.public_key).map_err(|_| OriginError::BadKey {
-            key_id: o.key_id.clone(),
-        })?;
-        let bytes: [u8; 64] = self
-            .seal
-            .signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| bad())?;
-        key.verify_strict(
-            &seal_message(o, &self.record),
-            &Signature::from_bytes(&bytes),
-        )
-        .map_err(|_| bad())
+        verify_by(o, &seal_message(o, &self.record), &self.seal.signature)
     }
+}
+
+/// Check `signature` (64 bytes, strict Ed25519) over `message` by `signer`'s public key; a
+/// failure names the signer.
+pub(super) fn verify_by(
+    signer: &Originator,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), OriginError> {
+    let bad = || OriginError::BadSignature {
+        department: signer.department.clone(),
+        key_id: signer.key_id.clone(),
+    };
+    let key = VerifyingKey::from_bytes(&signer.public_key).map_err(|_| OriginError::BadKey {
+        key_id: signer.key_id.clone(),
+    })?;
+    let bytes: [u8; 64] = signature.try_into().map_err(|_| bad())?;
+    key.verify_strict(message, &Signature::from_bytes(&bytes))
+        .map_err(|_| bad())
 }
 
 /// The party that must seal `record`: its role and department. `issuer` is the department that

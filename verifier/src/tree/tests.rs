@@ -154,3 +154,21 @@ fn frontier_survives_a_round_trip_through_its_parts() {
     );
     assert_eq!(Frontier::from_parts(0, vec![]), Ok(Frontier::new()));
 }
+
+#[test]
+fn every_path_at_once_is_every_path_one_by_one() {
+    for n in 0..=70u64 {
+        let tree =
+            MemoryTree::from_leaf_hashes((0..n).map(|i| leaf_hash(&i.to_be_bytes())).collect());
+        let (root, paths) = root_and_paths(tree.leaf_hashes());
+        assert_eq!(root, tree.root(), "root of {n}");
+        assert_eq!(paths.len() as u64, n);
+        for (m, p) in paths.iter().enumerate() {
+            assert_eq!(
+                p,
+                &tree.inclusion_proof(m as u64, n).expect("inside"),
+                "path {m} of {n}"
+            );
+        }
+    }
+}
