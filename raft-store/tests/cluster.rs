@@ -675,32 +675,10 @@ fn sealed(i: u64, key: &NoteSigner) -> Record {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_record_without_its_departments_seal_is_refused_on_every_node() -> TestResult {
-    use qianlian_raft_store::record::{Caller, ConfigChange, ConfigRecord};
-    use qianlian_verifier::license::DepartmentKey;
     let (n1, n2, n3) = three_nodes(|_| {}).await?;
     wait_for_status(&n1, "a leader", |s| s.leader.is_some()).await;
     // The directory publishes node 1's key as market-regulation's gateway key.
-    let entry = DepartmentKey::new(key(1).name(), &key(1).signing_key().verifying_key());
-    let public = serde_json::to_value(entry)?["public_key"]
-        .as_str()
-        .ok_or("base64")?
-        .to_owned();
-    let toml = format!(
-        "[[department]]\nid = \"market-regulation\"\nname = \"M\"\nnode_keys = [{{ key_id = \"{}\", public_key = \"{public}\" }}]\n",
-        key(1).name()
-    );
-    n1.notary
-        .append(Record::Config(ConfigRecord {
-            request_id: "directory".into(),
-            time_unix_ms: 1_764_000_000_000,
-            caller: Caller {
-                department: "ops".into(),
-                role: "operator".into(),
-                cert_fingerprint: "01".repeat(32),
-            },
-            change: ConfigChange::Directory { toml },
-        }))
-        .await?;
+    n1.notary.append(directory_with_gateway_keys(&[1])?).await?;
     for node in [&n1, &n2, &n3] {
         node.notary.wait_for_tree_size(1, STEP).await?;
     }
@@ -738,25 +716,13 @@ async fn a_record_without_its_departments_seal_is_refused_on_every_node() -> Tes
     Ok(())
 }
 
-/// A node's seal as market-regulation's gateway, before the notary signs it.
-fn gateway_of(id: u64) -> qianlian_verifier::record::Originator {
-    qianlian_verifier::record::Originator {
-        role: qianlian_verifier::record::SignerRole::Gateway,
-        department: "market-regulation".into(),
-        key_id: key(id).name().to_owned(),
-        public_key: key(id).signing_key().verifying_key().to_bytes(),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn records_a_node_seals_share_one_signature_per_batch_and_apply_on_every_node() -> TestResult
-{
+/// The directory record that publishes the keys of nodes `ids` as market-regulation's gateway
+/// keys.
+fn directory_with_gateway_keys(ids: &[u64]) -> Result<Record, Box<dyn std::error::Error>> {
     use qianlian_raft_store::record::{Caller, ConfigChange, ConfigRecord};
     use qianlian_verifier::license::DepartmentKey;
-    let (n1, n2, n3) = three_nodes(|_| {}).await?;
-    wait_for_status(&n1, "a leader", |s| s.leader.is_some()).await;
     let mut node_keys = Vec::new();
-    for id in [1, 2] {
+    for &id in ids {
         let entry = DepartmentKey::new(key(id).name(), &key(id).signing_key().verifying_key());
         let public = serde_json::to_value(entry)?["public_key"]
             .as_str()
@@ -771,17 +737,35 @@ async fn records_a_node_seals_share_one_signature_per_batch_and_apply_on_every_n
         "[[department]]\nid = \"market-regulation\"\nname = \"M\"\nnode_keys = [{}]\n",
         node_keys.join(", ")
     );
+    Ok(Record::Config(ConfigRecord {
+        request_id: "directory".into(),
+        time_unix_ms: 1_764_000_000_000,
+        caller: Caller {
+            department: "ops".into(),
+            role: "operator".into(),
+            cert_fingerprint: "01".repeat(32),
+        },
+        change: ConfigChange::Directory { toml },
+    }))
+}
+
+/// A node's seal as market-regulation's gateway, before the notary signs it.
+fn gateway_of(id: u64) -> qianlian_verifier::record::Originator {
+    qianlian_verifier::record::Originator {
+        role: qianlian_verifier::record::SignerRole::Gateway,
+        department: "market-regulation".into(),
+        key_id: key(id).name().to_owned(),
+        public_key: key(id).signing_key().verifying_key().to_bytes(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_a_node_seals_share_one_signature_per_batch_and_apply_on_every_node() -> TestResult
+{
+    let (n1, n2, n3) = three_nodes(|_| {}).await?;
+    wait_for_status(&n1, "a leader", |s| s.leader.is_some()).await;
     n1.notary
-        .append(Record::Config(ConfigRecord {
-            request_id: "directory".into(),
-            time_unix_ms: 1_764_000_000_000,
-            caller: Caller {
-                department: "ops".into(),
-                role: "operator".into(),
-                cert_fingerprint: "01".repeat(32),
-            },
-            change: ConfigChange::Directory { toml },
-        }))
+        .append(directory_with_gateway_keys(&[1, 2])?)
         .await?;
     // Forty records at once from a follower (sealed there, forwarded) and forty from the
     // leader (sealed where they are written).

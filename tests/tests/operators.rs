@@ -52,13 +52,13 @@ async fn configuration_changes_need_the_operators_signatures_on_every_node() {
         stdout(&out)
     );
     let policy_at = applied_at(&out);
+    let (size, root) = c.converge(seeded + 1, T).await;
     let out = c.operator(3, "policy", &["show"]);
     assert!(
         stdout(&out).contains("# signed by ops\n"),
         "{}",
         stdout(&out)
     );
-    let (size, root) = c.converge(seeded + 1, T).await;
     let unchanged = |what: &'static str| {
         let root = root.clone();
         let c = &c;
@@ -168,11 +168,12 @@ async fn configuration_changes_need_the_operators_signatures_on_every_node() {
         "{}",
         stdout(&out)
     );
+    // Once every node has applied it, each shows it with its signers.
+    let (size, _) = c.converge(size + 1, T).await;
     let out = c.operator(3, "directory", &["show"]);
     let shown = stdout(&out);
     assert!(shown.contains("# signed by ops, ops-b\n"), "{shown}");
     assert!(!shown.contains("id = \"housing\""), "{shown}");
-    let (size, _) = c.converge(size + 1, T).await;
 
     // A signed change replayed: the policy signed for version 1 is not the one it replaces now.
     let mut notary = NotaryClient::new(c.channel(leader, "ops").await.expect("connect"));

@@ -21,23 +21,8 @@ impl Notary {
     /// cannot be reached within `commit_timeout` (nothing was recorded), or when the commit
     /// takes longer than `commit_timeout` (`CommitTimedOut`: the outcome is unknown);
     /// [`NotaryError::Storage`] and [`NotaryError::ShutDown`] as documented there.
-    #[tracing::instrument(
-        name = "notary.append",
-        level = "info",
-        skip_all,
-        fields(
-            records = 1,
-            log_index = tracing::field::Empty,
-            error = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
-        )
-    )]
     pub async fn append(&self, record: Record) -> Result<Receipt, NotaryError> {
-        let receipts = self.submit(vec![vec![record]], None).await;
-        record_outcome(&receipts);
-        receipts?
-            .pop()
-            .ok_or_else(|| NotaryError::Internal("an append was answered without a receipt".into()))
+        self.append_one(record, None).await
     }
 
     /// [`Notary::append`] for an unsealed record that this node seals as `originator` (whose
@@ -45,6 +30,15 @@ impl Notary {
     /// formed: one signature for every record sealed in that batch, which every node then
     /// verifies once (see `qianlian_verifier::record::batch`). The origin check runs on
     /// every node when the record applies, as for any record.
+    pub async fn append_sealed(
+        &self,
+        record: Record,
+        originator: Originator,
+    ) -> Result<Receipt, NotaryError> {
+        self.append_one(record, Some(originator)).await
+    }
+
+    /// One record, sealed here as `seal_as` if given.
     #[tracing::instrument(
         name = "notary.append",
         level = "info",
@@ -56,12 +50,12 @@ impl Notary {
             otel.status_code = tracing::field::Empty,
         )
     )]
-    pub async fn append_sealed(
+    async fn append_one(
         &self,
         record: Record,
-        originator: Originator,
+        seal_as: Option<Originator>,
     ) -> Result<Receipt, NotaryError> {
-        let receipts = self.submit(vec![vec![record]], Some(originator)).await;
+        let receipts = self.submit(vec![vec![record]], seal_as).await;
         record_outcome(&receipts);
         receipts?
             .pop()
