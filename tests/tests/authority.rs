@@ -522,17 +522,15 @@ async fn a_gateway_certificate_naming_another_department_is_refused() {
     c.converge(1, Duration::from_secs(20)).await;
     let before = heads(&c).await;
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let refused = loop {
-        match housing.get_record(get.clone()).await {
-            Err(s) if s.code() == Code::FailedPrecondition => break s,
-            other if Instant::now() < deadline => {
-                let _ = other;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            other => panic!("a read through another department's gateway: {other:?}"),
-        }
-    };
+    let refused = until_refused(
+        Code::FailedPrecondition,
+        "a read through another department's gateway",
+        || {
+            let (mut housing, get) = (housing.clone(), get.clone());
+            async move { housing.get_record(get).await }
+        },
+    )
+    .await;
     let m = refused.message();
     assert!(
         m.contains("is not the gateway of `market-regulation`")

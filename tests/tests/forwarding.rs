@@ -17,7 +17,7 @@ use qianlian_proto::v1::{
     GetRecordRequest, PutRecordRequest, QueryAccessesRequest, QueryRecordsRequest, RecordRef,
 };
 use support::cluster::{Cluster, GATEWAY_CONFIG};
-use support::{applied_entry, policies, sealed_for, stderr, stdout, unsealed, uscc};
+use support::{applied_entry, policies, sealed_for, stderr, stdout, unsealed, until_refused, uscc};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -639,17 +639,15 @@ async fn forwarding_goes_only_to_the_gateway_certificate_the_directory_pins() {
     // regulation, while node 1 still answers at its address.
     let out = c.apply_directory(&[("market-regulation", LAND)]);
     assert!(out.status.success(), "directory apply: {}", stderr(&out));
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let refused = loop {
-        match housing.get_record(get.clone()).await {
-            Err(s) if s.code() == Code::FailedPrecondition => break s,
-            other if Instant::now() < deadline => {
-                let _ = other;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            other => panic!("a read through a wrongly pinned gateway: {other:?}"),
-        }
-    };
+    let refused = until_refused(
+        Code::FailedPrecondition,
+        "a read through a wrongly pinned gateway",
+        || {
+            let (mut housing, get) = (housing.clone(), get.clone());
+            async move { housing.get_record(get).await }
+        },
+    )
+    .await;
     let m = refused.message();
     assert!(m.contains(&c.cert_fingerprint(MARKET)), "{m}");
     assert!(m.contains(&c.cert_fingerprint(LAND)), "{m}");

@@ -382,3 +382,27 @@ pub async fn applied_entry(
     }
     panic!("log entry {index} was not applied on this node within 10 s")
 }
+
+/// Call `call` every 100 ms until it fails with `code` (a change that reaches every node a
+/// moment later) and return that status; panics with `what` and the last answer after 15 s.
+pub async fn until_refused<T: std::fmt::Debug, F, Fut>(
+    code: tonic::Code,
+    what: &str,
+    mut call: F,
+) -> tonic::Status
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match call().await {
+            Err(s) if s.code() == code => return s,
+            other if Instant::now() < deadline => {
+                let _ = other;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+}

@@ -251,7 +251,7 @@ pub(crate) fn sample_sealed() -> Record {
     )))
 }
 
-fn keys_of_market_regulation() -> OriginKeys {
+pub(crate) fn keys_of_market_regulation() -> OriginKeys {
     OriginKeys {
         keys: vec![OriginKey {
             role: SignerRole::Gateway,

@@ -4,8 +4,10 @@
 use ed25519_dalek::SigningKey;
 
 use super::*;
-use crate::record::tests::{gateway_key, gateway_originator, sample_exchange};
-use crate::record::{OriginKey, OriginKeys, SignerRole};
+use crate::record::OriginKeys;
+use crate::record::tests::{
+    gateway_key, gateway_originator, keys_of_market_regulation, sample_exchange,
+};
 
 fn exchange(i: u64) -> Record {
     let Record::Exchange(mut e) = sample_exchange() else {
@@ -27,16 +29,9 @@ fn batch(n: u64) -> Vec<Record> {
     .collect()
 }
 
+/// Market regulation's gateway key, as the directory lists it.
 fn keys() -> OriginKeys {
-    OriginKeys {
-        keys: vec![OriginKey {
-            role: SignerRole::Gateway,
-            department: "market-regulation".into(),
-            key_id: "market-regulation.node".into(),
-            public_key: gateway_key().verifying_key().to_bytes(),
-        }],
-        ..Default::default()
-    }
+    keys_of_market_regulation()
 }
 
 const FROZEN_V4_EXCHANGE_LEAF_HASH: &str =
