@@ -1,6 +1,7 @@
 //! `qianlian client`: every call of the gateway from the command line, with a dev profile
 //! (`--as housing`) or explicit certificate files.
 
+use qianlian_verifier::record::MemberSet;
 use std::path::{Path, PathBuf};
 
 use crate::profile::Profile;
@@ -474,9 +475,10 @@ pub(crate) fn to_hashes(v: &[Vec<u8>]) -> anyhow::Result<Vec<[u8; 32]>> {
 #[derive(Debug, Clone)]
 pub enum ClusterOp {
     Init(Vec<(u64, String)>),
-    AddLearner(u64, String),
-    Promote(u64),
-    Remove(u64),
+    /// The node, its address, and the signed change (empty: unsigned).
+    AddLearner(u64, String, Vec<u8>),
+    Promote(u64, Vec<u8>),
+    Remove(u64, Vec<u8>),
     Status,
 }
 
@@ -506,20 +508,69 @@ async fn cluster_call(
             })
             .await
         }
-        ClusterOp::AddLearner(id, a) => {
+        ClusterOp::AddLearner(id, a, signed) => {
             c.add_learner(AddLearnerRequest {
                 member: Some(Member {
                     node_id: *id,
                     address: a.clone(),
                 }),
+                signed_record: signed.clone(),
             })
             .await
         }
-        ClusterOp::Promote(id) => c.promote(NodeRequest { node_id: *id }).await,
-        ClusterOp::Remove(id) => c.remove(NodeRequest { node_id: *id }).await,
+        ClusterOp::Promote(id, signed) => {
+            c.promote(NodeRequest {
+                node_id: *id,
+                signed_record: signed.clone(),
+            })
+            .await
+        }
+        ClusterOp::Remove(id, signed) => {
+            c.remove(NodeRequest {
+                node_id: *id,
+                signed_record: signed.clone(),
+            })
+            .await
+        }
         ClusterOp::Status => c.status(StatusRequest {}).await,
     };
     r.map(tonic::Response::into_inner)
+}
+
+/// The membership in force at the leader, and the profile that reaches the leader (asked at
+/// `profile`, following the leader once).
+pub async fn members(profile: &Profile) -> anyhow::Result<(Profile, MemberSet)> {
+    let describe = |s: tonic::Status| anyhow::anyhow!(describe_status(&s));
+    let mut at = profile.clone();
+    let mut status = cluster_call(&at, &ClusterOp::Status)
+        .await
+        .map_err(describe)?;
+    // A change is checked against the leader's membership: read it there.
+    if status.leader_id != status.node_id {
+        let Some(leader) = status.voters.iter().find(|m| m.node_id == status.leader_id) else {
+            anyhow::bail!(
+                "node {} knows no leader; retry when the cluster has elected one",
+                status.node_id
+            );
+        };
+        eprintln!(
+            "{} is not the leader; asking {}",
+            at.endpoint, leader.address
+        );
+        at.endpoint = leader.address.clone();
+        status = cluster_call(&at, &ClusterOp::Status)
+            .await
+            .map_err(describe)?;
+    }
+    let members = MemberSet::new(
+        status
+            .voters
+            .iter()
+            .chain(&status.learners)
+            .map(|m| (m.node_id, m.address.clone())),
+        status.voters.iter().map(|m| m.node_id),
+    );
+    Ok((at, members))
 }
 
 /// Whether the node at `profile` already belongs to an initialised cluster (it knows voters).

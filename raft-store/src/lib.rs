@@ -23,7 +23,9 @@
 //!   checkpoint) and the license state and audit index they derive, reads, the integrity
 //!   check, file-backed snapshots;
 //! - [`network`]: Raft, Forward, Cosign and CosignStatus messages over gRPC (client and
-//!   service).
+//!   service);
+//! - [`membership_rule`]: which Raft membership changes (log entries, snapshots) a node lets
+//!   in: the steps of the last change the operators signed.
 //!
 //! Invariants: a record's log index is its dense 0-based position in the notarization log and
 //! never changes once a receipt was given; its leaf hash is the RFC 6962 hash of its canonical
@@ -38,6 +40,7 @@ pub mod commit_receipts;
 pub mod db;
 pub mod license;
 pub mod log_store;
+pub mod membership_rule;
 pub mod merkle;
 pub mod network;
 pub mod notary;

@@ -35,7 +35,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::{BasicNode, EntryPayload, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use qianlian_proto::v1::RaftMessage;
 use qianlian_proto::v1::raft_server::{Raft as RaftRpc, RaftServer};
 use serde::Serialize;
@@ -53,6 +53,7 @@ pub use self::peers::Peers;
 pub use self::wire::{
     MAX_MESSAGE_BYTES, WIRE_FORMAT_V1, WireError, decode_message, encode_message,
 };
+pub use crate::membership_rule::{MembershipRule, MembershipView, check_membership_entries};
 use crate::types::{NodeId, TypeConfig};
 
 /// Makes Raft clients for peers over the node's shared [`Peers`].
@@ -315,6 +316,94 @@ impl RaftService {
     }
 }
 
+fn is_membership(entry: &crate::types::Entry) -> bool {
+    matches!(entry.payload, EntryPayload::Membership(_))
+}
+
+/// How long an `AppendEntries` with a membership entry waits for this node to apply what the
+/// leader committed before it (where the signed change is).
+const MEMBERSHIP_APPLY_WAIT: Duration = Duration::from_secs(2);
+
+impl RaftService {
+    /// Whether this node lets in the membership entries of `entries` (see
+    /// [`crate::membership_rule`]); why not otherwise.
+    async fn membership_verdict(
+        &self,
+        node: &Arc<dyn LocalNode>,
+        entries: &[crate::types::Entry],
+    ) -> Result<Result<(), String>, Status> {
+        let rule = node
+            .membership_rule()
+            .await
+            .map_err(|e| Status::unavailable(format!("cannot read the membership rule: {e}")))?;
+        let before =
+            MembershipView::of(self.raft.metrics().borrow().membership_config.membership());
+        let changes: Vec<MembershipView> = entries
+            .iter()
+            .filter_map(|e| match &e.payload {
+                EntryPayload::Membership(m) => Some(MembershipView::of(m)),
+                _ => None,
+            })
+            .collect();
+        Ok(check_membership_entries(&rule, &before, &changes))
+    }
+
+    /// Append `rpc`, which holds membership entries, only if they are signed changes. The
+    /// signed change may be earlier in this request, or in this node's log and not yet applied:
+    /// then the entries before the first membership entry are appended first, this node waits
+    /// (at most [`MEMBERSHIP_APPLY_WAIT`]) until it applied what the leader committed before
+    /// it, and looks again.
+    async fn gated_append(
+        &self,
+        node: &Arc<dyn LocalNode>,
+        stats: &AuthorityStats,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
+    ) -> Result<tonic::Response<RaftMessage>, Status> {
+        let mut verdict = self.membership_verdict(node, &rpc.entries).await?;
+        if verdict.is_err() {
+            let first = rpc.entries.iter().position(is_membership).unwrap_or(0);
+            let before_first = rpc.entries[first].log_id.index.saturating_sub(1);
+            let committed = rpc.leader_commit.map_or(0, |l| l.index).min(before_first);
+            let applied = self
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .map_or(0, |l| l.index);
+            if committed > applied {
+                let rest = rpc.entries.split_off(first);
+                let prefix_end = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
+                let (vote, leader_commit) = (rpc.vote, rpc.leader_commit);
+                match self.raft.append_entries(rpc).await {
+                    Ok(AppendEntriesResponse::Success) => {}
+                    other => return reply(&other),
+                }
+                let _ = self
+                    .raft
+                    .wait(Some(MEMBERSHIP_APPLY_WAIT))
+                    .applied_index_at_least(
+                        Some(committed),
+                        "the entries before a membership change applied",
+                    )
+                    .await;
+                rpc = AppendEntriesRequest {
+                    vote,
+                    prev_log_id: prefix_end,
+                    entries: rest,
+                    leader_commit,
+                };
+                verdict = self.membership_verdict(node, &rpc.entries).await?;
+            }
+        }
+        if let Err(reason) = verdict {
+            AuthorityStats::count(&stats.membership_refused);
+            tracing::warn!(leader = ?rpc.vote.leader_id.voted_for(), "membership change refused: {reason}");
+            return Err(Status::permission_denied(reason));
+        }
+        reply(&self.raft.append_entries(rpc).await)
+    }
+}
+
 fn decode_request<T: DeserializeOwned>(request: tonic::Request<RaftMessage>) -> Result<T, Status> {
     decode_message(&request.into_inner().data).map_err(|e| Status::invalid_argument(e.to_string()))
 }
@@ -335,6 +424,11 @@ impl RaftRpc for RaftService {
             request,
             |r: &AppendEntriesRequest<TypeConfig>| r.vote.leader_id.voted_for(),
         )?;
+        if let (Some(node), Some(stats)) = (&self.node, &self.authority)
+            && rpc.entries.iter().any(is_membership)
+        {
+            return self.gated_append(node, stats, rpc).await;
+        }
         reply(&self.raft.append_entries(rpc).await)
     }
 

@@ -62,7 +62,7 @@ pub use self::error::{RangeError, ReadError};
 use self::meta::{Applied, Changed, LAYOUT, put_applied};
 pub use self::meta::{ConfigPointer, ConfigPointers};
 use self::meta::{
-    KEY_CHECKPOINT, KEY_CONFIG, KEY_GENERATION, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, KEY_LAYOUT,
+    KEY_CHECKPOINT, KEY_GENERATION, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, KEY_LAYOUT,
     KEY_TREE_SIZE,
 };
 pub use self::shared::StateMachineConfig;
@@ -215,9 +215,7 @@ fn load_applied(db: &DB) -> Result<Applied, StoreError> {
         .map(|note| checkpoint::parse_stored(&note))
         .transpose()
         .map_err(|e| StoreError::corrupt("checkpoint", e))?;
-    let config: Option<ConfigPointers> =
-        get_value(db, CF_SM_META, KEY_CONFIG, "configuration pointers")?;
-    let config = config.unwrap_or_default();
+    let config = meta::load_config(db)?;
     let origin = origin::load(db, generation, &config)?;
     Ok(Applied {
         last_applied: last_applied.flatten(),
@@ -412,6 +410,18 @@ impl StateReader {
             &self.shared.verified_batches,
         )
         .map(|_| ())
+    }
+
+    /// Whether operators sign membership changes, and the last change they signed, as of the
+    /// applied state.
+    pub fn membership_authority(&self) -> Result<origin::MembershipAuthority, StoreError> {
+        let _live = self.shared.read_generation();
+        let (generation, keys, config) = {
+            let applied = self.shared.applied();
+            (applied.generation, applied.origin.clone(), applied.config)
+        };
+        self.db
+            .with(|db| origin::membership_authority(db, generation, keys.as_deref(), &config))
     }
 
     /// The configuration in force as of the applied state.

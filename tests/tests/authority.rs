@@ -540,3 +540,188 @@ async fn a_gateway_certificate_naming_another_department_is_refused() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(heads(&c).await, before, "nothing was recorded on any node");
 }
+
+/// The membership node `i` has in force: (voters, learners), each as `id=address`.
+async fn membership_of(c: &Cluster, i: usize) -> (Vec<String>, Vec<String>) {
+    let s = c.status(i).await.expect("status");
+    let list = |m: &[qianlian_proto::v1::Member]| -> Vec<String> {
+        m.iter()
+            .map(|m| format!("{}={}", m.node_id, m.address))
+            .collect()
+    };
+    (list(&s.voters), list(&s.learners))
+}
+
+/// `AppendEntries` as the leader (its own certificate, its own term) carrying one membership
+/// entry that makes `voters` vote among `members`: what a captured leader can send.
+fn forged_membership(
+    term: u64,
+    leader: u64,
+    last_index: u64,
+    voters: &[u64],
+    members: &[(u64, String)],
+) -> openraft::raft::AppendEntriesRequest<TypeConfig> {
+    let log_id = |index| LogId::new(openraft::CommittedLeaderId::new(term, leader), index);
+    let membership = openraft::Membership::new(
+        vec![voters.iter().copied().collect()],
+        members
+            .iter()
+            .map(|(id, a)| (*id, BasicNode::new(a.clone())))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    );
+    openraft::raft::AppendEntriesRequest {
+        vote: Vote {
+            leader_id: LeaderId {
+                term,
+                node_id: leader,
+            },
+            committed: true,
+        },
+        prev_log_id: Some(log_id(last_index)),
+        entries: vec![openraft::Entry {
+            log_id: log_id(last_index + 1),
+            payload: openraft::EntryPayload::Membership(membership),
+        }],
+        leader_commit: None,
+    }
+}
+
+/// Send `follower`, as the captured `leader`, a membership entry making `voters` vote among
+/// `members`; the refusal.
+async fn forge(
+    c: &Cluster,
+    leader: usize,
+    follower: usize,
+    voters: &[u64],
+    members: &[(u64, String)],
+) -> tonic::Status {
+    let s = c.status(follower).await.expect("status");
+    let append = forged_membership(s.term, leader as u64, s.last_log_index, voters, members);
+    let mut raft = raft_as(c, leader, follower).await;
+    raft.append_entries(message(&append))
+        .await
+        .expect_err("a membership entry no operator signed was let in")
+}
+
+/// Raft membership changes need the operators' signatures, on every node. In a cluster whose
+/// directory lists two operators:
+/// - a captured leader (its own certificate, in its own name and term) sends a follower a
+///   membership entry adding a node: refused before Raft sees it;
+/// - an operator certificate without a signature asks the leader to add a node: refused;
+/// - an operator adds and promotes node 4 with the CLI, which signs each change;
+/// - the captured leader then forges what was not signed (dropping a voter): refused;
+/// - removing node 4 needs both operators: one alone is refused, `--out` / `--cosign` passes.
+///
+/// After each refusal every node's membership and log are as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_need_the_operators_signatures() {
+    let c = Cluster::start_with_operators(3, 1, "", &["ops", "ops-b"]);
+    let leader = c.leader(Duration::from_secs(20)).await;
+    let follower = leader % 3 + 1;
+    let before = settled(&c).await;
+    let members_before = membership_of(&c, follower).await;
+    let member = |i: u64| (i, c.endpoint(i as usize));
+    let three: Vec<(u64, String)> = (1..=3).map(member).collect();
+    let four: Vec<(u64, String)> = (1..=4).map(member).collect();
+
+    let refused = forge(&c, leader, follower, &[1, 2, 3], &four).await;
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("carries no operator signature"),
+        "{}",
+        refused.message()
+    );
+
+    // An operator certificate alone: the leader refuses the unsigned change.
+    let mut admin = qianlian_proto::v1::admin_client::AdminClient::new(
+        c.channel(leader, "ops").await.expect("connect"),
+    );
+    let unsigned = admin
+        .add_learner(qianlian_proto::v1::AddLearnerRequest {
+            member: Some(qianlian_proto::v1::Member {
+                node_id: 4,
+                address: c.endpoint(4),
+            }),
+            signed_record: Vec::new(),
+        })
+        .await
+        .expect_err("an unsigned membership change was made");
+    assert_eq!(unsigned.code(), Code::PermissionDenied, "{unsigned:?}");
+    assert!(
+        unsigned.message().contains("membership") && unsigned.message().contains("sign"),
+        "{}",
+        unsigned.message()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(heads(&c).await, before, "no node's log moved");
+    for i in 1..=3 {
+        assert_eq!(membership_of(&c, i).await, members_before, "node {i}");
+    }
+
+    // The CLI signs with the operator's key: node 4 joins and votes.
+    let out = c.ops(follower, &["add-learner", &format!("4={}", c.endpoint(4))]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = c.ops(leader, &["promote", "4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (size, _) = c.converge(4, Duration::from_secs(30)).await;
+    for i in 1..=4 {
+        let (voters, learners) = membership_of(&c, i).await;
+        assert_eq!(voters.len(), 4, "node {i}: {voters:?}");
+        assert!(learners.is_empty(), "node {i}: {learners:?}");
+    }
+
+    // The captured leader drops node 3's vote: not what the operators signed.
+    let refused = forge(&c, leader, follower, &[1, 2, 4], &four).await;
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("neither the signed change's old voters"),
+        "{}",
+        refused.message()
+    );
+    for i in 1..=4 {
+        assert_eq!(membership_of(&c, i).await.0.len(), 4, "node {i}");
+    }
+
+    // Removing a node takes two operators.
+    let out = c.ops(leader, &["remove", "4"]);
+    assert!(!out.status.success(), "one operator removed a node");
+    assert!(
+        stderr(&out).contains("needs the signatures of 2 different operators")
+            && stderr(&out).contains("removes node 4"),
+        "{}",
+        stderr(&out)
+    );
+    let file = c.env.dir.path().join("remove-4.json");
+    let file_arg = file.display().to_string();
+    let out = c.ops(leader, &["remove", "4", "--out", &file_arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        membership_of(&c, leader).await.0.len(),
+        4,
+        "--out changes nothing"
+    );
+    let out = c.operator_as(
+        "ops-b",
+        leader,
+        "cluster",
+        &["remove", "4", "--cosign", &file_arg],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (voters, learners) = membership_of(&c, leader).await;
+    assert_eq!(
+        voters,
+        three
+            .iter()
+            .map(|(i, a)| format!("{i}={a}"))
+            .collect::<Vec<_>>()
+    );
+    assert!(learners.is_empty());
+    let after = c.status(leader).await.expect("status").tree_size;
+    assert_eq!(
+        after,
+        size + 1,
+        "one more record: the two operators' removal"
+    );
+}

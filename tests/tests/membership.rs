@@ -44,13 +44,20 @@ async fn a_fourth_node_joins_as_learner_becomes_voter_and_is_removed() {
         "{}",
         stdout(&out)
     );
-    cluster.converge(10 + SEEDED, Duration::from_secs(20)).await;
+    // Each membership change is recorded (signed by the operator) before Raft makes it.
+    cluster
+        .converge(10 + SEEDED + 1, Duration::from_secs(20))
+        .await;
 
     let out = cluster.ops(leader, &["promote", "4"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let s = cluster.status(4).await.expect("status of node 4");
     assert_eq!(s.voters.len(), 4, "{s:?}");
-    assert_eq!(s.tree_size, 10 + SEEDED, "the new voter has the whole log");
+    assert_eq!(
+        s.tree_size,
+        10 + SEEDED + 2,
+        "the new voter has the whole log, both membership records included"
+    );
 
     let out = cluster.ops(leader, &["remove", "4"]);
     assert!(out.status.success(), "{}", stderr(&out));

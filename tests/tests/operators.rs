@@ -28,7 +28,7 @@ fn applied_at(out: &std::process::Output) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configuration_changes_need_the_operators_signatures_on_every_node() {
-    let c = Cluster::start_with_operators(3, "", &["ops", "ops-b"]);
+    let c = Cluster::start_with_operators(3, 0, "", &["ops", "ops-b"]);
     let leader = c.leader(T).await;
     // The seeded policy and directory.
     let (seeded, _) = c.converge(2, T).await;

@@ -121,6 +121,147 @@ pub enum ConfigChange {
     Policy { model: String, rules: String },
     /// The department directory, as TOML.
     Directory { toml: String },
+    /// The Raft membership: the members the cluster had when the change was signed (`from`)
+    /// and the members it has after it (`to`). Every node lets a membership change into its
+    /// Raft log only as the change from `from` to `to` (see `raft-store`'s membership gate).
+    Membership { from: MemberSet, to: MemberSet },
+}
+
+/// A Raft membership: every member (voters and learners) with the address the others reach it
+/// at, and which of them vote. Both lists are in ascending id order, each id once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MemberSet {
+    pub members: Vec<Member>,
+    pub voters: Vec<u64>,
+}
+
+/// One member of a Raft cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Member {
+    pub id: u64,
+    pub address: String,
+}
+
+/// Longest member address a membership record carries.
+pub const MAX_MEMBER_ADDRESS: usize = 256;
+
+impl MemberSet {
+    /// The set of `members` (id → address) of which `voters` vote, in canonical order.
+    pub fn new(
+        members: impl IntoIterator<Item = (u64, String)>,
+        voters: impl IntoIterator<Item = u64>,
+    ) -> MemberSet {
+        let members: std::collections::BTreeMap<u64, String> = members.into_iter().collect();
+        let voters: std::collections::BTreeSet<u64> = voters.into_iter().collect();
+        MemberSet {
+            members: members
+                .into_iter()
+                .map(|(id, address)| Member { id, address })
+                .collect(),
+            voters: voters.into_iter().collect(),
+        }
+    }
+
+    /// This set with `id` at `address` added as a learner.
+    pub fn with_learner(&self, id: u64, address: &str) -> MemberSet {
+        MemberSet::new(
+            self.pairs().chain([(id, address.to_owned())]),
+            self.voters.iter().copied(),
+        )
+    }
+
+    /// This set with member `id` voting.
+    pub fn with_voter(&self, id: u64) -> MemberSet {
+        MemberSet::new(self.pairs(), self.voters.iter().copied().chain([id]))
+    }
+
+    /// This set without member `id`.
+    pub fn without(&self, id: u64) -> MemberSet {
+        MemberSet::new(
+            self.pairs().filter(|(m, _)| *m != id),
+            self.voters.iter().copied().filter(|v| *v != id),
+        )
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (u64, String)> + '_ {
+        self.members.iter().map(|m| (m.id, m.address.clone()))
+    }
+
+    /// The address of member `id`.
+    pub fn address(&self, id: u64) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.address.as_str())
+    }
+
+    /// Members of `self` that `other` does not have as members, and voters of `self` that do
+    /// not vote in `other`.
+    pub fn dropped_in(&self, other: &MemberSet) -> Vec<u64> {
+        let mut dropped: Vec<u64> = self
+            .members
+            .iter()
+            .filter(|m| other.address(m.id).is_none())
+            .map(|m| m.id)
+            .chain(
+                self.voters
+                    .iter()
+                    .copied()
+                    .filter(|v| !other.voters.contains(v)),
+            )
+            .collect();
+        dropped.sort_unstable();
+        dropped.dedup();
+        dropped
+    }
+
+    /// Whether the lists are canonical: ascending ids, each once, every voter a member, at
+    /// least one voter, and addresses of 1 to [`MAX_MEMBER_ADDRESS`] bytes.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.members.windows(2).all(|w| w[0].id < w[1].id) {
+            return Err("members must be in ascending id order, each once".into());
+        }
+        if !self.voters.windows(2).all(|w| w[0] < w[1]) {
+            return Err("voters must be in ascending order, each once".into());
+        }
+        if self.voters.is_empty() {
+            return Err("a membership needs at least one voter".into());
+        }
+        if let Some(v) = self.voters.iter().find(|v| self.address(**v).is_none()) {
+            return Err(format!("voter {v} is not a member"));
+        }
+        if let Some(m) = self
+            .members
+            .iter()
+            .find(|m| m.address.is_empty() || m.address.len() > MAX_MEMBER_ADDRESS)
+        {
+            return Err(format!(
+                "member {} has an address of {} bytes; 1 to {MAX_MEMBER_ADDRESS} are allowed",
+                m.id,
+                m.address.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for MemberSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut first = true;
+        for m in &self.members {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            let role = if self.voters.contains(&m.id) {
+                "voter"
+            } else {
+                "learner"
+            };
+            write!(f, "{} ({role}, {})", m.id, m.address)?;
+        }
+        Ok(())
+    }
 }
 
 /// The kinds of cluster-wide configuration.
@@ -128,17 +269,27 @@ pub enum ConfigChange {
 pub enum ConfigKind {
     Policy,
     Directory,
+    Membership,
 }
 
 impl ConfigKind {
     /// Every kind.
-    pub const ALL: [ConfigKind; 2] = [ConfigKind::Policy, ConfigKind::Directory];
+    pub const ALL: [ConfigKind; 3] = [
+        ConfigKind::Policy,
+        ConfigKind::Directory,
+        ConfigKind::Membership,
+    ];
+
+    /// The kinds that are documents a node switches to (policy and directory); a membership
+    /// change is made by Raft itself.
+    pub const DOCUMENTS: [ConfigKind; 2] = [ConfigKind::Policy, ConfigKind::Directory];
 
     /// The kind's name in messages.
     pub fn as_str(self) -> &'static str {
         match self {
             ConfigKind::Policy => "policy",
             ConfigKind::Directory => "directory",
+            ConfigKind::Membership => "membership",
         }
     }
 
@@ -147,6 +298,7 @@ impl ConfigKind {
         match self {
             ConfigKind::Policy => 1,
             ConfigKind::Directory => 2,
+            ConfigKind::Membership => 3,
         }
     }
 }
@@ -156,6 +308,7 @@ impl ConfigChange {
         match self {
             ConfigChange::Policy { .. } => ConfigKind::Policy,
             ConfigChange::Directory { .. } => ConfigKind::Directory,
+            ConfigChange::Membership { .. } => ConfigKind::Membership,
         }
     }
 }
@@ -451,6 +604,16 @@ impl Record {
                     reason: r.reason.chars().take(40).collect(),
                 })
             }
+            Record::Config(ConfigRecord {
+                change: ConfigChange::Membership { from, to },
+                ..
+            }) => {
+                for (which, set) in [("from", from), ("to", to)] {
+                    set.check()
+                        .map_err(|reason| RecordError::Membership { which, reason })?;
+                }
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -462,6 +625,9 @@ pub enum RecordError {
     /// A license status change's reason is not 1 to 32 of `a-z`, `0-9` and `-`.
     #[error("license status reason {reason:?} is not a reason code: 1 to 32 of a-z, 0-9 and -")]
     ReasonCode { reason: String },
+    /// A membership change's member lists are not canonical.
+    #[error("membership change: `{which}`: {reason}")]
+    Membership { which: &'static str, reason: String },
 }
 
 /// Whether `reason` is a reason code as the signed status list allows it: 1 to

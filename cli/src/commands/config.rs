@@ -123,7 +123,7 @@ pub async fn exec(kind: &str, args: ConfigArgs) -> anyhow::Result<()> {
             })?,
             rules: text,
         },
-        ConfigKind::Directory => ConfigChange::Directory { toml: text },
+        ConfigKind::Directory | ConfigKind::Membership => ConfigChange::Directory { toml: text },
     };
     let change = signer.sign_new(change, replaces);
     submit_or_write(&p, kind, change, out.as_deref()).await

@@ -326,7 +326,7 @@ impl Metrics {
         );
         r.register(
             "peer_refused",
-            "Peer calls refused since start: not_member (not a current member's node certificate), wrong_sender (a message in another member's name), forward_not_permitted (a forwarded record the sending node may not originate), snapshot_not_extending (a snapshot that does not extend this node's signed tree)",
+            "Peer calls refused since start: not_member (not a current member's node certificate), wrong_sender (a message in another member's name), forward_not_permitted (a forwarded record the sending node may not originate), membership_not_signed (a membership change the operators did not sign), snapshot_not_extending (a snapshot that does not extend this node's signed tree, or whose membership no operator signed)",
             m.peer_refused.clone(),
         );
         r.register(
@@ -396,6 +396,7 @@ impl Metrics {
             ("not_member", a.not_member.load(Relaxed)),
             ("wrong_sender", a.wrong_sender.load(Relaxed)),
             ("forward_not_permitted", a.forward_refused.load(Relaxed)),
+            ("membership_not_signed", a.membership_refused.load(Relaxed)),
             ("snapshot_not_extending", notary.snapshots_refused()),
         ] {
             self.peer_refused

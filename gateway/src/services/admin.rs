@@ -10,7 +10,9 @@
 //! Once the directory in force lists operator keys, a change must also carry the signatures of
 //! operators (`signed_record`, made by the CLI with the operators' keys); every node checks
 //! them before the change applies, so neither the leader nor a stolen operator certificate
-//! alone can change the configuration.
+//! alone can change the configuration. A membership change is recorded the same way (from which
+//! membership to which) before Raft makes it, and every node lets the Raft change into its log
+//! only as the recorded step (`qianlian_raft_store::network` membership gate).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,7 +22,7 @@ use qianlian_proto::v1::{
     ConfigVersion, GetConfigRequest, InitClusterRequest, NodeRequest, StatusRequest,
 };
 use qianlian_raft_store::notary::{Notary, NotaryError, UnavailableReason};
-use qianlian_raft_store::record::{Caller, ConfigChange, ConfigKind, Record};
+use qianlian_raft_store::record::{Caller, ConfigChange, ConfigKind, MemberSet, Record};
 use tonic::{Request, Response, Status};
 
 use crate::domain::identity::{PeerIdentity, Role};
@@ -68,7 +70,7 @@ fn kind_of(name: &str) -> Result<ConfigKind, ServiceError> {
         .find(|k| k.as_str() == name)
         .ok_or_else(|| {
             ServiceError::InvalidArgument(format!(
-                "unknown config kind `{name}`; use policy or directory"
+                "unknown config kind `{name}`; use policy, directory or membership"
             ))
         })
 }
@@ -184,18 +186,74 @@ impl AdminService {
         Ok(self.cluster_status())
     }
 
+    /// The membership in force, as a member set.
+    fn members(&self) -> MemberSet {
+        let s = self.notary.status();
+        MemberSet::new(
+            s.voters.clone().into_iter().chain(s.learners.clone()),
+            s.voters.keys().copied(),
+        )
+    }
+
+    /// Record the membership change from the membership in force to `to` (as operators signed
+    /// it in `signed_record`, or unsigned where no operator keys are in force) and wait until
+    /// this node applied it. Only then may the Raft change follow: every node lets it into its
+    /// log only as the step this record names.
+    async fn record_membership(
+        &self,
+        who: &PeerIdentity,
+        from: MemberSet,
+        to: MemberSet,
+        signed_record: &[u8],
+    ) -> Result<(), ServiceError> {
+        let record = match Self::signed_or_unsigned(who, ConfigKind::Membership, signed_record)? {
+            Some((record, ConfigChange::Membership { from: f, to: t })) => {
+                if f != from || t != to {
+                    return Err(ServiceError::FailedPrecondition(format!(
+                        "the signed change goes from [{f}] to [{t}], but this request changes [{from}] to [{to}]; nothing changed: sign the change against the membership in force (`qianlian cluster status`)"
+                    )));
+                }
+                record
+            }
+            Some(_) => {
+                return Err(ServiceError::InvalidArgument(
+                    "signed_record is not a membership change".into(),
+                ));
+            }
+            None => crate::node::cluster_config::config_record(
+                as_caller(who),
+                ConfigChange::Membership { from, to },
+            ),
+        };
+        let receipt = self.notary.append(record).await?;
+        self.notary
+            .wait_for_tree_size(receipt.log_index + 1, SWITCH_TIMEOUT)
+            .await?;
+        Ok(())
+    }
+
     async fn add(
         &self,
         request: Request<AddLearnerRequest>,
     ) -> Result<ClusterStatus, ServiceError> {
-        operator(&request)?;
-        let m = request
-            .into_inner()
+        let who = operator(&request)?;
+        let req = request.into_inner();
+        let m = req
             .member
             .ok_or_else(|| ServiceError::InvalidArgument("`member` is required".into()))?;
         check_node_id(m.node_id)?;
         check_address(&m.address)?;
         self.require_leader("membership changes")?;
+        let from = self.members();
+        if from.address(m.node_id).is_some() {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "node {} is already a member; remove it first to give it another address",
+                m.node_id
+            )));
+        }
+        let to = from.with_learner(m.node_id, &m.address);
+        self.record_membership(&who, from, to, &req.signed_record)
+            .await?;
         self.notary
             .add_learner(m.node_id, m.address.clone())
             .await
@@ -208,8 +266,9 @@ impl AdminService {
         &self,
         request: Request<NodeRequest>,
     ) -> Result<ClusterStatus, ServiceError> {
-        operator(&request)?;
-        let id = request.into_inner().node_id;
+        let who = operator(&request)?;
+        let req = request.into_inner();
+        let id = req.node_id;
         self.require_leader("membership changes")?;
         let s = self.notary.status();
         if s.voters.contains_key(&id) {
@@ -224,6 +283,10 @@ impl AdminService {
         }
         let mut voters: BTreeSet<u64> = s.voters.keys().copied().collect();
         voters.insert(id);
+        let from = self.members();
+        let to = from.with_voter(id);
+        self.record_membership(&who, from, to, &req.signed_record)
+            .await?;
         self.notary
             .change_membership(voters)
             .await
@@ -236,8 +299,9 @@ impl AdminService {
         &self,
         request: Request<NodeRequest>,
     ) -> Result<ClusterStatus, ServiceError> {
-        operator(&request)?;
-        let id = request.into_inner().node_id;
+        let who = operator(&request)?;
+        let req = request.into_inner();
+        let id = req.node_id;
         self.require_leader("membership changes")?;
         let s = self.notary.status();
         if !s.voters.contains_key(&id) && !s.learners.contains_key(&id) {
@@ -251,6 +315,10 @@ impl AdminService {
                 "cannot remove the last voter: the log would have no one to commit it".into(),
             ));
         }
+        let from = self.members();
+        let to = from.without(id);
+        self.record_membership(&who, from, to, &req.signed_record)
+            .await?;
         self.notary
             .remove_node(id)
             .await
@@ -269,10 +337,13 @@ impl AdminService {
         if signed_record.is_empty() {
             return Ok(None);
         }
+        let how = match kind {
+            ConfigKind::Membership => "qianlian cluster".to_owned(),
+            other => format!("qianlian {} apply", other.as_str()),
+        };
         let bad = |why: String| {
             ServiceError::InvalidArgument(format!(
-                "signed_record: {why}; nothing changed (make it with `qianlian {} apply`)",
-                kind.as_str()
+                "signed_record: {why}; nothing changed (make it with `{how}`)"
             ))
         };
         let record = Record::decode(signed_record).map_err(|e| bad(e.to_string()))?;
@@ -318,7 +389,7 @@ impl AdminService {
             match self.notary.config(ConfigKind::Policy).await? {
                 Some((_, r)) => match r.change {
                     ConfigChange::Policy { model, .. } => model,
-                    ConfigChange::Directory { .. } => String::new(),
+                    _ => String::new(),
                 },
                 None => self
                     .local_policy

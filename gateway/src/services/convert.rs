@@ -71,12 +71,17 @@ pub fn config_version(kind: ConfigKind, version: u64, log_index: u64) -> v1::Con
     }
 }
 
-/// A replicated configuration as a document: a policy's model and rules, or a directory's
-/// TOML with no model.
+/// A replicated configuration as a document: a policy's model and rules, a directory's TOML
+/// with no model, or a membership change as JSON (`from`, `to`) with no model.
 pub fn config_document(version: v1::ConfigVersion, change: ConfigChange) -> v1::ConfigDocument {
     let (model, text) = match change {
         ConfigChange::Policy { model, rules } => (model, rules),
         ConfigChange::Directory { toml } => (String::new(), toml),
+        ConfigChange::Membership { from, to } => (
+            String::new(),
+            serde_json::to_string_pretty(&serde_json::json!({ "from": from, "to": to }))
+                .unwrap_or_default(),
+        ),
     };
     v1::ConfigDocument {
         version: Some(version),

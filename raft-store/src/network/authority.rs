@@ -64,6 +64,8 @@ pub struct AuthorityStats {
     pub wrong_sender: AtomicU64,
     /// Forwarded batches refused for a record the sending node may not originate.
     pub forward_refused: AtomicU64,
+    /// `AppendEntries` refused for a membership change the operators did not sign.
+    pub membership_refused: AtomicU64,
 }
 
 impl AuthorityStats {

@@ -74,6 +74,12 @@ pub trait LocalNode: Send + Sync + 'static {
         records: Vec<Record>,
     ) -> Result<Vec<ForwardedReceipt>, ForwardRefusal>;
 
+    /// Which membership changes this node lets into its Raft log, as of its applied state.
+    /// By default, every change (a node without operators).
+    async fn membership_rule(&self) -> Result<super::MembershipRule, String> {
+        Ok(super::MembershipRule::Open)
+    }
+
     /// Sign the checkpoint of the first `tree_size` records, if this node has applied them.
     async fn cosign(&self, tree_size: u64) -> Result<Cosignature, CosignRefusal>;
 

@@ -13,8 +13,8 @@ use super::group_commit::{ANSWER_GRACE, Pending};
 use super::{CosignStats, Notary};
 use crate::checkpoint::{CosignRefusal, Cosignature};
 use crate::network::{
-    AuthorityStats, CallingNode, ForwardRefusal, ForwardedReceipt, LocalNode, RaftService,
-    may_originate,
+    AuthorityStats, CallingNode, ForwardRefusal, ForwardedReceipt, LocalNode, MembershipRule,
+    RaftService, may_originate,
 };
 use crate::record::Record;
 use crate::state_machine::StateReader;
@@ -118,6 +118,17 @@ impl NodeCalls {
 
 #[tonic::async_trait]
 impl LocalNode for NodeCalls {
+    async fn membership_rule(&self) -> Result<MembershipRule, String> {
+        let authority = self
+            .reader
+            .membership_authority()
+            .map_err(|e| e.to_string())?;
+        Ok(match authority.operators_sign {
+            false => MembershipRule::Open,
+            true => MembershipRule::Signed(authority.last_signed),
+        })
+    }
+
     async fn forwarded(
         &self,
         from: Option<&CallingNode>,

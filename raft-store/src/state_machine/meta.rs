@@ -66,6 +66,39 @@ pub struct ConfigPointer {
 pub struct ConfigPointers {
     pub policy: Option<ConfigPointer>,
     pub directory: Option<ConfigPointer>,
+    /// The last authorised membership change (added after the first two: see [`load_config`]).
+    pub membership: Option<ConfigPointer>,
+}
+
+/// The pointers as versions before membership changes were recorded stored them.
+#[derive(Deserialize)]
+struct ConfigPointersV1 {
+    policy: Option<ConfigPointer>,
+    directory: Option<ConfigPointer>,
+}
+
+/// The stored configuration pointers, in either stored form (none stored: the default).
+pub(super) fn load_config(db: &DB) -> Result<ConfigPointers, StoreError> {
+    match db.get_pinned_cf(db::cf(db, CF_SM_META)?, KEY_CONFIG)? {
+        Some(bytes) => decode_config(&bytes),
+        None => Ok(ConfigPointers::default()),
+    }
+}
+
+/// Stored configuration pointers, in either stored form.
+fn decode_config(bytes: &[u8]) -> Result<ConfigPointers, StoreError> {
+    const WHAT: &str = "configuration pointers";
+    match db::decode_value::<ConfigPointers>(WHAT, bytes) {
+        Ok(pointers) => Ok(pointers),
+        Err(current) => match db::decode_value::<ConfigPointersV1>(WHAT, bytes) {
+            Ok(v1) => Ok(ConfigPointers {
+                policy: v1.policy,
+                directory: v1.directory,
+                membership: None,
+            }),
+            Err(_) => Err(current),
+        },
+    }
 }
 
 impl ConfigPointers {
@@ -74,6 +107,7 @@ impl ConfigPointers {
         match kind {
             ConfigKind::Policy => self.policy,
             ConfigKind::Directory => self.directory,
+            ConfigKind::Membership => self.membership,
         }
     }
 
@@ -85,6 +119,7 @@ impl ConfigPointers {
         let slot = match c.change.kind() {
             ConfigKind::Policy => &mut self.policy,
             ConfigKind::Directory => &mut self.directory,
+            ConfigKind::Membership => &mut self.membership,
         };
         let version = slot.map_or(1, |p| p.version + 1);
         *slot = Some(ConfigPointer { log_index, version });
@@ -190,5 +225,47 @@ pub(super) fn layout_is_current(
             version: u8::try_from(layout).unwrap_or(u8::MAX),
         }),
         _ => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct OldPointers {
+        policy: Option<ConfigPointer>,
+        directory: Option<ConfigPointer>,
+    }
+
+    #[test]
+    fn pointers_stored_before_membership_changes_still_load() -> Result<(), StoreError> {
+        let p = |log_index, version| Some(ConfigPointer { log_index, version });
+        let old = encode_value(
+            "old",
+            &OldPointers {
+                policy: p(4, 2),
+                directory: p(3, 1),
+            },
+        )?;
+        let loaded = decode_config(&old)?;
+        assert_eq!(
+            loaded,
+            ConfigPointers {
+                policy: p(4, 2),
+                directory: p(3, 1),
+                membership: None,
+            }
+        );
+        let new = ConfigPointers {
+            membership: p(9, 3),
+            ..loaded
+        };
+        assert_eq!(decode_config(&encode_value("new", &new)?)?, new);
+        assert!(
+            decode_config(&[1, 2, 3]).is_err(),
+            "garbage is not read as pointers"
+        );
+        Ok(())
     }
 }

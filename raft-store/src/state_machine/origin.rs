@@ -17,7 +17,8 @@ use std::sync::Arc;
 
 use qianlian_verifier::license::DepartmentKey;
 use qianlian_verifier::record::{
-    BatchKey, BatchSealedRecord, ConfigChange, OriginError, OriginKey, OriginKeys, SignerRole,
+    BatchKey, BatchSealedRecord, ConfigChange, MemberSet, OriginError, OriginKey, OriginKeys,
+    SignerRole,
 };
 use rocksdb::DB;
 use serde::Deserialize;
@@ -107,17 +108,65 @@ pub(super) fn load(
     let Some(p) = pointers.directory else {
         return Ok(None);
     };
-    let what = || format!("record {} (the directory in force)", p.log_index);
+    match config_change(db, generation, p.log_index, "the directory in force")? {
+        ConfigChange::Directory { toml } => Ok(Some(Arc::new(readable_keys(&toml)))),
+        _ => Err(StoreError::corrupt(
+            format!("record {} (the directory in force)", p.log_index),
+            "not a directory record",
+        )),
+    }
+}
+
+/// The change of the config record at `log_index`, which `what` names in errors.
+fn config_change(
+    db: &DB,
+    generation: u32,
+    log_index: u64,
+    what: &str,
+) -> Result<ConfigChange, StoreError> {
+    let what = || format!("record {log_index} ({what})");
     let bytes = db
-        .get_pinned_cf(db::cf(db, CF_RECORDS)?, record_key(generation, p.log_index))?
+        .get_pinned_cf(db::cf(db, CF_RECORDS)?, record_key(generation, log_index))?
         .ok_or_else(|| StoreError::corrupt(what(), "missing below the tree size"))?;
     let record = Record::decode(&bytes).map_err(|e| StoreError::corrupt(what(), e))?;
-    match record.content() {
-        Record::Config(c) => match &c.change {
-            ConfigChange::Directory { toml } => Ok(Some(Arc::new(readable_keys(toml)))),
-            ConfigChange::Policy { .. } => Err(StoreError::corrupt(what(), "a policy record")),
-        },
+    match record.into_content() {
+        Record::Config(c) => Ok(c.change),
         _ => Err(StoreError::corrupt(what(), "not a config record")),
+    }
+}
+
+/// The operators' say over Raft membership as of the applied state: whether the directory in
+/// force has operators (who then sign every membership change), and the last change they
+/// signed (`from`, `to`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MembershipAuthority {
+    pub operators_sign: bool,
+    pub last_signed: Option<(MemberSet, MemberSet)>,
+}
+
+/// The membership authority of the state `keys` and `pointers` describe.
+pub(super) fn membership_authority(
+    db: &DB,
+    generation: u32,
+    keys: Option<&OriginKeys>,
+    pointers: &ConfigPointers,
+) -> Result<MembershipAuthority, StoreError> {
+    let operators_sign = keys.is_some_and(|k| !k.operators().is_empty());
+    let Some(p) = pointers.membership else {
+        return Ok(MembershipAuthority {
+            operators_sign,
+            last_signed: None,
+        });
+    };
+    match config_change(db, generation, p.log_index, "the last membership change")? {
+        ConfigChange::Membership { from, to } => Ok(MembershipAuthority {
+            operators_sign,
+            last_signed: Some((from, to)),
+        }),
+        _ => Err(StoreError::corrupt(
+            format!("record {} (the last membership change)", p.log_index),
+            "not a membership record",
+        )),
     }
 }
 
@@ -146,7 +195,7 @@ pub(super) fn judge(
     let new_keys = match record.content() {
         Record::Config(c) => match &c.change {
             ConfigChange::Directory { toml } => Some(readable_keys(toml)),
-            ConfigChange::Policy { .. } => None,
+            ConfigChange::Policy { .. } | ConfigChange::Membership { .. } => None,
         },
         _ => None,
     };

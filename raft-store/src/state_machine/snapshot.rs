@@ -737,6 +737,7 @@ fn read_into_generation<R: Read, W: Write>(
         e @ IntegrityError::AuditIndex { .. } => StoreError::corrupt("snapshot", e),
     })?;
     extends_signed(db, shared, generation, header.tree_size)?;
+    membership_signed(db, shared, generation, &config, meta)?;
     Ok(Staged {
         generation,
         live,
@@ -795,6 +796,33 @@ fn extends_signed(
             .map_err(|e| refused(e.to_string()))?;
     }
     Ok(())
+}
+
+/// Check that the snapshot's membership is one its own state's last signed membership change
+/// allows ([`crate::membership_rule::check_snapshot_membership`]): a leader cannot hand a node
+/// a membership the operators never signed inside a snapshot either.
+fn membership_signed(
+    db: &DB,
+    shared: &Shared,
+    generation: u32,
+    config: &ConfigPointers,
+    meta: &SnapshotMeta<NodeId, BasicNode>,
+) -> Result<(), StoreError> {
+    use crate::membership_rule::{MembershipRule, MembershipView, check_snapshot_membership};
+    let keys = super::origin::load(db, generation, config)?;
+    let authority = super::origin::membership_authority(db, generation, keys.as_deref(), config)?;
+    let rule = match authority.operators_sign {
+        false => MembershipRule::Open,
+        true => MembershipRule::Signed(authority.last_signed),
+    };
+    let current = MembershipView::of(shared.applied().last_membership.membership());
+    let snapshot = MembershipView::of(meta.last_membership.membership());
+    check_snapshot_membership(&rule, &current, &snapshot).map_err(|why| {
+        shared.snapshots_refused.fetch_add(1, Ordering::Relaxed);
+        let e = StoreError::corrupt("snapshot", format!("{why}; refused, nothing installed"));
+        tracing::error!("snapshot refused: {e}");
+        e
+    })
 }
 
 /// Keep the received file as the current snapshot and switch the state to the staged

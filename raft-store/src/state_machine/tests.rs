@@ -687,6 +687,7 @@ async fn config_in_force_follows_applies_snapshots_and_reopening() -> TestResult
             log_index: 3,
             version: 1,
         }),
+        membership: None,
     };
     assert_eq!(*watch.borrow_and_update(), expected);
     assert_eq!(leader.reader().config_pointers(), expected);

@@ -75,10 +75,16 @@ impl Cluster {
         Cluster::start_opts(n, 0, extra, Vec::new(), true)
     }
 
-    /// Start `n` voters from a PKI with these operators; the first one initialises the cluster.
-    pub fn start_with_operators(n: usize, extra: &str, operators: &[&str]) -> Cluster {
-        let env = Env::with_operators(n, &[], operators);
-        Cluster::start_in(env, n, 0, extra, Vec::new(), false)
+    /// Start `n` voters and `spares` uninitialised nodes from a PKI with these operators; the
+    /// first one initialises the cluster.
+    pub fn start_with_operators(
+        n: usize,
+        spares: usize,
+        extra: &str,
+        operators: &[&str],
+    ) -> Cluster {
+        let env = Env::with_operators(n + spares, &[], operators);
+        Cluster::start_in(env, n, spares, extra, Vec::new(), false)
     }
 
     fn start_full(

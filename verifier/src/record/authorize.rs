@@ -11,7 +11,8 @@
 //!
 //! How many operators must sign ([`signatures_needed`]): one, and two different operators (where
 //! the directory in force lists two or more) for a directory change that removes a department or
-//! removes or replaces an operator key, the changes that take authority away from someone.
+//! removes or replaces an operator key, and for a membership change that removes a node or its
+//! vote: the changes that take authority away from someone.
 
 use ed25519_dalek::{Signer as _, SigningKey};
 use serde::{Deserialize, Serialize};
@@ -122,6 +123,23 @@ pub fn signatures_needed(
     new: Option<&OriginKeys>,
 ) -> (usize, Option<String>) {
     let operators = old.operators().len();
+    if let ConfigChange::Membership { from, to } = change {
+        let dropped = from.dropped_in(to);
+        return match dropped.is_empty() {
+            false if operators >= 2 => (
+                2,
+                Some(format!(
+                    "it removes node {} or its vote",
+                    dropped
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            ),
+            _ => (1, None),
+        };
+    }
     let (ConfigChange::Directory { .. }, Some(new)) = (change, new) else {
         return (1, None);
     };

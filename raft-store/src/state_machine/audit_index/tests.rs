@@ -10,7 +10,7 @@ use crate::audit_query::{AuditFilter, field};
 use crate::db::{AUDIT_BUCKET_MS, Db, END_KEY};
 use crate::record::{
     AccessRecord, Action, Caller, ConfigChange, ConfigRecord, Decision, ExchangeRecord,
-    LicenseIssuedRecord, Side, SubjectHash,
+    LicenseIssuedRecord, MemberSet, Side, SubjectHash,
 };
 use crate::types::{Entry, Request};
 use rocksdb::Direction;
@@ -130,14 +130,19 @@ fn generate(rng: &mut Rng, count: u64, clock: &mut u64) -> Vec<Record> {
                 request_id: format!("r{}", rng.next()),
                 time_unix_ms: START_MS + time,
                 caller: caller("ops"),
-                change: if rng.below(2) == 0 {
-                    ConfigChange::Policy {
+                change: match rng.below(3) {
+                    0 => ConfigChange::Policy {
                         model: "m".into(),
                         rules: format!("{}", rng.next()),
-                    }
-                } else {
-                    ConfigChange::Directory {
+                    },
+                    1 => ConfigChange::Directory {
                         toml: format!("{}", rng.next()),
+                    },
+                    _ => {
+                        let id = rng.below(9) + 2;
+                        let from = MemberSet::new([(1, "https://n1:7400".to_owned())], [1]);
+                        let to = from.with_learner(id, &format!("https://n{id}:7400"));
+                        ConfigChange::Membership { from, to }
                     }
                 },
             }),

@@ -333,6 +333,7 @@ fn kind(record: &Record) -> &'static str {
         Record::Config(c) => match c.change {
             ConfigChange::Policy { .. } => "policy",
             ConfigChange::Directory { .. } => "directory",
+            ConfigChange::Membership { .. } => "membership",
         },
         Record::Sealed(_) => "sealed",
         Record::Authorized(_) => "authorized",
