@@ -124,7 +124,8 @@ pub(crate) fn terms(record: &Record) -> Vec<(u8, [u8; DIGEST_LEN])> {
         | Record::LicenseStatus(_)
         | Record::Sealed(_)
         | Record::Authorized(_)
-        | Record::BatchSealed(_) => {}
+        | Record::BatchSealed(_)
+        | Record::BatchSignature(_) => {}
     }
     out.sort_unstable();
     out.dedup();
@@ -207,6 +208,7 @@ impl AuditFilter {
             | Record::Sealed(_)
             | Record::Authorized(_)
             | Record::BatchSealed(_)
+            | Record::BatchSignature(_)
             | Record::LicenseIssued(_)
             | Record::LicenseStatus(_) => false,
         }

@@ -109,18 +109,10 @@ impl CheckpointSigner {
         self.signer.as_ref().map(NoteSigner::verifier)
     }
 
-    /// Seal `records` (each with the originator it is sealed as) with this node's key, one
-    /// signature for all (see `qianlian_verifier::record::batch`); `None` if this node has no
-    /// key.
-    pub fn seal_batch(
-        &self,
-        records: Vec<(crate::record::Record, qianlian_verifier::record::Originator)>,
-    ) -> Option<Vec<qianlian_verifier::record::BatchSealedRecord>> {
-        let signer = self.signer.as_ref()?;
-        Some(qianlian_verifier::record::BatchSealedRecord::seal_batch(
-            records,
-            signer.signing_key(),
-        ))
+    /// This node's signing key, which also seals the records it writes (see
+    /// `qianlian_verifier::record::batch_signature`); `None` if this node has no key.
+    pub fn signing_key(&self) -> Option<&qianlian_verifier::ed25519_dalek::SigningKey> {
+        self.signer.as_ref().map(|s| s.signing_key())
     }
 
     fn body(&self, size: u64, root: Hash) -> String {

@@ -144,6 +144,9 @@ impl EarlyReceipts {
                 && match r {
                     Record::Sealed(s) => seals_verified || s.verify_signature().is_ok(),
                     Record::BatchSealed(s) => seals_verified || s.verify_signature().is_ok(),
+                    // A group's authority is decided at the apply: only this node's own
+                    // (or verified) signatures are predictable.
+                    Record::BatchSignature(_) => seals_verified,
                     _ => true,
                 }
         });
@@ -230,9 +233,7 @@ impl EarlyReceipts {
             // Registered entries hold no directory change: the directory applied before `next`
             // is the one in force for every entry of this chain.
             if let Some(keys) = keys.as_deref()
-                && w.records
-                    .iter()
-                    .any(|r| keys.check_authority(r, None).is_err())
+                && !authority_holds(keys, &w.records)
             {
                 break;
             }
@@ -246,6 +247,27 @@ impl EarlyReceipts {
             next += 1;
         }
     }
+}
+
+/// Whether every record of `records` speaks with authority under `keys`: a record a batch
+/// signature of `records` covers, as that signature's key; any other, by its own seal.
+fn authority_holds(keys: &qianlian_verifier::record::OriginKeys, records: &[Record]) -> bool {
+    let mut covered_by = vec![None; records.len()];
+    for (p, r) in records.iter().enumerate() {
+        if let Record::BatchSignature(s) = r {
+            let count = usize::try_from(s.count).unwrap_or(usize::MAX);
+            for slot in &mut covered_by[p.saturating_sub(count)..p] {
+                *slot = Some(s);
+            }
+        }
+    }
+    records.iter().zip(covered_by).all(|(r, by)| match by {
+        Some(s) => keys
+            .covered_originator(s, r, None)
+            .and_then(|o| keys.check_authority_by(r, None, Some(&o)))
+            .is_ok(),
+        None => keys.check_authority(r, None).is_ok(),
+    })
 }
 
 #[cfg(test)]

@@ -372,11 +372,28 @@ impl StateReader {
     }
 
     /// Whether every seal of `records` verifies (batch signatures through this node's cache of
-    /// verified ones); unsealed records pass.
+    /// verified ones, a batch signature record over the records before it in `records`);
+    /// unsealed records pass.
     pub(crate) fn seals_verify(&self, records: &[Record]) -> bool {
-        records.iter().all(|r| match r {
+        let mut leaves: Option<Vec<Hash>> = None;
+        records.iter().enumerate().all(|(p, r)| match r {
             Record::Sealed(s) => s.verify_signature().is_ok(),
             Record::BatchSealed(s) => self.shared.verified_batches.verify(s).is_ok(),
+            Record::BatchSignature(s) => {
+                let leaves = leaves.get_or_insert_with(|| {
+                    records
+                        .iter()
+                        .map(|r| qianlian_verifier::leaf_hash(&r.encode()))
+                        .collect()
+                });
+                let count = usize::try_from(s.count).unwrap_or(usize::MAX);
+                p.checked_sub(count).is_some_and(|start| {
+                    self.shared
+                        .verified_batches
+                        .verify_covering(s, &leaves[p], &leaves[start..p])
+                        .is_ok()
+                })
+            }
             _ => true,
         })
     }
@@ -813,15 +830,44 @@ fn apply_entries(
             EntryPayload::Normal(Request::Append { records }) => {
                 let mut hashes = Vec::with_capacity(records.len());
                 let mut refused = Vec::new();
+                // With batch signatures, each record's bytes and leaf are needed before any
+                // applies (a signature holds for its whole group or not at all).
+                let signed = records
+                    .iter()
+                    .any(|r| matches!(r, Record::BatchSignature(_)));
+                let (mut encoded, verdicts) = if signed {
+                    let encoded: Vec<Option<Vec<u8>>> =
+                        records.iter().map(|r| Some(r.encode())).collect();
+                    let leaves: Vec<Hash> = encoded
+                        .iter()
+                        .map(|b| qianlian_verifier::leaf_hash(b.as_deref().unwrap_or_default()))
+                        .collect();
+                    let verdicts = origin::batch_signatures(
+                        applied.origin.as_deref(),
+                        &records,
+                        &leaves,
+                        &shared.verified_batches,
+                        |r| licenses.issuer_for(r),
+                    )?;
+                    (Some((encoded, leaves)), verdicts)
+                } else {
+                    (None, Vec::new())
+                };
                 for (position, record) in records.iter().enumerate() {
                     let issuer = licenses.issuer_for(record)?;
-                    let keys = match origin::judge(
-                        applied.origin.as_deref(),
-                        &applied.config,
-                        record,
-                        issuer.as_deref(),
-                        &shared.verified_batches,
-                    ) {
+                    let verdict = match verdicts.get(position).cloned().flatten() {
+                        // A record of a signed group, or its signature: decided above.
+                        Some(Ok(())) => Ok(None),
+                        Some(Err(refusal)) => Err(refusal),
+                        None => origin::judge(
+                            applied.origin.as_deref(),
+                            &applied.config,
+                            record,
+                            issuer.as_deref(),
+                            &shared.verified_batches,
+                        ),
+                    };
+                    let keys = match verdict {
                         Ok(keys) => keys,
                         Err(refusal) => {
                             shared.refused.fetch_add(1, Ordering::Relaxed);
@@ -839,7 +885,15 @@ fn apply_entries(
                         }
                     };
                     let index = appender.edge.size();
-                    hashes.push(appender.append(&mut batch, record.encode())?);
+                    let hash = match &mut encoded {
+                        Some((bytes, leaves)) => appender.append_hashed(
+                            &mut batch,
+                            bytes[position].take().unwrap_or_default(),
+                            leaves[position],
+                        )?,
+                        None => appender.append(&mut batch, record.encode())?,
+                    };
+                    hashes.push(hash);
                     licenses.stage(&mut batch, index, record)?;
                     audit.collect(index, record);
                     applied.config.observe(index, record);

@@ -6,6 +6,8 @@
 
 mod support;
 
+use base64::Engine as _;
+use qianlian_raft_store::record::Record;
 use std::time::{Duration, Instant};
 
 use qianlian_proto::v1::admin_client::AdminClient;
@@ -57,11 +59,54 @@ async fn log_entry(c: &Cluster, index: u64) -> qianlian_proto::v1::GetLogEntryRe
     applied_entry(&mut n, index).await
 }
 
-/// The department whose gateway sealed the record at `index`, if it is sealed.
+/// The department whose gateway sealed the record at `index`, if it is sealed: by its own
+/// seal, or by the batch signature record after it that covers it (whose key the directory in
+/// force lists among that department's node keys).
 async fn sealed_by(c: &Cluster, index: u64) -> Option<String> {
     let e = log_entry(c, index).await;
     let json: serde_json::Value = serde_json::from_str(&e.record_json).expect("json");
-    sealed_for(&json).map(str::to_owned)
+    if let Some(d) = sealed_for(&json) {
+        return Some(d.to_owned());
+    }
+    let mut leaves = vec![qianlian_verifier::leaf_hash(&e.record)];
+    for at in index + 1..index + 64 {
+        let next = log_entry(c, at).await;
+        let Ok(Record::BatchSignature(s)) = Record::decode(&next.record) else {
+            leaves.push(qianlian_verifier::leaf_hash(&next.record));
+            continue;
+        };
+        let start = at.checked_sub(s.count)?;
+        if start > index {
+            return None;
+        }
+        let position = (index - start) as usize;
+        let mut covered = Vec::new();
+        for i in start..at {
+            covered.push(qianlian_verifier::leaf_hash(&log_entry(c, i).await.record));
+        }
+        s.verify(&covered)
+            .expect("the batch signature covers its records");
+        assert_eq!(covered[position], leaves[0]);
+        let out = c.operator(1, "directory", &["show"]);
+        let text: String = stdout(&out)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let directory: toml::Value = toml::from_str(&text).expect("directory toml");
+        let key = base64::engine::general_purpose::STANDARD.encode(s.public_key);
+        return directory["department"]
+            .as_array()?
+            .iter()
+            .find(|d| {
+                d.get("node_keys")
+                    .and_then(|k| k.as_array())
+                    .is_some_and(|keys| keys.iter().any(|k| k["public_key"].as_str() == Some(&key)))
+            })
+            .and_then(|d| d["id"].as_str())
+            .map(str::to_owned);
+    }
+    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,9 +149,13 @@ async fn metrics_count_requests_decisions_commits_and_report_raft_and_storage() 
     assert!(sum > 0.0 && sum < 5.0, "commit seconds sum {sum}");
     assert!(value(&text, "qianlian_raft_term", &[]) >= 1.0);
     assert_eq!(value(&text, "qianlian_raft_leader", &[]), 1.0);
-    // The five calls, after the policy and directory the node seeded.
+    // The five calls, each followed by the batch signature that seals it, after the policy and
+    // directory the node seeded.
     let seeded = SEEDED as f64;
-    assert_eq!(value(&text, "qianlian_log_records", &[]), 5.0 + seeded);
+    assert_eq!(
+        value(&text, "qianlian_log_records", &[]),
+        2.0 * 5.0 + seeded
+    );
     let batches = value(&text, "qianlian_group_commit_batches", &[]);
     assert!((1.0..=5.0 + seeded).contains(&batches), "batches {batches}");
     assert_eq!(

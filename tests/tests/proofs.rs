@@ -47,6 +47,10 @@ async fn write_some(c: &mut ExchangeClient<tonic::transport::Channel>, from: u64
     }
 }
 
+/// Tree sizes of the proofs test: before and after the second round of writes.
+const OLD: u64 = 36;
+const NEW: u64 = 62;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checkpoints_are_cosigned_and_proofs_verify_with_two_implementations() {
     let cluster = Cluster::start(3, "");
@@ -57,12 +61,13 @@ async fn checkpoints_are_cosigned_and_proofs_verify_with_two_implementations() {
             .await
             .expect("connect"),
     );
-    // The log starts with the policy and directory that `cluster init` appends.
-    write_some(&mut owner, 0, 37 - SEEDED).await;
-    let (old_size, old_root) = cluster.converge(37, Duration::from_secs(20)).await;
+    // The log starts with the policy and directory that `cluster init` appends; each record
+    // written one after another is followed by the batch signature that seals it.
+    write_some(&mut owner, 0, (OLD - SEEDED) / 2).await;
+    let (old_size, old_root) = cluster.converge(OLD, Duration::from_secs(20)).await;
     let old_root = h32(&old_root);
-    write_some(&mut owner, 100, 26).await;
-    cluster.converge(63, Duration::from_secs(20)).await;
+    write_some(&mut owner, 100, (NEW - OLD) / 2).await;
+    cluster.converge(NEW, Duration::from_secs(20)).await;
 
     let keys = node_keys(&cluster.env, 3);
     for i in 1..=3 {
@@ -88,20 +93,20 @@ async fn checkpoints_are_cosigned_and_proofs_verify_with_two_implementations() {
             .expect("checkpoint verifies")
             .require_signers(3)
             .expect("all three nodes cosigned");
-        assert_eq!(v.checkpoint.size, 63);
+        assert_eq!(v.checkpoint.size, NEW);
         assert_eq!(v.checkpoint.origin, "gov.example/qianlian");
         let root = v.checkpoint.root;
         let proof: Vec<[u8; 32]> = r.proof.iter().map(|p| h32(p)).collect();
         let leaf = h32(&r.record_hash);
-        qianlian_verifier::verify_inclusion(&leaf, 20, 63, &proof, &root).expect("verifier crate");
+        qianlian_verifier::verify_inclusion(&leaf, 20, NEW, &proof, &root).expect("verifier crate");
         assert!(
-            rfc6962::inclusion_ok(20, 63, &leaf, &proof, &root),
+            rfc6962::inclusion_ok(20, NEW, &leaf, &proof, &root),
             "independent verifier"
         );
         let mut bad = proof.clone();
         bad[0][0] ^= 1;
-        assert!(!rfc6962::inclusion_ok(20, 63, &leaf, &bad, &root));
-        assert!(qianlian_verifier::verify_inclusion(&leaf, 20, 63, &bad, &root).is_err());
+        assert!(!rfc6962::inclusion_ok(20, NEW, &leaf, &bad, &root));
+        assert!(qianlian_verifier::verify_inclusion(&leaf, 20, NEW, &bad, &root).is_err());
 
         // The record hash is the leaf hash of the bytes the log returns.
         let e = NotaryClient::new(cluster.channel(i, "audit-office").await.expect("connect"))
@@ -115,7 +120,7 @@ async fn checkpoints_are_cosigned_and_proofs_verify_with_two_implementations() {
         let by_hash = notary
             .get_inclusion_proof(GetInclusionProofRequest {
                 record: Some(Target::RecordHash(leaf.to_vec())),
-                tree_size: 63,
+                tree_size: NEW,
             })
             .await
             .expect("by hash")
@@ -131,24 +136,24 @@ async fn checkpoints_are_cosigned_and_proofs_verify_with_two_implementations() {
             .expect("consistency proof")
             .into_inner();
         let proof: Vec<[u8; 32]> = c.proof.iter().map(|p| h32(p)).collect();
-        assert_eq!(c.new_size, 63);
-        qianlian_verifier::verify_consistency(old_size, 63, &old_root, &root, &proof)
+        assert_eq!(c.new_size, NEW);
+        qianlian_verifier::verify_consistency(old_size, NEW, &old_root, &root, &proof)
             .expect("verifier crate");
         assert!(
-            rfc6962::consistency_ok(old_size, 63, &old_root, &root, &proof),
+            rfc6962::consistency_ok(old_size, NEW, &old_root, &root, &proof),
             "independent verifier"
         );
         let mut wrong_old = old_root;
         wrong_old[31] ^= 1;
         assert!(!rfc6962::consistency_ok(
-            old_size, 63, &wrong_old, &root, &proof
+            old_size, NEW, &wrong_old, &root, &proof
         ));
 
         // Bad requests say what is wrong.
         let s = notary
             .get_inclusion_proof(GetInclusionProofRequest {
-                record: Some(Target::LogIndex(63)),
-                tree_size: 63,
+                record: Some(Target::LogIndex(NEW)),
+                tree_size: NEW,
             })
             .await
             .expect_err("index beyond size");

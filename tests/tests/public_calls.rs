@@ -123,7 +123,8 @@ async fn a_hundred_concurrent_checkpoint_calls_cost_one_round_of_cosignatures() 
             .expect("connect"),
     );
     write_some(&mut owner, 0, 5).await;
-    let size = SEEDED + 5;
+    // Each record written one after another is followed by the signature that seals it.
+    let size = SEEDED + 2 * 5;
     applied_everywhere(&cluster, size).await;
     // A follower is asked; its members are the leader and the other follower.
     let asked = leader % 3 + 1;

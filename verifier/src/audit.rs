@@ -18,7 +18,7 @@ mod unique_keys;
 
 pub use bundle::check::check_bundle;
 pub use bundle::{
-    BundleDepartment, BundleError, BundlePolicy, BundleRecord, BundleReport,
+    BundleBatchSignature, BundleDepartment, BundleError, BundlePolicy, BundleRecord, BundleReport,
     EVIDENCE_BUNDLE_VERSION, Entry, EvidenceBundle, RetiredKey, TrustedKeys,
 };
 pub use log::{

@@ -17,10 +17,12 @@ use serde::{Deserialize, Serialize};
 
 pub mod authorize;
 pub mod batch;
+pub mod batch_signature;
 pub mod seal;
 
 pub use authorize::{AuthorizedRecord, FORMAT_V3, authorization_message, signatures_needed};
 pub use batch::{BatchKey, BatchSeal, BatchSealedRecord, FORMAT_V4, batch_leaf, batch_message};
+pub use batch_signature::{BatchSignatureRecord, FORMAT_V5};
 pub use seal::{
     FORMAT_V2, OriginError, OriginKey, OriginKeys, Originator, Seal, SealedRecord, SignerRole,
 };
@@ -51,6 +53,8 @@ pub enum Record {
     /// A record sealed by its originator as one of a batch with one signature; encoded as
     /// version 4. The inner record is unsealed.
     BatchSealed(Box<BatchSealedRecord>),
+    /// One signature over the records just before it in the log; encoded as version 5.
+    BatchSignature(Box<BatchSignatureRecord>),
 }
 
 /// Which gateway wrote an exchange record.
@@ -474,6 +478,11 @@ impl Record {
                 out.extend(postcard::to_stdvec(sealed.as_ref()).unwrap_or_default());
                 out
             }
+            Record::BatchSignature(signature) => {
+                let mut out = vec![FORMAT_V5];
+                out.extend(postcard::to_stdvec(signature.as_ref()).unwrap_or_default());
+                out
+            }
             _ => {
                 let mut out = vec![FORMAT_V1];
                 out.extend(postcard::to_stdvec(self).unwrap_or_default());
@@ -547,15 +556,23 @@ impl Record {
                     postcard::take_from_bytes::<BatchSealedRecord>(body).map_err(malformed)?;
                 (Record::BatchSealed(Box::new(sealed)), rest)
             }
+            FORMAT_V5 => {
+                let (signature, rest) =
+                    postcard::take_from_bytes::<BatchSignatureRecord>(body).map_err(malformed)?;
+                (Record::BatchSignature(Box::new(signature)), rest)
+            }
             _ => return Err(DecodeError::UnknownFormat(version)),
         };
-        let wrapped = |r: &Record| {
+        let wrapper = |r: &Record| {
             matches!(
                 r,
                 Record::Sealed(_) | Record::Authorized(_) | Record::BatchSealed(_)
             )
         };
-        if (version == FORMAT_V1 && wrapped(&record)) || wrapped(record.content()) {
+        let special = |r: &Record| wrapper(r) || matches!(r, Record::BatchSignature(_));
+        if (version == FORMAT_V1 && special(&record))
+            || (wrapper(&record) && special(record.content()))
+        {
             return Err(DecodeError::Malformed(
                 "a sealed record inside a record: seals are not nested".into(),
             ));
@@ -591,6 +608,7 @@ impl Record {
             Record::Sealed(s) => s.record.time_unix_ms(),
             Record::Authorized(a) => a.record.time_unix_ms(),
             Record::BatchSealed(s) => s.record.time_unix_ms(),
+            Record::BatchSignature(s) => s.time_unix_ms,
         }
     }
 
@@ -604,6 +622,7 @@ impl Record {
                     reason: r.reason.chars().take(40).collect(),
                 })
             }
+            Record::BatchSignature(s) => s.check().map_err(RecordError::BatchSignature),
             Record::Config(ConfigRecord {
                 change: ConfigChange::Membership { from, to },
                 ..
@@ -625,6 +644,9 @@ pub enum RecordError {
     /// A license status change's reason is not 1 to 32 of `a-z`, `0-9` and `-`.
     #[error("license status reason {reason:?} is not a reason code: 1 to 32 of a-z, 0-9 and -")]
     ReasonCode { reason: String },
+    /// A batch signature's fields are out of range.
+    #[error("batch signature: {0}")]
+    BatchSignature(String),
     /// A membership change's member lists are not canonical.
     #[error("membership change: `{which}`: {reason}")]
     Membership { which: &'static str, reason: String },

@@ -157,6 +157,11 @@ pub(crate) fn split(n: usize) -> usize {
 }
 
 /// `MTH(D[n])` of RFC 6962 §2.1.
+/// RFC 6962 root (`MTH`) of `leaves`, in order (`SHA-256()` when empty).
+pub fn root_of(leaves: &[Hash]) -> Hash {
+    mth(leaves)
+}
+
 pub(crate) fn mth(leaves: &[Hash]) -> Hash {
     match leaves {
         [] => empty_root(),

@@ -130,9 +130,17 @@ impl Notary {
                             Some(o) => vec![Some(o.clone()); records.len()],
                             None => Vec::new(),
                         },
+                        leaves: match &seal_as {
+                            Some(_) => records
+                                .iter()
+                                .map(|r| qianlian_verifier::leaf_hash(&r.encode()))
+                                .collect(),
+                            None => Vec::new(),
+                        },
                         records,
                         reply,
                         forwarded: false,
+                        grouped: false,
                     })
                     .await
                     .map_err(|_| NotaryError::ShutDown)?;

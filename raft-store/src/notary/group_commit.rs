@@ -44,7 +44,7 @@ use crate::network::{ForwardRefusal, PeerCallError, Peers};
 use crate::record::Record;
 use crate::state_machine::StateReader;
 use crate::types::{NodeId, Request, Response, TypeConfig};
-use qianlian_verifier::record::Originator;
+use qianlian_verifier::record::{BatchSignatureRecord, Originator, SignerRole};
 
 /// Extra time an append waits beyond `commit_timeout`, so that the batcher's own, more precise
 /// answer (which is bounded by `commit_timeout`) arrives before the caller gives up.
@@ -64,6 +64,13 @@ pub(super) struct Pending {
     /// For each record, the originator this node seals it as when the batch is formed (empty:
     /// none is sealed here).
     pub(super) seal_as: Vec<Option<Originator>>,
+    /// The log leaf hash of each record, for a request to be sealed (empty otherwise):
+    /// computed by the caller's task, so the batcher only signs their root.
+    pub(super) leaves: Vec<Hash>,
+    /// Part of a group under one batch signature (the signature record too): it stays in its
+    /// batch even when its caller has left, so that the signature covers exactly the records
+    /// before it.
+    pub(super) grouped: bool,
 }
 
 /// How the batcher batches.
@@ -231,20 +238,11 @@ fn answer(batch: Vec<Pending>, receipts: Vec<Receipt>) {
     }
 }
 
-/// A record standing in for one being sealed, for the moment it takes.
-fn placeholder() -> Record {
-    Record::Config(crate::record::ConfigRecord {
-        request_id: String::new(),
-        time_unix_ms: 0,
-        caller: crate::record::Caller {
-            department: String::new(),
-            role: String::new(),
-            cert_fingerprint: String::new(),
-        },
-        change: crate::record::ConfigChange::Directory {
-            toml: String::new(),
-        },
-    })
+/// Now, in Unix milliseconds.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn records_of(batch: &[Pending]) -> Vec<Record> {
@@ -268,38 +266,57 @@ enum Attempt {
 }
 
 impl Committer {
-    /// Seal the records of `batch` that ask for it with one signature by this node's key, and
-    /// remember that signature as verified (this node made it). Records are sealed once, when
-    /// the batch is formed, and keep their seal through any retry or forward.
-    fn seal(&self, batch: &mut [Pending]) {
+    /// Seal the records of `batch` that ask for it with one signature by this node's key: their
+    /// callers' requests go last, in order, so that their records are contiguous, and a batch
+    /// signature record right after them covers exactly them. The signature is remembered as
+    /// verified (this node made it). A batch is sealed once, when it is formed, and keeps its
+    /// signature through any retry or forward.
+    fn seal(&self, batch: &mut Vec<Pending>) {
         // Without a key nothing is sealed: the records go as they came (and every node refuses
         // those whose department requires a seal, saying why).
-        if self.reader.signer().verifier().is_none() {
+        let Some(key) = self.reader.signer().signing_key() else {
+            return;
+        };
+        let (mut ordered, sealed): (Vec<Pending>, Vec<Pending>) = std::mem::take(batch)
+            .into_iter()
+            .partition(|p| p.seal_as.is_empty() || p.seal_as.iter().any(Option::is_none));
+        if sealed.is_empty() {
+            *batch = ordered;
             return;
         }
-        let mut at = Vec::new();
-        let mut items = Vec::new();
-        for (p, pending) in batch.iter_mut().enumerate() {
-            for (r, originator) in std::mem::take(&mut pending.seal_as).into_iter().enumerate() {
-                if let Some(originator) = originator
-                    && r < pending.records.len()
-                {
-                    let record = std::mem::replace(&mut pending.records[r], placeholder());
-                    at.push((p, r));
-                    items.push((record, originator));
-                }
-            }
-        }
-        if items.is_empty() {
-            return;
-        }
-        let sealed = self.reader.signer().seal_batch(items).unwrap_or_default();
-        if let Some(Ok(key)) = sealed.first().map(|s| s.batch_key()) {
-            self.reader.trust_batch(key);
-        }
-        for ((p, r), s) in at.into_iter().zip(sealed) {
-            batch[p].records[r] = Record::BatchSealed(Box::new(s));
-        }
+        let leaves: Vec<Hash> = sealed
+            .iter()
+            .flat_map(|p| {
+                let computed = p.leaves.len() == p.records.len();
+                p.records
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, r)| match computed {
+                        true => p.leaves[i],
+                        false => qianlian_verifier::leaf_hash(&r.encode()),
+                    })
+            })
+            .collect();
+        let signature = Record::BatchSignature(Box::new(BatchSignatureRecord::sign(
+            SignerRole::Gateway,
+            key,
+            &leaves,
+            now_ms(),
+        )));
+        self.reader
+            .trust_batch(qianlian_verifier::leaf_hash(&signature.encode()));
+        ordered.extend(sealed.into_iter().map(|p| Pending { grouped: true, ..p }));
+        // Nobody waits for the signature's own receipt.
+        let (reply, _) = oneshot::channel();
+        ordered.push(Pending {
+            records: vec![signature],
+            reply,
+            forwarded: false,
+            seal_as: Vec::new(),
+            leaves: Vec::new(),
+            grouped: true,
+        });
+        *batch = ordered;
     }
 
     /// Write one batch and answer every caller in it, within `commit_timeout`.
@@ -308,7 +325,10 @@ impl Committer {
         let deadline = Instant::now() + timeout;
         // A caller that already gave up was told "outcome unknown": leaving its record out is
         // within that answer and spares the log a record nobody holds a receipt for.
-        let mut batch: Vec<Pending> = batch.into_iter().filter(|p| !p.reply.is_closed()).collect();
+        let mut batch: Vec<Pending> = batch
+            .into_iter()
+            .filter(|p| p.grouped || !p.reply.is_closed())
+            .collect();
         loop {
             if batch.is_empty() {
                 return;
@@ -323,7 +343,10 @@ impl Committer {
                 return fail(rest, &error);
             }
             tokio::time::sleep(RETRY_PAUSE).await;
-            batch = rest.into_iter().filter(|p| !p.reply.is_closed()).collect();
+            batch = rest
+                .into_iter()
+                .filter(|p| p.grouped || !p.reply.is_closed())
+                .collect();
         }
     }
 

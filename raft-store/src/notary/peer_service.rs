@@ -142,6 +142,8 @@ impl LocalNode for NodeCalls {
             reply,
             forwarded: true,
             seal_as: Vec::new(),
+            leaves: Vec::new(),
+            grouped: false,
         };
         let waited = tokio::time::timeout(timeout + ANSWER_GRACE, async {
             self.queue

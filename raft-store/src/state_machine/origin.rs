@@ -15,10 +15,11 @@
 
 use std::sync::Arc;
 
+use qianlian_verifier::Hash;
 use qianlian_verifier::license::DepartmentKey;
 use qianlian_verifier::record::{
-    BatchKey, BatchSealedRecord, ConfigChange, MemberSet, OriginError, OriginKey, OriginKeys,
-    SignerRole,
+    BatchKey, BatchSealedRecord, BatchSignatureRecord, ConfigChange, MemberSet, OriginError,
+    OriginKey, OriginKeys, SignerRole,
 };
 use rocksdb::DB;
 use serde::Deserialize;
@@ -218,6 +219,65 @@ pub(super) fn judge(
     Ok(new_keys)
 }
 
+/// What the batch signatures of one Raft entry decide for each of its records, decided before
+/// any of them applies (a signature covers fixed log positions, so it is appended only with
+/// every record it covers):
+/// - `None`: no signature holds for the record; it is judged on its own, as unsealed;
+/// - `Some(Ok(()))`: a signature record whose whole group holds, or a record of that group
+///   (signature verified over the group's log leaves; the signing key listed, in its role, for
+///   the department that answers for each record);
+/// - `Some(Err(reason))`: a signature record refused with the reason (the records it would
+///   cover are then judged on their own).
+///
+/// Covered records are judged against `keys`, the directory in force at the start of the entry;
+/// without a directory only the signature is checked. `leaves` are the records' log leaf hashes;
+/// `issuer` gives the issuer of the license a status change names.
+pub(super) fn batch_signatures(
+    keys: Option<&OriginKeys>,
+    records: &[Record],
+    leaves: &[Hash],
+    batches: &VerifiedBatches,
+    mut issuer: impl FnMut(&Record) -> Result<Option<String>, StoreError>,
+) -> Result<Vec<Option<Result<(), Refusal>>>, StoreError> {
+    let mut verdicts: Vec<Option<Result<(), Refusal>>> = vec![None; records.len()];
+    for (p, record) in records.iter().enumerate() {
+        let Record::BatchSignature(signature) = record else {
+            continue;
+        };
+        let count = usize::try_from(signature.count).unwrap_or(usize::MAX);
+        let range = match p.checked_sub(count) {
+            Some(start) if (start..p).all(|q| verdicts[q].is_none()) => start..p,
+            // Reaching before the entry, or over another signature's group.
+            _ => {
+                verdicts[p] = Some(Err(OriginError::NotCoverable));
+                continue;
+            }
+        };
+        let mut verdict = batches.verify_covering(signature, &leaves[p], &leaves[range.clone()]);
+        if let (Ok(()), Some(keys)) = (&verdict, keys) {
+            for q in range.clone() {
+                let issuer = issuer(&records[q])?;
+                let checked = keys
+                    .covered_originator(signature, &records[q], issuer.as_deref())
+                    .and_then(|o| {
+                        keys.check_authority_by(&records[q], issuer.as_deref(), Some(&o))
+                    });
+                if let Err(e) = checked {
+                    verdict = Err(e);
+                    break;
+                }
+            }
+        }
+        if verdict.is_ok() {
+            for q in range {
+                verdicts[q] = Some(Ok(()));
+            }
+        }
+        verdicts[p] = Some(verdict);
+    }
+    Ok(verdicts)
+}
+
 /// How many verified batch signatures a node remembers: a batch's records reach the origin
 /// check within moments of each other (submission, then apply), so the last few thousand
 /// suffice; an older one is verified again, which costs time, never a wrong answer.
@@ -250,6 +310,35 @@ impl VerifiedBatches {
         }
         sealed.verify_signature()?;
         self.remember(key);
+        Ok(())
+    }
+
+    /// Check that batch signature `signature` (whose own log leaf is `own_leaf`) covers records
+    /// with log leaves `covered`, verifying the signature only if this node has not already
+    /// verified it (by its leaf).
+    pub(crate) fn verify_covering(
+        &self,
+        signature: &BatchSignatureRecord,
+        own_leaf: &Hash,
+        covered: &[Hash],
+    ) -> Result<(), OriginError> {
+        let known = self
+            .seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .contains(own_leaf);
+        if known {
+            // The signature verified over a root: the leaves must still give that root.
+            return match covered.len() as u64 == signature.count
+                && qianlian_verifier::tree::root_of(covered) == signature.root
+            {
+                true => Ok(()),
+                false => signature.verify(covered),
+            };
+        }
+        signature.verify(covered)?;
+        self.remember(*own_leaf);
         Ok(())
     }
 

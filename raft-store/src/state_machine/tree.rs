@@ -80,8 +80,18 @@ impl<'a> Appender<'a> {
         batch: &mut WriteBatch,
         bytes: Vec<u8>,
     ) -> Result<Hash, StoreError> {
-        let index = self.edge.size();
         let hash = leaf_hash(&bytes);
+        self.append_hashed(batch, bytes, hash)
+    }
+
+    /// [`Appender::append`] of `bytes` whose leaf hash `hash` the caller computed.
+    pub(super) fn append_hashed(
+        &mut self,
+        batch: &mut WriteBatch,
+        bytes: Vec<u8>,
+        hash: Hash,
+    ) -> Result<Hash, StoreError> {
+        let index = self.edge.size();
         let generation = self.generation;
         let nodes = &mut self.nodes;
         self.edge

@@ -31,6 +31,11 @@
 //! the reader can see the rules that applied. `record_json` is a convenience for people; the
 //! check refuses a bundle whose JSON view differs from the bytes the log committed to.
 //!
+//! A record sealed as one of a batch under a batch signature record (format version 5) carries
+//! `signed_by`: the signature record with its own inclusion proof, and the record's path among
+//! the records the signature covers; the signature must cover the record's log index and
+//! verify over that path, and its key must be listed as below.
+//!
 //! A sealed record (format version 2) proves its origin offline: its seal's signature must
 //! verify over the record, and its key must be one the bundle lists for the department that
 //! must seal it (a gateway node key of the department whose side an exchange record is; the
@@ -144,6 +149,28 @@ pub struct BundleRecord {
     /// Inclusion proof of the record's leaf against the checkpoint.
     #[serde(with = "super::hex_hashes")]
     pub proof: Vec<Hash>,
+    /// For a record sealed as one of a batch under a batch signature record (format version
+    /// 5, written after the batch's records): that record and where this one sits among those
+    /// it covers. Absent for records sealed alone, or unsealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<BundleBatchSignature>,
+}
+
+/// The batch signature record that covers a bundled record, with what proves it covers it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundleBatchSignature {
+    /// Its 0-based position in the log: it covers the `count` records just before it.
+    pub log_index: u64,
+    /// Its canonical bytes.
+    #[serde(with = "serde_bytes::bytes")]
+    pub record: Vec<u8>,
+    /// Inclusion proof of its leaf against the checkpoint.
+    #[serde(with = "super::hex_hashes")]
+    pub proof: Vec<Hash>,
+    /// Inclusion path of the bundled record's leaf among the leaves the signature covers.
+    #[serde(with = "super::hex_hashes")]
+    pub path: Vec<Hash>,
 }
 
 /// One version of the replicated access policy, as logged, with its inclusion proof.
@@ -338,6 +365,7 @@ impl BundleRecord {
             record,
             record_json,
             proof,
+            signed_by: None,
         })
     }
 }

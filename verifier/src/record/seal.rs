@@ -102,6 +102,12 @@ pub enum OriginError {
         "the originator signature by {department}/{key_id} does not verify: the record or its seal was altered"
     )]
     BadSignature { department: String, key_id: String },
+    /// A batch signature covers a record that carries a seal of its own, or is not a
+    /// department's record (configuration, another signature).
+    #[error(
+        "a batch signature covers only unsealed records of departments: a sealed, configuration or signature record may not be covered"
+    )]
+    NotCoverable,
     /// The record needs a seal (its department publishes keys) and has none.
     #[error("the record is not signed, but {department} publishes {role} keys: it must be")]
     Unsealed {
@@ -211,9 +217,11 @@ pub fn responsible(record: &Record, issuer: Option<&str>) -> (SignerRole, String
             SignerRole::LicenseIssuer,
             issuer.unwrap_or(&r.caller.department).to_owned(),
         ),
-        Record::Config(_) | Record::Sealed(_) | Record::Authorized(_) | Record::BatchSealed(_) => {
-            (SignerRole::Operator, String::new())
-        }
+        Record::Config(_)
+        | Record::Sealed(_)
+        | Record::Authorized(_)
+        | Record::BatchSealed(_)
+        | Record::BatchSignature(_) => (SignerRole::Operator, String::new()),
     }
 }
 
@@ -270,11 +278,57 @@ impl OriginKeys {
         record: &Record,
         issuer: Option<&str>,
     ) -> Result<(), OriginError> {
+        self.check_authority_by(record, issuer, record.originator())
+    }
+
+    /// The originator a batch signature speaks as for `record`, one of the records it covers:
+    /// its key, in its role, as listed for the department that answers for the record. Errs
+    /// when the directory lists no such key, or the record carries a seal of its own (a covered
+    /// record is unsealed).
+    pub fn covered_originator(
+        &self,
+        signature: &super::BatchSignatureRecord,
+        record: &Record,
+        issuer: Option<&str>,
+    ) -> Result<Originator, OriginError> {
+        let (_, department) = responsible(record, issuer);
+        if !matches!(
+            record,
+            Record::Access(_)
+                | Record::Exchange(_)
+                | Record::LicenseIssued(_)
+                | Record::LicenseStatus(_)
+        ) {
+            return Err(OriginError::NotCoverable);
+        }
+        let key = self.keys.iter().find(|k| {
+            k.role == signature.role
+                && k.department == department
+                && k.public_key == signature.public_key
+        });
+        match key {
+            Some(k) => Ok(signature.originator(&department, &k.key_id)),
+            None => Err(OriginError::UnknownKey {
+                key_id: hex::encode(&signature.public_key[..8]),
+                role: signature.role.as_str(),
+                department,
+            }),
+        }
+    }
+
+    /// [`OriginKeys::check_authority`] with the record's originator given (`None`: unsealed),
+    /// for a record covered by a batch signature.
+    pub fn check_authority_by(
+        &self,
+        record: &Record,
+        issuer: Option<&str>,
+        originator: Option<&Originator>,
+    ) -> Result<(), OriginError> {
         let (role, department) = responsible(record, issuer);
         if role == SignerRole::Operator {
             return Ok(());
         }
-        let Some(o) = record.originator() else {
+        let Some(o) = originator else {
             return if self.is_sealed(&department) {
                 Err(OriginError::Unsealed {
                     department,

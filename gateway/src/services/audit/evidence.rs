@@ -9,13 +9,45 @@ use qianlian_proto::v1::{ExportEvidenceRequest, ExportEvidenceResponse};
 use qianlian_raft_store::audit_query::{AuditCursor, AuditFilter, AuditHit, AuditOrder};
 use qianlian_raft_store::record::{ConfigKind, Record};
 use qianlian_verifier::audit::{
-    BundleDepartment, BundlePolicy, BundleRecord, EVIDENCE_BUNDLE_VERSION, EvidenceBundle,
+    BundleBatchSignature, BundleDepartment, BundlePolicy, BundleRecord, EVIDENCE_BUNDLE_VERSION,
+    EvidenceBundle,
 };
 
 use qianlian_proto::contract::MAX_PAGE;
 
 use super::{AuditService, Filters};
 use crate::services::error::ServiceError;
+
+/// How far after a record the exporter looks for the batch signature that covers it: a
+/// signature follows its batch in the same Raft entry.
+const SIGNATURE_SCAN: u64 = 4096;
+
+/// A batch signature found while exporting, with the paths of the records it covers.
+struct SignedBatch {
+    /// Log index of the first record covered.
+    start: u64,
+    /// Log index of the signature record.
+    at: u64,
+    record: Vec<u8>,
+    proof: Vec<qianlian_verifier::Hash>,
+    paths: Vec<Vec<qianlian_verifier::Hash>>,
+}
+
+impl SignedBatch {
+    fn covers(&self, log_index: u64) -> bool {
+        (self.start..self.at).contains(&log_index)
+    }
+
+    fn entry(&self, log_index: u64) -> BundleBatchSignature {
+        let index = usize::try_from(log_index - self.start).unwrap_or(usize::MAX);
+        BundleBatchSignature {
+            log_index: self.at,
+            record: self.record.clone(),
+            proof: self.proof.clone(),
+            path: self.paths.get(index).cloned().unwrap_or_default(),
+        }
+    }
+}
 
 /// Records in a bundle when the request says 0.
 pub const DEFAULT_MAX_RECORDS: usize = 10_000;
@@ -165,14 +197,71 @@ impl AuditService {
     ) -> Result<(Vec<BundleRecord>, u64), ServiceError> {
         let mut records = Vec::with_capacity(hits.len());
         let mut highest_policy = 0;
+        let mut batches: Vec<SignedBatch> = Vec::new();
         for h in hits {
             if let Record::Exchange(x) = h.record.content() {
                 highest_policy = highest_policy.max(x.policy_version);
             }
             let proof = self.notary.inclusion_proof(h.log_index, size).await?;
-            records.push(BundleRecord::new(h.log_index, h.bytes, proof).map_err(internal)?);
+            let unsealed = h.record.originator().is_none()
+                && matches!(h.record, Record::Access(_) | Record::Exchange(_));
+            let mut entry = BundleRecord::new(h.log_index, h.bytes, proof).map_err(internal)?;
+            if unsealed {
+                entry.signed_by = self
+                    .covering_signature(&mut batches, h.log_index, size)
+                    .await?;
+            }
+            records.push(entry);
         }
         Ok((records, highest_policy))
+    }
+
+    /// The batch signature record that covers the record at `log_index` (below `size`), with
+    /// the record's path among those it covers; `None` if no signature within
+    /// [`SIGNATURE_SCAN`] records after it covers it. `batches` keeps the batches found, for
+    /// the records of the same batch.
+    async fn covering_signature(
+        &self,
+        batches: &mut Vec<SignedBatch>,
+        log_index: u64,
+        size: u64,
+    ) -> Result<Option<BundleBatchSignature>, ServiceError> {
+        if let Some(b) = batches.iter().find(|b| b.covers(log_index)) {
+            return Ok(Some(b.entry(log_index)));
+        }
+        let end = size.min(log_index.saturating_add(SIGNATURE_SCAN + 1));
+        for at in log_index + 1..end {
+            let Some((bytes, _)) = self.notary.entry(at).await? else {
+                return Ok(None);
+            };
+            let Ok(Record::BatchSignature(signature)) = Record::decode(&bytes) else {
+                continue;
+            };
+            let Some(start) = at.checked_sub(signature.count).filter(|s| *s <= log_index) else {
+                return Ok(None);
+            };
+            let mut leaves = Vec::new();
+            for i in start..at {
+                let (covered, _) = self.notary.entry(i).await?.ok_or_else(|| {
+                    internal(format!(
+                        "record {i}, covered by the signature at {at}, is missing"
+                    ))
+                })?;
+                leaves.push(qianlian_verifier::leaf_hash(&covered));
+            }
+            let (_, paths) = qianlian_verifier::tree::root_and_paths(&leaves);
+            let batch = SignedBatch {
+                start,
+                at,
+                record: bytes,
+                proof: self.notary.inclusion_proof(at, size).await?,
+                paths,
+            };
+            let entry = batch.entry(log_index);
+            batches.push(batch);
+            return Ok(Some(entry));
+        }
+        Ok(None)
     }
 
     /// The policy records up to version `highest` in the tree of `size`, with their inclusion

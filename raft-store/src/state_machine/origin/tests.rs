@@ -473,3 +473,89 @@ async fn config_changes_without_the_operators_signatures_are_refused_at_apply() 
     );
     Ok(())
 }
+
+/// A batch signature record by `key` over `records` (their log leaves, in order).
+fn batch_signature(records: &[Record], key: &SigningKey) -> Record {
+    let leaves: Vec<qianlian_verifier::Hash> = records.iter().map(Record::hash).collect();
+    Record::BatchSignature(Box::new(
+        qianlian_verifier::record::BatchSignatureRecord::sign(
+            SignerRole::Gateway,
+            key,
+            &leaves,
+            1_770_000_001_000,
+        ),
+    ))
+}
+
+/// Records sealed as a batch stay as small as unsealed ones and apply on every node with the
+/// signature record after them; a signature that does not hold, by a key not listed for one of
+/// the records' departments, or reaching over another's group, is refused with nothing of it
+/// counted as sealed: its records are judged on their own (unsealed, so refused where their
+/// department publishes keys).
+#[tokio::test]
+async fn a_batch_signature_record_seals_the_records_before_it_or_none() -> TestResult {
+    let mut roots = Vec::new();
+    for _node in 0..2 {
+        let dir = tempfile::tempdir()?;
+        let (_db, mut sm) = open(dir.path()).await?;
+        let reader = sm.reader();
+        let group = vec![exchange(1), exchange(2), exchange(3)];
+        let mut good = group.clone();
+        good.push(batch_signature(&group, &node_key(MR)));
+        let responses = apply(
+            &mut sm,
+            vec![entry(1, vec![config(directory(true))]), entry(2, good)],
+        )
+        .await?;
+        assert!(
+            responses[1].refused.is_empty(),
+            "{:?}",
+            responses[1].refused
+        );
+        assert_eq!(
+            reader.tree_size(),
+            5,
+            "the directory, three records, the signature"
+        );
+
+        // Housing's key over market-regulation's records; a signature over other records; one
+        // covering more records than the entry holds before it.
+        let group = vec![exchange(4), exchange(5)];
+        let mut foreign = group.clone();
+        foreign.push(batch_signature(&group, &node_key(HOUSING)));
+        let mut altered = vec![exchange(6), exchange(7)];
+        altered.push(batch_signature(&[exchange(6), exchange(8)], &node_key(MR)));
+        let mut reaching = vec![exchange(9)];
+        reaching.push(batch_signature(&[exchange(0), exchange(9)], &node_key(MR)));
+        let responses = apply(
+            &mut sm,
+            vec![entry(3, foreign), entry(4, altered), entry(5, reaching)],
+        )
+        .await?;
+        for (r, expected) in responses.iter().zip([
+            "not among the gateway keys",
+            "does not verify",
+            "may not be covered",
+        ]) {
+            assert!(r.hashes.is_empty(), "{r:?}");
+            assert!(
+                r.refused.iter().any(|x| x.reason.contains(expected)),
+                "{expected}: {:?}",
+                r.refused
+            );
+            assert!(
+                r.refused
+                    .iter()
+                    .filter(|x| x.reason.contains("is not signed"))
+                    .count()
+                    == r.refused.len() - 1,
+                "the records are refused as unsealed: {:?}",
+                r.refused
+            );
+        }
+        assert_eq!(reader.tree_size(), 5, "nothing of them appended");
+        roots.push(reader.root_at(5).await?);
+    }
+    assert_eq!(roots[0], roots[1]);
+    Ok(())
+}

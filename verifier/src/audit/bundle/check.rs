@@ -14,7 +14,9 @@ use crate::checkpoint::{CheckpointError, VerifiedCheckpoint, open_checkpoint};
 use crate::hash::{Hash, leaf_hash};
 use crate::note::{NoteError, NoteVerifier};
 use crate::proof::verify_inclusion;
-use crate::record::{ConfigChange, OriginError, OriginKey, OriginKeys, Record, SignerRole};
+use crate::record::{
+    ConfigChange, OriginError, OriginKey, OriginKeys, Originator, Record, SignerRole,
+};
 
 /// Checks a bundle: its version; the checkpoint signed by `min_cosigners` distinct node keys
 /// for the bundle's origin (the pinned `trust`, or else the bundle's own keys); department
@@ -52,6 +54,7 @@ pub fn check_bundle(
             Ok(Record::Sealed(sealed)) => sealed.verify_signature(),
             Ok(Record::Authorized(authorized)) => authorized.verify_signatures(),
             Ok(Record::BatchSealed(sealed)) => sealed.verify_signature(),
+            Ok(Record::BatchSignature(signature)) => signature.verify_signature(),
             _ => Ok(()),
         };
         origin.map_err(|source| BundleError::Origin {
@@ -88,12 +91,27 @@ pub fn check_bundle(
             });
         }
         let record = committed(Entry::Record, log_index, &r.record, &r.proof)?;
-        check_origin(bundle, &keys, log_index, &record).map_err(|source| BundleError::Origin {
+        let origin_error = |source| BundleError::Origin {
             entry: Entry::Record,
             log_index,
             source,
-        })?;
-        if let Some(originator) = record.originator() {
+        };
+        let covered = match &r.signed_by {
+            None => None,
+            Some(b) => {
+                // An altered signature is named as this record's origin failing.
+                if let Ok(Record::BatchSignature(s)) = Record::decode(&b.record) {
+                    s.verify_signature().map_err(origin_error)?;
+                }
+                let signature = committed(Entry::Record, b.log_index, &b.record, &b.proof)?;
+                let signed = covering(bundle, &keys, &signature, b, log_index, &r.record, &record)
+                    .map_err(origin_error)?;
+                Some(signed)
+            }
+        };
+        let originator = covered.as_ref().or(record.originator());
+        check_origin(bundle, &keys, log_index, &record, originator).map_err(origin_error)?;
+        if let Some(originator) = originator {
             origins.push((log_index, originator.clone()));
         }
         if let Some(at) = first_difference(&json_view(&record), &r.record_json) {
@@ -283,6 +301,7 @@ fn check_origin(
     keys: &OriginKeys,
     log_index: u64,
     record: &Record,
+    originator: Option<&Originator>,
 ) -> Result<(), OriginError> {
     let (_, department) = crate::record::seal::responsible(record, None);
     let before_seals = bundle
@@ -291,13 +310,13 @@ fn check_origin(
         .find(|d| d.id == department)
         .and_then(|d| d.sealed_from)
         .is_some_and(|from| log_index < from);
-    if before_seals && record.originator().is_none() {
+    if before_seals && originator.is_none() {
         return Ok(());
     }
-    match keys.check_authority(record, None) {
+    match keys.check_authority_by(record, None, originator) {
         // A key rotated out since: good for the records sealed while it was listed.
         Err(OriginError::UnknownKey { .. })
-            if retired_at(bundle, &department, log_index, record) =>
+            if retired_at(bundle, &department, log_index, originator) =>
         {
             Ok(())
         }
@@ -305,9 +324,56 @@ fn check_origin(
     }
 }
 
-/// Whether `record`'s seal is by a key `department` listed at `log_index` and has retired since.
-fn retired_at(bundle: &EvidenceBundle, department: &str, log_index: u64, record: &Record) -> bool {
-    let Some(o) = record.originator() else {
+/// The originator the batch signature `signature` (at `b.log_index`) speaks as for `record`
+/// (canonical `bytes`, at `log_index`): it must cover that log index, verify over the record's
+/// path among the records it covers, and be a key the bundle lists (now or retired) for the
+/// record's department.
+fn covering(
+    bundle: &EvidenceBundle,
+    keys: &OriginKeys,
+    signature: &Record,
+    b: &super::BundleBatchSignature,
+    log_index: u64,
+    bytes: &[u8],
+    record: &Record,
+) -> Result<Originator, OriginError> {
+    let Record::BatchSignature(signature) = signature else {
+        return Err(OriginError::NotCoverable);
+    };
+    let start = b.log_index.checked_sub(signature.count);
+    let index = match start {
+        Some(start) if (start..b.log_index).contains(&log_index) => log_index - start,
+        _ => return Err(OriginError::NotCoverable),
+    };
+    signature.verify_covered(&leaf_hash(bytes), index, &b.path)?;
+    let (_, department) = crate::record::seal::responsible(record, None);
+    match keys.covered_originator(signature, record, None) {
+        // A key the department no longer lists: `check_origin` accepts it for the positions
+        // where it was listed.
+        Err(OriginError::UnknownKey { .. }) => {
+            let retired = bundle
+                .departments
+                .iter()
+                .filter(|d| d.id == department)
+                .flat_map(|d| &d.retired_keys)
+                .find(|r| r.role == signature.role && r.key.public_key == signature.public_key);
+            match retired {
+                Some(r) => Ok(signature.originator(&department, &r.key.key_id)),
+                None => keys.covered_originator(signature, record, None),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Whether `originator` is a key `department` listed at `log_index` and has retired since.
+fn retired_at(
+    bundle: &EvidenceBundle,
+    department: &str,
+    log_index: u64,
+    originator: Option<&Originator>,
+) -> bool {
+    let Some(o) = originator else {
         return false;
     };
     bundle
@@ -338,5 +404,6 @@ fn kind(record: &Record) -> &'static str {
         Record::Sealed(_) => "sealed",
         Record::Authorized(_) => "authorized",
         Record::BatchSealed(_) => "sealed",
+        Record::BatchSignature(_) => "batch-signature",
     }
 }

@@ -5,8 +5,10 @@ use super::check::check_bundle;
 use super::*;
 use crate::checkpoint::{Checkpoint, CheckpointError};
 use crate::ed25519_dalek::SigningKey;
+use crate::hash::{Hash, leaf_hash};
 use crate::note::{NoteError, NoteSigner, SignedNote};
 use crate::proof::ProofError;
+use crate::record::SignerRole;
 use crate::record::tests::{sample_config, sample_exchange, sample_issued};
 use crate::record::{ConfigChange, Record};
 use crate::tree::MemoryTree;
@@ -601,4 +603,93 @@ fn a_key_rotated_out_proves_the_records_it_sealed_while_listed_and_no_others() {
     as_license.role = crate::record::SignerRole::LicenseIssuer;
     b.departments[0].retired_keys = vec![as_license];
     assert!(matches!(refused(&b), BundleError::Origin { .. }));
+}
+
+/// A bundle of one log: 0 an unsealed exchange of housing, 1 and 2 market-regulation's
+/// exchange records, 3 the batch signature by market-regulation's gateway key over 1 and 2;
+/// the bundle holds records 1 and 2, each with the signature that covers it.
+fn batch_signed_bundle() -> EvidenceBundle {
+    use crate::record::tests::gateway_key;
+    let mut log = vec![exchange(0, 100), exchange(0, 500), exchange(0, 600)];
+    let leaves: Vec<Hash> = log[1..].iter().map(|r| leaf_hash(&r.encode())).collect();
+    log.push(Record::BatchSignature(Box::new(
+        crate::record::BatchSignatureRecord::sign(
+            SignerRole::Gateway,
+            &gateway_key(),
+            &leaves,
+            700,
+        ),
+    )));
+    let mut b = sealed_bundle(true, &[]);
+    let mut tree = MemoryTree::new();
+    for r in &log {
+        tree.push_entry(&r.encode());
+    }
+    let size = tree.size();
+    b.checkpoint = Checkpoint::new(ORIGIN, size, tree.root())
+        .sign(&node(1))
+        .expect("valid checkpoint");
+    let (_, paths) = crate::tree::root_and_paths(&leaves);
+    b.records = [1u64, 2]
+        .iter()
+        .map(|&i| {
+            let proof = tree.inclusion_proof(i, size).expect("inside the tree");
+            let mut r = BundleRecord::new(i, log[i as usize].encode(), proof).expect("decodes");
+            r.signed_by = Some(super::BundleBatchSignature {
+                log_index: 3,
+                record: log[3].encode(),
+                proof: tree.inclusion_proof(3, size).expect("inside the tree"),
+                path: paths[i as usize - 1].clone(),
+            });
+            r
+        })
+        .collect();
+    b
+}
+
+#[test]
+fn a_record_under_a_batch_signature_proves_its_gateway_offline() {
+    let b = batch_signed_bundle();
+    let report = check_bundle(&b, None).expect("valid bundle");
+    let origins: Vec<(u64, &str, &str)> = report
+        .origins
+        .iter()
+        .map(|(i, o)| (*i, o.department.as_str(), o.key_id.as_str()))
+        .collect();
+    assert_eq!(
+        origins,
+        vec![
+            (1, "market-regulation", "market-regulation.node"),
+            (2, "market-regulation", "market-regulation.node")
+        ]
+    );
+    let text = b.to_json_pretty();
+    assert_eq!(EvidenceBundle::from_json(&text).expect("reads back"), b);
+
+    // The path of another record, a signature claimed over a record it does not cover, and
+    // the key no longer listed: each refused as the record's origin not proven.
+    let mut swapped = b.clone();
+    let other = swapped.records[1].signed_by.clone().expect("signed").path;
+    if let Some(s) = swapped.records[0].signed_by.as_mut() {
+        s.path = other;
+    }
+    let mut moved = b.clone();
+    if let Some(s) = moved.records[0].signed_by.as_mut() {
+        s.log_index = 2;
+    }
+    let mut unlisted = b.clone();
+    unlisted.departments[0].node_keys = vec![DepartmentKey::new(
+        "market-regulation.node",
+        &SigningKey::from_bytes(&[9; 32]).verifying_key(),
+    )];
+    for (what, bundle) in [("path", swapped), ("moved", moved), ("unlisted", unlisted)] {
+        let err = refused(&bundle);
+        assert!(
+            matches!(
+                err,
+                BundleError::Origin { log_index: 1, .. } | BundleError::Inclusion { .. }
+            ),
+            "{what}: {err:?}"
+        );
+    }
 }
