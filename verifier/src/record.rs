@@ -4,12 +4,13 @@
 //! sealed by its originator ([`seal`]), `[FORMAT_V2] ++ postcard(SealedRecord)`; of a config
 //! record with its operators' signatures ([`authorize`]), `[FORMAT_V3] ++
 //! postcard(AuthorizedRecord)`; of a record sealed as one of a batch ([`batch`]), `[FORMAT_V4] ++
-//! postcard(BatchSealedRecord)`. Postcard is
+//! postcard(BatchSealedRecord)`; of a signature over the records before it
+//! ([`batch_signature`]), `[FORMAT_V5] ++ postcard(BatchSignatureRecord)`. Postcard is
 //! deterministic for a given value (no maps, no floats here), so every node derives the same
 //! bytes and therefore the same leaf hash. Enum variants and struct fields are only ever added at
 //! the end; `tests::v1_bytes_are_frozen` pins the bytes of version 1 so old logs keep decoding,
-//! `tests::v2_bytes_are_frozen` those of version 2 and `tests::v3_bytes_are_frozen` those of
-//! version 3.
+//! `tests::v2_bytes_are_frozen` those of version 2, `tests::v3_bytes_are_frozen` those of
+//! version 3 and `tests::v5_bytes_are_frozen` those of version 5.
 
 use crate::license::status::MAX_REASON_LEN;
 use crate::{Hash, leaf_hash};

@@ -141,6 +141,7 @@ impl Notary {
                         reply,
                         forwarded: false,
                         grouped: false,
+                        verified: false,
                     })
                     .await
                     .map_err(|_| NotaryError::ShutDown)?;

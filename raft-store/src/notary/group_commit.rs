@@ -67,6 +67,8 @@ pub(super) struct Pending {
     /// The log leaf hash of each record, for a request to be sealed (empty otherwise):
     /// computed by the caller's task, so the batcher only signs their root.
     pub(super) leaves: Vec<Hash>,
+    /// Forwarded by a peer whose seals this node verified when it received them.
+    pub(super) verified: bool,
     /// Part of a group under one batch signature (the signature record too): it stays in its
     /// batch even when its caller has left, so that the signature covers exactly the records
     /// before it.
@@ -315,6 +317,7 @@ impl Committer {
             seal_as: Vec::new(),
             leaves: Vec::new(),
             grouped: true,
+            verified: false,
         });
         *batch = ordered;
     }
@@ -460,15 +463,12 @@ impl Committer {
         let timeout = self.limits.commit_timeout;
         let records = records_of(&batch);
         // Records of this node's own callers had their seals verified on submission; those
-        // forwarded by a peer did not.
-        // A follower's batch was sealed there: its signatures are checked once here (and
-        // remembered for the apply).
-        let registration =
-            if batch.iter().any(|p| p.forwarded) && !self.reader.seals_verify(&records) {
-                self.early.register(&records)
-            } else {
-                self.early.register_verified(&records)
-            };
+        // forwarded by a peer were verified when they arrived (and remembered for the apply).
+        let registration = if batch.iter().any(|p| p.forwarded && !p.verified) {
+            self.early.register(&records)
+        } else {
+            self.early.register_verified(&records)
+        };
         let request = Request::Append { records };
         let proposed = tokio::time::timeout_at(deadline, self.raft.client_write_ff(request)).await;
         let mut applied = match proposed {

@@ -135,6 +135,9 @@ impl LocalNode for NodeCalls {
         records: Vec<Record>,
     ) -> Result<Vec<ForwardedReceipt>, ForwardRefusal> {
         self.check_origin(from, &records).await?;
+        // The sending node's signatures are verified here, in this call's own task, rather than
+        // by the batcher, whose writes follow one another; the apply finds them remembered.
+        let verified = self.reader.seals_verify(&records);
         let timeout = self.commit_timeout;
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
@@ -144,6 +147,7 @@ impl LocalNode for NodeCalls {
             seal_as: Vec::new(),
             leaves: Vec::new(),
             grouped: false,
+            verified,
         };
         let waited = tokio::time::timeout(timeout + ANSWER_GRACE, async {
             self.queue

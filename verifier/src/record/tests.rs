@@ -376,3 +376,79 @@ fn seals_are_not_nested_and_v1_cannot_carry_one() {
         Err(DecodeError::Malformed(_))
     ));
 }
+
+#[test]
+fn v5_bytes_are_frozen() {
+    let covered = [sample_exchange(), sample_exchange()];
+    let leaves: Vec<crate::Hash> = covered.iter().map(Record::hash).collect();
+    let record = Record::BatchSignature(Box::new(BatchSignatureRecord::sign(
+        SignerRole::Gateway,
+        &gateway_key(),
+        &leaves,
+        1_770_000_000_000,
+    )));
+    let bytes = record.encode();
+    assert_eq!(bytes[0], FORMAT_V5);
+    assert_eq!(
+        hex::encode(leaf_hash(&bytes)),
+        FROZEN_V5_BATCH_SIGNATURE_LEAF_HASH,
+        "the canonical encoding of a batch signature changed: old logs would no longer verify"
+    );
+    assert_eq!(Record::decode(&bytes).ok(), Some(record.clone()));
+    let Record::BatchSignature(s) = record else {
+        panic!("a batch signature")
+    };
+    // Ed25519 signatures are deterministic: the frozen bytes pin the signed message too.
+    assert_eq!(s.verify(&leaves), Ok(()));
+    let keys = keys_of_market_regulation();
+    let o = keys
+        .covered_originator(&s, &covered[0], None)
+        .expect("listed");
+    assert_eq!(o.key_id, "market-regulation.node");
+    assert_eq!(keys.check_authority_by(&covered[0], None, Some(&o)), Ok(()));
+    // A version-1 body may not carry one: its only spelling is version 5.
+    let mut v1 = vec![FORMAT_V1];
+    v1.extend(postcard::to_stdvec(&Record::BatchSignature(s)).unwrap_or_default());
+    assert!(Record::decode(&v1).is_err());
+}
+
+const FROZEN_V5_BATCH_SIGNATURE_LEAF_HASH: &str =
+    "bc375031828738b07061cc2937ec9b202696eab56bffa7af427949b53cee6da2";
+
+#[test]
+fn membership_changes_decode_with_their_frozen_bytes() {
+    let from = MemberSet::new([(1, "https://n1:7400".to_owned())], [1]);
+    let record = Record::Config(ConfigRecord {
+        request_id: "m".into(),
+        time_unix_ms: 1_770_000_000_000,
+        caller: Caller {
+            department: "ops".into(),
+            role: "operator".into(),
+            cert_fingerprint: "00".into(),
+        },
+        change: ConfigChange::Membership {
+            to: from.with_learner(2, "https://n2:7400"),
+            from,
+        },
+    });
+    let bytes = record.encode();
+    assert_eq!(bytes[0], FORMAT_V1);
+    assert_eq!(
+        hex::encode(leaf_hash(&bytes)),
+        FROZEN_V1_MEMBERSHIP_LEAF_HASH,
+        "the canonical encoding of a membership change changed"
+    );
+    assert_eq!(Record::decode(&bytes).ok(), Some(record.clone()));
+    assert_eq!(record.check(), Ok(()));
+    // Lists out of order are not a membership.
+    let Record::Config(mut c) = record else {
+        panic!("config")
+    };
+    if let ConfigChange::Membership { to, .. } = &mut c.change {
+        to.members.reverse();
+    }
+    assert!(Record::Config(c).check().is_err());
+}
+
+const FROZEN_V1_MEMBERSHIP_LEAF_HASH: &str =
+    "7c788a55598416fff527aa650971a2f9e3ae866351f6df5aab8b846ef608c224";
