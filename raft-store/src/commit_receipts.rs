@@ -254,9 +254,10 @@ impl EarlyReceipts {
 fn authority_holds(keys: &qianlian_verifier::record::OriginKeys, records: &[Record]) -> bool {
     let mut covered_by = vec![None; records.len()];
     for (p, r) in records.iter().enumerate() {
-        if let Record::BatchSignature(s) = r {
-            let count = usize::try_from(s.count).unwrap_or(usize::MAX);
-            for slot in &mut covered_by[p.saturating_sub(count)..p] {
+        if let Record::BatchSignature(s) = r
+            && let Some(range) = s.covered(p)
+        {
+            for slot in &mut covered_by[range] {
                 *slot = Some(s);
             }
         }

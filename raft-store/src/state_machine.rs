@@ -386,11 +386,10 @@ impl StateReader {
                         .map(|r| qianlian_verifier::leaf_hash(&r.encode()))
                         .collect()
                 });
-                let count = usize::try_from(s.count).unwrap_or(usize::MAX);
-                p.checked_sub(count).is_some_and(|start| {
+                s.covered(p).is_some_and(|range| {
                     self.shared
                         .verified_batches
-                        .verify_covering(s, &leaves[p], &leaves[start..p])
+                        .verify_covering(s, &leaves[p], &leaves[range])
                         .is_ok()
                 })
             }
@@ -854,7 +853,6 @@ fn apply_entries(
                     (None, Vec::new())
                 };
                 for (position, record) in records.iter().enumerate() {
-                    let issuer = licenses.issuer_for(record)?;
                     let verdict = match verdicts.get(position).cloned().flatten() {
                         // A record of a signed group, or its signature: decided above.
                         Some(Ok(())) => Ok(None),
@@ -863,7 +861,7 @@ fn apply_entries(
                             applied.origin.as_deref(),
                             &applied.config,
                             record,
-                            issuer.as_deref(),
+                            licenses.issuer_for(record)?.as_deref(),
                             &shared.verified_batches,
                         ),
                     };

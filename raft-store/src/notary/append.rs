@@ -126,10 +126,6 @@ impl Notary {
                 self.inner
                     .queue
                     .send(Pending {
-                        seal_as: match &seal_as {
-                            Some(o) => vec![Some(o.clone()); records.len()],
-                            None => Vec::new(),
-                        },
                         leaves: match &seal_as {
                             Some(_) => records
                                 .iter()

@@ -44,7 +44,7 @@ use crate::network::{ForwardRefusal, PeerCallError, Peers};
 use crate::record::Record;
 use crate::state_machine::StateReader;
 use crate::types::{NodeId, Request, Response, TypeConfig};
-use qianlian_verifier::record::{BatchSignatureRecord, Originator, SignerRole};
+use qianlian_verifier::record::{BatchSignatureRecord, SignerRole};
 
 /// Extra time an append waits beyond `commit_timeout`, so that the batcher's own, more precise
 /// answer (which is bounded by `commit_timeout`) arrives before the caller gives up.
@@ -61,11 +61,9 @@ pub(super) struct Pending {
     pub(super) reply: oneshot::Sender<Result<Vec<Receipt>, NotaryError>>,
     /// Sent here by a follower's `Forward`: never forwarded again.
     pub(super) forwarded: bool,
-    /// For each record, the originator this node seals it as when the batch is formed (empty:
-    /// none is sealed here).
-    pub(super) seal_as: Vec<Option<Originator>>,
-    /// The log leaf hash of each record, for a request to be sealed (empty otherwise):
-    /// computed by the caller's task, so the batcher only signs their root.
+    /// For a request this node seals when the batch is formed, the log leaf hash of each
+    /// record (empty: none is sealed here); computed by the caller's task, so the batcher only
+    /// signs their root.
     pub(super) leaves: Vec<Hash>,
     /// Forwarded by a peer whose seals this node verified when it received them.
     pub(super) verified: bool,
@@ -281,23 +279,14 @@ impl Committer {
         };
         let (mut ordered, sealed): (Vec<Pending>, Vec<Pending>) = std::mem::take(batch)
             .into_iter()
-            .partition(|p| p.seal_as.is_empty() || p.seal_as.iter().any(Option::is_none));
+            .partition(|p| p.leaves.is_empty());
         if sealed.is_empty() {
             *batch = ordered;
             return;
         }
         let leaves: Vec<Hash> = sealed
             .iter()
-            .flat_map(|p| {
-                let computed = p.leaves.len() == p.records.len();
-                p.records
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, r)| match computed {
-                        true => p.leaves[i],
-                        false => qianlian_verifier::leaf_hash(&r.encode()),
-                    })
-            })
+            .flat_map(|p| p.leaves.iter().copied())
             .collect();
         let signature = Record::BatchSignature(Box::new(BatchSignatureRecord::sign(
             SignerRole::Gateway,
@@ -314,7 +303,6 @@ impl Committer {
             records: vec![signature],
             reply,
             forwarded: false,
-            seal_as: Vec::new(),
             leaves: Vec::new(),
             grouped: true,
             verified: false,

@@ -144,7 +144,6 @@ impl LocalNode for NodeCalls {
             records,
             reply,
             forwarded: true,
-            seal_as: Vec::new(),
             leaves: Vec::new(),
             grouped: false,
             verified,

@@ -244,9 +244,8 @@ pub(super) fn batch_signatures(
         let Record::BatchSignature(signature) = record else {
             continue;
         };
-        let count = usize::try_from(signature.count).unwrap_or(usize::MAX);
-        let range = match p.checked_sub(count) {
-            Some(start) if (start..p).all(|q| verdicts[q].is_none()) => start..p,
+        let range = match signature.covered(p) {
+            Some(range) if range.clone().all(|q| verdicts[q].is_none()) => range,
             // Reaching before the entry, or over another signature's group.
             _ => {
                 verdicts[p] = Some(Err(OriginError::NotCoverable));

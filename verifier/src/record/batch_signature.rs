@@ -135,6 +135,13 @@ impl BatchSignatureRecord {
         self.verify_signature()
     }
 
+    /// The positions of the records this signature covers when it stands at `position` of a
+    /// run of records (`None` if it would reach before the first).
+    pub fn covered(&self, position: usize) -> Option<std::ops::Range<usize>> {
+        let count = usize::try_from(self.count).ok()?;
+        position.checked_sub(count).map(|start| start..position)
+    }
+
     /// Whether the record's fields are in range: at least one and at most [`MAX_COVERED`]
     /// records covered, a 64-byte signature.
     pub fn check(&self) -> Result<(), String> {
