@@ -120,20 +120,20 @@ impl EarlyReceipts {
     /// authority depends on the directory alone (no config or license status records, whose
     /// effect or authority depend on more of the state), and [`EarlyReceipts::committed`]
     /// checks that authority against the applied directory before it answers.
-    pub fn register(self: &Arc<Self>, records: &[Record]) -> Option<Registration> {
+    pub fn register(self: &Arc<Self>, records: &Arc<[Record]>) -> Option<Registration> {
         self.register_checked(records, false)
     }
 
     /// [`EarlyReceipts::register`] for records whose seals were verified already (the notary
     /// checks those of its own callers before queueing them): saves one Ed25519 verification
     /// per record on the leader.
-    pub fn register_verified(self: &Arc<Self>, records: &[Record]) -> Option<Registration> {
+    pub fn register_verified(self: &Arc<Self>, records: &Arc<[Record]>) -> Option<Registration> {
         self.register_checked(records, true)
     }
 
     fn register_checked(
         self: &Arc<Self>,
-        records: &[Record],
+        records: &Arc<[Record]>,
         seals_verified: bool,
     ) -> Option<Registration> {
         if records.is_empty() || records.len() > EARLY_MAX_RECORDS {
@@ -155,7 +155,7 @@ impl EarlyReceipts {
         }
         let (answer, first_index) = oneshot::channel();
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let records: Arc<[Record]> = records.into();
+        let records = records.clone();
         self.waiting().push(Waiter {
             id,
             records: records.clone(),
@@ -285,7 +285,7 @@ mod tests {
 
     type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-    fn records(ids: impl IntoIterator<Item = u64>) -> Vec<Record> {
+    fn records(ids: impl IntoIterator<Item = u64>) -> Arc<[Record]> {
         ids.into_iter().map(record).collect()
     }
 
@@ -383,7 +383,7 @@ mod tests {
     #[tokio::test]
     async fn only_small_batches_register_and_a_dropped_one_is_gone() -> TestResult {
         let (_dir, _sm, early) = applied_three().await?;
-        assert!(early.register(&[]).is_none());
+        assert!(early.register(&Arc::from([])).is_none());
         let large = records(6..6 + EARLY_MAX_RECORDS as u64 + 1);
         assert!(early.register(&large).is_none());
         let full = records(6..6 + EARLY_MAX_RECORDS as u64);
@@ -413,12 +413,16 @@ mod tests {
         forged.seal.signature[0] ^= 1;
         let forged = Record::Sealed(Box::new(forged));
         // A seal that does not verify: the apply refuses it and shifts what follows.
-        assert!(early.register(&[forged.clone(), record(7)]).is_none());
-        // Unless the notary verified it already (it never queues one that fails).
-        assert!(early.register_verified(&[forged]).is_some());
         assert!(
             early
-                .register(&[Record::Sealed(Box::new(sealed))])
+                .register(&Arc::from([forged.clone(), record(7)]))
+                .is_none()
+        );
+        // Unless the notary verified it already (it never queues one that fails).
+        assert!(early.register_verified(&Arc::from([forged])).is_some());
+        assert!(
+            early
+                .register(&Arc::from([Record::Sealed(Box::new(sealed))]))
                 .is_some()
         );
         Ok(())

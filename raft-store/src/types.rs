@@ -9,6 +9,8 @@
 //!
 //! One Raft entry carries a whole batch of records (group commit), so the two diverge at once.
 
+use std::sync::Arc;
+
 use openraft::BasicNode;
 use qianlian_verifier::Hash;
 use serde::{Deserialize, Serialize};
@@ -51,7 +53,10 @@ pub const DEFAULT_MAX_BATCH: usize = 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Append these records, in this order, at the end of the notarization log.
-    Append { records: Vec<Record> },
+    ///
+    /// Shared, not copied, between the log store's cache of recent entries, replication, the
+    /// apply and the early receipts.
+    Append { records: Arc<[Record]> },
 }
 
 /// What applying one Raft entry answered.

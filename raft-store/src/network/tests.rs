@@ -63,7 +63,7 @@ fn every_raft_message_round_trips() {
     let normal = Entry {
         log_id: log_id(3, 1, 11),
         payload: EntryPayload::Normal(Request::Append {
-            records: vec![record(), record()],
+            records: vec![record(), record()].into(),
         }),
     };
     let entries = vec![

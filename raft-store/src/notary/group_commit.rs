@@ -245,7 +245,7 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn records_of(batch: &[Pending]) -> Vec<Record> {
+fn records_of(batch: &[Pending]) -> Arc<[Record]> {
     batch
         .iter()
         .flat_map(|p| p.records.iter().cloned())
@@ -399,7 +399,10 @@ impl Committer {
             );
         };
         let ttl = deadline.saturating_duration_since(Instant::now());
-        let forwarded = self.peers.forward(&addr, records_of(&batch), ttl).await;
+        let forwarded = self
+            .peers
+            .forward(&addr, records_of(&batch).to_vec(), ttl)
+            .await;
         match forwarded {
             Ok(Ok(receipts)) => {
                 let receipts = receipts

@@ -565,7 +565,9 @@ async fn a_snapshot_carries_the_license_state_and_a_forged_one_is_refused() -> T
             voters(&[1, 2]),
             Entry {
                 log_id: log_id(1, 1, 3),
-                payload: EntryPayload::Normal(Request::Append { records }),
+                payload: EntryPayload::Normal(Request::Append {
+                    records: records.into(),
+                }),
             },
         ])
         .await?;
@@ -659,7 +661,9 @@ async fn config_in_force_follows_applies_snapshots_and_reopening() -> TestResult
     assert_eq!(leader.reader().config_pointers(), ConfigPointers::default());
     let entry = |index: u64, records: Vec<Record>| Entry {
         log_id: log_id(1, 1, index),
-        payload: EntryPayload::Normal(Request::Append { records }),
+        payload: EntryPayload::Normal(Request::Append {
+            records: records.into(),
+        }),
     };
     leader
         .apply([
@@ -736,7 +740,8 @@ async fn the_stored_applied_state_follows_every_kind_of_apply() -> TestResult {
         payload: EntryPayload::Normal(Request::Append {
             records: vec![config_record(crate::record::ConfigChange::Directory {
                 toml: format!("d{index}"),
-            })],
+            })]
+            .into(),
         }),
     };
     let blank = |index: u64| Entry::new_blank(log_id(1, 1, index));
@@ -805,7 +810,8 @@ async fn whoever_sees_a_tree_size_sees_the_configuration_of_that_size() -> TestR
             payload: EntryPayload::Normal(Request::Append {
                 records: vec![config_record(crate::record::ConfigChange::Directory {
                     toml: format!("d{i}"),
-                })],
+                })]
+                .into(),
             }),
         }])
         .await?;

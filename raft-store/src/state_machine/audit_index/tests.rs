@@ -272,7 +272,7 @@ async fn apply(
         entries.push(Entry {
             log_id: log_id(1, 1, log),
             payload: openraft::EntryPayload::Normal(Request::Append {
-                records: part.to_vec(),
+                records: part.into(),
             }),
         });
         log += 1;

@@ -151,7 +151,9 @@ fn revoked(caller_dept: &str) -> Record {
 fn entry(index: u64, records: Vec<Record>) -> Entry {
     Entry {
         log_id: log_id(1, 1, index),
-        payload: EntryPayload::Normal(Request::Append { records }),
+        payload: EntryPayload::Normal(Request::Append {
+            records: records.into(),
+        }),
     }
 }
 
