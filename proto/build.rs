@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/qianlian/v1/admin.proto",
         "proto/qianlian/v1/license.proto",
         "proto/qianlian/v1/audit.proto",
+        "proto/qianlian/v1/catalog.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod catalog;
 pub mod client;
 pub mod cluster;
 pub mod config;

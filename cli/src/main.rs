@@ -10,7 +10,7 @@ use qianlian_gateway::node::telemetry::{self, NodeResource};
 
 mod commands;
 
-use commands::{audit, bench, client, cluster, config, dev, license, pki, seed, serve};
+use commands::{audit, bench, catalog, client, cluster, config, dev, license, pki, seed, serve};
 
 /// A request allocates and frees many small buffers on several threads (TLS records, HTTP/2
 /// frames, protobuf messages, access records); mimalloc's per-thread heaps serve them without the
@@ -52,6 +52,8 @@ enum Command {
     License(license::LicenseArgs),
     /// Query the access trail, check its integrity, export and check evidence bundles.
     Audit(Box<audit::AuditArgs>),
+    /// List, show and publish the catalog entries of the datasets departments own.
+    Catalog(catalog::CatalogArgs),
     /// Measure a running gateway (or etcd, for comparison): closed-loop load over mutual TLS,
     /// throughput, latency percentiles, errors and CPU time.
     Bench(Box<bench::BenchArgs>),
@@ -112,6 +114,7 @@ async fn run(command: Command, config: Option<NodeConfig>) -> anyhow::Result<boo
         Command::Directory(args) => done(config::exec("directory", args).await),
         Command::License(args) => license::exec(args).await,
         Command::Audit(args) => audit::exec(*args).await,
+        Command::Catalog(args) => done(catalog::exec(args).await),
         Command::Bench(args) => done(bench::exec(*args).await),
     }
 }

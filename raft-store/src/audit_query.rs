@@ -125,7 +125,8 @@ pub(crate) fn terms(record: &Record) -> Vec<(u8, [u8; DIGEST_LEN])> {
         | Record::Sealed(_)
         | Record::Authorized(_)
         | Record::BatchSealed(_)
-        | Record::BatchSignature(_) => {}
+        | Record::BatchSignature(_)
+        | Record::Governance(_) => {}
     }
     out.sort_unstable();
     out.dedup();
@@ -209,6 +210,7 @@ impl AuditFilter {
             | Record::Authorized(_)
             | Record::BatchSealed(_)
             | Record::BatchSignature(_)
+            | Record::Governance(_)
             | Record::LicenseIssued(_)
             | Record::LicenseStatus(_) => false,
         }

@@ -118,7 +118,8 @@ impl EarlyReceipts {
     /// The origin check may refuse a record at the apply, which shifts the indices of those
     /// after it; so a batch is registered only if every record's seal verifies and its
     /// authority depends on the directory alone (no config or license status records, whose
-    /// effect or authority depend on more of the state), and [`EarlyReceipts::committed`]
+    /// effect or authority depend on more of the state, nor governance steps, which depend on
+    /// the catalog), and [`EarlyReceipts::committed`]
     /// checks that authority against the applied directory before it answers.
     pub fn register(self: &Arc<Self>, records: &Arc<[Record]>) -> Option<Registration> {
         self.register_checked(records, false)
@@ -140,15 +141,17 @@ impl EarlyReceipts {
             return None;
         }
         let predictable = records.iter().all(|r| {
-            !matches!(r.content(), Record::Config(_) | Record::LicenseStatus(_))
-                && match r {
-                    Record::Sealed(s) => seals_verified || s.verify_signature().is_ok(),
-                    Record::BatchSealed(s) => seals_verified || s.verify_signature().is_ok(),
-                    // A group's authority is decided at the apply: only this node's own
-                    // (or verified) signatures are predictable.
-                    Record::BatchSignature(_) => seals_verified,
-                    _ => true,
-                }
+            !matches!(
+                r.content(),
+                Record::Config(_) | Record::LicenseStatus(_) | Record::Governance(_)
+            ) && match r {
+                Record::Sealed(s) => seals_verified || s.verify_signature().is_ok(),
+                Record::BatchSealed(s) => seals_verified || s.verify_signature().is_ok(),
+                // A group's authority is decided at the apply: only this node's own
+                // (or verified) signatures are predictable.
+                Record::BatchSignature(_) => seals_verified,
+                _ => true,
+            }
         });
         if !predictable {
             return None;

@@ -39,6 +39,7 @@
 
 pub(crate) mod audit_index;
 pub(crate) mod error;
+pub mod governance;
 pub mod integrity;
 mod licenses;
 pub(crate) mod meta;
@@ -217,6 +218,7 @@ fn load_applied(db: &DB) -> Result<Applied, StoreError> {
         .map_err(|e| StoreError::corrupt("checkpoint", e))?;
     let config = meta::load_config(db)?;
     let origin = origin::load(db, generation, &config)?;
+    let governance = Arc::new(governance::load(db)?);
     Ok(Applied {
         last_applied: last_applied.flatten(),
         last_membership: last_membership.unwrap_or_default(),
@@ -227,6 +229,7 @@ fn load_applied(db: &DB) -> Result<Applied, StoreError> {
         signed_at: None,
         config,
         origin,
+        governance,
     })
 }
 
@@ -405,9 +408,13 @@ impl StateReader {
     /// Run the origin check on `record` as if it were appended now, against the applied state:
     /// what every node will decide unless the directory in force changes first.
     pub async fn check_origin(&self, record: &Record) -> Result<(), origin::Refusal> {
-        let (keys, config) = {
+        let (keys, config, governance) = {
             let applied = self.shared.applied();
-            (applied.origin.clone(), applied.config)
+            (
+                applied.origin.clone(),
+                applied.config,
+                applied.governance.clone(),
+            )
         };
         let issuer = match record.content() {
             Record::LicenseStatus(r) => self
@@ -421,6 +428,7 @@ impl StateReader {
         origin::judge(
             keys.as_deref(),
             &config,
+            &governance,
             record,
             issuer.as_deref(),
             &self.shared.verified_batches,
@@ -438,6 +446,38 @@ impl StateReader {
         };
         self.db
             .with(|db| origin::membership_authority(db, generation, keys.as_deref(), &config))
+    }
+
+    /// The governance in force as of the applied state (catalog versions and where each
+    /// entry is).
+    pub fn governance(&self) -> Arc<governance::Governance> {
+        self.shared.applied().governance.clone()
+    }
+
+    /// The catalog entries in force, by dataset: each with the log index of its record and the
+    /// record (sealed under its department's batch signature).
+    pub async fn catalog(
+        &self,
+    ) -> Result<Vec<(u64, qianlian_verifier::record::GovernanceRecord)>, StoreError> {
+        let pointers: Vec<u64> = self
+            .governance()
+            .catalog
+            .values()
+            .map(|p| p.log_index)
+            .collect();
+        let mut out = Vec::with_capacity(pointers.len());
+        for log_index in pointers {
+            let what = || format!("record {log_index} (a catalog entry in force)");
+            let bytes = self
+                .record(log_index)
+                .await?
+                .ok_or_else(|| StoreError::corrupt(what(), "beyond the tree size"))?;
+            match Record::decode(&bytes).map(Record::into_content) {
+                Ok(Record::Governance(g)) => out.push((log_index, g)),
+                _ => return Err(StoreError::corrupt(what(), "not a governance record")),
+            }
+        }
+        Ok(out)
     }
 
     /// The configuration in force as of the applied state.
@@ -843,6 +883,7 @@ fn apply_entries(
                         .collect();
                     let verdicts = origin::batch_signatures(
                         applied.origin.as_deref(),
+                        &applied.governance,
                         &records,
                         &leaves,
                         &shared.verified_batches,
@@ -860,6 +901,7 @@ fn apply_entries(
                         None => origin::judge(
                             applied.origin.as_deref(),
                             &applied.config,
+                            &applied.governance,
                             record,
                             licenses.issuer_for(record)?.as_deref(),
                             &shared.verified_batches,
@@ -895,6 +937,10 @@ fn apply_entries(
                     licenses.stage(&mut batch, index, record)?;
                     audit.collect(index, record);
                     applied.config.observe(index, record);
+                    if matches!(record.content(), Record::Governance(_)) {
+                        changed.governance |=
+                            Arc::make_mut(&mut applied.governance).observe(index, record);
+                    }
                     if let Some(keys) = keys {
                         applied.origin = Some(Arc::new(keys));
                     }

@@ -19,13 +19,19 @@ use serde::{Deserialize, Serialize};
 pub mod authorize;
 pub mod batch;
 pub mod batch_signature;
+pub mod governance;
 pub mod seal;
 
 pub use authorize::{AuthorizedRecord, FORMAT_V3, authorization_message, signatures_needed};
 pub use batch::{BatchKey, BatchSeal, BatchSealedRecord, FORMAT_V4, batch_leaf, batch_message};
 pub use batch_signature::{BatchSignatureRecord, FORMAT_V5};
+pub use governance::{
+    CatalogEntry, CatalogField, FieldClass, GovernanceRecord, GovernanceStep, SharingClass,
+    UpdateFrequency,
+};
 pub use seal::{
-    FORMAT_V2, OriginError, OriginKey, OriginKeys, Originator, Seal, SealedRecord, SignerRole,
+    DatasetOwner, FORMAT_V2, OriginError, OriginKey, OriginKeys, Originator, Seal, SealedRecord,
+    SignerRole,
 };
 
 /// First byte of every encoded record: the encoding version.
@@ -56,6 +62,9 @@ pub enum Record {
     BatchSealed(Box<BatchSealedRecord>),
     /// One signature over the records just before it in the log; encoded as version 5.
     BatchSignature(Box<BatchSignatureRecord>),
+    /// A department's step in data-sharing governance (a catalog entry it publishes), sealed
+    /// by its gateway; encoded as version 1.
+    Governance(GovernanceRecord),
 }
 
 /// Which gateway wrote an exchange record.
@@ -610,6 +619,7 @@ impl Record {
             Record::Authorized(a) => a.record.time_unix_ms(),
             Record::BatchSealed(s) => s.record.time_unix_ms(),
             Record::BatchSignature(s) => s.time_unix_ms,
+            Record::Governance(r) => r.time_unix_ms,
         }
     }
 
@@ -624,6 +634,7 @@ impl Record {
                 })
             }
             Record::BatchSignature(s) => s.check().map_err(RecordError::BatchSignature),
+            Record::Governance(g) => g.check().map_err(RecordError::Governance),
             Record::Config(ConfigRecord {
                 change: ConfigChange::Membership { from, to },
                 ..
@@ -648,6 +659,9 @@ pub enum RecordError {
     /// A batch signature's fields are out of range.
     #[error("batch signature: {0}")]
     BatchSignature(String),
+    /// A governance record is not well formed.
+    #[error("{0}")]
+    Governance(String),
     /// A membership change's member lists are not canonical.
     #[error("membership change: `{which}`: {reason}")]
     Membership { which: &'static str, reason: String },

@@ -18,6 +18,7 @@ use crate::node::tls;
 use crate::services::admin::AdminService;
 use crate::services::audit::AuditService;
 use crate::services::audit::token::TokenVerifier;
+use crate::services::catalog::CatalogService;
 use crate::services::exchange::ExchangeService;
 use crate::services::license::LicenseService;
 
@@ -28,6 +29,7 @@ pub(super) struct Services {
     pub licenses: LicenseService,
     pub admin: AdminService,
     pub audit: AuditService,
+    pub catalog: CatalogService,
 }
 
 impl Services {
@@ -44,6 +46,16 @@ impl Services {
         // One identity provider for citizens: `audit mine` and license watches.
         let tokens = TokenVerifier::from_settings(&config.audit)?.map(Arc::new);
         let licenses = license_service(config, notary, &in_force, &local.directory, &tokens)?;
+        // One seal for everything this node writes for a department.
+        let seal = Arc::new(crate::node::seal::NodeSeal::new(
+            node_key.verifying_key().to_bytes(),
+            in_force.directory.clone(),
+        ));
+        let catalog = CatalogService {
+            notary: notary.clone(),
+            in_force: in_force.clone(),
+            seal: seal.clone(),
+        };
         let exchange = ExchangeService {
             metrics,
             in_force: in_force.clone(),
@@ -54,10 +66,7 @@ impl Services {
             forwarder: forwarder(config)?,
             adapters: adapters(config)?,
             subject_key: licenses.subject_key.clone(),
-            seal: Some(Arc::new(crate::node::seal::NodeSeal::new(
-                node_key.verifying_key().to_bytes(),
-                in_force.directory.clone(),
-            ))),
+            seal: Some(seal),
         };
         let audit = AuditService {
             notary: notary.clone(),
@@ -78,6 +87,7 @@ impl Services {
             licenses,
             admin,
             audit,
+            catalog,
         })
     }
 }

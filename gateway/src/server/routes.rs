@@ -7,6 +7,7 @@ use std::sync::atomic::AtomicBool;
 
 use qianlian_proto::v1::admin_server::AdminServer;
 use qianlian_proto::v1::audit_server::AuditServer;
+use qianlian_proto::v1::catalog_server::CatalogServer;
 use qianlian_proto::v1::exchange_server::ExchangeServer;
 use qianlian_proto::v1::licenses_server::LicensesServer;
 use qianlian_proto::v1::notary_server::NotaryServer;
@@ -65,6 +66,7 @@ pub(super) fn known_paths() -> KnownPaths {
         &[
             crate::services::license::HTTP_VERIFY_PATH,
             crate::services::audit::HTTP_MY_ACCESSES_PATH,
+            crate::services::catalog::HTTP_CATALOG_PATH,
             livez,
             readyz,
         ],
@@ -101,6 +103,7 @@ pub(super) fn routes(
         licenses,
         admin,
         audit,
+        catalog,
     } = services;
     let max = max_message(limits);
     let reflection = reflection
@@ -115,6 +118,7 @@ pub(super) fn routes(
     // gRPC services and the HTTP/JSON routes share one port.
     let http = crate::services::license::http_routes(licenses.clone())
         .merge(crate::services::audit::http_routes(audit.clone()))
+        .merge(crate::services::catalog::http_routes(catalog.clone()))
         .merge(crate::node::health::http_routes(ready, tls));
     let mut routes = Routes::from(http).add_service(health);
     if let Some(reflection) = reflection {
@@ -134,5 +138,6 @@ pub(super) fn routes(
             AuditServer::new(audit)
                 .max_encoding_message_size(crate::services::audit::evidence::MAX_BUNDLE_BYTES),
         )
-        .add_service(LicensesServer::new(licenses)))
+        .add_service(LicensesServer::new(licenses))
+        .add_service(CatalogServer::new(catalog)))
 }

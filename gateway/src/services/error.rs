@@ -180,6 +180,36 @@ pub fn caller<T>(req: &Request<T>) -> Result<PeerIdentity, ServiceError> {
     }
 }
 
+/// A service error as an HTTP/JSON answer: the status that fits and `{"error": message}`;
+/// internal details go to the node's log, not to the caller.
+pub fn http_error(e: ServiceError) -> (axum::http::StatusCode, axum::Json<serde_json::Value>) {
+    use axum::http::StatusCode;
+    let code = match &e {
+        ServiceError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        ServiceError::InvalidArgument(_) => StatusCode::BAD_REQUEST,
+        ServiceError::PermissionDenied { .. } | ServiceError::Refused { .. } => {
+            StatusCode::FORBIDDEN
+        }
+        ServiceError::NotFound { .. } => StatusCode::NOT_FOUND,
+        ServiceError::FailedPrecondition(_) => StatusCode::CONFLICT,
+        ServiceError::Unavailable(_)
+        | ServiceError::NotLeader { .. }
+        | ServiceError::Inconsistent(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ServiceError::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+        ServiceError::DeadlineExceeded(_) => StatusCode::GATEWAY_TIMEOUT,
+        ServiceError::Forwarded(_) => StatusCode::BAD_GATEWAY,
+        ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let message = match e {
+        ServiceError::Internal(m) => {
+            tracing::error!(error = %m, "internal error");
+            "internal error in the gateway".to_owned()
+        }
+        other => other.to_string(),
+    };
+    (code, axum::Json(serde_json::json!({ "error": message })))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

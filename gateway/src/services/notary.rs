@@ -60,6 +60,10 @@ impl NotaryService {
             // signature holds a key and a root, nothing of a department's: any party to a record
             // it covers needs it to prove the record's origin.
             Record::Config(_) | Record::BatchSignature(_) => true,
+            // The catalog is published for every department to read.
+            Record::Governance(g) => match &g.step {
+                qianlian_verifier::record::GovernanceStep::Catalog(_) => true,
+            },
             // `content` strips the seal.
             Record::Sealed(_) | Record::Authorized(_) | Record::BatchSealed(_) => false,
         };

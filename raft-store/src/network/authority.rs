@@ -166,6 +166,11 @@ pub fn may_originate(
         Record::BatchSealed(s) => may_originate(from, &s.record, issuer),
         // The state machine checks that its key may sign each record it covers.
         Record::BatchSignature(_) => Ok(()),
+        Record::Governance(g) if g.department == dept => Ok(()),
+        Record::Governance(g) => Err(format!(
+            "{from} may not forward a governance step of `{}`: only its own department's",
+            g.department
+        )),
         Record::Config(c) => Err(format!(
             "{from} may not forward a {} change: configuration changes are applied by an operator at the leader",
             c.change.kind().as_str()

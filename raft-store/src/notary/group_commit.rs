@@ -271,6 +271,11 @@ impl Committer {
     /// signature record right after them covers exactly them. The signature is remembered as
     /// verified (this node made it). A batch is sealed once, when it is formed, and keeps its
     /// signature through any retry or forward.
+    ///
+    /// A request holding a governance step gets a signature of its own: whether a step may be
+    /// taken depends on the log (who owns the dataset, which catalog version is in force), and a
+    /// signature applies with all the records it covers or none, so a step refused at the apply
+    /// takes no other caller's records with it.
     fn seal(&self, batch: &mut Vec<Pending>) {
         // Without a key nothing is sealed: the records go as they came (and every node refuses
         // those whose department requires a seal, saying why).
@@ -284,29 +289,40 @@ impl Committer {
             *batch = ordered;
             return;
         }
-        let leaves: Vec<Hash> = sealed
-            .iter()
-            .flat_map(|p| p.leaves.iter().copied())
-            .collect();
-        let signature = Record::BatchSignature(Box::new(BatchSignatureRecord::sign(
-            SignerRole::Gateway,
-            key,
-            &leaves,
-            now_ms(),
-        )));
-        self.reader
-            .trust_batch(qianlian_verifier::leaf_hash(&signature.encode()));
-        ordered.extend(sealed.into_iter().map(|p| Pending { grouped: true, ..p }));
-        // Nobody waits for the signature's own receipt.
-        let (reply, _) = oneshot::channel();
-        ordered.push(Pending {
-            records: vec![signature],
-            reply,
-            forwarded: false,
-            leaves: Vec::new(),
-            grouped: true,
-            verified: false,
+        let (alone, shared): (Vec<Pending>, Vec<Pending>) = sealed.into_iter().partition(|p| {
+            p.records
+                .iter()
+                .any(|r| matches!(r.content(), Record::Governance(_)))
         });
+        let groups = (!shared.is_empty())
+            .then_some(shared)
+            .into_iter()
+            .chain(alone.into_iter().map(|p| vec![p]));
+        for group in groups {
+            let leaves: Vec<Hash> = group
+                .iter()
+                .flat_map(|p| p.leaves.iter().copied())
+                .collect();
+            let signature = Record::BatchSignature(Box::new(BatchSignatureRecord::sign(
+                SignerRole::Gateway,
+                key,
+                &leaves,
+                now_ms(),
+            )));
+            self.reader
+                .trust_batch(qianlian_verifier::leaf_hash(&signature.encode()));
+            ordered.extend(group.into_iter().map(|p| Pending { grouped: true, ..p }));
+            // Nobody waits for the signature's own receipt.
+            let (reply, _) = oneshot::channel();
+            ordered.push(Pending {
+                records: vec![signature],
+                reply,
+                forwarded: false,
+                leaves: Vec::new(),
+                grouped: true,
+                verified: false,
+            });
+        }
         *batch = ordered;
     }
 

@@ -208,4 +208,19 @@ impl Notary {
         self.settled().await?;
         Ok(self.inner.reader.holder_records(*holder_hash).await?)
     }
+
+    /// The catalog entries in force on this node, by dataset: each with the log index of its
+    /// record and the record.
+    pub async fn catalog(
+        &self,
+    ) -> Result<Vec<(u64, qianlian_verifier::record::GovernanceRecord)>, NotaryError> {
+        self.settled().await?;
+        Ok(self.inner.reader.catalog().await?)
+    }
+
+    /// The version of `dataset`'s catalog entry in force on this node; 0 for none.
+    pub async fn catalog_version(&self, dataset: &str) -> Result<u64, NotaryError> {
+        self.settled().await?;
+        Ok(self.inner.reader.governance().catalog_version(dataset))
+    }
 }

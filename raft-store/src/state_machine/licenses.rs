@@ -168,7 +168,8 @@ impl<'a> LicenseStager<'a> {
             | Record::Sealed(_)
             | Record::Authorized(_)
             | Record::BatchSealed(_)
-            | Record::BatchSignature(_) => {}
+            | Record::BatchSignature(_)
+            | Record::Governance(_) => {}
             Record::LicenseIssued(r) => {
                 // First issuance wins: a repeat stays in the log and in its holder's index.
                 if self.issuance(&r.license_hash)?.is_none() {
@@ -361,7 +362,8 @@ impl LicenseCheck {
             | Record::Sealed(_)
             | Record::Authorized(_)
             | Record::BatchSealed(_)
-            | Record::BatchSignature(_) => {}
+            | Record::BatchSignature(_)
+            | Record::Governance(_) => {}
             Record::LicenseIssued(r) => {
                 // At the first issuance the index must name it; at a repeat, an earlier
                 // issuance of the same license, which was checked when the scan passed it.

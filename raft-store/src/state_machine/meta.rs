@@ -50,6 +50,8 @@ pub(super) struct Applied {
     /// The keys of the directory `config` names, which records are checked against
     /// (`origin`); `None` without a replicated directory. Derived, not stored.
     pub(super) origin: Option<std::sync::Arc<qianlian_verifier::record::OriginKeys>>,
+    /// The catalog entries in force.
+    pub(super) governance: std::sync::Arc<super::governance::Governance>,
 }
 
 /// The log index and version of one kind of cluster configuration.
@@ -137,6 +139,7 @@ pub(super) struct Changed {
     pub(super) tree: bool,
     pub(super) checkpoint: bool,
     pub(super) config: bool,
+    pub(super) governance: bool,
 }
 
 impl Changed {
@@ -147,6 +150,7 @@ impl Changed {
         tree: true,
         checkpoint: true,
         config: true,
+        governance: true,
     };
 }
 
@@ -206,6 +210,9 @@ pub(super) fn put_applied(
             KEY_CONFIG,
             encode_value("configuration pointers", &applied.config)?,
         );
+    }
+    if changed.governance {
+        super::governance::stage(db, batch, &applied.governance)?;
     }
     Ok(())
 }

@@ -18,12 +18,13 @@ use std::sync::Arc;
 use qianlian_verifier::Hash;
 use qianlian_verifier::license::DepartmentKey;
 use qianlian_verifier::record::{
-    BatchKey, BatchSealedRecord, BatchSignatureRecord, ConfigChange, MemberSet, OriginError,
-    OriginKey, OriginKeys, SignerRole,
+    BatchKey, BatchSealedRecord, BatchSignatureRecord, ConfigChange, DatasetOwner, MemberSet,
+    OriginError, OriginKey, OriginKeys, SignerRole,
 };
 use rocksdb::DB;
 use serde::Deserialize;
 
+use super::governance::Governance;
 use super::meta::ConfigPointers;
 use crate::db::{self, CF_RECORDS, StoreError, record_key};
 use crate::record::Record;
@@ -71,6 +72,14 @@ struct DepartmentKeys {
     /// Gateway node keys: they seal the department's side of exchanges.
     #[serde(default)]
     node_keys: Vec<DepartmentKey>,
+    /// The datasets the department owns (only their ids matter here).
+    #[serde(default)]
+    dataset: Vec<DatasetId>,
+}
+
+#[derive(Deserialize)]
+struct DatasetId {
+    id: String,
 }
 
 /// The keys a directory document (TOML) publishes.
@@ -78,7 +87,14 @@ pub fn keys_from_directory(toml_text: &str) -> Result<OriginKeys, String> {
     let doc: DirectoryKeys = toml::from_str(toml_text).map_err(|e| e.to_string())?;
     let mut keys = Vec::new();
     let mut departments = Vec::new();
+    let mut datasets = Vec::new();
     for d in doc.department {
+        for ds in &d.dataset {
+            datasets.push(DatasetOwner {
+                dataset: ds.id.clone(),
+                department: d.id.clone(),
+            });
+        }
         for (role, list) in [
             (SignerRole::LicenseIssuer, &d.keys),
             (SignerRole::Gateway, &d.node_keys),
@@ -96,7 +112,18 @@ pub fn keys_from_directory(toml_text: &str) -> Result<OriginKeys, String> {
     }
     departments.sort();
     departments.dedup();
-    Ok(OriginKeys { keys, departments })
+    datasets.sort_by(|a, b| a.dataset.cmp(&b.dataset));
+    if let Some(w) = datasets.windows(2).find(|w| w[0].dataset == w[1].dataset) {
+        return Err(format!(
+            "dataset `{}` is listed under {} and {}: a dataset has one owner",
+            w[0].dataset, w[0].department, w[1].department
+        ));
+    }
+    Ok(OriginKeys {
+        keys,
+        departments,
+        datasets,
+    })
 }
 
 /// The keys of the directory `pointers` name, read from the stored record; `None` without a
@@ -189,10 +216,22 @@ pub type Refusal = OriginError;
 pub(super) fn judge(
     keys: Option<&OriginKeys>,
     config: &ConfigPointers,
+    governance: &Governance,
     record: &Record,
     issuer: Option<&str>,
     batches: &VerifiedBatches,
 ) -> Result<Option<OriginKeys>, Refusal> {
+    if let Record::Governance(g) = record.content() {
+        // Only under a batch signature (decided in `batch_signatures`); say what else is wrong
+        // with the step, if anything, so its submitter can mend it.
+        let keys = keys.ok_or_else(|| OriginError::NoDirectory {
+            dataset: g.dataset().to_owned(),
+        })?;
+        keys.check_governance(g, governance.catalog_version(g.dataset()))?;
+        return Err(OriginError::GovernanceUnsigned {
+            department: g.department.clone(),
+        });
+    }
     let new_keys = match record.content() {
         Record::Config(c) => match &c.change {
             ConfigChange::Directory { toml } => Some(readable_keys(toml)),
@@ -234,12 +273,16 @@ pub(super) fn judge(
 /// `issuer` gives the issuer of the license a status change names.
 pub(super) fn batch_signatures(
     keys: Option<&OriginKeys>,
+    governance: &Governance,
     records: &[Record],
     leaves: &[Hash],
     batches: &VerifiedBatches,
     mut issuer: impl FnMut(&Record) -> Result<Option<String>, StoreError>,
 ) -> Result<Vec<Option<Result<(), Refusal>>>, StoreError> {
     let mut verdicts: Vec<Option<Result<(), Refusal>>> = vec![None; records.len()];
+    // Catalog versions as the groups accepted so far leave them (the entry's governance steps
+    // apply only under signatures, so in this order).
+    let mut catalog: std::collections::BTreeMap<&str, u64> = Default::default();
     for (p, record) in records.iter().enumerate() {
         let Record::BatchSignature(signature) = record else {
             continue;
@@ -253,14 +296,39 @@ pub(super) fn batch_signatures(
             }
         };
         let mut verdict = batches.verify_covering(signature, &leaves[p], &leaves[range.clone()]);
-        if let (Ok(()), Some(keys)) = (&verdict, keys) {
+        let mut steps: Vec<(&str, u64)> = Vec::new();
+        if verdict.is_ok() {
             for q in range.clone() {
-                let issuer = issuer(&records[q])?;
-                let checked = keys
-                    .covered_originator(signature, &records[q], issuer.as_deref())
-                    .and_then(|o| {
-                        keys.check_authority_by(&records[q], issuer.as_deref(), Some(&o))
-                    });
+                let checked = match keys {
+                    Some(keys) => {
+                        let issuer = issuer(&records[q])?;
+                        keys.covered_originator(signature, &records[q], issuer.as_deref())
+                            .and_then(|o| {
+                                keys.check_authority_by(&records[q], issuer.as_deref(), Some(&o))
+                            })
+                    }
+                    None => Ok(()),
+                }
+                .and_then(|()| match records[q].content() {
+                    Record::Governance(g) => {
+                        let dataset = g.dataset();
+                        let in_force = steps
+                            .iter()
+                            .rev()
+                            .find(|(d, _)| *d == dataset)
+                            .map(|(_, v)| *v)
+                            .or_else(|| catalog.get(dataset).copied())
+                            .unwrap_or_else(|| governance.catalog_version(dataset));
+                        let keys = keys.ok_or_else(|| OriginError::NoDirectory {
+                            dataset: dataset.to_owned(),
+                        })?;
+                        keys.check_governance(g, in_force)?;
+                        let qianlian_verifier::record::GovernanceStep::Catalog(entry) = &g.step;
+                        steps.push((dataset, entry.version));
+                        Ok(())
+                    }
+                    _ => Ok(()),
+                });
                 if let Err(e) = checked {
                     verdict = Err(e);
                     break;
@@ -271,6 +339,7 @@ pub(super) fn batch_signatures(
             for q in range {
                 verdicts[q] = Some(Ok(()));
             }
+            catalog.extend(steps);
         }
         verdicts[p] = Some(verdict);
     }

@@ -672,12 +672,13 @@ fn install_blocking(
 }
 
 /// A snapshot written into a generation beside the live one, checked, not yet switched to.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Staged {
     generation: u32,
     live: u32,
     tree_size: u64,
     config: ConfigPointers,
+    governance: super::governance::Governance,
 }
 
 /// Read the snapshot into the generation after the live one and check it.
@@ -727,7 +728,7 @@ fn read_into_generation<R: Read, W: Write>(
         );
     }
 
-    let config = stream_into(db, input, &mut batch, generation, &header)?;
+    let (config, governance) = stream_into(db, input, &mut batch, generation, &header)?;
     db.write_opt(batch, &db::unsynced())?;
 
     // Check what was written as a node checks its own state on open; only then switch.
@@ -743,6 +744,7 @@ fn read_into_generation<R: Read, W: Write>(
         live,
         tree_size: header.tree_size,
         config,
+        governance,
     })
 }
 
@@ -840,6 +842,7 @@ fn persist_and_switch(
         live,
         tree_size,
         config,
+        governance,
     } = staged;
     let dir = &shared.config.snapshot_dir;
     let edge = load_edge(db, generation, tree_size)?;
@@ -868,6 +871,7 @@ fn persist_and_switch(
         signed_at: Some(std::time::Instant::now()),
         config,
         origin: super::origin::load(db, generation, &config)?,
+        governance: std::sync::Arc::new(governance),
     };
     let mut batch = WriteBatch::default();
     put_applied(db, &mut batch, &applied, Changed::EVERYTHING)?;
@@ -906,7 +910,7 @@ fn stream_into<R: Read, W: Write>(
     batch: &mut WriteBatch,
     generation: u32,
     header: &Header,
-) -> Result<ConfigPointers, StoreError> {
+) -> Result<(ConfigPointers, super::governance::Governance), StoreError> {
     let mut frames = Frames::new(db, generation, header.tree_size)?;
     loop {
         // The end tag is outside the digest; every other tag is inside.
@@ -952,6 +956,7 @@ struct Frames<'a> {
     // The audit index is not in the file: it is rebuilt from the records as they arrive.
     audit: audit_index::AuditStager<'a>,
     config: ConfigPointers,
+    governance: super::governance::Governance,
     records: u64,
     last_node: Option<(u8, u64)>,
     last_leaf: Option<Hash>,
@@ -970,6 +975,7 @@ impl<'a> Frames<'a> {
             leaf_cf: db::cf(db, CF_LEAF_INDEX)?,
             audit: audit_index::AuditStager::new(db)?,
             config: ConfigPointers::default(),
+            governance: Default::default(),
             records: 0,
             last_node: None,
             last_leaf: None,
@@ -1004,6 +1010,7 @@ impl<'a> Frames<'a> {
         let record = Record::decode(&bytes)
             .map_err(|e| StoreError::corrupt(format!("snapshot record {records}"), e))?;
         self.config.observe(records, &record);
+        self.governance.observe(records, &record);
         self.audit.collect(records, &record);
         self.audit.stage(batch, self.generation);
         batch.put_cf(self.records_cf, record_key(self.generation, records), bytes);
@@ -1102,8 +1109,11 @@ impl<'a> Frames<'a> {
     }
 
     /// The end frame: the digest of everything before it, and nothing after it. Returns the
-    /// configuration pointers the records give.
-    fn end<R: Read, W: Write>(self, input: &mut Input<R, W>) -> Result<ConfigPointers, StoreError> {
+    /// configuration pointers and the governance the records give.
+    fn end<R: Read, W: Write>(
+        self,
+        input: &mut Input<R, W>,
+    ) -> Result<(ConfigPointers, super::governance::Governance), StoreError> {
         let computed: Hash = std::mem::take(&mut input.digest).finalize().into();
         let stated = input.raw::<32>()?;
         let mut rest = [0u8; 1];
@@ -1122,6 +1132,6 @@ impl<'a> Frames<'a> {
                 format!("{} records, {} announced", self.records, self.tree_size),
             ));
         }
-        Ok(self.config)
+        Ok((self.config, self.governance))
     }
 }

@@ -162,6 +162,39 @@ pub enum OriginError {
         role: &'static str,
         department: String,
     },
+    /// A governance step about a dataset by a department that does not own it.
+    #[error(
+        "{department} does not own dataset `{dataset}`: {}",
+        match owner {
+            Some(owner) => format!("the directory in force lists it under {owner}, who alone decides over it"),
+            None => "the directory in force does not list it; an operator adds it to its owner's datasets (`qianlian directory apply`)".to_owned(),
+        }
+    )]
+    NotOwner {
+        dataset: String,
+        department: String,
+        owner: Option<String>,
+    },
+    /// A catalog entry that does not replace the one in force.
+    #[error(
+        "catalog entry version {found} of `{dataset}` does not follow version {in_force} in force: publish version {}",
+        in_force + 1
+    )]
+    CatalogVersion {
+        dataset: String,
+        found: u64,
+        in_force: u64,
+    },
+    /// A governance step that is not under its department's batch signature.
+    #[error(
+        "a governance step of {department} applies only under a batch signature by one of its gateway keys, made when its gateway writes the step"
+    )]
+    GovernanceUnsigned { department: String },
+    /// A governance step while the cluster has no replicated directory to say who owns what.
+    #[error(
+        "no directory is in force, so nobody owns dataset `{dataset}` yet: an operator applies the directory first (`qianlian directory apply`)"
+    )]
+    NoDirectory { dataset: String },
 }
 
 impl SealedRecord {
@@ -217,6 +250,7 @@ pub fn responsible(record: &Record, issuer: Option<&str>) -> (SignerRole, String
             SignerRole::LicenseIssuer,
             issuer.unwrap_or(&r.caller.department).to_owned(),
         ),
+        Record::Governance(r) => (SignerRole::Gateway, r.department.clone()),
         Record::Config(_)
         | Record::Sealed(_)
         | Record::Authorized(_)
@@ -249,9 +283,56 @@ pub struct OriginKeys {
     /// more operators ([`super::authorize::signatures_needed`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub departments: Vec<String>,
+    /// Every dataset the directory lists, with the department that owns it, sorted by dataset.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<DatasetOwner>,
+}
+
+/// A dataset and its owner, as the directory lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatasetOwner {
+    pub dataset: String,
+    pub department: String,
 }
 
 impl OriginKeys {
+    /// The department that owns `dataset`, if the directory lists it.
+    pub fn owner_of(&self, dataset: &str) -> Option<&str> {
+        self.datasets
+            .binary_search_by(|d| d.dataset.as_str().cmp(dataset))
+            .ok()
+            .map(|i| self.datasets[i].department.as_str())
+    }
+
+    /// Whether a governance step, sealed with authority ([`OriginKeys::check_authority`]),
+    /// may be taken: its department owns the dataset, and a catalog entry is the next version
+    /// of that dataset's entry (`catalog_version`: the version in force, 0 for none).
+    pub fn check_governance(
+        &self,
+        record: &super::GovernanceRecord,
+        catalog_version: u64,
+    ) -> Result<(), OriginError> {
+        let dataset = record.dataset();
+        let owner = self.owner_of(dataset);
+        if owner != Some(record.department.as_str()) {
+            return Err(OriginError::NotOwner {
+                dataset: dataset.to_owned(),
+                department: record.department.clone(),
+                owner: owner.map(str::to_owned),
+            });
+        }
+        match &record.step {
+            super::GovernanceStep::Catalog(entry) if entry.version != catalog_version + 1 => {
+                Err(OriginError::CatalogVersion {
+                    dataset: dataset.to_owned(),
+                    found: entry.version,
+                    in_force: catalog_version,
+                })
+            }
+            super::GovernanceStep::Catalog(_) => Ok(()),
+        }
+    }
+
     /// Whether `department` publishes gateway keys, which makes seals compulsory for it.
     pub fn is_sealed(&self, department: &str) -> bool {
         self.keys
@@ -298,6 +379,7 @@ impl OriginKeys {
                 | Record::Exchange(_)
                 | Record::LicenseIssued(_)
                 | Record::LicenseStatus(_)
+                | Record::Governance(_)
         ) {
             return Err(OriginError::NotCoverable);
         }
@@ -329,7 +411,9 @@ impl OriginKeys {
             return Ok(());
         }
         let Some(o) = originator else {
-            return if self.is_sealed(&department) {
+            // Governance steps are newer than every directory: always sealed.
+            let always = matches!(record.content(), Record::Governance(_));
+            return if always || self.is_sealed(&department) {
                 Err(OriginError::Unsealed {
                     department,
                     role: role.as_str(),

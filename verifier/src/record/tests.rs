@@ -452,3 +452,57 @@ fn membership_changes_decode_with_their_frozen_bytes() {
 
 const FROZEN_V1_MEMBERSHIP_LEAF_HASH: &str =
     "7c788a55598416fff527aa650971a2f9e3ae866351f6df5aab8b846ef608c224";
+
+#[test]
+fn catalog_entries_decode_with_their_frozen_bytes() {
+    use super::governance::{
+        CatalogEntry, CatalogField, FieldClass, GovernanceRecord, GovernanceStep, SharingClass,
+        UpdateFrequency,
+    };
+    let record = Record::Governance(GovernanceRecord {
+        time_unix_ms: 1_770_000_000_000,
+        department: "market-regulation".into(),
+        step: GovernanceStep::Catalog(CatalogEntry {
+            dataset: "enterprise-registration".into(),
+            version: 2,
+            title_zh: "企业登记信息".into(),
+            title_en: "Enterprise registration".into(),
+            description: "Registered enterprises.".into(),
+            fields: vec![
+                CatalogField {
+                    name: "legal_representative_id".into(),
+                    class: FieldClass::Personal,
+                    shareable: false,
+                },
+                CatalogField {
+                    name: "name".into(),
+                    class: FieldClass::Public,
+                    shareable: true,
+                },
+            ],
+            sharing: SharingClass::Conditional,
+            purposes: vec!["permit-review".into()],
+            update_frequency: UpdateFrequency::Daily,
+            legal_basis: "《企业信息公示暂行条例》".into(),
+        }),
+    });
+    assert_eq!(record.check(), Ok(()));
+    let bytes = record.encode();
+    assert_eq!(bytes[0], FORMAT_V1);
+    assert_eq!(
+        hex::encode(leaf_hash(&bytes)),
+        FROZEN_CATALOG_LEAF_HASH,
+        "the canonical encoding of a catalog entry changed: old logs would no longer verify"
+    );
+    assert_eq!(Record::decode(&bytes).ok(), Some(record.clone()));
+    // Its department's gateway answers for it; an unsealed one is refused even where the
+    // department publishes no keys.
+    let keys = OriginKeys::default();
+    assert!(matches!(
+        keys.check_authority(&record, None),
+        Err(OriginError::Unsealed { .. })
+    ));
+}
+
+const FROZEN_CATALOG_LEAF_HASH: &str =
+    "36382a4d95cdf04f318bbb68a3a34a126ba62135b001b1b35a64a1d45bce8f18";

@@ -561,3 +561,141 @@ async fn a_batch_signature_record_seals_the_records_before_it_or_none() -> TestR
     assert_eq!(roots[0], roots[1]);
     Ok(())
 }
+
+/// The directory of [`directory`] (sealed) in which market-regulation owns
+/// enterprise-registration and housing owns construction-permit.
+fn directory_with_datasets() -> String {
+    directory(true)
+        .split("[[department]]")
+        .filter(|d| !d.is_empty())
+        .map(|d| {
+            let dataset = if d.contains(&format!("id = \"{MR}\"")) {
+                "enterprise-registration"
+            } else {
+                "construction-permit"
+            };
+            format!("[[department]]{d}[[department.dataset]]\nid = \"{dataset}\"\n")
+        })
+        .collect()
+}
+
+/// Version `version` of `dataset`'s catalog entry, as `dept` publishes it.
+fn catalog(dept: &str, dataset: &str, version: u64) -> Record {
+    use qianlian_verifier::record::{
+        CatalogEntry, CatalogField, FieldClass, GovernanceRecord, GovernanceStep, SharingClass,
+        UpdateFrequency,
+    };
+    Record::Governance(GovernanceRecord {
+        time_unix_ms: 1_770_000_002_000 + version,
+        department: dept.into(),
+        step: GovernanceStep::Catalog(CatalogEntry {
+            dataset: dataset.into(),
+            version,
+            title_zh: "企业登记信息".into(),
+            title_en: "Enterprise registration".into(),
+            description: format!("version {version}"),
+            fields: vec![CatalogField {
+                name: "name".into(),
+                class: FieldClass::Public,
+                shareable: true,
+            }],
+            sharing: SharingClass::Unconditional,
+            purposes: vec!["permit-review".into()],
+            update_frequency: UpdateFrequency::Daily,
+            legal_basis: "《政务信息资源共享管理暂行办法》".into(),
+        }),
+    })
+}
+
+/// `records` and a batch signature over them by `key`.
+fn signed(records: Vec<Record>, key: &SigningKey) -> Vec<Record> {
+    let signature = batch_signature(&records, key);
+    records.into_iter().chain([signature]).collect()
+}
+
+/// A catalog entry applies only under its department's batch signature, for a dataset the
+/// directory lists under that department, as the next version of the entry; a step that fails
+/// takes only its own group with it, never another caller's records in the same entry; the
+/// catalog in force survives a restart.
+#[tokio::test]
+async fn catalog_entries_apply_only_from_the_datasets_owner_in_version_order() -> TestResult {
+    let er = "enterprise-registration";
+    let dir = tempfile::tempdir()?;
+    {
+        let (_db, mut sm) = open(dir.path()).await?;
+        let reader = sm.reader();
+        let first = signed(vec![catalog(MR, er, 1)], &node_key(MR));
+        let others = signed(vec![exchange(1), exchange(2)], &node_key(MR));
+        let responses = apply(
+            &mut sm,
+            vec![
+                entry(1, vec![config(directory_with_datasets())]),
+                entry(2, first.into_iter().chain(others).collect()),
+            ],
+        )
+        .await?;
+        assert!(responses[1].refused.is_empty(), "{:?}", responses[1]);
+        assert_eq!(reader.tree_size(), 6);
+        assert_eq!(reader.governance().catalog_version(er), 1);
+
+        let attempts = [
+            // Housing's gateway, honestly named, over market-regulation's dataset.
+            (
+                signed(vec![catalog(HOUSING, er, 2)], &node_key(HOUSING)),
+                "does not own dataset",
+            ),
+            // Market-regulation's key speaking for housing.
+            (
+                signed(vec![catalog(HOUSING, er, 2)], &node_key(MR)),
+                "not among the gateway keys",
+            ),
+            // A replay of version 1.
+            (
+                signed(vec![catalog(MR, er, 1)], &node_key(MR)),
+                "does not follow version 1",
+            ),
+            // No signature at all.
+            (vec![catalog(MR, er, 2)], "only under a batch signature"),
+            // A dataset nobody owns.
+            (
+                signed(vec![catalog(MR, "no-such-dataset", 1)], &node_key(MR)),
+                "does not list it",
+            ),
+        ];
+        for (records, expected) in attempts {
+            let bystanders = signed(vec![exchange(3)], &node_key(MR));
+            let responses = apply(
+                &mut sm,
+                vec![entry(3, records.into_iter().chain(bystanders).collect())],
+            )
+            .await?;
+            let r = &responses[0];
+            assert!(
+                r.refused.iter().any(|x| x.reason.contains(expected)),
+                "{expected}: {:?}",
+                r.refused
+            );
+            assert_eq!(
+                r.hashes.len(),
+                2,
+                "the other group (a record and its signature) still applies: {r:?}"
+            );
+        }
+        assert_eq!(reader.governance().catalog_version(er), 1);
+        assert_eq!(reader.tree_size(), 6 + 5 * 2);
+
+        let second = signed(vec![catalog(MR, er, 2)], &node_key(MR));
+        let responses = apply(&mut sm, vec![entry(4, second)]).await?;
+        assert!(responses[0].refused.is_empty(), "{:?}", responses[0]);
+        let catalog_in_force = reader.catalog().await?;
+        assert_eq!(catalog_in_force.len(), 1);
+        assert_eq!(catalog_in_force[0].0, 6 + 5 * 2, "the entry's log index");
+    }
+    let (_db, sm) = open(dir.path()).await?;
+    assert_eq!(
+        sm.reader().governance().catalog_version(er),
+        2,
+        "the catalog in force is stored with the applied state"
+    );
+    Ok(())
+}

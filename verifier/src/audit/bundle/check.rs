@@ -405,5 +405,8 @@ fn kind(record: &Record) -> &'static str {
         Record::Authorized(_) => "authorized",
         Record::BatchSealed(_) => "sealed",
         Record::BatchSignature(_) => "batch-signature",
+        Record::Governance(g) => match g.step {
+            crate::record::GovernanceStep::Catalog(_) => "catalog",
+        },
     }
 }

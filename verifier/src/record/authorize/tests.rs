@@ -25,6 +25,7 @@ fn in_force(operators: &[OriginKey]) -> OriginKeys {
     OriginKeys {
         keys: operators.to_vec(),
         departments: vec!["a".into(), "b".into()],
+        ..Default::default()
     }
 }
 
@@ -167,14 +168,17 @@ fn removing_a_department_or_an_operator_key_needs_two_operators() {
     let removes_b = OriginKeys {
         keys: vec![a.clone(), b.clone()],
         departments: vec!["a".into()],
+        ..Default::default()
     };
     let drops_ops_b = OriginKeys {
         keys: vec![a.clone()],
         departments: vec!["a".into(), "b".into()],
+        ..Default::default()
     };
     let adds_c = OriginKeys {
         keys: vec![a.clone(), b.clone()],
         departments: vec!["a".into(), "b".into(), "c".into()],
+        ..Default::default()
     };
     let change = directory_change("[[department]]\nid = \"a\"\nname = \"A\"\n");
     for (new, why) in [
@@ -226,6 +230,7 @@ fn removing_a_department_or_an_operator_key_needs_two_operators() {
     let removes_b_alone = OriginKeys {
         keys: vec![a],
         departments: vec!["a".into()],
+        ..Default::default()
     };
     assert_eq!(
         alone.check_config(
