@@ -5,12 +5,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use qianlian_cli::client::describe_status;
+use qianlian_gateway::services::catalog::{EntryDocument, view_json};
 use qianlian_proto::v1::catalog_client::CatalogClient;
-use qianlian_proto::v1::{
-    CatalogEntry, CatalogEntryView, CatalogField, GetEntryRequest, ListEntriesRequest,
-    PublishEntryRequest,
-};
-use serde::Deserialize;
+use qianlian_proto::v1::{GetEntryRequest, ListEntriesRequest, PublishEntryRequest};
 
 use super::conn::ConnArgs;
 
@@ -42,34 +39,7 @@ pub enum CatalogCommand {
     Publish { file: PathBuf },
 }
 
-/// A catalog entry as a department writes it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EntryFile {
-    dataset: String,
-    version: Option<u64>,
-    title_zh: String,
-    title_en: String,
-    description: String,
-    sharing: String,
-    #[serde(default)]
-    purposes: Vec<String>,
-    update_frequency: String,
-    legal_basis: String,
-    #[serde(default, rename = "field")]
-    fields: Vec<FieldFile>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FieldFile {
-    name: String,
-    class: String,
-    #[serde(default)]
-    shareable: bool,
-}
-
-fn read_entry(path: &Path) -> anyhow::Result<EntryFile> {
+fn read_entry(path: &Path) -> anyhow::Result<EntryDocument> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
@@ -128,31 +98,7 @@ pub async fn exec(args: CatalogArgs) -> anyhow::Result<()> {
                     Err(s) => anyhow::bail!(describe_status(&s)),
                 },
             };
-            let mut fields: Vec<CatalogField> = f
-                .fields
-                .into_iter()
-                .map(|x| CatalogField {
-                    name: x.name,
-                    classification: x.class,
-                    shareable: x.shareable,
-                })
-                .collect();
-            fields.sort_by(|a, b| a.name.cmp(&b.name));
-            let mut purposes = f.purposes;
-            purposes.sort();
-            purposes.dedup();
-            let entry = CatalogEntry {
-                dataset: f.dataset,
-                version,
-                title_zh: f.title_zh,
-                title_en: f.title_en,
-                description: f.description,
-                fields,
-                sharing: f.sharing,
-                purposes,
-                update_frequency: f.update_frequency,
-                legal_basis: f.legal_basis,
-            };
+            let entry = f.into_wire(version);
             let view = client
                 .publish_entry(PublishEntryRequest { entry: Some(entry) })
                 .await
@@ -170,35 +116,4 @@ pub async fn exec(args: CatalogArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn view_json(v: &CatalogEntryView) -> serde_json::Value {
-    let e = v.entry.clone().unwrap_or_default();
-    let fields: Vec<serde_json::Value> = e
-        .fields
-        .iter()
-        .map(|f| {
-            serde_json::json!({
-                "name": f.name,
-                "class": f.classification,
-                "shareable": f.shareable,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "dataset": e.dataset,
-        "version": e.version,
-        "owner": v.owner,
-        "title_zh": e.title_zh,
-        "title_en": e.title_en,
-        "description": e.description,
-        "sharing": e.sharing,
-        "purposes": e.purposes,
-        "update_frequency": e.update_frequency,
-        "legal_basis": e.legal_basis,
-        "fields": fields,
-        "log_index": v.log_index,
-        "leaf_hash": hex::encode(&v.leaf_hash),
-        "time_unix_ms": v.time_unix_ms,
-    })
 }

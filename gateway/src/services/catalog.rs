@@ -345,31 +345,67 @@ impl CatalogApi for CatalogService {
 pub const HTTP_CATALOG_PATH: &str = "/v1/catalog";
 pub const HTTP_CATALOG_ENTRY_PATH: &str = "/v1/catalog/{dataset}";
 
-/// A catalog entry as HTTP/JSON carries it (and as `qianlian catalog show` prints it).
+/// A catalog entry as a department writes it: in JSON over HTTP (as `qianlian catalog show`
+/// prints it, less what the log adds) or in TOML for `qianlian catalog publish` (one `[[field]]`
+/// table per field). Lists may come in any order.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct JsonEntry {
-    dataset: String,
-    version: u64,
-    title_zh: String,
-    title_en: String,
-    description: String,
-    sharing: String,
+pub struct EntryDocument {
+    pub dataset: String,
+    /// The next version after the entry in force; the CLI looks it up when it is left out.
+    pub version: Option<u64>,
+    pub title_zh: String,
+    pub title_en: String,
+    pub description: String,
+    pub sharing: String,
     #[serde(default)]
-    purposes: Vec<String>,
-    update_frequency: String,
-    legal_basis: String,
-    #[serde(default)]
-    fields: Vec<JsonField>,
+    pub purposes: Vec<String>,
+    pub update_frequency: String,
+    pub legal_basis: String,
+    #[serde(default, alias = "field")]
+    pub fields: Vec<FieldDocument>,
 }
 
+/// One field of an [`EntryDocument`].
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct JsonField {
-    name: String,
-    class: String,
+pub struct FieldDocument {
+    pub name: String,
+    pub class: String,
     #[serde(default)]
-    shareable: bool,
+    pub shareable: bool,
+}
+
+impl EntryDocument {
+    /// The entry for the wire as version `version`, its fields sorted by name and its purposes
+    /// sorted without repeats (the order the record requires).
+    pub fn into_wire(self, version: u64) -> WireEntry {
+        let mut fields: Vec<WireField> = self
+            .fields
+            .into_iter()
+            .map(|f| WireField {
+                name: f.name,
+                classification: f.class,
+                shareable: f.shareable,
+            })
+            .collect();
+        fields.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut purposes = self.purposes;
+        purposes.sort();
+        purposes.dedup();
+        WireEntry {
+            dataset: self.dataset,
+            version,
+            title_zh: self.title_zh,
+            title_en: self.title_en,
+            description: self.description,
+            fields,
+            sharing: self.sharing,
+            purposes,
+            update_frequency: self.update_frequency,
+            legal_basis: self.legal_basis,
+        }
+    }
 }
 
 /// A catalog entry view as JSON.
@@ -445,9 +481,9 @@ async fn http_get(
 async fn http_publish(
     axum::extract::State(service): axum::extract::State<CatalogService>,
     conn: Option<axum::Extension<crate::node::tls::ConnInfo>>,
-    body: Result<axum::Json<JsonEntry>, axum::extract::rejection::JsonRejection>,
+    body: Result<axum::Json<EntryDocument>, axum::extract::rejection::JsonRejection>,
 ) -> JsonAnswer {
-    let e = match body {
+    let document = match body {
         Ok(axum::Json(e)) => e,
         Err(rejection) => {
             return crate::services::error::http_error(ServiceError::InvalidArgument(format!(
@@ -456,26 +492,12 @@ async fn http_publish(
             )));
         }
     };
-    let entry = WireEntry {
-        dataset: e.dataset,
-        version: e.version,
-        title_zh: e.title_zh,
-        title_en: e.title_en,
-        description: e.description,
-        fields: e
-            .fields
-            .into_iter()
-            .map(|f| WireField {
-                name: f.name,
-                classification: f.class,
-                shareable: f.shareable,
-            })
-            .collect(),
-        sharing: e.sharing,
-        purposes: e.purposes,
-        update_frequency: e.update_frequency,
-        legal_basis: e.legal_basis,
+    let Some(version) = document.version else {
+        return crate::services::error::http_error(ServiceError::InvalidArgument(
+            "`version` is required: one more than the entry in force (GET /v1/catalog/{dataset}), 1 for the first".into(),
+        ));
     };
+    let entry = document.into_wire(version);
     let req = with_conn(
         PublishEntryRequest { entry: Some(entry) },
         conn.map(|c| c.0),
