@@ -454,11 +454,11 @@ impl StateReader {
         self.shared.applied().governance.clone()
     }
 
-    /// The catalog entries in force, by dataset: each with the log index of its record and the
-    /// record (sealed under its department's batch signature).
+    /// The catalog entries in force, by dataset: each with the log index of its record, its
+    /// leaf hash and the record (sealed under its department's batch signature).
     pub async fn catalog(
         &self,
-    ) -> Result<Vec<(u64, qianlian_verifier::record::GovernanceRecord)>, StoreError> {
+    ) -> Result<Vec<(u64, Hash, qianlian_verifier::record::GovernanceRecord)>, StoreError> {
         let pointers: Vec<u64> = self
             .governance()
             .catalog
@@ -473,7 +473,9 @@ impl StateReader {
                 .await?
                 .ok_or_else(|| StoreError::corrupt(what(), "beyond the tree size"))?;
             match Record::decode(&bytes).map(Record::into_content) {
-                Ok(Record::Governance(g)) => out.push((log_index, g)),
+                Ok(Record::Governance(g)) => {
+                    out.push((log_index, qianlian_verifier::leaf_hash(&bytes), g));
+                }
                 _ => return Err(StoreError::corrupt(what(), "not a governance record")),
             }
         }

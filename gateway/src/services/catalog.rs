@@ -50,12 +50,6 @@ fn readers_only(who: &PeerIdentity) -> Result<(), ServiceError> {
     }
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl CatalogService {
     async fn publish(
         &self,
@@ -115,7 +109,7 @@ impl CatalogService {
             )));
         }
         let record = GovernanceRecord {
-            time_unix_ms: now_ms(),
+            time_unix_ms: crate::node::time::now_ms(),
             department: department.clone(),
             step: GovernanceStep::Catalog(entry),
         };
@@ -147,7 +141,7 @@ impl CatalogService {
             .catalog()
             .await?
             .iter()
-            .map(|(index, record)| view_of_stored(*index, record))
+            .map(|(index, hash, record)| view(*index, record, hash.to_vec()))
             .collect();
         Ok(ListEntriesResponse { entries })
     }
@@ -159,8 +153,8 @@ impl CatalogService {
             .catalog()
             .await?
             .iter()
-            .find(|(_, r)| r.dataset() == dataset)
-            .map(|(index, record)| view_of_stored(*index, record))
+            .find(|(_, _, r)| r.dataset() == dataset)
+            .map(|(index, hash, record)| view(*index, record, hash.to_vec()))
             .ok_or_else(|| ServiceError::NotFound {
                 message: format!(
                     "no catalog entry for `{dataset}`: its owner has not published one"
@@ -168,11 +162,6 @@ impl CatalogService {
                 receipt: None,
             })
     }
-}
-
-fn view_of_stored(log_index: u64, record: &GovernanceRecord) -> CatalogEntryView {
-    let hash = Record::Governance(record.clone()).hash().to_vec();
-    view(log_index, record, hash)
 }
 
 fn view(log_index: u64, record: &GovernanceRecord, leaf_hash: Vec<u8>) -> CatalogEntryView {

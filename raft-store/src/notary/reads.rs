@@ -210,10 +210,10 @@ impl Notary {
     }
 
     /// The catalog entries in force on this node, by dataset: each with the log index of its
-    /// record and the record.
+    /// record, its leaf hash and the record.
     pub async fn catalog(
         &self,
-    ) -> Result<Vec<(u64, qianlian_verifier::record::GovernanceRecord)>, NotaryError> {
+    ) -> Result<Vec<(u64, Hash, qianlian_verifier::record::GovernanceRecord)>, NotaryError> {
         self.settled().await?;
         Ok(self.inner.reader.catalog().await?)
     }
