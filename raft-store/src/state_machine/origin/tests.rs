@@ -699,3 +699,17 @@ async fn catalog_entries_apply_only_from_the_datasets_owner_in_version_order() -
     );
     Ok(())
 }
+
+/// A dataset the directory lists under two departments has no owner, and the directory's keys
+/// stay in force (a directory never switches the origin check off).
+#[test]
+fn a_dataset_listed_twice_has_no_owner_and_the_keys_stay() -> TestResult {
+    let twice = directory_with_datasets().replace("construction-permit", "enterprise-registration");
+    let keys = super::keys_from_directory(&twice)?;
+    assert_eq!(keys.owner_of("enterprise-registration"), None);
+    assert!(keys.is_sealed(MR) && keys.is_sealed(HOUSING));
+    let once = super::keys_from_directory(&directory_with_datasets())?;
+    assert_eq!(once.owner_of("enterprise-registration"), Some(MR));
+    assert_eq!(once.owner_of("construction-permit"), Some(HOUSING));
+    Ok(())
+}
